@@ -1,0 +1,251 @@
+"""Append-only exposure and outcome log (JSON lines in a local directory) and its reader.
+
+Layout: ``<dir>/exposures-YYYY-MM-DD.jsonl`` and ``<dir>/outcomes-YYYY-MM-DD.jsonl`` (UTC date of
+the record's ``ts``), so old days can be archived or deleted as whole files.
+
+Concurrency: each file is opened with ``O_WRONLY | O_APPEND | O_CREAT`` and every record is encoded to
+one ``bytes`` line and handed to a single ``os.write``. With O_APPEND the kernel moves to the end of file
+and writes atomically with respect to other appenders on a local filesystem, so several processes (Ray
+replicas, the events API) can share one directory without locks and without interleaved lines.
+Nothing is buffered in user space: once `log_*` returns, the line is in the page cache and survives a
+crash of the process. Durability against an OS crash/power loss is the ``fsync`` policy:
+``"always"`` (fsync after every line; slow), ``"interval"`` (default: fsync when more than
+``fsync_interval_s`` passed since the last one, and on close) or ``"never"``. Not for NFS.
+
+The reader skips lines it cannot parse (a torn last line after a power loss) and counts them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+
+from recsys.experiments.config import EVENT_TYPES
+
+FsyncPolicy = Literal["always", "interval", "never"]
+EXPOSURE_COLUMNS = ["unit_id", "experiment", "variant", "layer", "request_id", "ts", "items", "is_holdout"]
+OUTCOME_COLUMNS = ["unit_id", "event_type", "value", "ts", "item_id"]
+
+
+def _epoch(ts: datetime | float | int | None) -> float:
+    if ts is None:
+        return time.time()
+    if isinstance(ts, datetime):
+        return (ts if ts.tzinfo else ts.replace(tzinfo=UTC)).timestamp()  # naive = UTC, like the config
+    return float(ts)
+
+
+class ExposureLog:
+    """Writer for exposures (what a unit was shown, under which variant) and outcomes (what it did).
+
+    Picklable: file descriptors are dropped on pickling and reopened lazily by the new owner.
+    """
+
+    def __init__(
+        self,
+        directory: str | Path,
+        *,
+        fsync: FsyncPolicy = "interval",
+        fsync_interval_s: float = 1.0,
+    ) -> None:
+        if fsync not in ("always", "interval", "never"):
+            raise ValueError(f"fsync must be 'always', 'interval' or 'never', got {fsync!r}")
+        self.directory = Path(directory)
+        self.fsync = fsync
+        self.fsync_interval_s = fsync_interval_s
+        self._fds: dict[str, int] = {}
+        self._last_fsync = time.monotonic()
+        self._pid = os.getpid()
+        self.directory.mkdir(parents=True, exist_ok=True)
+
+    # ------------------------------------------------------------------ writing
+    def log_exposure(
+        self,
+        unit_id: str,
+        experiment: str,
+        variant: str,
+        request_id: str,
+        ts: datetime | float | None = None,
+        items: Sequence[Any] = (),
+        *,
+        layer: str | None = None,
+        is_holdout: bool = False,
+    ) -> None:
+        """Record that ``unit_id`` was served ``items`` under ``experiment``/``variant``."""
+        record = {
+            "unit_id": str(unit_id),
+            "experiment": experiment,
+            "variant": variant,
+            "layer": layer,
+            "request_id": str(request_id),
+            "ts": _epoch(ts),
+            "items": [i if isinstance(i, int | float) else str(i) for i in items],
+            "is_holdout": bool(is_holdout),
+        }
+        self._append("exposures", record)
+
+    def log_assignment(
+        self,
+        unit_id: str,
+        assignment: Any,
+        request_id: str,
+        items: Sequence[Any] = (),
+        ts: datetime | float | None = None,
+    ) -> None:
+        """Convenience for serving: log an exposure straight from a router `Assignment`."""
+        self.log_exposure(
+            unit_id,
+            assignment.experiment,
+            assignment.variant,
+            request_id,
+            ts,
+            items,
+            layer=assignment.layer,
+            is_holdout=assignment.is_holdout,
+        )
+
+    def log_outcome(
+        self,
+        unit_id: str,
+        event_type: str,
+        value: float = 1.0,
+        ts: datetime | float | None = None,
+        item_id: str | int | None = None,
+    ) -> None:
+        """Record a click/purchase/rating/view; ``value`` is the amount, the rating, or 1."""
+        if event_type not in EVENT_TYPES:
+            raise ValueError(f"event_type must be one of {EVENT_TYPES}, got {event_type!r}")
+        value = float(value)
+        if value != value:  # NaN would poison every mean downstream
+            raise ValueError("value must be a number, got NaN")
+        record = {
+            "unit_id": str(unit_id),
+            "event_type": event_type,
+            "value": value,
+            "ts": _epoch(ts),
+            "item_id": None if item_id is None else str(item_id),
+        }
+        self._append("outcomes", record)
+
+    def _append(self, kind: str, record: dict[str, Any]) -> None:
+        line = (json.dumps(record, separators=(",", ":")) + "\n").encode()
+        day = time.strftime("%Y-%m-%d", time.gmtime(record["ts"]))
+        fd = self._fd(f"{kind}-{day}.jsonl")
+        written = os.write(fd, line)
+        if written != len(line):  # only on ENOSPC-like conditions; a torn line is skipped by the reader
+            raise OSError(f"short write to {self.directory}: {written} of {len(line)} bytes")
+        if self.fsync == "always":
+            os.fsync(fd)
+        elif self.fsync == "interval":
+            now = time.monotonic()
+            if now - self._last_fsync >= self.fsync_interval_s:
+                for other in self._fds.values():
+                    os.fsync(other)
+                self._last_fsync = now
+
+    def _fd(self, name: str) -> int:
+        if self._pid != os.getpid():  # forked: descriptors are shared with the parent, open our own
+            self._fds = {}
+            self._pid = os.getpid()
+        fd = self._fds.get(name)
+        if fd is None:
+            fd = os.open(self.directory / name, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            self._fds[name] = fd
+        return fd
+
+    def flush(self) -> None:
+        """fsync every open file (the data is already in the kernel; this makes it durable)."""
+        for fd in self._fds.values():
+            os.fsync(fd)
+        self._last_fsync = time.monotonic()
+
+    def close(self) -> None:
+        if self._pid == os.getpid():
+            for fd in self._fds.values():
+                try:
+                    if self.fsync != "never":
+                        os.fsync(fd)
+                finally:
+                    os.close(fd)
+        self._fds = {}
+
+    def __enter__(self) -> ExposureLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {
+            "directory": self.directory,
+            "fsync": self.fsync,
+            "fsync_interval_s": self.fsync_interval_s,
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["directory"], fsync=state["fsync"], fsync_interval_s=state["fsync_interval_s"])
+
+
+# ---------------------------------------------------------------------- reading
+
+
+@dataclass
+class LogFrames:
+    """Exposures and outcomes as DataFrames (``ts`` in epoch seconds), plus how many lines were bad."""
+
+    exposures: pd.DataFrame
+    outcomes: pd.DataFrame
+    bad_lines: int = 0
+
+
+def _read_lines(paths: Iterable[Path], required: Sequence[str]) -> tuple[list[dict[str, Any]], int]:
+    records: list[dict[str, Any]] = []
+    bad = 0
+    for path in paths:
+        with open(path, "rb") as handle:
+            for raw in handle:
+                if not raw.strip():
+                    continue
+                try:
+                    record = json.loads(raw)
+                except ValueError:
+                    bad += 1
+                    continue
+                if not isinstance(record, dict) or any(key not in record for key in required):
+                    bad += 1
+                    continue
+                records.append(record)
+    return records, bad
+
+
+def read_log(directory: str | Path) -> LogFrames:
+    """Load every exposure and outcome file in ``directory``."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"log directory {directory} does not exist")
+    exposures, bad_e = _read_lines(
+        sorted(directory.glob("exposures-*.jsonl")), ["unit_id", "experiment", "variant", "ts"]
+    )
+    outcomes, bad_o = _read_lines(sorted(directory.glob("outcomes-*.jsonl")), ["unit_id", "event_type", "ts"])
+    ex = pd.DataFrame.from_records(exposures, columns=EXPOSURE_COLUMNS)
+    oc = pd.DataFrame.from_records(outcomes, columns=OUTCOME_COLUMNS)
+    ex["ts"] = ex["ts"].astype(float)
+    oc["ts"] = oc["ts"].astype(float)
+    oc["value"] = pd.to_numeric(oc["value"], errors="coerce").fillna(1.0)
+    ex["unit_id"] = ex["unit_id"].astype(str)
+    oc["unit_id"] = oc["unit_id"].astype(str)
+    return LogFrames(ex, oc, bad_e + bad_o)

@@ -1,0 +1,336 @@
+{{/*
+Names, labels and the pod fragments shared by every workload (env, volumes, security).
+*/}}
+
+{{- define "recsys.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Full name prefix. Kept to 30 characters because KubeRay derives longer names from RayService/RayJob
+names (e.g. "<rayjob>-<5 random>-head-svc") and RayJob names are limited to 47 characters.
+*/}}
+{{- define "recsys.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 30 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 30 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 30 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "recsys.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "recsys.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "recsys.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "recsys.labels" -}}
+helm.sh/chart: {{ include "recsys.chart" . }}
+{{ include "recsys.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: recsys
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* Labels for one component: include "recsys.componentLabels" (dict "ctx" $ "component" "serving") */}}
+{{- define "recsys.componentLabels" -}}
+{{ include "recsys.labels" .ctx }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{- define "recsys.componentSelectorLabels" -}}
+{{ include "recsys.selectorLabels" .ctx }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{- define "recsys.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "recsys.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "recsys.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{/* Name of the Secret holding REDIS_URL and the Feast connection string. */}}
+{{- define "recsys.redisSecretName" -}}
+{{- if .Values.redis.urlSecret.name }}
+{{- .Values.redis.urlSecret.name }}
+{{- else if eq .Values.redis.mode "internal" }}
+{{- printf "%s-redis" (include "recsys.fullname" .) }}
+{{- else }}
+{{- fail "redis.urlSecret.name is required when redis.mode is \"external\"" }}
+{{- end }}
+{{- end }}
+
+{{- define "recsys.redisHost" -}}
+{{- printf "%s-redis.%s.svc" (include "recsys.fullname" .) .Release.Namespace }}
+{{- end }}
+
+{{- define "recsys.experimentsFile" -}}
+{{- printf "%s/experiments.yaml" (trimSuffix "/" .Values.experiments.mountPath) }}
+{{- end }}
+
+{{/* Environment shared by every platform container. */}}
+{{- define "recsys.commonEnv" -}}
+- name: REDIS_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "recsys.redisSecretName" . }}
+      key: {{ .Values.redis.urlSecret.urlKey }}
+- name: RECSYS_MODEL_STORE_URI
+  value: {{ .Values.modelStore.uri | quote }}
+- name: RAY_USAGE_STATS_ENABLED
+  value: "0"
+- name: HOME
+  value: /tmp
+{{- with .Values.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{- define "recsys.commonEnvFrom" -}}
+{{- if .Values.modelStore.credentialsSecret }}
+envFrom:
+  - secretRef:
+      name: {{ .Values.modelStore.credentialsSecret }}
+{{- end }}
+{{- end }}
+
+{{/* Volumes every platform pod has: writable /tmp and, if configured, the model store claim. */}}
+{{- define "recsys.commonVolumes" -}}
+- name: tmp
+  emptyDir:
+    sizeLimit: {{ .Values.tmpVolumeSizeLimit }}
+{{- if .Values.modelStore.existingClaim }}
+- name: model-store
+  persistentVolumeClaim:
+    claimName: {{ .Values.modelStore.existingClaim }}
+{{- end }}
+{{- end }}
+
+{{- define "recsys.commonVolumeMounts" -}}
+- name: tmp
+  mountPath: /tmp
+{{- if .Values.modelStore.existingClaim }}
+- name: model-store
+  mountPath: {{ .Values.modelStore.mountPath }}
+{{- end }}
+{{- end }}
+
+{{- define "recsys.imagePullSecrets" -}}
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
+Ray container resources with the GPU count added: include "recsys.rayResources" (dict "resources" .resources "gpus" 1)
+*/}}
+{{- define "recsys.rayResources" -}}
+{{- $res := deepCopy (default dict .resources) }}
+{{- if gt (int .gpus) 0 }}
+{{- $limits := default dict $res.limits }}
+{{- $_ := set $limits "nvidia.com/gpu" (int .gpus) }}
+{{- $_ := set $res "limits" $limits }}
+{{- end }}
+{{- toYaml $res }}
+{{- end }}
+
+{{/*
+Pod template of a Ray head or worker, for serving (RayService) and training (RayJob) clusters.
+Args (dict): ctx, component ("serving"|"training"), extraLabels (dict), resources, gpus, nodeSelector,
+tolerations, affinity, head (bool), serving (bool: mount experiments, API key, Serve port and probes).
+*/}}
+{{- define "recsys.rayPodTemplate" -}}
+{{- $ctx := .ctx -}}
+{{- $v := $ctx.Values -}}
+metadata:
+  labels:
+    {{- include "recsys.componentLabels" (dict "ctx" $ctx "component" .component) | nindent 4 }}
+    {{- with .extraLabels }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+spec:
+  serviceAccountName: {{ include "recsys.serviceAccountName" $ctx }}
+  automountServiceAccountToken: false
+  {{- include "recsys.imagePullSecrets" $ctx | nindent 2 }}
+  securityContext:
+    {{- toYaml $v.podSecurityContext | nindent 4 }}
+  {{- with .nodeSelector }}
+  nodeSelector:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with .tolerations }}
+  tolerations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with .affinity }}
+  affinity:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  containers:
+    - name: {{ if .head }}ray-head{{ else }}ray-worker{{ end }}
+      image: {{ include "recsys.image" $ctx }}
+      imagePullPolicy: {{ $v.image.pullPolicy }}
+      {{- if or .head .serving }}
+      ports:
+        {{- if .head }}
+        - {name: gcs-server, containerPort: 6379, protocol: TCP}
+        - {name: dashboard, containerPort: 8265, protocol: TCP}
+        - {name: client, containerPort: 10001, protocol: TCP}
+        {{- end }}
+        {{- if .serving }}
+        - {name: serve, containerPort: {{ $v.serving.http.port }}, protocol: TCP}
+        {{- end }}
+      {{- end }}
+      env:
+        {{- include "recsys.commonEnv" $ctx | nindent 8 }}
+        {{- if and .serving $v.serving.apiKey.existingSecret }}
+        - name: RECSYS_API_KEY
+          valueFrom:
+            secretKeyRef:
+              name: {{ $v.serving.apiKey.existingSecret }}
+              key: {{ $v.serving.apiKey.key }}
+        {{- end }}
+      {{- include "recsys.commonEnvFrom" $ctx | nindent 6 }}
+      {{- if and .serving (not .head) }}
+      {{- with $v.serving.probes.readiness }}
+      {{- if .enabled }}
+      readinessProbe:
+        httpGet:
+          path: {{ .path }}
+          port: serve
+        periodSeconds: {{ .periodSeconds }}
+        failureThreshold: {{ .failureThreshold }}
+      {{- end }}
+      {{- end }}
+      {{- with $v.serving.probes.liveness }}
+      {{- if .enabled }}
+      livenessProbe:
+        httpGet:
+          path: {{ .path }}
+          port: serve
+        initialDelaySeconds: {{ .initialDelaySeconds }}
+        periodSeconds: {{ .periodSeconds }}
+        failureThreshold: {{ .failureThreshold }}
+      {{- end }}
+      {{- end }}
+      {{- end }}
+      resources:
+        {{- include "recsys.rayResources" (dict "resources" .resources "gpus" (default 0 .gpus)) | nindent 8 }}
+      securityContext:
+        {{- toYaml $v.containerSecurityContext | nindent 8 }}
+      volumeMounts:
+        {{- include "recsys.commonVolumeMounts" $ctx | nindent 8 }}
+        {{- if .serving }}
+        - name: experiments
+          mountPath: {{ $v.experiments.mountPath }}
+          readOnly: true
+        {{- end }}
+  volumes:
+    {{- include "recsys.commonVolumes" $ctx | nindent 4 }}
+    {{- if .serving }}
+    - name: experiments
+      configMap:
+        name: {{ include "recsys.fullname" $ctx }}-experiments
+    {{- end }}
+{{- end }}
+
+{{/*
+A training RayJob. Args (dict): ctx, name (job key), job (values of the job), generateName (bool).
+With generateName the object gets a fresh name per submission (used by the schedule and the CLI).
+*/}}
+{{- define "recsys.training.rayJob" -}}
+{{- $ctx := .ctx -}}
+{{- $t := $ctx.Values.training -}}
+{{- $job := .job -}}
+{{- $jobLabel := dict "recsys.io/training-job" .name -}}
+{{- $base := printf "%s-train-%s" (include "recsys.fullname" $ctx) .name | trunc 40 | trimSuffix "-" -}}
+apiVersion: ray.io/v1
+kind: RayJob
+metadata:
+  {{- if .generateName }}
+  generateName: {{ $base }}-
+  {{- else }}
+  name: {{ $base }}
+  {{- end }}
+  labels:
+    {{- include "recsys.componentLabels" (dict "ctx" $ctx "component" "training") | nindent 4 }}
+    recsys.io/training-job: {{ .name }}
+spec:
+  entrypoint: {{ (trim (printf "%s %s" $job.command (join " " $job.args))) | quote }}
+  shutdownAfterJobFinishes: {{ $t.shutdownAfterJobFinishes }}
+  ttlSecondsAfterFinished: {{ $t.ttlSecondsAfterFinished }}
+  activeDeadlineSeconds: {{ $t.activeDeadlineSeconds }}
+  backoffLimit: {{ $t.backoffLimit }}
+  submissionMode: K8sJobMode
+  submitterPodTemplate:
+    metadata:
+      labels:
+        {{- include "recsys.componentLabels" (dict "ctx" $ctx "component" "training") | nindent 8 }}
+        recsys.io/training-job: {{ .name }}
+    spec:
+      restartPolicy: Never
+      serviceAccountName: {{ include "recsys.serviceAccountName" $ctx }}
+      automountServiceAccountToken: false
+      {{- include "recsys.imagePullSecrets" $ctx | nindent 6 }}
+      securityContext:
+        {{- toYaml $ctx.Values.podSecurityContext | nindent 8 }}
+      containers:
+        - name: ray-job-submitter
+          image: {{ include "recsys.image" $ctx }}
+          imagePullPolicy: {{ $ctx.Values.image.pullPolicy }}
+          env:
+            - name: HOME
+              value: /tmp
+          resources:
+            requests: {cpu: 100m, memory: 256Mi}
+            limits: {cpu: "1", memory: 1Gi}
+          securityContext:
+            {{- toYaml $ctx.Values.containerSecurityContext | nindent 12 }}
+          volumeMounts:
+            - name: tmp
+              mountPath: /tmp
+      volumes:
+        - name: tmp
+          emptyDir: {}
+  rayClusterSpec:
+    rayVersion: {{ $t.rayVersion | quote }}
+    enableInTreeAutoscaling: {{ $t.autoscaler.enabled }}
+    {{- if $t.autoscaler.enabled }}
+    autoscalerOptions:
+      idleTimeoutSeconds: {{ $t.autoscaler.idleTimeoutSeconds }}
+      upscalingMode: {{ $t.autoscaler.upscalingMode }}
+      securityContext:
+        {{- toYaml $ctx.Values.containerSecurityContext | nindent 8 }}
+    {{- end }}
+    headGroupSpec:
+      rayStartParams:
+        {{- toYaml $t.head.rayStartParams | nindent 8 }}
+      template:
+        {{- include "recsys.rayPodTemplate" (dict "ctx" $ctx "component" "training" "extraLabels" $jobLabel "resources" $t.head.resources "head" true) | nindent 8 }}
+    workerGroupSpecs:
+      - groupName: {{ $job.workers.groupName }}
+        replicas: {{ $job.workers.replicas }}
+        minReplicas: {{ $job.workers.minReplicas }}
+        maxReplicas: {{ $job.workers.maxReplicas }}
+        rayStartParams: {}
+        template:
+          {{- include "recsys.rayPodTemplate" (dict "ctx" $ctx "component" "training" "extraLabels" $jobLabel "resources" $job.workers.resources "gpus" $job.workers.gpus "nodeSelector" $job.workers.nodeSelector "tolerations" $job.workers.tolerations) | nindent 10 }}
+{{- end }}

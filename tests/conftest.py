@@ -1,0 +1,92 @@
+"""Session-wide real dependencies: one Ray cluster, the real Redis, a small generated dataset.
+
+Ray is started once per test session (starting it per test would dominate the suite's time on
+a 2-core machine); Redis is the real server on 127.0.0.1:6379, started by .ci/run if needed.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+
+
+def _redis_up() -> bool:
+    try:
+        with socket.create_connection((REDIS_HOST, REDIS_PORT), timeout=1) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """URL of the real Redis server (db 15 so tests never touch a developer's db 0)."""
+    if not _redis_up():
+        pytest.fail(
+            "Redis is not answering on 127.0.0.1:6379; start it with `bash scripts/ensure_redis.sh` "
+            "(.ci/run does this automatically)"
+        )
+    return f"redis://{REDIS_HOST}:{REDIS_PORT}/15"
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local Ray cluster for the whole session (num_cpus=4 oversubscribes 2 cores safely for Serve actors)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(
+            num_cpus=4,
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=False,
+            runtime_env={"env_vars": {"RAY_USAGE_STATS_ENABLED": "0", "OMP_NUM_THREADS": "1"}},
+        )
+    yield ray
+    try:
+        from ray import serve
+
+        serve.shutdown()
+    except Exception:  # noqa: BLE001 - shutting down a cluster that may not run Serve
+        pass
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def small_dataset(tmp_path_factory):
+    """A small synthetic dataset (fast to train on) shared by the session; also saved to disk."""
+    from recsys.platform.data.synthetic import SyntheticConfig, generate
+
+    ds = generate(SyntheticConfig(n_users=400, n_items=300, n_events=40_000, seed=7), progress=False)
+    ds.save(tmp_path_factory.mktemp("small_dataset"))
+    return ds
+
+
+@pytest.fixture(scope="session")
+def small_dataset_dir(small_dataset, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("small_dataset_dir")
+    small_dataset.save(path)
+    return path
+
+
+@pytest.fixture
+def tmp_store(tmp_path):
+    """A fresh, empty model store in a temporary directory."""
+    from recsys.platform.model_store import ModelStore
+
+    return ModelStore(tmp_path / "models")
