@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Idempotent set-up on a fresh machine: venv, pinned dependencies, helm binary, Redis.
+# Re-running is cheap: pip is skipped while pyproject.toml/setup.py are unchanged.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "==> creating virtual environment .venv"
+  "$PY" -m venv .venv
+fi
+stamp=.venv/.recsys-installed
+want=$(cat pyproject.toml setup.py | sha256sum | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  echo "==> installing dependencies (first run takes a few minutes)"
+  .venv/bin/python -m pip install -q --upgrade pip
+  # torch first and pinned: an unpinned resolution would pull a multi-GB CUDA build.
+  .venv/bin/python -m pip install -q "torch==2.13.0"
+  .venv/bin/python -m pip install -q -e ".[dev]"
+  echo "$want" > "$stamp"
+fi
+if [ -f scripts/install_helm.sh ]; then
+  bash scripts/install_helm.sh >/dev/null
+fi
+bash scripts/ensure_redis.sh
+echo "==> environment ready (.venv, helm in .tools/bin, Redis on 127.0.0.1:6379)"
