@@ -103,14 +103,6 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end }}
 
-{{- define "recsys.commonEnvFrom" -}}
-{{- if .Values.modelStore.credentialsSecret }}
-envFrom:
-  - secretRef:
-      name: {{ .Values.modelStore.credentialsSecret }}
-{{- end }}
-{{- end }}
-
 {{/* Volumes every platform pod has: writable /tmp and, if configured, the model store claim. */}}
 {{- define "recsys.commonVolumes" -}}
 - name: tmp
@@ -129,13 +121,6 @@ envFrom:
 {{- if .Values.modelStore.existingClaim }}
 - name: model-store
   mountPath: {{ .Values.modelStore.mountPath }}
-{{- end }}
-{{- end }}
-
-{{- define "recsys.imagePullSecrets" -}}
-{{- with .Values.imagePullSecrets }}
-imagePullSecrets:
-{{ toYaml . }}
 {{- end }}
 {{- end }}
 
@@ -169,7 +154,10 @@ metadata:
 spec:
   serviceAccountName: {{ include "recsys.serviceAccountName" $ctx }}
   automountServiceAccountToken: false
-  {{- include "recsys.imagePullSecrets" $ctx | nindent 2 }}
+  {{- with $ctx.Values.imagePullSecrets }}
+  imagePullSecrets:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
   securityContext:
     {{- toYaml $v.podSecurityContext | nindent 4 }}
   {{- with .nodeSelector }}
@@ -208,7 +196,11 @@ spec:
               name: {{ $v.serving.apiKey.existingSecret }}
               key: {{ $v.serving.apiKey.key }}
         {{- end }}
-      {{- include "recsys.commonEnvFrom" $ctx | nindent 6 }}
+      {{- with $ctx.Values.modelStore.credentialsSecret }}
+      envFrom:
+        - secretRef:
+            name: {{ . }}
+      {{- end }}
       {{- if and .serving (not .head) }}
       {{- with $v.serving.probes.readiness }}
       {{- if .enabled }}
@@ -289,7 +281,10 @@ spec:
       restartPolicy: Never
       serviceAccountName: {{ include "recsys.serviceAccountName" $ctx }}
       automountServiceAccountToken: false
-      {{- include "recsys.imagePullSecrets" $ctx | nindent 6 }}
+      {{- with $ctx.Values.imagePullSecrets }}
+      imagePullSecrets:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
       securityContext:
         {{- toYaml $ctx.Values.podSecurityContext | nindent 8 }}
       containers:
@@ -333,4 +328,16 @@ spec:
         rayStartParams: {}
         template:
           {{- include "recsys.rayPodTemplate" (dict "ctx" $ctx "component" "training" "extraLabels" $jobLabel "resources" $job.workers.resources "gpus" $job.workers.gpus "nodeSelector" $job.workers.nodeSelector "tolerations" $job.workers.tolerations) | nindent 10 }}
+{{- end }}
+
+{{/* Env of Feast containers: the common env plus the Redis connection string Feast's config expands. */}}
+{{- define "recsys.feastEnv" -}}
+{{ include "recsys.commonEnv" . }}
+- name: REDIS_CONNECTION_STRING
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "recsys.redisSecretName" . }}
+      key: {{ .Values.redis.urlSecret.feastConnectionKey }}
+- name: FEAST_REPO_PATH
+  value: /etc/feast
 {{- end }}
