@@ -80,9 +80,7 @@ class Analysis(_Strict):
     method: Literal["msprt", "group_sequential"] = "msprt"
     alpha: float = Field(0.05, gt=0, lt=0.5)
     tau: float | None = Field(None, gt=0, description="mSPRT mixture sd on the metric's absolute scale")
-    tau_relative: float = Field(
-        0.05, gt=0, description="if tau is unset: tau = tau_relative * |control estimate|"
-    )
+    tau_relative: float = Field(0.05, gt=0, description="if tau is unset: tau = tau_relative * |control estimate|")
     equivalence_margin: float | None = Field(
         None, gt=0, description="stop for 'no difference' once the confidence sequence fits in +-margin"
     )
@@ -90,9 +88,7 @@ class Analysis(_Strict):
         None, gt=0, description="sample size cap; also the information horizon of the group-sequential test"
     )
     looks: int = Field(20, ge=1, le=200, description="number of interim looks a report evaluates")
-    reward_events: list[Literal["click", "purchase", "rating", "view"]] = Field(
-        default_factory=lambda: ["purchase"]
-    )
+    reward_events: list[Literal["click", "purchase", "rating", "view"]] = Field(default_factory=lambda: ["purchase"])
     higher_is_better: bool = True
 
 
@@ -237,9 +233,7 @@ def _semantic_problems(config: ExperimentsConfig) -> list[str]:
             problems.append(f"{where}.name: {HOLDOUT!r} is reserved for the global holdout")
         seen.add(experiment.name)
         if config.layers and experiment.layer not in declared_layers:
-            problems.append(
-                f"{where}.layer: unknown layer {experiment.layer!r} (declared: {sorted(declared_layers)})"
-            )
+            problems.append(f"{where}.layer: unknown layer {experiment.layer!r} (declared: {sorted(declared_layers)})")
         names = [v.name for v in experiment.variants]
         for name in {n for n in names if names.count(n) > 1}:
             problems.append(f"{where}.variants: duplicate variant name {name!r}")
@@ -247,6 +241,10 @@ def _semantic_problems(config: ExperimentsConfig) -> list[str]:
             problems.append(f"{where}.control: {experiment.control!r} is not one of the variants {names}")
         if experiment.start and experiment.stop and experiment.stop <= experiment.start:
             problems.append(f"{where}.stop: must be after start ({experiment.start.isoformat()})")
+        if experiment.analysis.method == "group_sequential" and experiment.analysis.max_units_per_variant is None:
+            problems.append(
+                f"{where}.analysis.max_units_per_variant: required when analysis.method is 'group_sequential'"
+            )
         total_weight = sum(v.weight for v in experiment.variants)
         if total_weight > 100 + _EPS:
             problems.append(f"{where}.variants: weights sum to {total_weight:g}%, must be <= 100")

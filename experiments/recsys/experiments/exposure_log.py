@@ -17,6 +17,7 @@ The reader skips lines it cannot parse (a torn last line after a power loss) and
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -27,7 +28,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
-
 from recsys.experiments.config import EVENT_TYPES
 
 FsyncPolicy = Literal["always", "interval", "never"]
@@ -184,10 +184,8 @@ class ExposureLog:
         self.close()
 
     def __del__(self) -> None:
-        try:
+        with contextlib.suppress(Exception):
             self.close()
-        except Exception:
-            pass
 
     def __getstate__(self) -> dict[str, Any]:
         return {

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import mmh3
-
 from recsys.experiments.config import HOLDOUT, ExperimentsConfig, Targeting, load_config
 
 
@@ -263,9 +262,7 @@ class ExperimentRouter:
                     break
             else:
                 continue
-            if (slot.start_ts is not None and ts < slot.start_ts) or (
-                slot.stop_ts is not None and ts >= slot.stop_ts
-            ):
+            if (slot.start_ts is not None and ts < slot.start_ts) or (slot.stop_ts is not None and ts >= slot.stop_ts):
                 continue
             if slot.targeting is not None and not _targets(slot.targeting, attributes):
                 continue
