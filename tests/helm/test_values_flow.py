@@ -1,0 +1,242 @@
+"""Values really flow into the rendered objects: change a knob, see the object change."""
+
+from __future__ import annotations
+
+import yaml
+
+
+def _ray_cluster(rendered):
+    return rendered.get("RayService")["spec"]["rayClusterConfig"]
+
+
+def _deployments(rendered):
+    return {d["name"]: d for d in rendered.serve_config()["applications"][0]["deployments"]}
+
+
+def _env(container):
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+def test_default_serve_config(default_render):
+    cfg = default_render.serve_config()
+    (app,) = cfg["applications"]
+    assert app["import_path"] == "recsys.serving.app:build_app"
+    assert app["args"] == {
+        "model_store_uri": "s3://recsys-models/store",
+        "retrieval_version": "latest",
+        "ranking_version": "latest",
+        "num_shards": 2,
+        "experiments_config": "/etc/recsys/experiments/experiments.yaml",
+    }
+    assert cfg["http_options"]["port"] == 8000
+    assert set(_deployments(default_render)) == {"Ingress", "RetrievalShard", "Ranker"}
+
+
+def test_shard_count_and_model_versions_flow(render):
+    r = render(set_values={
+        "serving.application.numShards": "6",
+        "serving.application.rankingVersion": "v42",
+        "modelStore.uri": "gs://bucket/models",
+    })
+    args = r.serve_config()["applications"][0]["args"]
+    assert args["num_shards"] == 6
+    assert args["ranking_version"] == "v42"
+    assert args["model_store_uri"] == "gs://bucket/models"
+    head = _ray_cluster(r)["headGroupSpec"]["template"]["spec"]["containers"][0]
+    assert _env(head)["RECSYS_MODEL_STORE_URI"]["value"] == "gs://bucket/models"
+
+
+def test_deployment_replicas_and_autoscaling_bounds_flow(render, tmp_path):
+    values = tmp_path / "deployments.yaml"  # a file, because --set turns 2.5 into a string
+    values.write_text(yaml.safe_dump({"serving": {"deployments": {
+        "Ranker": {"autoscaling": {"minReplicas": 3, "maxReplicas": 30, "targetOngoingRequests": 2.5}},
+        "Ingress": {"autoscaling": {"enabled": False}, "numReplicas": 5},
+    }}}))
+    r = render([values])
+    deps = _deployments(r)
+    assert deps["Ranker"]["autoscaling_config"] == {
+        "min_replicas": 3, "max_replicas": 30, "target_ongoing_requests": 2.5,
+    }
+    assert "num_replicas" not in deps["Ranker"]
+    assert deps["Ingress"]["num_replicas"] == 5
+    assert "autoscaling_config" not in deps["Ingress"]
+
+
+def test_ray_worker_replicas_and_bounds_flow(render):
+    r = render(set_values={
+        "serving.workers.replicas": "4", "serving.workers.minReplicas": "3", "serving.workers.maxReplicas": "12",
+    })
+    (group,) = _ray_cluster(r)["workerGroupSpecs"]
+    assert (group["replicas"], group["minReplicas"], group["maxReplicas"]) == (4, 3, 12)
+    assert _ray_cluster(r)["enableInTreeAutoscaling"] is True
+
+
+def test_image_tag_flows_everywhere(render):
+    r = render(set_values={"image.tag": "1.2.3", "kserve.enabled": "true", "training.runOnInstall": "true"})
+    images = set()
+    cluster = _ray_cluster(r)
+    for t in [cluster["headGroupSpec"]["template"], *[g["template"] for g in cluster["workerGroupSpecs"]]]:
+        images |= {c["image"] for c in t["spec"]["containers"]}
+    for job in r.of_kind("RayJob"):
+        images |= {c["image"] for c in job["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"]}
+    images |= {c["image"] for c in r.get("Deployment", "recsys-feast")["spec"]["template"]["spec"]["containers"]}
+    for cj in r.of_kind("CronJob"):
+        images |= {c["image"] for c in cj["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]}
+    images |= {c["image"] for c in r.get("InferenceService")["spec"]["predictor"]["containers"]}
+    assert images == {"ghcr.io/example/recsys-platform:1.2.3"}
+
+
+def test_default_image_tag_is_app_version(default_render):
+    head = _ray_cluster(default_render)["headGroupSpec"]["template"]["spec"]["containers"][0]
+    assert head["image"] == "ghcr.io/example/recsys-platform:0.1.0"
+
+
+def test_redis_url_secret_flows_to_every_pod(render):
+    r = render(set_values={
+        "redis.mode": "external", "redis.urlSecret.name": "prod-redis", "redis.urlSecret.urlKey": "url",
+    })
+    assert not r.of_kind("StatefulSet") and not r.of_kind("Secret")
+    containers = []
+    cluster = _ray_cluster(r)
+    for t in [cluster["headGroupSpec"]["template"], *[g["template"] for g in cluster["workerGroupSpecs"]]]:
+        containers += t["spec"]["containers"]
+    containers += r.get("Deployment", "recsys-feast")["spec"]["template"]["spec"]["containers"]
+    for job in r.training_job_manifests().values():
+        containers += job["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"]
+    assert len(containers) >= 5
+    for c in containers:
+        ref = _env(c)["REDIS_URL"]["valueFrom"]["secretKeyRef"]
+        assert ref == {"name": "prod-redis", "key": "url"}, c["name"]
+    feast = r.get("Deployment", "recsys-feast")["spec"]["template"]["spec"]["containers"][0]
+    assert _env(feast)["REDIS_CONNECTION_STRING"]["valueFrom"]["secretKeyRef"]["name"] == "prod-redis"
+    # the secret never lands in the Serve config
+    assert "redis" not in r.get("RayService")["spec"]["serveConfigV2"].lower()
+
+
+def test_internal_redis_statefulset_persistence(render, default_render):
+    sts = default_render.get("StatefulSet", "recsys-redis")
+    (claim,) = sts["spec"]["volumeClaimTemplates"]
+    assert claim["spec"]["resources"]["requests"]["storage"] == "8Gi"
+    r = render(set_values={"redis.internal.persistence.enabled": "false"})
+    sts = r.get("StatefulSet", "recsys-redis")
+    assert "volumeClaimTemplates" not in sts
+    assert {"name": "data", "emptyDir": {}} in sts["spec"]["template"]["spec"]["volumes"]
+
+
+def test_training_jobs_flow(render):
+    r = render(set_values={
+        "training.jobs.ranking.workers.maxReplicas": "9",
+        "training.jobs.ranking.workers.gpus": "2",
+        "training.jobs.ranking.args": "{--epochs,5,--fast}",
+        "training.jobs.retrieval.enabled": "false",
+        "training.schedule.jobs": "{ranking}",
+        "training.schedule.cron": "15 4 * * 1",
+    })
+    jobs = r.training_job_manifests()
+    assert set(jobs) == {"ranking"}
+    spec = jobs["ranking"]["spec"]
+    assert spec["entrypoint"] == "recsys train ranking --epochs 5 --fast"
+    (workers,) = spec["rayClusterSpec"]["workerGroupSpecs"]
+    assert workers["maxReplicas"] == 9
+    assert workers["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 2
+    assert jobs["ranking"]["metadata"]["generateName"] == "recsys-train-ranking-"
+    cron = r.get("CronJob", "recsys-training-schedule")
+    assert cron["spec"]["schedule"] == "15 4 * * 1"
+    args = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args == ["--in-cluster", "--configmap=recsys-training-jobs", "--job=ranking"]
+
+
+def test_run_on_install_renders_named_rayjobs(all_features_render):
+    names = sorted(j["metadata"]["name"] for j in all_features_render.of_kind("RayJob"))
+    assert names == ["recsys-train-ranking", "recsys-train-retrieval"]
+    for job in all_features_render.of_kind("RayJob"):
+        assert job["spec"]["entrypoint"].startswith("recsys train ")
+        assert job["spec"]["rayClusterSpec"]["enableInTreeAutoscaling"] is True
+
+
+def test_experiments_configmap_flows_and_is_mounted(render, tmp_path):
+    values = tmp_path / "exp.yaml"
+    values.write_text(yaml.safe_dump({"experiments": {"config": {"experiments": [
+        {"name": "ranker-v2", "variants": [{"name": "control", "weight": 0.5},
+                                           {"name": "treatment", "weight": 0.5, "ranking_version": "v2"}]},
+    ]}}}))
+    r = render([values])
+    data = yaml.safe_load(r.get("ConfigMap", "recsys-experiments")["data"]["experiments.yaml"])
+    assert data["experiments"][0]["variants"][1]["ranking_version"] == "v2"
+    worker = _ray_cluster(r)["workerGroupSpecs"][0]["template"]["spec"]
+    assert {"name": "experiments", "configMap": {"name": "recsys-experiments"}} in worker["volumes"]
+    mount = [m for m in worker["containers"][0]["volumeMounts"] if m["name"] == "experiments"][0]
+    assert mount == {"name": "experiments", "mountPath": "/etc/recsys/experiments", "readOnly": True}
+    assert "subPath" not in mount  # subPath mounts never see ConfigMap updates
+
+
+def test_feast_autoscaling_and_pdb_flow(render):
+    r = render(set_values={
+        "features.feast.server.autoscaling.minReplicas": "4",
+        "features.feast.server.autoscaling.maxReplicas": "9",
+        "features.feast.server.podDisruptionBudget.minAvailable": "3",
+    })
+    hpa = r.get("HorizontalPodAutoscaler", "recsys-feast")
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (4, 9)
+    assert "replicas" not in r.get("Deployment", "recsys-feast")["spec"]
+    assert r.get("PodDisruptionBudget", "recsys-feast")["spec"]["minAvailable"] == 3
+    r = render(set_values={"features.feast.server.autoscaling.enabled": "false",
+                           "features.feast.server.replicas": "3"})
+    assert not r.of_kind("HorizontalPodAutoscaler")
+    assert r.get("Deployment", "recsys-feast")["spec"]["replicas"] == 3
+
+
+def test_kserve_inference_service_v2(render):
+    r = render(set_values={"kserve.enabled": "true", "kserve.maxReplicas": "7", "kserve.modelName": "ranker"})
+    isvc = r.get("InferenceService", "recsys-ranker")
+    pred = isvc["spec"]["predictor"]
+    assert pred["maxReplicas"] == 7
+    c = pred["containers"][0]
+    assert "--model_name=ranker" in c["args"]
+    assert _env(c)["PROTOCOL"]["value"] == "v2"
+    assert c["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "RawDeployment"
+
+
+def test_ingress_and_service(all_features_render, production_render):
+    ing = all_features_render.get("Ingress", "recsys-serving")
+    rule = ing["spec"]["rules"][0]
+    assert rule["host"] == "recs.test"
+    assert rule["http"]["paths"][0]["backend"]["service"] == {"name": "recsys-serving", "port": {"name": "serve"}}
+    assert ing["spec"]["tls"] == [{"hosts": ["recs.test"], "secretName": "recs-tls"}]
+    svc = all_features_render.get("RayService")["spec"]["serveService"]
+    assert svc["metadata"]["name"] == "recsys-serving"
+    assert svc["spec"]["ports"] == [{"name": "serve", "port": 8000, "protocol": "TCP"}]
+    assert production_render.get("Ingress")["spec"]["ingressClassName"] == "nginx"
+
+
+def test_api_key_secret_reference(all_features_render, default_render):
+    worker = _ray_cluster(all_features_render)["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]
+    assert _env(worker)["RECSYS_API_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "recsys-api-key", "key": "api-key"}
+    worker = _ray_cluster(default_render)["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]
+    assert "RECSYS_API_KEY" not in _env(worker)
+
+
+def test_network_policy_toggle(render, production_render):
+    assert not render(set_values={"networkPolicy.enabled": "false"}).of_kind("NetworkPolicy")
+    http = production_render.get("NetworkPolicy", "recsys-serving-http")
+    assert http["spec"]["ingress"][0]["from"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}
+    ]
+
+
+def test_components_can_be_switched_off(render):
+    r = render(set_values={"serving.enabled": "false", "training.enabled": "false",
+                           "features.feast.enabled": "false"})
+    kinds = {o["kind"] for o in r.objects}
+    assert not kinds & {"RayService", "RayJob", "CronJob", "Deployment", "HorizontalPodAutoscaler"}
+    assert "StatefulSet" in kinds  # Redis still serves the online store/cache
+
+
+def test_release_name_and_namespace_flow(render):
+    r = render(release="shop", namespace="ml")
+    assert r.get("RayService")["metadata"]["name"] == "shop-recsys"
+    assert r.get("Secret")["stringData"]["redis-url"] == "redis://shop-recsys-redis.ml.svc:6379/0"
+    rb = r.get("RoleBinding")
+    assert rb["subjects"][0] == {"kind": "ServiceAccount", "name": "shop-recsys-training-submitter",
+                                 "namespace": "ml"}
