@@ -70,7 +70,7 @@ class SyntheticConfig:
     popularity_weight: float = 0.7  # weight of log-popularity next to taste when users pick items
     days: int = 180
     cold_item_fraction: float = 0.05  # items created inside the window (late arrivals)
-    candidate_pool: int = 800  # items scored per user per block (keeps 1M-item catalogs cheap)
+    candidate_pool: int = 4_000  # items scored per user (whole default catalog; caps cost on 1M-item catalogs)
     seed: int = 42
 
 
