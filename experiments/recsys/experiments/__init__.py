@@ -1,27 +1,38 @@
 """recsys.experiments: hashed A/B assignment, exposure/outcome logging and sequential tests.
 
-Serving needs only the first names below: build an `ExperimentRouter` (from a YAML file), call
-`assign`/`assign_primary` per request, and log what was shown with an `ExposureLog`.
+Serving needs only `ExperimentRouter` (built from a YAML file; `assign`/`assign_primary` per request)
+and `ExposureLog`. Names are imported lazily so that a serving replica does not pay for scipy/pandas.
 """
 
-from recsys.experiments.config import ConfigError, ExperimentsConfig, load_config, parse_config
-from recsys.experiments.exposure_log import ExposureLog, LogFrames, read_log
-from recsys.experiments.router import HOLDOUT_ASSIGNMENT, Assignment, ExperimentRouter, bucket
-from recsys.experiments.sequential import Decision, GroupSequentialTest, MsprtTest
+from __future__ import annotations
 
-__all__ = [
-    "HOLDOUT_ASSIGNMENT",
-    "Assignment",
-    "ConfigError",
-    "Decision",
-    "ExperimentRouter",
-    "ExperimentsConfig",
-    "ExposureLog",
-    "GroupSequentialTest",
-    "LogFrames",
-    "MsprtTest",
-    "bucket",
-    "load_config",
-    "parse_config",
-    "read_log",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "Assignment": "router",
+    "ExperimentRouter": "router",
+    "HOLDOUT_ASSIGNMENT": "router",
+    "bucket": "router",
+    "ConfigError": "config",
+    "ExperimentsConfig": "config",
+    "load_config": "config",
+    "parse_config": "config",
+    "ExposureLog": "exposure_log",
+    "LogFrames": "exposure_log",
+    "read_log": "exposure_log",
+    "Decision": "sequential",
+    "GroupSequentialTest": "sequential",
+    "MsprtTest": "sequential",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'recsys.experiments' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"recsys.experiments.{module}"), name)
+    globals()[name] = value
+    return value

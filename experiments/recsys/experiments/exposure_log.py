@@ -25,10 +25,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import pandas as pd
 from recsys.experiments.config import EVENT_TYPES
+
+if TYPE_CHECKING:  # pandas is only needed to read; writers (serving replicas) skip its import cost
+    import pandas as pd
 
 FsyncPolicy = Literal["always", "interval", "never"]
 EXPOSURE_COLUMNS = ["unit_id", "experiment", "variant", "layer", "request_id", "ts", "items", "is_holdout"]
@@ -232,6 +234,8 @@ def _read_lines(paths: Iterable[Path], required: Sequence[str]) -> tuple[list[di
 
 def read_log(directory: str | Path) -> LogFrames:
     """Load every exposure and outcome file in ``directory``."""
+    import pandas as pd
+
     directory = Path(directory)
     if not directory.is_dir():
         raise FileNotFoundError(f"log directory {directory} does not exist")

@@ -108,14 +108,18 @@ def _compile(config: ExperimentsConfig) -> _Tables:
     uses_time = False
     for layer_name in config.layer_names():
         slots = []
-        slot_low = 0
+        slot_pct = 0.0  # boundaries come from rounded *cumulative* percentages: no bucket lost to rounding
         experiments = config.experiments_in(layer_name)
         for experiment, share in zip(experiments, config.layer_shares(layer_name), strict=True):
-            slot_high = min(n, slot_low + _percent_to_buckets(share, n))
+            slot_low = _percent_to_buckets(slot_pct, n)
+            slot_pct += share
+            slot_high = min(n, _percent_to_buckets(slot_pct, n))
             lanes = []
-            lane_low = 0
+            lane_pct = 0.0
             for variant, lane in zip(experiment.variants, experiment.lanes(), strict=True):
-                active_high = lane_low + _percent_to_buckets(variant.weight, n)
+                lane_low = _percent_to_buckets(lane_pct, n)
+                lane_high = _percent_to_buckets(lane_pct + lane, n)
+                active_high = min(lane_high, _percent_to_buckets(lane_pct + variant.weight, n))
                 assignment = Assignment(
                     experiment=experiment.name,
                     variant=variant.name,
@@ -125,7 +129,7 @@ def _compile(config: ExperimentsConfig) -> _Tables:
                     reranking=dict(variant.reranking),
                 )
                 lanes.append(_Lane(lane_low, min(n, active_high), assignment))
-                lane_low += _percent_to_buckets(lane, n)
+                lane_pct += lane
             start = experiment.start.timestamp() if experiment.start else None
             stop = experiment.stop.timestamp() if experiment.stop else None
             uses_time = uses_time or start is not None or stop is not None
@@ -141,7 +145,6 @@ def _compile(config: ExperimentsConfig) -> _Tables:
                     lanes=tuple(lanes),
                 )
             )
-            slot_low = slot_high
         layers.append(_Layer(layer_name, config.layer_salt(layer_name), tuple(slots)))
     return _Tables(
         buckets=n,
