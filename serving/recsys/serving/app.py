@@ -1,0 +1,79 @@
+"""Serve application builder: ``recsys.serving.app:build_app`` (``serve run``, KubeRay ``serveConfigV2``).
+
+Graph (deployment handles, no HTTP hops between stages)::
+
+    Ingress (FastAPI) ──handle──> RetrievalShard0 .. RetrievalShard{S-1}   (scatter-gather)
+                      ──handle──> Ranker                                    (@serve.batch)
+
+Deployment names are stable (``Ingress``, ``Ranker``, ``RetrievalShard<i>``) so a Serve config
+YAML / Helm values can override their replicas and resources by name.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+from ray import serve
+from ray.serve import Application
+from recsys.serving.config import ServingConfig
+from recsys.serving.ingress import Ingress
+from recsys.serving.ranker import BatchedRanker
+from recsys.serving.retrieval_shard import RetrievalShard
+
+
+class ServingConfigError(ValueError):
+    """build_app args are invalid; the message names the field."""
+
+
+def parse_args(args: dict[str, Any] | ServingConfig | None) -> ServingConfig:
+    if isinstance(args, ServingConfig):
+        return args
+    try:
+        return ServingConfig(**(args or {}))
+    except ValidationError as e:
+        first = e.errors()[0]
+        field = ".".join(str(x) for x in first["loc"]) or "args"
+        raise ServingConfigError(f"invalid serving arg '{field}': {first['msg']}") from e
+
+
+def shard_name(i: int) -> str:
+    return f"RetrievalShard{i}"
+
+
+def build_app(args: dict[str, Any] | ServingConfig | None = None) -> Application:
+    """Build the Serve application from builder ``args`` (validated as :class:`ServingConfig`)."""
+    cfg = parse_args(args)
+    cfg_dict = cfg.model_dump(mode="json")
+    shards = [
+        serve.deployment(RetrievalShard)
+        .options(
+            name=shard_name(i),
+            num_replicas=cfg.shard_replicas,
+            ray_actor_options={"num_cpus": cfg.shard_num_cpus},
+            max_ongoing_requests=32,
+            health_check_period_s=10,
+        )
+        .bind(cfg_dict, i, cfg.num_shards)
+        for i in range(cfg.num_shards)
+    ]
+    ranker = (
+        serve.deployment(BatchedRanker)
+        .options(
+            name="Ranker",
+            num_replicas=cfg.ranker_replicas,
+            ray_actor_options={"num_cpus": cfg.ranker_num_cpus},
+            max_ongoing_requests=64,
+        )
+        .bind(cfg_dict)
+    )
+    return (
+        serve.deployment(Ingress)
+        .options(
+            name="Ingress",
+            num_replicas=cfg.ingress_replicas,
+            ray_actor_options={"num_cpus": cfg.ingress_num_cpus},
+            max_ongoing_requests=64,
+        )
+        .bind(cfg_dict, shards, ranker)
+    )

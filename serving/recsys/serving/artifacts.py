@@ -1,0 +1,244 @@
+"""Readers for the model-store artifacts serving loads (format: docs/contracts.md).
+
+Training writes these files; serving only reads them, so nothing here imports training code.
+Every loader takes a :class:`ModelVersion` (already resolved: a concrete version, never
+"promoted") and returns an immutable, self-contained object; a deployment can hold several of
+them keyed by version and swap between them atomically.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from recsys.platform.model_store import ModelStore, ModelStoreError, ModelVersion
+
+
+class ArtifactError(RuntimeError):
+    """A stored version is missing a file or has the wrong shape; the message says which."""
+
+
+def resolve_version(store: ModelStore, name: str, version: str | None) -> ModelVersion:
+    """A concrete version of ``name``: ``version`` itself, or the promoted one when it is None."""
+    try:
+        return store.get(name, version)
+    except ModelStoreError as e:
+        raise ArtifactError(str(e)) from e
+
+
+def _dir(store: ModelStore, mv: ModelVersion) -> Path:
+    return store.local_path(mv)
+
+
+def _need(path: Path) -> Path:
+    if not path.exists():
+        raise ArtifactError(f"{path.parent.name}: required file {path.name} is missing")
+    return path
+
+
+class IdIndex:
+    """Raw int64 id <-> dense row index, via a sorted copy (no Python dict: 1M ids stay cheap)."""
+
+    def __init__(self, ids: np.ndarray):
+        self.ids = np.asarray(ids, dtype=np.int64)
+        self._order = np.argsort(self.ids, kind="stable")
+        self._sorted = self.ids[self._order]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def lookup(self, raw: np.ndarray | list[int]) -> np.ndarray:
+        """Row index of each raw id, -1 where unknown."""
+        raw = np.asarray(raw, dtype=np.int64).reshape(-1)
+        if len(self._sorted) == 0:
+            return np.full(len(raw), -1, dtype=np.int64)
+        pos = np.searchsorted(self._sorted, raw)
+        pos = np.clip(pos, 0, len(self._sorted) - 1)
+        found = self._sorted[pos] == raw
+        return np.where(found, self._order[pos], -1).astype(np.int64)
+
+
+@dataclass
+class RetrievalArtifacts:
+    """A `two_tower` version: id maps, item embeddings (memory-mapped) and the TorchScript user tower."""
+
+    version: str
+    item_ids: np.ndarray
+    item_index: IdIndex
+    user_index: IdIndex
+    item_embeddings: np.ndarray  # [n_items, D] float32, L2-normalised; np.memmap when loaded lazily
+    config: dict[str, Any]
+    user_tower: Any = field(default=None, repr=False)  # torch.jit.ScriptModule
+
+    @property
+    def dim(self) -> int:
+        return int(self.item_embeddings.shape[1])
+
+    @property
+    def history_length(self) -> int:
+        return int(self.config.get("history_length", 20))
+
+
+def load_retrieval(store: ModelStore, mv: ModelVersion, *, with_tower: bool = True, mmap: bool = True):
+    """Load a `two_tower` version; ``mmap`` keeps the embedding matrix on disk until rows are touched."""
+    d = _dir(store, mv)
+    item_ids = np.load(_need(d / "item_ids.npy"))
+    user_ids = np.load(_need(d / "user_ids.npy")) if (d / "user_ids.npy").exists() else np.zeros(0, np.int64)
+    emb = np.load(_need(d / "item_embeddings.npy"), mmap_mode="r" if mmap else None)
+    if emb.ndim != 2 or emb.shape[0] != len(item_ids):
+        raise ArtifactError(
+            f"{mv.name}/{mv.version}: item_embeddings shape {emb.shape} does not match {len(item_ids)} item_ids"
+        )
+    config = json.loads((d / "config.json").read_text()) if (d / "config.json").exists() else {}
+    tower = None
+    if with_tower:
+        import torch
+
+        tower = torch.jit.load(str(_need(d / "user_tower.pt")), map_location="cpu")
+        tower.eval()
+    return RetrievalArtifacts(
+        version=mv.version,
+        item_ids=item_ids.astype(np.int64),
+        item_index=IdIndex(item_ids),
+        user_index=IdIndex(user_ids),
+        item_embeddings=emb,
+        config=config,
+        user_tower=tower,
+    )
+
+
+@dataclass
+class RankerSpec:
+    """feature_spec.json: dense column names (in order), sparse columns, normalisation."""
+
+    dense: list[str]
+    sparse: list[dict[str, Any]]
+    normalization: dict[str, dict[str, float]]
+    retrieval_score: bool
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RankerSpec:
+        return cls(
+            dense=list(d.get("dense", [])),
+            sparse=[s if isinstance(s, dict) else {"name": str(s), "vocab_size": 1, "hash": True}
+                    for s in d.get("sparse", [])],
+            normalization=dict(d.get("normalization", {})),
+            retrieval_score=bool(d.get("retrieval_score", "retrieval_score" in d.get("dense", []))),
+        )
+
+
+@dataclass
+class RankerArtifacts:
+    version: str
+    spec: RankerSpec
+    model: Any = field(default=None, repr=False)
+
+
+def load_ranker_spec(store: ModelStore, mv: ModelVersion) -> RankerSpec:
+    return RankerSpec.from_dict(json.loads(_need(_dir(store, mv) / "feature_spec.json").read_text()))
+
+
+def load_ranker(store: ModelStore, mv: ModelVersion) -> RankerArtifacts:
+    import torch
+
+    d = _dir(store, mv)
+    model = torch.jit.load(str(_need(d / "ranker.pt")), map_location="cpu")
+    model.eval()
+    return RankerArtifacts(version=mv.version, spec=load_ranker_spec(store, mv), model=model)
+
+
+@dataclass
+class PopularityArtifacts:
+    version: str
+    item_ids: np.ndarray  # sorted by score, descending
+    scores: np.ndarray
+
+
+def load_popularity(store: ModelStore, mv: ModelVersion) -> PopularityArtifacts:
+    with np.load(_need(_dir(store, mv) / "model.npz")) as z:
+        ids, scores = z["item_ids"].astype(np.int64), z["scores"].astype(np.float32)
+    order = np.argsort(-scores, kind="stable")
+    return PopularityArtifacts(version=mv.version, item_ids=ids[order], scores=scores[order])
+
+
+@dataclass
+class ItemKnnArtifacts:
+    version: str
+    item_ids: np.ndarray
+    item_index: IdIndex
+    neighbors: np.ndarray  # [n, K] indices into item_ids (-1 padding)
+    weights: np.ndarray  # [n, K]
+
+
+def load_item_knn(store: ModelStore, mv: ModelVersion) -> ItemKnnArtifacts:
+    with np.load(_need(_dir(store, mv) / "model.npz")) as z:
+        ids = z["item_ids"].astype(np.int64)
+        return ItemKnnArtifacts(
+            version=mv.version,
+            item_ids=ids,
+            item_index=IdIndex(ids),
+            neighbors=z["neighbors"].astype(np.int64),
+            weights=z["weights"].astype(np.float32),
+        )
+
+
+@dataclass
+class Catalog:
+    """Item metadata the re-ranker needs; an empty catalog means "all available, no genres, no dates"."""
+
+    index: IdIndex
+    genres: list[frozenset[str]]
+    created_at_s: np.ndarray  # epoch seconds, NaN unknown
+    available: np.ndarray  # bool
+
+    @classmethod
+    def empty(cls) -> Catalog:
+        return cls(IdIndex(np.zeros(0, np.int64)), [], np.zeros(0), np.zeros(0, bool))
+
+    @classmethod
+    def from_items(cls, items: pd.DataFrame) -> Catalog:
+        ids = items["item_id"].to_numpy(np.int64)
+        genres = [
+            frozenset(x for x in str(g).split("|") if x) if g is not None else frozenset()
+            for g in items.get("genres", pd.Series([""] * len(items)))
+        ]
+        if "created_at" in items:
+            created = pd.to_datetime(items["created_at"], utc=True)
+            created_s = (created.astype("int64") / 1e9).to_numpy(np.float64)
+            created_s[created.isna().to_numpy()] = np.nan
+        else:
+            created_s = np.full(len(ids), np.nan)
+        available = items["available"].to_numpy(bool) if "available" in items else np.ones(len(ids), bool)
+        return cls(IdIndex(ids), genres, created_s, available)
+
+    @classmethod
+    def load(cls, path: Path | None) -> Catalog:
+        if path is None:
+            return cls.empty()
+        p = Path(path)
+        if p.is_dir():
+            p = p / "items.parquet"
+        if not p.exists():
+            raise ArtifactError(f"catalog file {p} does not exist")
+        return cls.from_items(pd.read_parquet(p))
+
+    def rows(self, item_ids: np.ndarray) -> np.ndarray:
+        return self.index.lookup(item_ids)
+
+    def genres_of(self, item_id: int, row: int | None = None) -> frozenset[str]:
+        r = self.index.lookup([item_id])[0] if row is None else row
+        return self.genres[r] if r >= 0 else frozenset()
+
+    def is_available(self, rows: np.ndarray) -> np.ndarray:
+        out = np.ones(len(rows), bool)
+        known = rows >= 0
+        out[known] = self.available[rows[known]]
+        return out
+
+    def newest_created_s(self) -> float:
+        finite = self.created_at_s[np.isfinite(self.created_at_s)]
+        return float(finite.max()) if len(finite) else float("nan")

@@ -1,0 +1,106 @@
+"""The serving component's one configuration object, validated once and passed down.
+
+``build_app(args)`` (Serve's application builder, also what KubeRay's ``serveConfigV2`` calls)
+turns its ``args`` dict into a :class:`ServingConfig`; every deployment receives the same object,
+so a knob is defined, documented and range-checked in exactly one place.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+AnnKind = Literal["auto", "flat", "hnsw", "ivfpq"]
+
+
+class LimitsConfig(BaseModel):
+    """Request limits: anything above is refused with a 422 naming the field (cheap to check)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_n: int = Field(100, ge=1, le=1000, description="Largest `n` a client may ask for")
+    max_exclude: int = Field(1000, ge=0, le=100_000, description="Longest `exclude` list accepted")
+    max_history: int = Field(200, ge=0, le=10_000, description="Longest client-supplied `history` accepted")
+    max_context_keys: int = Field(32, ge=0, le=1000, description="Most keys accepted in `context`")
+    max_similar_n: int = Field(100, ge=1, le=1000, description="Largest `n` for /v1/items/{id}/similar")
+
+
+class RerankDefaults(BaseModel):
+    """Default re-ranking knobs; a request (or an experiment variant) may override each within limits."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mmr_lambda: float = Field(0.8, ge=0.0, le=1.0, description="1 = pure relevance, 0 = pure diversity")
+    max_per_genre: int = Field(2, ge=1, le=1000, description="Genre cap inside the first `genre_window` slots")
+    genre_window: int = Field(5, ge=1, le=1000, description="How many top slots the genre cap applies to")
+    freshness_weight: float = Field(0.1, ge=0.0, le=1.0, description="Boost for recently created items")
+    freshness_half_life_days: float = Field(30.0, gt=0.0, le=3650.0, description="Age at which the boost halves")
+
+
+class ServingConfig(BaseModel):
+    """Everything the Serve application needs; unknown keys are refused so typos fail fast."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model_store_uri: str = Field("var/models", description="Model store root (path or fsspec URI)")
+    retrieval_model: str = Field("two_tower", description="Model-store name of the retrieval model")
+    ranking_model: str = Field("ranker", description="Model-store name of the ranking model")
+    popularity_model: str = Field("popularity", description="Model-store name of the popularity baseline")
+    item_knn_model: str = Field("item_knn", description="Model-store name of the item-kNN baseline")
+    retrieval_version: str | None = Field(None, description="Version to serve; None/'latest'/'' = promoted")
+    ranking_version: str | None = Field(None, description="Version to serve; None/'latest'/'' = promoted")
+    num_shards: int = Field(2, ge=1, le=64, description="Retrieval shards (item index % num_shards)")
+    shard_replicas: int = Field(1, ge=1, le=64, description="Replicas per retrieval shard deployment")
+    shard_num_cpus: float = Field(0.25, ge=0.0, le=64, description="CPUs reserved per shard replica")
+    ranker_replicas: int = Field(1, ge=1, le=64, description="Replicas of the ranker deployment")
+    ranker_num_cpus: float = Field(0.25, ge=0.0, le=64)
+    ingress_replicas: int = Field(1, ge=1, le=64, description="Replicas of the HTTP ingress deployment")
+    ingress_num_cpus: float = Field(0.25, ge=0.0, le=64)
+    ann: AnnKind = Field("auto", description="auto: flat <= flat_max_items < hnsw <= hnsw_max_items < ivfpq")
+    flat_max_items: int = Field(50_000, ge=1, description="Largest shard served by exact IndexFlatIP in auto mode")
+    hnsw_max_items: int = Field(300_000, ge=1, description="Largest shard served by HNSW in auto mode")
+    hnsw_m: int = Field(32, ge=4, le=128)
+    hnsw_ef_search: int = Field(128, ge=8, le=4096)
+    ivf_nprobe: int = Field(32, ge=1, le=4096)
+    retrieval_k: int = Field(200, ge=1, le=5000, description="ANN candidates per request (merged over shards)")
+    knn_k: int = Field(100, ge=0, le=5000, description="Item-kNN candidates from recent history")
+    popularity_k: int = Field(100, ge=0, le=5000, description="Popularity candidates")
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Online feature store Redis")
+    feature_repo_dir: Path | None = Field(None, description="Feast repo dir for recsys.features")
+    feature_timeout_s: float = Field(0.2, gt=0, le=30, description="Budget for one feature round trip")
+    catalog_path: Path | None = Field(
+        None, description="items.parquet (or a dataset dir holding it): genres, created_at, available"
+    )
+    experiments_config: Path | None = Field(None, description="Experiments YAML; None = no experiments")
+    exposure_log_dir: Path = Field(Path("var/logs/exposures"), description="Exposure/outcome JSONL directory")
+    exploration_rate: float = Field(0.1, ge=0.0, le=1.0, description="Share of requests given an exploration slot")
+    exploration_slot: int = Field(3, ge=0, le=1000, description="0-based position of the exploration item")
+    new_item_days: float = Field(14.0, ge=0.0, description="Items created this recently (vs newest) count as new")
+    exploration_seed: int | None = Field(None, description="Seed of the Thompson sampler (tests); None = random")
+    cold_start_popularity_weight: float = Field(0.7, ge=0.0, le=1.0, description="Popularity share for cold users")
+    reload_interval_s: float = Field(0.0, ge=0.0, description="Poll PROMOTED every N s (0 = only /admin/reload)")
+    shard_timeout_s: float = Field(2.0, gt=0, le=60, description="Per-shard deadline before answering without it")
+    ranker_timeout_s: float = Field(2.0, gt=0, le=60)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    rerank: RerankDefaults = Field(default_factory=RerankDefaults)
+
+    @field_validator("retrieval_version", "ranking_version", mode="before")
+    @classmethod
+    def _promoted_aliases(cls, v: object) -> object:
+        """Helm renders "latest" (and empty strings) for "whatever is promoted"."""
+        if v is None or (isinstance(v, str) and v.strip().lower() in ("", "latest", "promoted", "none")):
+            return None
+        return v
+
+    @field_validator("experiments_config", "feature_repo_dir", "catalog_path", mode="before")
+    @classmethod
+    def _empty_path_is_none(cls, v: object) -> object:
+        return None if isinstance(v, str) and not v.strip() else v
+
+    @model_validator(mode="after")
+    def _check_ann_bounds(self) -> ServingConfig:
+        if self.hnsw_max_items < self.flat_max_items:
+            raise ValueError("hnsw_max_items must be >= flat_max_items")
+        return self

@@ -1,0 +1,58 @@
+"""Prometheus metrics of the serving pipeline, one registry per service instance.
+
+A private :class:`CollectorRegistry` (instead of the global one) lets several services live in one
+process (tests) without "duplicated timeseries" errors. Stage names are the pipeline's:
+``embed``, ``retrieval``, ``candidates``, ``hydration``, ``ranking``, ``reranking``, ``total``
+— issue 7 adds cache hit/miss counters next to these.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class ServingMetrics:
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("recsys_requests_total", "HTTP requests by endpoint and status",
+                                ["endpoint", "status"], registry=self.registry)
+        self.stage_seconds = Histogram("recsys_stage_seconds", "Latency of each pipeline stage", ["stage"],
+                                       buckets=STAGE_BUCKETS, registry=self.registry)
+        self.candidates = Histogram("recsys_candidates", "Candidates per request after merge",
+                                    buckets=(10, 50, 100, 200, 400, 800, 1600, 3200), registry=self.registry)
+        self.degraded = Counter("recsys_degraded_total", "Degraded responses by reason", ["reason"],
+                                registry=self.registry)
+        self.variant_requests = Counter("recsys_variant_requests_total", "Recommendations per experiment variant",
+                                        ["experiment", "variant"], registry=self.registry)
+        self.stage_errors = Counter("recsys_stage_errors_total", "Failures per stage", ["stage"],
+                                    registry=self.registry)
+        self.model_version = Gauge("recsys_model_version_info", "Model version served (value 1)",
+                                   ["model", "version"], registry=self.registry)
+
+    @contextmanager
+    def stage(self, name: str, timings: dict[str, float] | None = None) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            dt = time.perf_counter() - t0
+            self.stage_seconds.labels(name).observe(dt)
+            if timings is not None:
+                timings[name] = timings.get(name, 0.0) + dt
+
+    def set_versions(self, versions: dict[str, str]) -> None:
+        self.model_version.clear()
+        for model, version in versions.items():
+            self.model_version.labels(model, version).set(1)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

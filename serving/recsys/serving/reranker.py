@@ -1,0 +1,142 @@
+"""Re-ranking: business filters, freshness boost, MMR diversity and genre caps.
+
+Pure numpy on a few hundred candidates, so it runs inside the ingress replica (a separate
+deployment would add a network hop that costs more than the work). Everything is a function of
+(candidates, scores, item metadata, :class:`RerankParams`), testable without Ray.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+SECONDS_PER_DAY = 86_400.0
+
+
+@dataclass(frozen=True)
+class RerankParams:
+    mmr_lambda: float = 0.8
+    max_per_genre: int = 2
+    genre_window: int = 5
+    freshness_weight: float = 0.1
+    freshness_half_life_days: float = 30.0
+
+
+@dataclass(frozen=True)
+class FilterSpec:
+    exclude: frozenset[int] = frozenset()
+    seen: frozenset[int] = frozenset()
+    available_only: bool = True
+    include_genres: frozenset[str] = frozenset()
+    exclude_genres: frozenset[str] = frozenset()
+
+
+def business_filter(
+    item_ids: np.ndarray, genres: Sequence[frozenset[str]], available: np.ndarray, spec: FilterSpec
+) -> np.ndarray:
+    """Boolean mask of candidates allowed by the business rules."""
+    keep = np.ones(len(item_ids), bool)
+    banned = spec.exclude | spec.seen
+    if banned:
+        keep &= ~np.isin(item_ids, np.fromiter(banned, np.int64, len(banned)))
+    if spec.available_only:
+        keep &= available
+    if spec.include_genres:
+        keep &= np.array([bool(g & spec.include_genres) for g in genres], bool)
+    if spec.exclude_genres:
+        keep &= np.array([not (g & spec.exclude_genres) for g in genres], bool)
+    return keep
+
+
+def normalize(scores: np.ndarray) -> np.ndarray:
+    """Min-max to [0, 1] so boosts and MMR weights mean the same for logits and cosines."""
+    s = np.asarray(scores, np.float64)
+    if len(s) == 0:
+        return s.astype(np.float32)
+    lo, hi = np.nanmin(s), np.nanmax(s)
+    if not np.isfinite(lo) or hi - lo < 1e-12:
+        return np.ones(len(s), np.float32)
+    return np.nan_to_num((s - lo) / (hi - lo)).astype(np.float32)
+
+
+def freshness_boost(created_s: np.ndarray, now_s: float, weight: float, half_life_days: float) -> np.ndarray:
+    """``weight * 0.5 ** (age / half_life)``; 0 for unknown creation dates."""
+    if weight <= 0 or len(created_s) == 0:
+        return np.zeros(len(created_s), np.float32)
+    age_days = np.maximum(now_s - np.asarray(created_s, np.float64), 0.0) / SECONDS_PER_DAY
+    boost = weight * np.power(0.5, age_days / half_life_days)
+    return np.nan_to_num(boost).astype(np.float32)
+
+
+def mmr_select(
+    relevance: np.ndarray,
+    n: int,
+    embeddings: np.ndarray | None = None,
+    genres: Sequence[frozenset[str]] | None = None,
+    params: RerankParams = RerankParams(),
+) -> list[int]:
+    """Greedy MMR with a genre cap; returns indices into the candidate arrays, best first.
+
+    Step score: ``lambda * relevance - (1 - lambda) * max cosine to the already selected``. While
+    fewer than ``genre_window`` items are chosen, a candidate that would push any of its genres
+    above ``max_per_genre`` inside the window is skipped; if nothing else is left the cap gives
+    way (a short list beats an empty one) — callers can see that through :func:`genre_cap_holds`.
+    """
+    m = len(relevance)
+    n = min(n, m)
+    if n <= 0:
+        return []
+    rel = np.asarray(relevance, np.float64)
+    lam = params.mmr_lambda
+    use_mmr = embeddings is not None and lam < 1.0 and len(embeddings) == m
+    emb = np.asarray(embeddings, np.float32) if use_mmr else None
+    max_sim = np.zeros(m, np.float64)
+    chosen = np.zeros(m, bool)
+    counts: dict[str, int] = {}
+    out: list[int] = []
+    genre_list = list(genres) if genres is not None else [frozenset()] * m
+    for _ in range(n):
+        value = lam * rel - (1.0 - lam) * max_sim if use_mmr else rel.copy()
+        value = np.where(chosen, -np.inf, value)
+        order = np.argsort(-value, kind="stable")
+        pick = -1
+        in_window = len(out) < params.genre_window
+        for idx in order:
+            if chosen[idx]:
+                break
+            if not in_window or all(counts.get(g, 0) < params.max_per_genre for g in genre_list[idx]):
+                pick = int(idx)
+                break
+        if pick < 0:  # the cap cannot be met with what is left
+            remaining = order[~chosen[order]]
+            if len(remaining) == 0:
+                break
+            pick = int(remaining[0])
+        chosen[pick] = True
+        out.append(pick)
+        if in_window:
+            for g in genre_list[pick]:
+                counts[g] = counts.get(g, 0) + 1
+        if use_mmr:
+            max_sim = np.maximum(max_sim, emb @ emb[pick])
+    return out
+
+
+def genre_cap_holds(genres: Sequence[frozenset[str]], max_per_genre: int, window: int) -> bool:
+    counts: dict[str, int] = {}
+    for g_set in list(genres)[:window]:
+        for g in g_set:
+            counts[g] = counts.get(g, 0) + 1
+    return all(c <= max_per_genre for c in counts.values())
+
+
+def intra_list_similarity(embeddings: np.ndarray) -> float:
+    """Mean pairwise cosine of a list (lower = more diverse); used by tests and benchmarks."""
+    e = np.asarray(embeddings, np.float64)
+    if len(e) < 2:
+        return 0.0
+    sims = e @ e.T
+    iu = np.triu_indices(len(e), 1)
+    return float(sims[iu].mean())
