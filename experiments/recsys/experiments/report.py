@@ -109,6 +109,19 @@ def text_report(analysis: ExperimentAnalysis) -> str:
     return "\n".join(parts)
 
 
+def _stop_index(comparison) -> int | None:
+    """Index of the look at which the decision was first reached (for the plot's marker)."""
+    d, p = comparison.decision, comparison.path
+    if d.action != "stop" or p.ts.size == 0:
+        return None
+    if d.method == "group_sequential":
+        return int(d.extra.get("look", p.ts.size)) - 1
+    if d.winner is not None:
+        hits = (p.p_value <= d.extra.get("alpha", 0.05)).nonzero()[0]
+        return int(hits[0]) if hits.size else None
+    return p.ts.size - 1
+
+
 def plot_confidence_sequences(analysis: ExperimentAnalysis, path: Path) -> Path:
     """PNG of each treatment's difference vs control with its confidence sequence over time."""
     e = analysis.experiment
@@ -124,6 +137,9 @@ def plot_confidence_sequences(analysis: ExperimentAnalysis, path: Path) -> Path:
         ax.fill_between(times, p.lower, p.upper, alpha=0.25, color="tab:blue", label="confidence sequence")
         ax.plot(times, p.estimate, color="tab:blue", marker="o", ms=3, label="estimate")
         ax.axhline(0.0, color="black", lw=0.8)
+        stop_index = _stop_index(comparison)
+        if stop_index is not None:
+            ax.axvline(times[stop_index], color="tab:red", lw=1, ls=":", label="decision reached")
         margin = e.analysis.equivalence_margin
         if margin:
             for y in (-margin, margin):
