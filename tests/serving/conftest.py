@@ -158,3 +158,40 @@ def closed_redis_url() -> str:
 
 def _path(p) -> Path:
     return Path(p)
+
+
+@pytest.fixture(scope="module")
+def serve_base_url(ray_cluster) -> str:
+    """Serve's HTTP proxy on 127.0.0.1 (a free port if this session starts Serve; else the running one)."""
+    from ray import serve
+    from ray.serve.context import _get_global_client
+
+    serve.start(http_options={"host": "127.0.0.1", "port": free_port()})
+    cfg = _get_global_client().http_config
+    return f"http://127.0.0.1:{cfg.port}"
+
+
+def wait_ready(url: str, timeout: float = 120.0) -> None:
+    import time
+
+    import httpx
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"{url} not ready after {timeout}s")
+
+
+@pytest.fixture(scope="module")
+def wait_until_ready():
+    return wait_ready
+
+
+@pytest.fixture(scope="module")
+def closed_port_redis_url() -> str:
+    return closed_port_url()

@@ -85,7 +85,8 @@ def create_api(service: RecommendationService) -> FastAPI:
         rid = _request_id(request)
         request.state.request_id = rid
         response = await call_next(request)
-        response.headers[REQUEST_ID_HEADER] = rid
+        if REQUEST_ID_HEADER not in response.headers and REQUEST_ID_HEADER not in request.headers:
+            response.headers[REQUEST_ID_HEADER] = rid  # the Serve proxy echoes the id it put on the request
         route = request.scope.get("route")
         endpoint = getattr(route, "path", "unmatched")
         service.metrics.requests.labels(endpoint, str(response.status_code)).inc()
