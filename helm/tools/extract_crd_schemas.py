@@ -38,7 +38,8 @@ def strip_descriptions(node: Any) -> Any:
 
 def extract_schema(crd_path: Path, version: str) -> dict[str, Any]:
     """The openAPIV3Schema of one served version of a CustomResourceDefinition file."""
-    crd = yaml.safe_load(crd_path.read_text())
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: ~10x faster on these 1-2 MB files
+    crd = yaml.load(crd_path.read_text(), Loader=loader)  # noqa: S506 - a safe loader
     for entry in crd["spec"]["versions"]:
         if entry["name"] == version:
             return strip_descriptions(entry["schema"]["openAPIV3Schema"])
