@@ -18,6 +18,7 @@ APP, DEGRADED_APP = "recsys_test", "recsys_degraded"
 @pytest.fixture(scope="module")
 def app_url(serve_base_url, serving_args, closed_port_redis_url, wait_until_ready):
     from ray import serve
+
     from recsys.serving.app import build_app
 
     serve.run(build_app(serving_args), name=APP, route_prefix="/", blocking=False)

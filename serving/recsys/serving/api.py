@@ -17,6 +17,7 @@ from fastapi import Body, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
+
 from recsys.serving.feature_client import EventIngestionUnavailable, EventValidationError, FeatureStoreUnavailable
 from recsys.serving.schemas import (
     INT64_MAX,

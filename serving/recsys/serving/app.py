@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 from ray import serve
 from ray.serve import Application
+
 from recsys.serving.config import ServingConfig
 from recsys.serving.ingress import Ingress
 from recsys.serving.ranker import BatchedRanker

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
 from recsys.platform.model_store import ModelStore, ModelStoreError, ModelVersion
 
 

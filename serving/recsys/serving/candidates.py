@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from recsys.serving.artifacts import ItemKnnArtifacts, PopularityArtifacts
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
 from recsys.serving.config import ServingConfig
 
 log = logging.getLogger(__name__)

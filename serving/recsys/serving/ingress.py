@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from ray import serve
+
 from recsys.serving.api import create_api
 from recsys.serving.config import ServingConfig
 from recsys.serving.service import RecommendationService

@@ -15,6 +15,7 @@ from typing import Any
 import mmh3
 import numpy as np
 from ray import serve
+
 from recsys.platform.model_store import ModelStore
 from recsys.serving.artifacts import ArtifactError, RankerArtifacts, RankerSpec, load_ranker, resolve_version
 from recsys.serving.config import ServingConfig

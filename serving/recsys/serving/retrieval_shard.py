@@ -17,6 +17,7 @@ import threading
 import time
 
 import numpy as np
+
 from recsys.platform.model_store import ModelStore
 from recsys.serving.ann import AnnParams, FaissShard, shard_rows
 from recsys.serving.artifacts import load_retrieval, resolve_version

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
+
 from recsys.platform.model_store import ModelStore
 from recsys.serving.ann import merge_topk
 from recsys.serving.artifacts import (
