@@ -118,6 +118,7 @@ defs = {
     ),
     "serveDeployment": obj(
         {
+            "perShard": B("one deployment per retrieval shard, named <key>0..<key>N-1"),
             "numReplicas": I(1, desc="replicas when autoscaling is off"),
             "autoscaling": obj(
                 {
@@ -184,6 +185,13 @@ props = {
         "type": "array",
         "items": {"type": "object", "required": ["name"], "properties": {"name": S(minLength=1)}},
     },
+    "platform": obj(
+        {
+            "dataDir": S("RECSYS_DATA_DIR", pattern="^/"),
+            "featureRepoDir": S("RECSYS_FEATURE_REPO_DIR", pattern="^/"),
+            "logDir": S("RECSYS_LOG_DIR", pattern="^/"),
+        }
+    ),
     "modelStore": obj(
         {
             "uri": S(

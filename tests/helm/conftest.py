@@ -11,6 +11,7 @@ import subprocess
 from collections.abc import Callable
 
 import pytest
+
 from recsys.platform.k8s.chart import ChartPaths, Rendered, render_chart, run_helm
 
 PATHS = ChartPaths()

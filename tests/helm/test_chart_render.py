@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 
 import pytest
+
 from recsys.platform.k8s.chart import Rendered
 from recsys.platform.k8s.validation import (
     DEFAULT_KUBERNETES_VERSION,

@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import pytest
+
 from recsys.platform.k8s.validation import CRD_SCHEMA_FILES
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import yaml
 
 
@@ -27,9 +28,12 @@ def test_default_serve_config(default_render):
         "ranking_version": "latest",
         "num_shards": 2,
         "experiments_config": "/etc/recsys/experiments/experiments.yaml",
+        "exposure_log_dir": "/tmp/recsys/logs/exposures",
+        # the in-chart Redis has no password, so its URL may sit in the Serve config
+        "redis_url": "redis://recsys-redis.recsys.svc:6379/0",
     }
     assert cfg["http_options"]["port"] == 8000
-    assert set(_deployments(default_render)) == {"Ingress", "RetrievalShard", "Ranker"}
+    assert set(_deployments(default_render)) == {"Ingress", "RetrievalShard0", "RetrievalShard1", "Ranker"}
 
 
 def test_shard_count_and_model_versions_flow(render):
@@ -40,6 +44,8 @@ def test_shard_count_and_model_versions_flow(render):
     })
     args = r.serve_config()["applications"][0]["args"]
     assert args["num_shards"] == 6
+    shards = sorted(d for d in _deployments(r) if d.startswith("RetrievalShard"))
+    assert shards == [f"RetrievalShard{i}" for i in range(6)]
     assert args["ranking_version"] == "v42"
     assert args["model_store_uri"] == "gs://bucket/models"
     head = _ray_cluster(r)["headGroupSpec"]["template"]["spec"]["containers"][0]
@@ -57,7 +63,7 @@ def test_deployment_replicas_and_autoscaling_bounds_flow(render, tmp_path):
     assert deps["Ranker"]["autoscaling_config"] == {
         "min_replicas": 3, "max_replicas": 30, "target_ongoing_requests": 2.5,
     }
-    assert "num_replicas" not in deps["Ranker"]
+    assert deps["Ranker"]["num_replicas"] == "auto"  # lets autoscaling_config replace the code's num_replicas
     assert deps["Ingress"]["num_replicas"] == 5
     assert "autoscaling_config" not in deps["Ingress"]
 
@@ -105,8 +111,9 @@ def test_redis_url_secret_flows_to_every_pod(render):
         containers += job["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"]
     assert len(containers) >= 5
     for c in containers:
-        ref = _env(c)["REDIS_URL"]["valueFrom"]["secretKeyRef"]
-        assert ref == {"name": "prod-redis", "key": "url"}, c["name"]
+        for var in ("REDIS_URL", "RECSYS_REDIS_URL"):  # the app's and recsys.platform.config's names
+            ref = _env(c)[var]["valueFrom"]["secretKeyRef"]
+            assert ref == {"name": "prod-redis", "key": "url"}, (c["name"], var)
     feast = r.get("Deployment", "recsys-feast")["spec"]["template"]["spec"]["containers"][0]
     assert _env(feast)["REDIS_CONNECTION_STRING"]["valueFrom"]["secretKeyRef"]["name"] == "prod-redis"
     # the secret never lands in the Serve config
@@ -193,6 +200,10 @@ def test_kserve_inference_service_v2(render):
     assert pred["maxReplicas"] == 7
     c = pred["containers"][0]
     assert "--model_name=ranker" in c["args"]
+    assert "--model_store_uri=s3://recsys-models/store" in c["args"]
+    assert not [a for a in c["args"] if a.startswith("--model_version")]  # "latest" = promoted
+    r = render(set_values={"kserve.enabled": "true", "serving.application.rankingVersion": "v7"})
+    assert "--model_version=v7" in r.get("InferenceService")["spec"]["predictor"]["containers"][0]["args"]
     assert _env(c)["PROTOCOL"]["value"] == "v2"
     assert c["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
     assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "RawDeployment"
@@ -240,3 +251,20 @@ def test_release_name_and_namespace_flow(render):
     rb = r.get("RoleBinding")
     assert rb["subjects"][0] == {"kind": "ServiceAccount", "name": "shop-recsys-training-submitter",
                                  "namespace": "ml"}
+
+
+def test_serve_config_is_valid_for_ray_serve(default_render, production_render):
+    """serveConfigV2 parses with Ray Serve's own deploy schema (what KubeRay submits to the cluster)."""
+    schema = pytest.importorskip("ray.serve.schema")
+    for rendered in (default_render, production_render):
+        parsed = schema.ServeDeploySchema.model_validate(rendered.serve_config())
+        (app,) = parsed.applications
+        assert app.import_path == "recsys.serving.app:build_app"
+
+
+def test_serve_args_are_accepted_by_the_serving_config(default_render, production_render):
+    """The builder args the chart renders are valid `recsys.serving` ServingConfig values (extra keys forbidden)."""
+    config = pytest.importorskip("recsys.serving.config")
+    for rendered in (default_render, production_render):
+        cfg = config.ServingConfig(**rendered.serve_config()["applications"][0]["args"])
+        assert cfg.num_shards == rendered.serve_config()["applications"][0]["args"]["num_shards"]

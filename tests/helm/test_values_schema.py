@@ -8,6 +8,7 @@ import sys
 
 import pytest
 import yaml
+
 from recsys.platform.k8s.chart import HelmError
 
 

@@ -77,6 +77,13 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end }}
 
+{{/* URL of the in-chart Redis (no password), or "" when the URL lives in a user-provided Secret. */}}
+{{- define "recsys.internalRedisUrl" -}}
+{{- if and (eq .Values.redis.mode "internal") (not .Values.redis.urlSecret.name) }}
+{{- printf "redis://%s:6379/0" (include "recsys.redisHost" .) }}
+{{- end }}
+{{- end }}
+
 {{- define "recsys.redisHost" -}}
 {{- printf "%s-redis.%s.svc" (include "recsys.fullname" .) .Release.Namespace }}
 {{- end }}
@@ -92,8 +99,19 @@ app.kubernetes.io/component: {{ .component }}
     secretKeyRef:
       name: {{ include "recsys.redisSecretName" . }}
       key: {{ .Values.redis.urlSecret.urlKey }}
+- name: RECSYS_REDIS_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "recsys.redisSecretName" . }}
+      key: {{ .Values.redis.urlSecret.urlKey }}
 - name: RECSYS_MODEL_STORE_URI
   value: {{ .Values.modelStore.uri | quote }}
+- name: RECSYS_DATA_DIR
+  value: {{ .Values.platform.dataDir | quote }}
+- name: RECSYS_FEATURE_REPO_DIR
+  value: {{ .Values.platform.featureRepoDir | quote }}
+- name: RECSYS_LOG_DIR
+  value: {{ .Values.platform.logDir | quote }}
 - name: RAY_USAGE_STATS_ENABLED
   value: "0"
 - name: HOME
