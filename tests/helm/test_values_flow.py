@@ -268,3 +268,15 @@ def test_serve_args_are_accepted_by_the_serving_config(default_render, productio
     for rendered in (default_render, production_render):
         cfg = config.ServingConfig(**rendered.serve_config()["applications"][0]["args"])
         assert cfg.num_shards == rendered.serve_config()["applications"][0]["args"]["num_shards"]
+
+
+def test_experiments_configmap_is_a_valid_experiments_config(default_render, production_render):
+    """What the ConfigMap holds is accepted by recsys.experiments' own loader (the file serving re-reads)."""
+    config = pytest.importorskip("recsys.experiments.config")
+    for rendered in (default_render, production_render):
+        text = rendered.get("ConfigMap", "recsys-experiments")["data"]["experiments.yaml"]
+        parsed = config.parse_config(yaml.safe_load(text), source="experiments ConfigMap")
+        assert parsed.version == 1
+    (exp,) = config.parse_config(yaml.safe_load(
+        production_render.get("ConfigMap", "recsys-experiments")["data"]["experiments.yaml"])).experiments
+    assert exp.variant("treatment").ranking_version == "2026-11-20T03-40-00"
