@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from click.testing import CliRunner
+
 from recsys.platform.k8s.cli import cli
 from recsys.platform.k8s.cluster import summarize_rayjob, summarize_rayservice
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import yaml
 from click.testing import CliRunner
+
 from recsys.platform.k8s.cli import cli
 from recsys.platform.k8s.validation import crd_validator
 

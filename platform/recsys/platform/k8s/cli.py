@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 import yaml
+
 from recsys.platform.k8s.chart import ChartPaths, HelmError, render_chart
 from recsys.platform.k8s.cluster import (
     ClusterError,
