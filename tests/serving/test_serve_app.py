@@ -6,6 +6,7 @@ closed port (feature store down) at "/degraded" — the shared Redis is never st
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -194,3 +195,34 @@ def test_hot_swap_keeps_answering(client, app_url, serving_store, write_model_ve
     assert not failures, failures[:3]
     assert "v1" in versions and versions[-1] == "v2"
     assert client.post("/admin/reload").json()["changed"] is False
+
+
+def test_recommend_cli_prints_table_and_fails_cleanly(app_url):
+    from click.testing import CliRunner
+
+    from recsys.serving.recommend_cli import cli
+
+    runner = CliRunner()
+    res = runner.invoke(cli, ["42", "--n", "4", "--url", app_url])
+    assert res.exit_code == 0, res.output
+    assert "item_id" in res.output and "models: retrieval=" in res.output
+    assert len([line for line in res.output.splitlines() if line.strip()[:1].isdigit()]) == 4
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    res = runner.invoke(cli, ["42", "--url", f"http://127.0.0.1:{dead}"])
+    assert res.exit_code == 2 and "cannot reach" in res.output and "Traceback" not in res.output
+
+
+def test_serve_cli_status_reports_deployments(app_url):
+    from click.testing import CliRunner
+
+    from recsys.serving.cli import cli
+
+    res = CliRunner().invoke(cli, ["status", "--json", "--app", APP])
+    assert res.exit_code == 0, res.output
+    assert {"Ingress", "Ranker", "RetrievalShard0", "RetrievalShard1"} <= set(json.loads(res.output)["deployments"])
+    res = CliRunner().invoke(cli, ["status", "--app", "no_such_app"])
+    assert res.exit_code == 2 and "not deployed" in res.output
