@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from recsys.experiments.config import ExperimentsConfig, parse_config
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 from click.testing import CliRunner
+
 from recsys.experiments.cli import cli
 from recsys.experiments.config import parse_config
 from recsys.experiments.simulation import write_synthetic_log

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from recsys.experiments.config import ConfigError, load_config, parse_config
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "experiments" / "examples"

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+
 from recsys.experiments.exposure_log import ExposureLog, read_log
 from recsys.experiments.metrics import unit_table, variant_metrics
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from recsys.experiments.metrics import ratio_delta_variance, srm_check
 
 

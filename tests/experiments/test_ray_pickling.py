@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import yaml
+
 from recsys.experiments import ExperimentRouter, ExposureLog, read_log
 
 

@@ -13,9 +13,10 @@ from datetime import UTC, datetime
 
 import numpy as np
 import yaml
+from scipy import stats
+
 from recsys.experiments.config import parse_config
 from recsys.experiments.router import HOLDOUT_ASSIGNMENT, ExperimentRouter, bucket
-from scipy import stats
 
 IDS = [f"user-{i}" for i in range(100_000)]
 P_FLOOR = 1e-3  # chi-square tests fail only on a 1-in-1000 fluke; ids are fixed so results are reproducible

@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 import pytest
+
 from recsys.experiments.sequential import (
     ArmSummary,
     GroupSequentialTest,

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from recsys.experiments.config import Experiment, ExperimentsConfig
 from recsys.experiments.exposure_log import LogFrames
 from recsys.experiments.metrics import SrmResult, VariantMetrics, srm_check, unit_table, variant_metrics

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import click
+
 from recsys.experiments.config import ConfigError, ExperimentsConfig, load_config
 
 

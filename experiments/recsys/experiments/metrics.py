@@ -18,8 +18,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from recsys.experiments.exposure_log import LogFrames
 from scipy import stats
+
+from recsys.experiments.exposure_log import LogFrames
 
 METRICS = ("ctr", "conversion", "reward")
 SRM_P_THRESHOLD = 0.001

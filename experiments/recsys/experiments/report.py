@@ -17,6 +17,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
 from recsys.experiments.analysis import ExperimentAnalysis  # noqa: E402
 from recsys.experiments.config import slugify  # noqa: E402
 from recsys.experiments.metrics import SrmResult  # noqa: E402

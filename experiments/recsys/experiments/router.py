@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import mmh3
+
 from recsys.experiments.config import HOLDOUT, ExperimentsConfig, Targeting, load_config
 
 

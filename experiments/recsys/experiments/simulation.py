@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+from scipy import stats
+
 from recsys.experiments.config import ExperimentsConfig
 from recsys.experiments.exposure_log import ExposureLog
 from recsys.experiments.router import ExperimentRouter
 from recsys.experiments.sequential import lan_demets_boundaries, msprt_log_lr
-from scipy import stats
 
 
 @dataclass(frozen=True)

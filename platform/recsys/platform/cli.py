@@ -11,6 +11,7 @@ import json
 import sys
 
 import click
+
 from recsys.platform.config import ConfigError, PlatformConfig, load_config
 
 # (command name, module path) of component groups; each module defines a click group `cli`.

@@ -1,4 +1,4 @@
-"""Loaders for the real MovieLens file formats (ml-100k ``u.data``/``u.item``; ml-latest ``ratings.csv``/``movies.csv``).
+"""Loaders for the real MovieLens formats (ml-100k ``u.data``/``u.item``; ml-latest ``ratings.csv``/``movies.csv``).
 
 MovieLens has explicit ratings only; each rating becomes a ``rating`` event plus an implicit
 ``view`` (and a ``click`` for ratings >= 4) so that implicit-feedback models and the ranking
@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
 from recsys.platform.data.schema import Dataset, DatasetError
 
 _ML100K_GENRES = (

@@ -21,8 +21,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
-from recsys.platform.data.schema import Dataset
 from tqdm.auto import tqdm
+
+from recsys.platform.data.schema import Dataset
 
 GENRES: tuple[str, ...] = (
     "Action", "Adventure", "Animation", "Children", "Comedy", "Crime", "Documentary", "Drama",
