@@ -1,0 +1,1 @@
+"""Two-tower retrieval: torch model, Ray Train job, store export and a Recommender wrapper."""
