@@ -1,0 +1,169 @@
+"""Redis result cache for recommendations, invalidated by the user's own events.
+
+Key layout (one Redis round trip per lookup, one per store, one per invalidation)::
+
+    {prefix}:gen:{user}                          -> int, INCR'd by every event of the user (POST /v1/events)
+    {prefix}:res:{user}:{variant}:{shape_hash}   -> JSON {"g": generation at compute start, "r": response}
+
+A lookup is ``MGET gen-key result-key``; an entry whose stored generation differs from the
+current one is a miss. So an event invalidates every cached answer of that user with a single
+``INCR`` (no key scans), and an answer computed while an event was arriving is stored under the
+old generation and therefore never served. The generation key outlives every result entry
+(``generation_ttl_s`` > ``ttl_s``), so its expiry cannot resurrect a stale answer.
+
+The cache is an optimisation, never a dependency: every Redis error or timeout counts as a miss
+(and a cache error), never marks the response degraded, and opens a short circuit breaker so a
+dead Redis costs one socket timeout per ``breaker_s`` instead of one per request.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+log = logging.getLogger(__name__)
+
+
+class CacheConfig(BaseModel):
+    """Result-cache knobs (``ServingConfig.cache``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(True, description="Cache recommendation responses in Redis")
+    redis_url: str | None = Field(None, description="Cache Redis; None = the feature store's redis_url")
+    ttl_s: float = Field(60.0, gt=0, le=86_400, description="Lifetime of one cached response")
+    generation_ttl_s: float = Field(7 * 86_400, gt=0, description="Lifetime of a user's invalidation counter")
+    socket_timeout_s: float = Field(0.05, gt=0, le=5, description="Connect/read timeout of one cache call")
+    breaker_s: float = Field(2.0, ge=0, le=600, description="Skip the cache this long after a Redis error")
+    key_prefix: str = Field("recsys:rc", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9:_.-]+$")
+    max_entry_bytes: int = Field(256_000, ge=1024, description="Larger responses are not cached")
+
+    @model_validator(mode="after")
+    def _generation_outlives_results(self) -> CacheConfig:
+        if self.generation_ttl_s <= self.ttl_s:
+            raise ValueError("generation_ttl_s must be > ttl_s (else an expired counter could revive stale entries)")
+        return self
+
+
+def request_shape_hash(shape: dict[str, Any]) -> str:
+    """Stable short hash of everything in a request except the user (n, filters, exclude, context, ...)."""
+    blob = json.dumps(shape, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.blake2b(blob.encode(), digest_size=12).hexdigest()
+
+
+@dataclass(frozen=True)
+class CacheLookup:
+    """Result of :meth:`ResultCache.get`: the cached payload (or None) and the generation to store under."""
+
+    payload: dict[str, Any] | None
+    generation: int
+    error: bool = False
+
+    @property
+    def hit(self) -> bool:
+        return self.payload is not None
+
+
+_DISABLED = CacheLookup(None, 0, error=False)
+
+
+class ResultCache:
+    """Synchronous redis-py client (call it via ``asyncio.to_thread``); thread-safe breaker state."""
+
+    def __init__(self, cfg: CacheConfig, default_redis_url: str):
+        import redis
+
+        self.cfg = cfg
+        self.enabled = cfg.enabled
+        self._redis = redis.Redis.from_url(
+            cfg.redis_url or default_redis_url,
+            socket_connect_timeout=cfg.socket_timeout_s,
+            socket_timeout=cfg.socket_timeout_s,
+            retry_on_timeout=False,
+            health_check_interval=0,
+        )
+        self._lock = threading.Lock()
+        self._open_until = 0.0
+
+    # ------------------------------------------------------------------ keys
+    def _gen_key(self, user_id: int) -> str:
+        return f"{self.cfg.key_prefix}:gen:{int(user_id)}"
+
+    def _res_key(self, user_id: int, variant: str, shape_hash: str) -> str:
+        return f"{self.cfg.key_prefix}:res:{int(user_id)}:{variant}:{shape_hash}"
+
+    # ------------------------------------------------------------------ breaker
+    def _available(self) -> bool:
+        return self.enabled and time.monotonic() >= self._open_until
+
+    def _failed(self, op: str, e: Exception) -> None:
+        with self._lock:
+            first = time.monotonic() >= self._open_until
+            self._open_until = time.monotonic() + self.cfg.breaker_s
+        if first:  # one line per outage window, not one per request
+            log.warning("result cache %s failed, bypassing cache for %.1fs: %s", op, self.cfg.breaker_s,
+                        type(e).__name__)
+
+    # ------------------------------------------------------------------ operations
+    def get(self, user_id: int, variant: str, shape_hash: str) -> CacheLookup:
+        """Cached response for this (user, variant, shape) if still current; errors -> miss."""
+        if not self._available():
+            return _DISABLED
+        try:
+            gen_raw, blob = self._redis.mget(self._gen_key(user_id), self._res_key(user_id, variant, shape_hash))
+        except Exception as e:  # noqa: BLE001 - any cache failure is a miss, never a request failure
+            self._failed("get", e)
+            return CacheLookup(None, 0, error=True)
+        generation = int(gen_raw or 0)
+        if blob is None:
+            return CacheLookup(None, generation)
+        try:
+            entry = json.loads(blob)
+        except ValueError:
+            return CacheLookup(None, generation)
+        if not isinstance(entry, dict) or entry.get("g") != generation or not isinstance(entry.get("r"), dict):
+            return CacheLookup(None, generation)
+        return CacheLookup(entry["r"], generation)
+
+    def put(self, user_id: int, variant: str, shape_hash: str, generation: int, payload: dict[str, Any]) -> bool:
+        """Store ``payload`` under the generation read before computing it; False if skipped/failed."""
+        if not self._available():
+            return False
+        blob = json.dumps({"g": int(generation), "r": payload}, separators=(",", ":"))
+        if len(blob) > self.cfg.max_entry_bytes:
+            return False
+        try:
+            self._redis.set(self._res_key(user_id, variant, shape_hash), blob, px=int(self.cfg.ttl_s * 1000))
+        except Exception as e:  # noqa: BLE001
+            self._failed("put", e)
+            return False
+        return True
+
+    def invalidate_user(self, user_id: int) -> bool:
+        """A new event of ``user_id``: every cached answer of the user becomes stale (one INCR)."""
+        if not self.enabled:
+            return False
+        # Not gated by the breaker: a missed invalidation would serve stale results once Redis is
+        # back, so always try (bounded by the socket timeout).
+        key = self._gen_key(user_id)
+        try:
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.incr(key)
+            pipe.expire(key, int(self.cfg.generation_ttl_s))
+            pipe.execute()
+        except Exception as e:  # noqa: BLE001
+            self._failed("invalidate", e)
+            return False
+        return True
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._redis.close()
