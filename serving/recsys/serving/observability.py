@@ -3,8 +3,9 @@
 :class:`AccessLogMiddleware` is a plain ASGI middleware (no ``BaseHTTPMiddleware`` task hop) that
 wraps the whole FastAPI app. For every HTTP request it
 
-* takes the request id from ``X-Request-ID`` (sanitised, <= 64 chars) or makes one, and returns it
-  in the ``X-Request-ID`` response header (unless the Serve proxy already does);
+* takes the request id from ``X-Request-ID`` (printable ASCII, <= 128 chars) or makes one, and
+  returns it in the ``X-Request-ID`` response header (the Serve proxy does that itself when the
+  client sent one);
 * publishes a :class:`RequestContext` in a context variable, which the pipeline fills in (user,
   variant, per-stage timings, degraded reasons, cache outcome) without any parameter threading;
 * after the response, records ``recsys_requests_total`` / ``recsys_request_latency_seconds`` and
@@ -29,7 +30,7 @@ from typing import Any, Protocol
 
 ACCESS_LOGGER = "recsys.serving.access"
 REQUEST_ID_HEADER = "X-Request-ID"
-_RID_OK = re.compile(r"^[A-Za-z0-9._:\-]{1,64}$")
+_RID_OK = re.compile(r"^[\x21-\x7e]{1,128}$")  # printable ASCII, no spaces: safe to echo and log
 
 
 @dataclass
@@ -155,9 +156,9 @@ class AccessLogMiddleware:
         ctx = RequestContext(request_id=rid, method=scope.get("method", ""), path=scope.get("path", ""))
         scope.setdefault("state", {})["request_id"] = rid
         token = _current.set(ctx)
-        # The Serve proxy puts an id on every request and echoes it itself; add ours only when it
-        # did not (plain uvicorn / test clients) or when we had to replace a malformed one.
-        echo_ourselves = client_rid is None or client_rid.decode("latin-1") != rid
+        # The Serve proxy puts an id on every request and appends it to the response itself; add
+        # ours only when the request came without one (plain uvicorn, in-process test clients).
+        echo_ourselves = client_rid is None
 
         async def send_wrapper(message: dict) -> None:
             if message["type"] == "http.response.start":
