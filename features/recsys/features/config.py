@@ -1,0 +1,102 @@
+"""Settings of the feature store: where the Feast repo lives and which Redis serves online reads.
+
+One pydantic object passed down explicitly (no environment reads on import).  The Redis URL is
+the one users write (``redis://host:port/db``); Feast wants its own connection-string format
+(``host:port,db=15,socket_timeout=0.5``), produced by :meth:`FeatureStoreConfig.feast_connection_string`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class FeatureStoreConfig(BaseModel):
+    """Where the Feast repo, offline parquet, registry and event log live, and how to reach Redis."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    repo_dir: Path = Field(Path("var/features"), description="feature_store.yaml, registry and offline parquet")
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Online store, redis://[:password@]host:port/db")
+    project: str = Field("recsys", description="Feast project name (prefix of every online key)")
+    event_log_path: Path | None = Field(None, description="JSON-lines event log (default repo_dir/events.jsonl)")
+    connect_timeout_s: float = Field(0.3, gt=0, description="Redis connect timeout for online reads and pushes")
+    read_timeout_s: float = Field(0.5, gt=0, description="Redis socket timeout for online reads and pushes")
+    batch_timeout_s: float = Field(30.0, gt=0, description="Redis socket timeout while materializing")
+    recent_items: int = Field(20, ge=1, le=200, description="Length of user_recent_item_ids")
+    max_clock_skew_s: float = Field(300.0, ge=0, description="How far in the future an event timestamp may be")
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_url(cls, v: str) -> str:
+        parse_redis_url(v)
+        return v
+
+    @classmethod
+    def from_platform(cls, platform_cfg, **overrides) -> FeatureStoreConfig:
+        """Derive from the platform settings (feature_repo_dir, redis_url, log_dir)."""
+        values = {
+            "repo_dir": platform_cfg.feature_repo_dir,
+            "redis_url": platform_cfg.redis_url,
+            "event_log_path": Path(platform_cfg.log_dir) / "events.jsonl",
+        }
+        values.update(overrides)
+        return cls(**values)
+
+    # ------------------------------------------------------------------ paths
+    @property
+    def offline_dir(self) -> Path:
+        return Path(self.repo_dir) / "offline"
+
+    @property
+    def registry_path(self) -> Path:
+        return Path(self.repo_dir) / "registry.db"
+
+    @property
+    def log_path(self) -> Path:
+        return Path(self.event_log_path) if self.event_log_path else Path(self.repo_dir) / "events.jsonl"
+
+    # ------------------------------------------------------------------ redis
+    def redis_kwargs(self, socket_timeout: float | None = None) -> dict:
+        """Keyword arguments for ``redis.Redis`` (host, port, db, password, ssl, timeouts)."""
+        kw = parse_redis_url(self.redis_url)
+        kw["socket_connect_timeout"] = self.connect_timeout_s
+        kw["socket_timeout"] = socket_timeout if socket_timeout is not None else self.read_timeout_s
+        return kw
+
+    def feast_connection_string(self, socket_timeout: float | None = None) -> str:
+        """Feast's ``host:port,db=N,...`` string; values are JSON-decoded by Feast, then passed to redis-py."""
+        kw = self.redis_kwargs(socket_timeout if socket_timeout is not None else self.batch_timeout_s)
+        parts = [f"{kw.pop('host')}:{kw.pop('port')}"]
+        for key, value in kw.items():
+            if value is None or value is False:
+                continue
+            parts.append(f"{key}={'true' if value is True else value}")
+        return ",".join(parts)
+
+
+def parse_redis_url(url: str) -> dict:
+    """``redis://[:pw@]host[:port][/db]`` (or ``rediss://``) -> redis.Redis keyword arguments."""
+    u = urlparse(url)
+    if u.scheme not in ("redis", "rediss"):
+        raise ValueError(f"redis_url must start with redis:// or rediss://, got {url!r}")
+    if not u.hostname:
+        raise ValueError(f"redis_url has no host: {url!r}")
+    path = u.path.strip("/")
+    try:
+        db = int(path) if path else 0
+        port = u.port or 6379
+    except ValueError as e:
+        raise ValueError(f"redis_url {url!r}: {e}") from e
+    kw: dict = {"host": u.hostname, "port": port, "db": db}
+    if u.password:
+        if "," in u.password:
+            raise ValueError("redis_url password must not contain ',' (Feast connection-string separator)")
+        kw["password"] = unquote(u.password)
+    if u.username:
+        kw["username"] = unquote(u.username)
+    if u.scheme == "rediss":
+        kw["ssl"] = True
+    return kw

@@ -1,0 +1,283 @@
+"""Online feature reads for serving: one user + N candidate items in one Redis round trip.
+
+Feast writes the online store (materialize, push); this module reads Feast's Redis layout
+directly (https://github.com/feast-dev/feast/blob/master/docs/specs/online_store_format.md):
+one hash per entity key (``serialize_entity_key(key) + project``), one field per feature
+(``mmh3("<view>:<feature>")``) holding a serialized ``feast.types.Value`` and ``_ts:<view>`` holding
+the row timestamp.  The key/field functions are Feast's own, so the two paths cannot drift, and a
+test compares this reader with ``FeatureStore.get_online_features`` value by value.
+
+Why not ``get_online_features``: it costs several milliseconds of Python per 100 entities
+(protobuf responses, type conversion); serving fetches 500 candidates per request.  Here the
+500 HMGETs go out as one pipeline, and scalar float features are decoded with numpy in bulk.
+Every Redis call has connect/read timeouts and no retries, so a dead Redis surfaces as
+:class:`FeatureStoreUnavailable` within about ``connect_timeout_s`` instead of hanging.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from recsys.features.config import FeatureStoreConfig
+from recsys.features.errors import FeatureStoreUnavailable
+from recsys.features.schema import (
+    ITEM_PROFILE_VIEW,
+    ITEM_STATS_VIEW,
+    RANKER_FEATURES,
+    USER_CONTEXT_VIEW,
+    USER_STATS_VIEW,
+    VIEW_FEATURES,
+    pad_lists,
+    ranker_matrix,
+)
+
+ENTITY_KEY_SERIALIZATION_VERSION = 3
+_F32_TAG, _F64_TAG = 0x35, 0x29  # Value.float_val / Value.double_val wire tags (field 6 / 5)
+
+ITEM_RANKER_INPUTS: tuple[str, ...] = tuple(
+    n for n in [*VIEW_FEATURES[ITEM_STATS_VIEW], *VIEW_FEATURES[ITEM_PROFILE_VIEW]]
+    if n in RANKER_FEATURES or n in ("item_created_at", "item_genre_multihot", "item_text_hash")
+)
+"""Item features fetched by default: what the ranker needs (+ the sparse text hash)."""
+
+
+@dataclass
+class OnlineFeatures:
+    """Features of one user and N candidate items as of the request time.
+
+    ``items`` is float32 [N, len(RANKER_FEATURES)] (user, item and user x item/context columns);
+    rows of items with no online features are zeros in the item columns and ``missing`` is True.
+    """
+
+    user: dict[str, float | list]
+    items: np.ndarray
+    missing: np.ndarray
+    recent_item_ids: list[int]
+    user_missing: bool = False
+    item_raw: dict[str, np.ndarray] = field(default_factory=dict)
+    feature_names: list[str] = field(default_factory=lambda: list(RANKER_FEATURES))
+    fetch_ms: float = 0.0
+
+
+def _value_to_python(v):
+    kind = v.WhichOneof("val")
+    if kind is None or kind == "null_val":
+        return None
+    val = getattr(v, kind)
+    if kind.endswith("_list_val"):
+        return list(val.val)
+    return val
+
+
+class RedisLayout:
+    """Feast's Redis key and hash-field names for our entities and views (computed once, cached)."""
+
+    def __init__(self, project: str):
+        from feast.infra.key_encoding_utils import serialize_entity_key
+        from feast.infra.online_stores.helpers import _mmh3
+        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+        from feast.protos.feast.types.Value_pb2 import Value
+
+        self._serialize, self._EntityKey, self._Value = serialize_entity_key, EntityKey, Value
+        self._project = project.encode()
+        self._mmh3 = _mmh3
+        self._key_cache: dict[tuple[str, int], bytes] = {}
+
+    def key(self, join_key: str, entity_id: int) -> bytes:
+        ck = (join_key, entity_id)
+        k = self._key_cache.get(ck)
+        if k is None:
+            ek = self._EntityKey(join_keys=[join_key], entity_values=[self._Value(int64_val=int(entity_id))])
+            k = self._serialize(ek, entity_key_serialization_version=ENTITY_KEY_SERIALIZATION_VERSION) + self._project
+            if len(self._key_cache) < 2_000_000:
+                self._key_cache[ck] = k
+        return k
+
+    def field(self, view: str, feature: str) -> bytes:
+        return self._mmh3(f"{view}:{feature}")
+
+    @staticmethod
+    def ts_field(view: str) -> bytes:
+        return f"_ts:{view}".encode()
+
+
+def _decode_column(values: list, kind: str, value_cls) -> tuple[np.ndarray | list, np.ndarray]:
+    """Serialized Feast Values (or None) -> (column, present mask); scalars decoded with numpy in bulk."""
+    n = len(values)
+    present = np.fromiter((v is not None for v in values), dtype=bool, count=n)
+    if kind in ("f32", "f64"):
+        width, tag, dtype = (5, _F32_TAG, "<f4") if kind == "f32" else (9, _F64_TAG, "<f8")
+        out = np.zeros(n, dtype=np.float64)
+        if present.any():
+            blob = b"".join(v for v in values if v is not None)
+            m = int(present.sum())
+            if len(blob) == m * width and all(b == tag for b in blob[::width]):  # all set, same type
+                out[present] = np.frombuffer(blob, dtype=np.uint8).reshape(m, width)[:, 1:].copy().view(dtype)[:, 0]
+            else:
+                for i, v in enumerate(values):
+                    if v is not None:
+                        p = value_cls()
+                        p.ParseFromString(v)
+                        x = _value_to_python(p)
+                        out[i] = x if isinstance(x, int | float) else 0.0
+        return out, present
+    col: list = [None] * n
+    for i, v in enumerate(values):
+        if v is not None:
+            p = value_cls()
+            p.ParseFromString(v)
+            col[i] = _value_to_python(p)
+    if kind == "i64":
+        return np.array([0 if x is None else x for x in col], dtype=np.int64), present
+    return col, present
+
+
+class OnlineFeatureClient:
+    """Batch reader of online features; safe to share within a process (redis-py pools connections)."""
+
+    def __init__(self, cfg: FeatureStoreConfig, item_features: Sequence[str] = ITEM_RANKER_INPUTS):
+        import redis
+        from feast.protos.feast.types.Value_pb2 import Value
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        self.cfg = cfg
+        self._Value = Value
+        self._redis_errors = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+        self.redis = redis.Redis(**cfg.redis_kwargs(), retry=Retry(NoBackoff(), 0), health_check_interval=0)
+        self.layout = RedisLayout(cfg.project)
+        item_views = {n: v for v in (ITEM_STATS_VIEW, ITEM_PROFILE_VIEW) for n in VIEW_FEATURES[v]}
+        unknown = [n for n in item_features if n not in item_views]
+        if unknown:
+            raise ValueError(f"unknown item features {unknown}")
+        # (view, feature, kind) in HMGET order; the view's _ts field closes each view's block.
+        self._user_fields = self._plan([(v, n) for v in (USER_STATS_VIEW, USER_CONTEXT_VIEW)
+                                        for n in VIEW_FEATURES[v]])
+        self._item_fields = self._plan([(item_views[n], n) for n in item_features])
+
+    def _plan(self, pairs: list[tuple[str, str]]) -> list[tuple[str, str, str, bytes]]:
+        plan = [(v, n, VIEW_FEATURES[v][n], self.layout.field(v, n)) for v, n in pairs]
+        for v in dict.fromkeys(v for v, _ in pairs):
+            plan.append((v, "_ts", "ts", self.layout.ts_field(v)))
+        return plan
+
+    # ------------------------------------------------------------------ reads
+    def _hmget_all(self, user_keys: list[bytes], item_keys: list[bytes]) -> list:
+        ufields = [f for *_, f in self._user_fields]
+        ifields = [f for *_, f in self._item_fields]
+        try:
+            with self.redis.pipeline(transaction=False) as pipe:
+                for k in user_keys:
+                    pipe.hmget(k, ufields)
+                for k in item_keys:
+                    pipe.hmget(k, ifields)
+                return pipe.execute()
+        except self._redis_errors as e:
+            raise FeatureStoreUnavailable(f"online store {self.cfg.redis_url} unavailable: {e}") from e
+
+    def read_user_rows(self, user_ids: Sequence[int]) -> list[dict | None]:
+        """Raw user feature dicts (None when the user has no online row), plus ``_ts`` per view."""
+        rows = self._hmget_all([self.layout.key("user_id", u) for u in user_ids], [])
+        return [self._user_dict(r) for r in rows]
+
+    def read_item_columns(self, item_ids: Sequence[int]) -> tuple[dict[str, object], np.ndarray]:
+        rows = self._hmget_all([], [self.layout.key("item_id", i) for i in item_ids])
+        return self._item_columns(rows)
+
+    def _user_dict(self, values: list) -> dict | None:
+        out: dict = {}
+        any_value = False
+        for (view, name, kind, _), raw in zip(self._user_fields, values, strict=True):
+            if kind == "ts":
+                out[f"_ts:{view}"] = self._parse_ts(raw)
+                continue
+            if raw is None:
+                out[name] = [] if kind.endswith("[]") else 0.0
+                continue
+            any_value = True
+            p = self._Value()
+            p.ParseFromString(raw)
+            x = _value_to_python(p)
+            out[name] = x if x is not None else ([] if kind.endswith("[]") else 0.0)
+        return out if any_value else None
+
+    @staticmethod
+    def _parse_ts(raw) -> float:
+        if not raw:
+            return 0.0
+        from google.protobuf.timestamp_pb2 import Timestamp
+
+        ts = Timestamp()
+        ts.ParseFromString(raw)
+        return ts.seconds + ts.nanos / 1e9
+
+    def _item_columns(self, rows: list) -> tuple[dict[str, object], np.ndarray]:
+        n = len(rows)
+        present_any = np.zeros(n, dtype=bool)
+        cols: dict[str, object] = {}
+        for j, (_view, name, kind, _) in enumerate(self._item_fields):
+            if kind == "ts":
+                continue
+            col, present = _decode_column([r[j] for r in rows], kind, self._Value)
+            cols[name] = col
+            present_any |= present
+        return cols, ~present_any
+
+    def fetch(self, user_id: int, item_ids: Sequence[int], at: float | None = None) -> OnlineFeatures:
+        """Features of ``user_id`` and each of ``item_ids`` (one pipelined round trip).
+
+        ``at`` (unix seconds, default now) is the request time used by the time-dependent features
+        (recency, item age, hour/day-of-week affinity); tests pin it to compare with training rows.
+        """
+        t0 = time.perf_counter()
+        item_ids = np.asarray(item_ids, dtype=np.int64)
+        rows = self._hmget_all([self.layout.key("user_id", int(user_id))],
+                               [self.layout.key("item_id", int(i)) for i in item_ids])
+        user = self._user_dict(rows[0])
+        user_missing = user is None
+        if user is None:
+            user = self._user_dict([None] * len(self._user_fields)) or {
+                n: ([] if k.endswith("[]") else 0.0) for _, n, k, _ in self._user_fields if k != "ts"}
+        cols, missing = self._item_columns(rows[1:])
+        mat = self._matrix(user, cols, item_ids, time.time() if at is None else at)
+        return OnlineFeatures(
+            user=user, items=mat, missing=missing,
+            recent_item_ids=[int(x) for x in user.get("user_recent_item_ids") or []],
+            user_missing=user_missing, item_raw={k: v for k, v in cols.items() if k not in RANKER_FEATURES},
+            fetch_ms=(time.perf_counter() - t0) * 1000,
+        )
+
+    @staticmethod
+    def _matrix(user: dict, cols: dict, item_ids: np.ndarray, at: float) -> np.ndarray:
+        n = len(item_ids)
+        raw: dict[str, np.ndarray] = {}
+        for name, value in user.items():
+            if name.startswith("_ts:"):
+                continue
+            if isinstance(value, list):
+                fill, dtype = (-1, np.int64) if name == "user_recent_item_ids" else (0, np.float32)
+                raw[name] = pad_lists([value], max(len(value), 1), fill=fill, dtype=dtype)
+            else:
+                raw[name] = np.asarray([value], dtype=np.float64)
+        for name, col in cols.items():
+            if isinstance(col, list):
+                width = max((len(x) for x in col if x), default=1)
+                raw[name] = pad_lists(col, width)
+            else:
+                raw[name] = col
+        if "item_genre_multihot" not in raw:
+            raw["item_genre_multihot"] = np.zeros((n, 1), np.float32)
+        return ranker_matrix(raw, item_ids, np.float64(at))
+
+    def ping(self) -> bool:
+        try:
+            return bool(self.redis.ping())
+        except self._redis_errors as e:
+            raise FeatureStoreUnavailable(f"online store {self.cfg.redis_url} unavailable: {e}") from e
+
+    def close(self) -> None:
+        self.redis.close()

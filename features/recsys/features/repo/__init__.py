@@ -1,0 +1,1 @@
+"""The declarative Feast repository: entities, sources, feature views (see definitions.py)."""

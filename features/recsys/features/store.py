@@ -1,0 +1,231 @@
+"""Side effects on the Feast repo: render feature_store.yaml, apply, materialize, historical retrieval.
+
+Feast owns the registry, the offline point-in-time join and every write to Redis (materialize and
+push); this module only wires our config into it and adds progress and throughput reporting.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from string import Template
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from recsys.features.config import FeatureStoreConfig
+from recsys.features.dask_tokens import fast_object_tokens
+from recsys.features.errors import FeatureStoreError, FeatureStoreUnavailable
+from recsys.features.offline import load_metadata
+from recsys.features.repo.definitions import (
+    ITEM_PROFILE_TABLE,
+    ITEM_STATS_TABLE,
+    TIMESTAMP_FIELD,
+    USER_TABLE,
+    build_definitions,
+)
+from recsys.features.schema import (
+    ITEM_PROFILE_VIEW,
+    ITEM_STATS_VIEW,
+    RANKER_FEATURES,
+    USER_CONTEXT_VIEW,
+    USER_STATS_VIEW,
+    VIEW_FEATURES,
+    pad_lists,
+    ranker_matrix,
+)
+
+_REDIS_ERRORS: tuple[type[BaseException], ...]
+try:
+    import redis
+
+    _REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+except ImportError:  # pragma: no cover - feast[redis] is a dependency
+    _REDIS_ERRORS = (OSError,)
+
+VIEW_TABLES = {USER_STATS_VIEW: USER_TABLE, USER_CONTEXT_VIEW: USER_TABLE,
+               ITEM_STATS_VIEW: ITEM_STATS_TABLE, ITEM_PROFILE_VIEW: ITEM_PROFILE_TABLE}
+VIEW_KEYS = {USER_STATS_VIEW: "user_id", USER_CONTEXT_VIEW: "user_id",
+             ITEM_STATS_VIEW: "item_id", ITEM_PROFILE_VIEW: "item_id"}
+
+
+@dataclass
+class MaterializeStats:
+    """What one materialization wrote: entity rows per view, over which interval, how fast."""
+
+    start: datetime
+    end: datetime
+    rows_by_view: dict[str, int]
+    seconds: float
+
+    @property
+    def rows(self) -> int:
+        return sum(self.rows_by_view.values())
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rows / self.seconds if self.seconds > 0 else float("inf")
+
+    def summary(self) -> str:
+        per_view = ", ".join(f"{k}={v:,}" for k, v in self.rows_by_view.items())
+        return (f"materialized {self.rows:,} rows ({per_view}) for {self.start:%Y-%m-%d %H:%M} .. "
+                f"{self.end:%Y-%m-%d %H:%M} in {self.seconds:.2f}s = {self.rows_per_s:,.0f} rows/s")
+
+
+# ------------------------------------------------------------------ repo files
+def render_feature_store_yaml(cfg: FeatureStoreConfig) -> Path:
+    """Write <repo_dir>/feature_store.yaml (+ the features.py shim for the feast CLI) from the template."""
+    repo = Path(cfg.repo_dir).resolve()
+    repo.mkdir(parents=True, exist_ok=True)
+    pkg = resources.files("recsys.features.repo")
+    text = Template(pkg.joinpath("feature_store.template.yaml").read_text()).substitute(
+        project=cfg.project,
+        registry_path=str(cfg.registry_path.resolve()),
+        connection_string=cfg.feast_connection_string(),
+    )
+    path = repo / "feature_store.yaml"
+    path.write_text(text)
+    (repo / "features.py").write_text(pkg.joinpath("features_shim.py.txt").read_text())
+    return path
+
+
+def feature_store(cfg: FeatureStoreConfig):
+    """A Feast FeatureStore on the rendered repo (renders the yaml when missing or stale)."""
+    from feast import FeatureStore
+
+    path = Path(cfg.repo_dir) / "feature_store.yaml"
+    if not path.exists() or cfg.feast_connection_string() not in path.read_text():
+        render_feature_store_yaml(cfg)
+    return FeatureStore(repo_path=str(Path(cfg.repo_dir).resolve()))
+
+
+def _check_built(cfg: FeatureStoreConfig) -> dict:
+    meta = load_metadata(cfg)
+    for table in (USER_TABLE, ITEM_STATS_TABLE, ITEM_PROFILE_TABLE):
+        if not (cfg.offline_dir / table).exists():
+            raise FeatureStoreError(f"{cfg.offline_dir / table} is missing: run `recsys features build`")
+    return meta
+
+
+def apply(cfg: FeatureStoreConfig) -> None:
+    """Register entities, sources and feature views (``feast apply``) and create the online tables."""
+    _check_built(cfg)
+    render_feature_store_yaml(cfg)
+    store = feature_store(cfg)
+    objects = list(build_definitions(cfg.offline_dir).values())
+    try:
+        store.apply(objects)
+    except _REDIS_ERRORS as e:
+        raise FeatureStoreUnavailable(f"online store {cfg.redis_url} unreachable during apply: {e}") from e
+
+
+def _rows_in_interval(cfg: FeatureStoreConfig, view: str, start: datetime, end: datetime) -> int:
+    """Number of entities whose latest row in [start, end] Feast writes for ``view``."""
+    key = VIEW_KEYS[view]
+    t = pq.read_table(cfg.offline_dir / VIEW_TABLES[view], columns=[key, TIMESTAMP_FIELD]).to_pandas()
+    ts = t[TIMESTAMP_FIELD]
+    mask = (ts >= pd.Timestamp(start)) & (ts <= pd.Timestamp(end))
+    return int(t.loc[mask, key].nunique())
+
+
+def materialize(cfg: FeatureStoreConfig, end: datetime | None = None, start: datetime | None = None,
+                incremental: bool = False, progress: bool = True) -> MaterializeStats:
+    """Load the latest offline row per entity with timestamp in [start, end] into Redis via Feast.
+
+    Default ``end`` is the last snapshot of the build (not "now": the synthetic data may end in the
+    past and a later ``end`` would just scan more); default ``start`` is the earliest offline row.
+    ``incremental`` continues from where the previous materialization stopped (Feast's
+    materialize_incremental).
+    """
+    meta = _check_built(cfg)
+    end = end or pd.Timestamp(meta["last_snapshot"]).to_pydatetime()
+    if end.tzinfo is None:
+        end = end.replace(tzinfo=UTC)
+    store = feature_store(cfg)
+    views = [USER_STATS_VIEW, USER_CONTEXT_VIEW, ITEM_STATS_VIEW, ITEM_PROFILE_VIEW]
+    try:
+        registered = {fv.name for fv in store.list_feature_views()}
+    except Exception as e:  # noqa: BLE001 - registry missing or unreadable
+        raise FeatureStoreError(f"feature registry unreadable ({e}): run `recsys features apply`") from e
+    if set(views) - registered:
+        raise FeatureStoreError(f"feature views {sorted(set(views) - registered)} not registered: "
+                                "run `recsys features apply` first")
+    first = pd.Timestamp(meta["first_snapshot"]).floor("s").to_pydatetime() - pd.Timedelta(seconds=1)
+    if incremental:
+        ends = [iv[1] for fv in store.list_feature_views() if fv.name in views for iv in fv.materialization_intervals]
+        start = max(ends) if ends else first
+    start = start or first
+    if start.tzinfo is None:
+        start = start.replace(tzinfo=UTC)
+    rows = {v: _rows_in_interval(cfg, v, start, end) for v in views}
+    t0 = time.perf_counter()
+    try:
+        with fast_object_tokens():
+            if incremental:
+                store.materialize_incremental(end_date=end, feature_views=views)
+            else:
+                store.materialize(start_date=start, end_date=end, feature_views=views)
+    except _REDIS_ERRORS as e:
+        raise FeatureStoreUnavailable(f"online store {cfg.redis_url} unreachable while materializing: {e}") from e
+    stats = MaterializeStats(start=start, end=end, rows_by_view=rows, seconds=time.perf_counter() - t0)
+    if progress:
+        print(stats.summary(), flush=True)
+    return stats
+
+
+# ------------------------------------------------------------------ training data
+def historical_raw_features(cfg: FeatureStoreConfig, entity_df: pd.DataFrame, store=None) -> pd.DataFrame:
+    """entity_df [user_id, item_id, event_timestamp] + every raw feature, point in time (Feast as-of join)."""
+    missing = {"user_id", "item_id", "event_timestamp"} - set(entity_df.columns)
+    if missing:
+        raise ValueError(f"entity_df is missing columns {sorted(missing)}")
+    _check_built(cfg)
+    store = store or feature_store(cfg)
+    refs = [f"{view}:{name}" for view, feats in VIEW_FEATURES.items() for name in feats]
+    edf = entity_df[["user_id", "item_id", "event_timestamp"]].copy()
+    edf["event_timestamp"] = pd.to_datetime(edf["event_timestamp"], utc=True)
+    edf["_row"] = np.arange(len(edf))
+    with fast_object_tokens():
+        out = store.get_historical_features(entity_df=edf, features=refs).to_df()
+    return out.sort_values("_row").set_index(entity_df.index).drop(columns="_row")
+
+
+def ranker_matrix_from_frame(frame: pd.DataFrame, n_genres: int, recent_items: int) -> np.ndarray:
+    """Raw-feature rows (one per (user, item, time)) -> float32 [N, len(RANKER_FEATURES)]."""
+    from recsys.features.schema import DAYS_OF_WEEK, HOUR_BUCKETS, USER_RAW_FEATURES
+
+    raw: dict[str, np.ndarray] = {}
+    widths = {"user_genre_weights": n_genres, "item_genre_multihot": n_genres, "user_hour_counts": HOUR_BUCKETS,
+              "user_dow_counts": DAYS_OF_WEEK, "user_recent_item_ids": recent_items}
+    for name in widths:
+        fill = -1 if name == "user_recent_item_ids" else 0
+        raw[name] = pad_lists(frame[name].tolist(), widths[name], fill=fill,
+                              dtype=np.int64 if fill == -1 else np.float32)
+    for name in [*USER_RAW_FEATURES, *VIEW_FEATURES[ITEM_STATS_VIEW], *VIEW_FEATURES[ITEM_PROFILE_VIEW]]:
+        if name not in raw and (name in RANKER_FEATURES or name in ("user_last_event_at", "item_created_at")):
+            raw[name] = pd.to_numeric(frame[name], errors="coerce").fillna(0).to_numpy(np.float64)
+    request_s = pd.to_datetime(frame["event_timestamp"], utc=True).astype("int64").to_numpy() / 1e9
+    return ranker_matrix(raw, frame["item_id"].to_numpy(np.int64), request_s)
+
+
+def get_training_features(cfg: FeatureStoreConfig, entity_df: pd.DataFrame,
+                          extra: tuple[str, ...] = ()) -> pd.DataFrame:
+    """entity_df columns + every RANKER_FEATURES column (float32), point-in-time correct.
+
+    Features of a row come from the latest snapshot at or before its ``event_timestamp`` (the end
+    of the last completed day), never later.  ``extra`` adds raw feature columns (e.g.
+    ``user_recent_item_ids`` for sequence models).
+    """
+    meta = _check_built(cfg)
+    raw = historical_raw_features(cfg, entity_df)
+    mat = ranker_matrix_from_frame(raw, len(meta["genre_vocabulary"]), meta.get("recent_items", cfg.recent_items))
+    out = entity_df.copy()
+    feats = pd.DataFrame(mat, columns=RANKER_FEATURES, index=entity_df.index)
+    out = pd.concat([out.drop(columns=[c for c in RANKER_FEATURES if c in out.columns]), feats], axis=1)
+    for name in extra:
+        out[name] = raw[name].to_numpy()
+    return out
