@@ -57,6 +57,7 @@ class Sample:
 class LoadResult:
     samples: list[Sample] = field(default_factory=list)
     wall_s: float = 0.0
+    started_at: float = 0.0  # time.time() when the loop started; Sample.t is relative to it
 
     @property
     def count(self) -> int:
@@ -158,7 +159,7 @@ async def run_load(
         raise ValueError("duration_s and max_requests must both be > 0 (the loop must be bounded)")
     traffic = _Traffic(mix or LoadMix(), user_ids, item_ids, seed)
     headers = {"X-API-Key": api_key} if api_key else {}
-    result = LoadResult()
+    result = LoadResult(started_at=time.time())
     issued = 0
     t0 = time.perf_counter()
     deadline = t0 + duration_s

@@ -80,14 +80,18 @@ class ResultCache:
 
     def __init__(self, cfg: CacheConfig, default_redis_url: str):
         import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
 
         self.cfg = cfg
         self.enabled = cfg.enabled
+        # retry=Retry(NoBackoff(), 0): redis-py 7 otherwise retries 3x with 1-10 s exponential
+        # backoff on connection errors, turning a Redis outage into multi-second request stalls.
         self._redis = redis.Redis.from_url(
             cfg.redis_url or default_redis_url,
             socket_connect_timeout=cfg.socket_timeout_s,
             socket_timeout=cfg.socket_timeout_s,
-            retry_on_timeout=False,
+            retry=Retry(NoBackoff(), 0),
             health_check_interval=0,
         )
         self._lock = threading.Lock()
