@@ -247,3 +247,21 @@ def test_inprocess_exploration_slot_surfaces_new_items(serving_args):
         assert svc.explorer.is_new(body["items"][2]["item_id"])
         off = c.post("/v1/recommendations", json={"user_id": 2, "n": 6, "diversity": {"exploration": False}}).json()
         assert all("exploration" not in it["sources"] for it in off["items"])
+
+
+def test_serve_config_example_is_valid():
+    from pathlib import Path
+
+    import yaml
+    from ray.serve.schema import ServeDeploySchema
+
+    import recsys.serving
+    from recsys.serving.app import parse_args
+
+    doc = yaml.safe_load((Path(recsys.serving.__file__).parent / "serve_config.yaml").read_text())
+    ServeDeploySchema.model_validate(doc)
+    app = doc["applications"][0]
+    assert app["import_path"] == "recsys.serving.app:build_app"
+    cfg = parse_args(app["args"])
+    names = {d["name"] for d in app["deployments"]}
+    assert names <= {"Ingress", "Ranker"} | {f"RetrievalShard{i}" for i in range(cfg.num_shards)}

@@ -27,6 +27,23 @@ class ThompsonExplorer:
         i = int(np.searchsorted(self.new_item_ids, item_id))
         return bool(i < len(self.new_item_ids) and self.new_item_ids[i] == item_id)
 
+    def should_explore(self, rate: float | None = None) -> bool:
+        """The per-request coin flip (checked before any other exploration work)."""
+        with self._lock:
+            return bool(self._rng.random() < (self.rate if rate is None else rate))
+
+    def candidate_pool(self, size: int = 256) -> np.ndarray:
+        """Items worth a posterior draw: every new item with a click, plus a random sample of the rest.
+
+        Keeps the per-request cost bounded on catalogs with many thousands of new items; an item
+        that was never clicked has the prior Beta(1, 1 + shown), so sampling it uniformly loses little.
+        """
+        with self._lock:
+            clicked = np.fromiter(self._clicks.keys(), np.int64, len(self._clicks))
+            n = len(self.new_item_ids)
+            sample = self.new_item_ids if n <= size else self.new_item_ids[self._rng.choice(n, size, replace=False)]
+        return np.unique(np.concatenate([clicked, sample]))
+
     def pick(self, eligible: np.ndarray, rate: float | None = None) -> int | None:
         """An item id from ``eligible`` (a subset of new items) for the slot, or None this time."""
         rate = self.rate if rate is None else rate

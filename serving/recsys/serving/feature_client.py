@@ -5,9 +5,14 @@ Serving depends on three things from the features component (docs/contracts.md):
 looked up here, once, so the rest of serving sees one small interface (:class:`FeatureGateway`)
 and keeps working — degraded, and saying so — when the online store is down or not configured:
 
-* ``feature_repo_dir`` set and ``recsys.features.OnlineFeatureClient`` importable: real Feast reads.
+* ``recsys.features.OnlineFeatureClient`` importable: real online reads (one pipelined Redis round
+  trip over the Feast online layout; users/items without rows read as zeros + a missing mask).
 * otherwise: :class:`RedisOnlyFeatures`, which only checks Redis is reachable (no features, no
   history), so an outage is still detected and reported as ``feature_store_unavailable``.
+
+Event ingestion (``POST /v1/events``) needs the Feast repo (``feature_repo_dir``): without it the
+endpoint validates the event and answers 503 "not configured" rather than writing an event log to
+some default directory.
 """
 
 from __future__ import annotations
@@ -31,11 +36,9 @@ _FEATURE_MODULES = ("recsys.features", "recsys.features.online", "recsys.feature
 def _find(name: str) -> Any | None:
     for module in _FEATURE_MODULES:
         try:
-            mod = importlib.import_module(module)
-        except Exception:  # noqa: BLE001 - a half-built features package must not break serving
+            return getattr(importlib.import_module(module), name)
+        except Exception:  # noqa: BLE001 - a missing or half-built features package must not break serving
             continue
-        if hasattr(mod, name):
-            return getattr(mod, name)
     return None
 
 
@@ -45,6 +48,10 @@ class _LocalFeatureStoreUnavailable(RuntimeError):
 
 FeatureStoreUnavailable: type[Exception] = _find("FeatureStoreUnavailable") or _LocalFeatureStoreUnavailable
 EventValidationError: type[Exception] | None = _find("EventValidationError")
+
+
+class FeatureReadError(RuntimeError):
+    """The online client failed for a reason other than an outage (a bug, bad data): degrade, log."""
 
 
 class EventIngestionUnavailable(RuntimeError):
@@ -92,17 +99,18 @@ class FeatureGateway:
         client_cls, cfg_cls = _find("OnlineFeatureClient"), _find("FeatureStoreConfig")
         if cfg_cls is not None:
             try:
-                kwargs: dict[str, Any] = {"redis_url": cfg.redis_url}
+                kwargs: dict[str, Any] = {"redis_url": cfg.redis_url, "connect_timeout_s": cfg.feature_timeout_s,
+                                          "read_timeout_s": cfg.feature_timeout_s}
                 if cfg.feature_repo_dir is not None:
                     kwargs["repo_dir"] = cfg.feature_repo_dir
                 self._store_cfg = cfg_cls(**kwargs)
             except Exception as e:  # noqa: BLE001
-                log.warning("feature store config rejected (%s); events API disabled", e)
-        if cfg.feature_repo_dir is not None and client_cls is not None and self._store_cfg is not None:
+                log.warning("feature store config rejected (%s); serving without features", e)
+        if client_cls is not None and self._store_cfg is not None:
             try:
                 self._client = client_cls(self._store_cfg)
-                self.mode = "feast"
-            except Exception as e:  # noqa: BLE001 - construction may need Redis; fall back, still detect outages
+                self.mode = "online"
+            except Exception as e:  # noqa: BLE001 - fall back, still detect outages
                 log.warning("OnlineFeatureClient unavailable (%s); serving without features", e)
         if self._client is None:
             self._client = RedisOnlyFeatures(cfg.redis_url, cfg.feature_timeout_s)
@@ -113,13 +121,16 @@ class FeatureGateway:
             res = self._client.fetch(int(user_id), [int(i) for i in item_ids])
         except FeatureStoreUnavailable:
             raise
-        except Exception as e:  # noqa: BLE001 - any client failure is an outage from serving's view
+        except (ConnectionError, TimeoutError, OSError) as e:
             raise FeatureStoreUnavailable(f"online feature read failed: {e}") from e
+        except Exception as e:  # noqa: BLE001 - never let a client bug fail the request
+            log.warning("online feature read failed: %r", e)
+            raise FeatureReadError(f"online feature read failed: {e!r}") from e
         if isinstance(res, HydratedFeatures):
             return res
         items = getattr(res, "items", None)
         return HydratedFeatures(
-            names=self.names,
+            names=list(getattr(res, "feature_names", None) or self.names),
             items=None if items is None else np.asarray(items, np.float32),
             user=dict(getattr(res, "user", {}) or {}),
             recent_item_ids=[int(x) for x in (getattr(res, "recent_item_ids", None) or [])],
@@ -127,8 +138,10 @@ class FeatureGateway:
 
     def ingest(self, event: dict[str, Any]) -> Any:
         fn = _find("ingest_event")
-        if fn is None or self._store_cfg is None:
-            raise EventIngestionUnavailable("event ingestion is not available (recsys.features.ingest_event)")
+        if fn is None or self._store_cfg is None or self.cfg.feature_repo_dir is None:
+            raise EventIngestionUnavailable(
+                "event ingestion is not configured (needs recsys.features.ingest_event and feature_repo_dir)"
+            )
         try:
             return fn(self._store_cfg, event)
         except FeatureStoreUnavailable:

@@ -42,7 +42,7 @@ from recsys.serving.candidates import Candidates, ItemKnnCandidates, PopularityC
 from recsys.serving.config import ServingConfig
 from recsys.serving.experiment_client import NO_EXPERIMENT, ExperimentGateway, VariantChoice
 from recsys.serving.exploration import ThompsonExplorer
-from recsys.serving.feature_client import FeatureGateway, FeatureStoreUnavailable, HydratedFeatures
+from recsys.serving.feature_client import FeatureGateway, FeatureReadError, FeatureStoreUnavailable, HydratedFeatures
 from recsys.serving.metrics import ServingMetrics
 from recsys.serving.ranker import build_ranker_inputs
 from recsys.serving.reranker import (
@@ -371,6 +371,8 @@ class RecommendationService:
                 except FeatureStoreUnavailable:
                     features_down = True
                     state.degrade("feature_store_unavailable")
+                except FeatureReadError:
+                    state.degrade("feature_read_failed")
 
         # 2. user embedding once, then scatter-gather over shards + secondary sources
         with m.stage("embed", state.timings):
@@ -425,18 +427,17 @@ class RecommendationService:
 
         # 5. exploration slot for brand-new items
         use_exploration = req.diversity.exploration is not False and explorer is not None
-        if use_exploration and len(explorer.new_item_ids):
-            new_ids = explorer.new_item_ids
-            nrows = self.catalog.rows(new_ids)
-            ngen = [self.catalog.genres[r] if r >= 0 else frozenset() for r in nrows]
-            ok = business_filter(new_ids, ngen, self.catalog.is_available(nrows), spec)
-            ok &= ~np.isin(new_ids, np.asarray([it.item_id for it in items], np.int64))
-            pick = explorer.pick(new_ids[ok])
+        if use_exploration and len(explorer.new_item_ids) and explorer.should_explore():
+            pool = explorer.candidate_pool()
+            prow = self.catalog.rows(pool)
+            pgen = [self.catalog.genres[r] if r >= 0 else frozenset() for r in prow]
+            ok = business_filter(pool, pgen, self.catalog.is_available(prow), spec)
+            ok &= ~np.isin(pool, np.asarray([it.item_id for it in items], np.int64))
+            pick = explorer.pick(pool[ok], rate=1.0)
             if pick is not None:
                 slot = min(self.cfg.exploration_slot, len(items))
-                g = self.catalog.genres_of(pick)
                 new_item = RecommendedItem(item_id=pick, score=0.0, rank=0, sources=["exploration"],
-                                           genres=sorted(g))
+                                           genres=sorted(self.catalog.genres_of(pick)))
                 if len(items) >= req.n:
                     items.pop()
                 items.insert(slot, new_item)
@@ -498,6 +499,8 @@ class RecommendationService:
                     )
                 except (FeatureStoreUnavailable, TimeoutError):
                     state.degrade("feature_store_unavailable")
+                except FeatureReadError:
+                    state.degrade("feature_read_failed")
         if hydrated is None or self.ranker is None or not k_version:
             if self.ranker is None or not k_version:
                 state.degrade("ranker_unavailable")
