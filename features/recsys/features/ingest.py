@@ -285,7 +285,7 @@ class EventIngestor:
 
         def stamp(prev: float) -> pd.Timestamp:
             # Feast skips writes not newer than the stored row: use ingestion time, strictly increasing.
-            return pd.Timestamp(max(now, prev + 0.001), unit="s", tz="UTC")
+            return pd.Timestamp(max(now, prev + 0.001), unit="s", tz="UTC").floor("us")
 
         udf = pd.DataFrame([{"user_id": u, "event_timestamp": stamp(user_ts[u]),
                              **_typed(state_u[u], USER_RAW_FEATURES)} for u in users])

@@ -40,6 +40,7 @@ DAY_NS = 86_400 * 10**9
 METADATA_FILE = "metadata.json"
 USER_IDS_FILE = "catalog_user_ids.npy"
 ITEM_IDS_FILE = "catalog_item_ids.npy"
+GENESIS_NS = 10**9  # 1970-01-01T00:00:01Z: the all-zero "no activity yet" row of every catalog entity
 _BLOCK_CELLS = 1_000_000  # entities x days per block (bounds the dense grids to a few hundred MB)
 
 
@@ -193,7 +194,30 @@ def _activity_table(e: _Events, ids: np.ndarray, n_days: int, snap_ns: np.ndarra
             parts.append(part)
     if not parts:
         raise ValueError(f"no {prefix} rows: the dataset has no events")
-    return pa.concat_tables(parts)
+    table = pa.concat_tables(parts)
+    return pa.concat_tables([_genesis_rows(table.schema, ids, prefix), table])
+
+
+def _genesis_rows(schema: pa.Schema, ids: np.ndarray, prefix: str) -> pa.Table:
+    """One all-zero row per catalog entity at GENESIS_NS.
+
+    Feast's file offline store drops entity rows that have no feature row at or before their
+    timestamp (instead of returning nulls), so every entity gets an explicit "nothing happened
+    yet" row; it also gives inactive entities zeros online after materialization.
+    """
+    n = len(ids)
+    cols = {}
+    for f in schema:
+        if f.name == f"{prefix}_id":
+            cols[f.name] = pa.array(ids, pa.int64())
+        elif f.name == TIMESTAMP_FIELD:
+            cols[f.name] = pa.array(np.full(n, GENESIS_NS, dtype=np.int64), f.type)
+        elif pa.types.is_list(f.type):
+            empty = pa.array([], f.type.value_type)
+            cols[f.name] = pa.ListArray.from_arrays(pa.array(np.zeros(n + 1, np.int32)), empty)
+        else:
+            cols[f.name] = pa.array(np.zeros(n), f.type)
+    return pa.table(cols, schema=schema)
 
 
 # ------------------------------------------------------------------ item profile
@@ -242,7 +266,9 @@ def _item_profile_table(items: pd.DataFrame, vocab: list[str]) -> tuple[pa.Table
     created = items["created_at"].astype("int64").to_numpy()
     table = pa.table({
         "item_id": pa.array(items["item_id"].to_numpy(np.int64)),
-        TIMESTAMP_FIELD: pa.array(created, pa.timestamp("ns", tz="UTC")),
+        # Static content is known from the start (no behaviour in it): a genesis timestamp keeps
+        # training rows that predate an item's creation (see _genesis_rows).
+        TIMESTAMP_FIELD: pa.array(np.full(len(items), GENESIS_NS, dtype=np.int64), pa.timestamp("ns", tz="UTC")),
         "item_genre_ids": pa.array(genre_lists, pa.list_(pa.int64())),
         "item_genre_multihot": _dense_list(mh),
         "item_n_genres": pa.array(mh.sum(axis=1).astype(np.float32)),
@@ -296,7 +322,7 @@ def build_offline_features(dataset: Dataset, cfg: FeatureStoreConfig, progress: 
         tmp.replace(out / name)  # readers never see a half-written table
     np.save(out / USER_IDS_FILE, user_ids)
     np.save(out / ITEM_IDS_FILE, item_ids)
-    first = min(pd.Timestamp(snap_ns[0], tz="UTC"), items["created_at"].min())
+    first = pd.Timestamp(GENESIS_NS, tz="UTC")
     stats = OfflineBuildStats(
         user_rows=user_table.num_rows, item_stats_rows=item_table.num_rows, item_profile_rows=profile.num_rows,
         first_snapshot=first.isoformat(), last_snapshot=pd.Timestamp(snap_ns[-1], tz="UTC").isoformat(),

@@ -25,6 +25,8 @@ import numpy as np
 from recsys.features.config import FeatureStoreConfig
 from recsys.features.errors import FeatureStoreUnavailable
 from recsys.features.schema import (
+    DAYS_OF_WEEK,
+    HOUR_BUCKETS,
     ITEM_PROFILE_VIEW,
     ITEM_STATS_VIEW,
     RANKER_FEATURES,
@@ -38,6 +40,7 @@ from recsys.features.schema import (
 ENTITY_KEY_SERIALIZATION_VERSION = 3
 _F32_TAG, _F64_TAG = 0x35, 0x29  # Value.float_val / Value.double_val wire tags (field 6 / 5)
 
+_FIXED_WIDTHS = {"user_hour_counts": HOUR_BUCKETS, "user_dow_counts": DAYS_OF_WEEK}
 ITEM_RANKER_INPUTS: tuple[str, ...] = tuple(
     n for n in [*VIEW_FEATURES[ITEM_STATS_VIEW], *VIEW_FEATURES[ITEM_PROFILE_VIEW]]
     if n in RANKER_FEATURES or n in ("item_created_at", "item_genre_multihot", "item_text_hash")
@@ -147,7 +150,8 @@ class OnlineFeatureClient:
 
         self.cfg = cfg
         self._Value = Value
-        self._redis_errors = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+        # Any client-side Redis failure (refused, timeout, garbage on the wire) means "no features now".
+        self._redis_errors = (redis.exceptions.RedisError, OSError)
         self.redis = redis.Redis(**cfg.redis_kwargs(), retry=Retry(NoBackoff(), 0), health_check_interval=0)
         self.layout = RedisLayout(cfg.project)
         item_views = {n: v for v in (ITEM_STATS_VIEW, ITEM_PROFILE_VIEW) for n in VIEW_FEATURES[v]}
@@ -260,7 +264,8 @@ class OnlineFeatureClient:
                 continue
             if isinstance(value, list):
                 fill, dtype = (-1, np.int64) if name == "user_recent_item_ids" else (0, np.float32)
-                raw[name] = pad_lists([value], max(len(value), 1), fill=fill, dtype=dtype)
+                width = _FIXED_WIDTHS.get(name, max(len(value), 1))
+                raw[name] = pad_lists([value], width, fill=fill, dtype=dtype)
             else:
                 raw[name] = np.asarray([value], dtype=np.float64)
         for name, col in cols.items():

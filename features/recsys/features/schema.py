@@ -124,7 +124,7 @@ def pad_lists(values, width: int, fill: float = 0.0, dtype=np.float32) -> np.nda
     """A column of variable-length lists (None allowed) -> a dense [N, width] array."""
     out = np.full((len(values), width), fill, dtype=dtype)
     for i, v in enumerate(values):
-        if v is None:
+        if v is None or isinstance(v, float):  # None or NaN (a row the join could not fill)
             continue
         n = min(len(v), width)
         if n:

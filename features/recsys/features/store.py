@@ -7,6 +7,7 @@ push); this module only wires our config into it and adds progress and throughpu
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
@@ -43,7 +44,7 @@ _REDIS_ERRORS: tuple[type[BaseException], ...]
 try:
     import redis
 
-    _REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+    _REDIS_ERRORS = (redis.exceptions.RedisError, OSError)
 except ImportError:  # pragma: no cover - feast[redis] is a dependency
     _REDIS_ERRORS = (OSError,)
 
@@ -164,7 +165,8 @@ def materialize(cfg: FeatureStoreConfig, end: datetime | None = None, start: dat
     rows = {v: _rows_in_interval(cfg, v, start, end) for v in views}
     t0 = time.perf_counter()
     try:
-        with fast_object_tokens():
+        with fast_object_tokens(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Discarding nonzero nanoseconds")
             if incremental:
                 store.materialize_incremental(end_date=end, feature_views=views)
             else:
@@ -179,19 +181,34 @@ def materialize(cfg: FeatureStoreConfig, end: datetime | None = None, start: dat
 
 # ------------------------------------------------------------------ training data
 def historical_raw_features(cfg: FeatureStoreConfig, entity_df: pd.DataFrame, store=None) -> pd.DataFrame:
-    """entity_df [user_id, item_id, event_timestamp] + every raw feature, point in time (Feast as-of join)."""
+    """entity_df [user_id, item_id, event_timestamp] + every raw feature, point in time (Feast as-of join).
+
+    Feast is asked once per entity type with the *unique* (id, timestamp) pairs: its file offline
+    store collapses request rows that share a view's join key and timestamp (and drops rows without
+    a match), so asking with the raw (user, item, time) rows would lose values.  The answers are
+    then left-joined back onto the request rows, keeping their order and index.
+    """
     missing = {"user_id", "item_id", "event_timestamp"} - set(entity_df.columns)
     if missing:
         raise ValueError(f"entity_df is missing columns {sorted(missing)}")
     _check_built(cfg)
     store = store or feature_store(cfg)
-    refs = [f"{view}:{name}" for view, feats in VIEW_FEATURES.items() for name in feats]
     edf = entity_df[["user_id", "item_id", "event_timestamp"]].copy()
-    edf["event_timestamp"] = pd.to_datetime(edf["event_timestamp"], utc=True)
-    edf["_row"] = np.arange(len(edf))
-    with fast_object_tokens():
-        out = store.get_historical_features(entity_df=edf, features=refs).to_df()
-    return out.sort_values("_row").set_index(entity_df.index).drop(columns="_row")
+    edf["event_timestamp"] = pd.to_datetime(edf["event_timestamp"], utc=True).astype("datetime64[ns, UTC]")
+    edf["user_id"] = edf["user_id"].astype(np.int64)
+    edf["item_id"] = edf["item_id"].astype(np.int64)
+    out = edf.reset_index(drop=True)
+    for key, views in (("user_id", (USER_STATS_VIEW, USER_CONTEXT_VIEW)),
+                       ("item_id", (ITEM_STATS_VIEW, ITEM_PROFILE_VIEW))):
+        req = edf[[key, "event_timestamp"]].drop_duplicates().reset_index(drop=True)
+        refs = [f"{view}:{name}" for view in views for name in VIEW_FEATURES[view]]
+        with fast_object_tokens():
+            got = store.get_historical_features(entity_df=req, features=refs).to_df()
+        got["event_timestamp"] = pd.to_datetime(got["event_timestamp"], utc=True).astype("datetime64[ns, UTC]")
+        got = got.drop_duplicates([key, "event_timestamp"])
+        out = out.merge(got, on=[key, "event_timestamp"], how="left")
+    out.index = entity_df.index
+    return out
 
 
 def ranker_matrix_from_frame(frame: pd.DataFrame, n_genres: int, recent_items: int) -> np.ndarray:

@@ -1,0 +1,65 @@
+"""Feature-store fixtures: a built, applied and materialized repo on the real Redis (db 15).
+
+Each session uses its own Feast project name, so its online keys never collide with other
+components' tests on db 15; the keys are deleted at teardown (no FLUSHDB).
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+import redis
+
+
+def delete_project_keys(redis_url: str, project: str) -> None:
+    from recsys.features.config import parse_redis_url
+
+    r = redis.Redis(**parse_redis_url(redis_url))
+    suffix = project.encode()
+    keys = [k for k in r.scan_iter(count=1000) if k.endswith(suffix)]
+    for i in range(0, len(keys), 500):
+        r.delete(*keys[i:i + 500])
+
+
+@pytest.fixture(scope="session")
+def feature_cfg(small_dataset, redis_url, tmp_path_factory):
+    """FeatureStoreConfig for the small dataset: offline tables built, Feast applied, materialized."""
+    from recsys.features import FeatureStoreConfig, apply, build_offline_features, materialize
+
+    project = f"recsys_t{uuid.uuid4().hex[:8]}"
+    repo = tmp_path_factory.mktemp("feature_repo")
+    cfg = FeatureStoreConfig(repo_dir=repo, redis_url=redis_url, project=project,
+                             event_log_path=repo / "log" / "events.jsonl")
+    build_offline_features(small_dataset, cfg, progress=False)
+    apply(cfg)
+    materialize(cfg, progress=False)
+    yield cfg
+    delete_project_keys(redis_url, project)
+
+
+@pytest.fixture(scope="module")
+def ingest_cfg(feature_cfg, redis_url, tmp_path_factory):
+    """Like feature_cfg but in its own repo copy and Feast project, so pushed events never change
+    the values that the offline == online tests compare."""
+    import shutil
+
+    from recsys.features import FeatureStoreConfig, apply, materialize
+
+    project = f"recsys_t{uuid.uuid4().hex[:8]}"
+    repo = tmp_path_factory.mktemp("ingest_repo")
+    shutil.copytree(feature_cfg.offline_dir, repo / "offline")
+    cfg = FeatureStoreConfig(**{**feature_cfg.model_dump(), "repo_dir": repo, "project": project,
+                                "event_log_path": repo / "log" / "events.jsonl"})
+    apply(cfg)
+    materialize(cfg, progress=False)
+    yield cfg
+    delete_project_keys(redis_url, project)
+
+
+@pytest.fixture
+def fresh_project(redis_url):
+    """A unique Feast project name whose Redis keys are removed after the test."""
+    project = f"recsys_t{uuid.uuid4().hex[:8]}"
+    yield project
+    delete_project_keys(redis_url, project)
