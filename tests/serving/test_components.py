@@ -265,3 +265,32 @@ def test_serve_config_example_is_valid():
     cfg = parse_args(app["args"])
     names = {d["name"] for d in app["deployments"]}
     assert names <= {"Ingress", "Ranker"} | {f"RetrievalShard{i}" for i in range(cfg.num_shards)}
+
+
+class _BrokenShard:
+    async def search(self, *args):
+        raise ConnectionError("replica died")
+
+    async def load(self, version):
+        return version
+
+    async def retain(self, versions):
+        return versions
+
+
+def test_inprocess_failed_shard_degrades_and_bad_reload_keeps_serving(serving_args):
+    from recsys.serving.api import create_api
+    from recsys.serving.config import ServingConfig
+    from recsys.serving.ranker import Ranker
+    from recsys.serving.retrieval_shard import RetrievalShard
+    from recsys.serving.service import RecommendationService
+
+    cfg = ServingConfig(**serving_args)
+    svc = RecommendationService(cfg, [RetrievalShard(cfg, 0, 2), _BrokenShard()], Ranker(cfg))
+    asyncio.run(svc.start())
+    with TestClient(create_api(svc)) as c:
+        body = c.post("/v1/recommendations", json={"user_id": 4, "n": 8}).json()
+        assert len(body["items"]) == 8 and "retrieval_shard_unavailable" in body["degraded_reasons"]
+        r = c.post("/admin/reload", json={"retrieval_version": "no-such-version"})
+        assert r.status_code == 409 and "still serving" in r.json()["detail"]
+        assert c.post("/v1/recommendations", json={"user_id": 4, "n": 3}).json()["model_versions"]["retrieval"] == "v1"
