@@ -46,8 +46,11 @@ class RankingConfig(_Strict):
     embedding_dim: int = Field(16, ge=2)
     hidden_dims: tuple[int, ...] = (128, 64)
     candidates: int = Field(200, ge=10, description="Retrieval top-K the ranker reorders")
-    hard_negatives: int = Field(20, ge=0, description="Per user: retrieved items the user did not touch")
+    hard_negatives: int = Field(50, ge=0, description="Per user: retrieved items the user did not touch")
     random_negatives: int = Field(10, ge=0)
+    sparse_features: tuple[str, ...] = Field(("item_id",), description="Raw-id fields: item_id and/or user_id")
+    positives_from_candidates: bool = Field(True, description="Keep only positives the retrieval top-K contains")
+    max_users: int = Field(4000, ge=1, description="Label-window users sampled for examples")
     positive_events: tuple[str, ...] = ("click", "purchase")
     positive_min_rating: float = 4.0
     batch_size: int = Field(1024, ge=8)

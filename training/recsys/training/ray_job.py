@@ -28,7 +28,8 @@ def ensure_ray(address: str | None = None) -> None:
     import ray
 
     if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, configure_logging=False,
+        # the dashboard serves the state API Ray Train v2 uses to clean up placement groups
+        ray.init(address=address, configure_logging=False,
                  runtime_env={"env_vars": {"RAY_USAGE_STATS_ENABLED": "0"}})
 
 

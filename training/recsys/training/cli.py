@@ -1,0 +1,139 @@
+"""``recsys train ...``: baselines, retrieval (two-tower), ranking (DeepFM) and ``all``.
+
+Defaults come from the platform settings handed down by the root command (data_dir,
+model_store_uri, seed); options override them.  User-fixable problems (no dataset, unknown
+version) exit with code 2 and a one-line message.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import click
+
+from recsys.platform.cli import pass_config
+from recsys.platform.config import PlatformConfig
+
+
+class TrainingUsageError(click.ClickException):
+    exit_code = 2
+
+
+def common_options(f):
+    @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+                  help="Dataset directory (default: data_dir setting).")
+    @click.option("--seed", type=int, default=None, help="Default: the platform seed.")
+    @click.option("--num-workers", type=click.IntRange(min=1), default=None, help="Ray Train workers (default 1).")
+    @click.option("--version", "version", default=None, help="Version id to write (default: timestamp).")
+    @click.option("--promote", is_flag=True, help="Promote the new version(s) after writing.")
+    @click.option("--split", type=click.Choice(["global_time", "leave_last_out"]), default=None,
+                  help="Split protocol (default global_time).")
+    @functools.wraps(f)
+    def wrapper(*args, **kwargs):
+        return f(*args, **kwargs)
+
+    return wrapper
+
+
+def make_config(pcfg: PlatformConfig, data_dir: str | None, seed: int | None, num_workers: int | None,
+                split: str | None, epochs: int | None = None, ranking_epochs: int | None = None):
+    from recsys.training.config import TrainingConfig
+
+    cfg = TrainingConfig.from_platform(pcfg, data_dir=data_dir, seed=seed, num_workers=num_workers, split=split)
+    cfg = cfg.model_copy(update={"storage_path": Path(pcfg.data_dir).parent / "ray_results"})
+    if data_dir is not None and not Path(data_dir).is_dir():
+        raise TrainingUsageError(f"data directory {data_dir} does not exist: generate data first "
+                                 f"(`recsys data generate --out {data_dir}`)")
+    if epochs is not None:
+        cfg = cfg.model_copy(update={"retrieval": cfg.retrieval.model_copy(update={"epochs": epochs})})
+    if ranking_epochs is not None:
+        cfg = cfg.model_copy(update={"ranking": cfg.ranking.model_copy(update={"epochs": ranking_epochs})})
+    return cfg
+
+
+def run_step(fn):
+    """Run a training step turning user-fixable errors into exit code 2 and job failures into 1."""
+    from recsys.platform.model_store import ModelStoreError
+    from recsys.training.ray_job import TrainingJobError
+    from recsys.training.workflows import TrainingInputError
+
+    try:
+        return fn()
+    except (TrainingInputError, ModelStoreError) as e:
+        raise TrainingUsageError(str(e)) from e
+    except TrainingJobError as e:
+        raise click.ClickException(str(e)) from e
+
+
+@click.group()
+def cli() -> None:
+    """Train baselines, the two-tower retrieval model and the ranker (Ray Train jobs)."""
+
+
+@cli.command("baselines")
+@common_options
+@pass_config
+def baselines(pcfg: PlatformConfig, data_dir, seed, num_workers, version, promote, split) -> None:
+    """Popularity, item-kNN and ALS, fitted on everything before the test cut."""
+    from recsys.platform.model_store import ModelStore
+    from recsys.training.workflows import load_inputs, train_baselines
+
+    cfg = make_config(pcfg, data_dir, seed, num_workers, split)
+    run_step(lambda: train_baselines(cfg, load_inputs(cfg), ModelStore(cfg.model_store_uri), version, promote))
+
+
+@cli.command("retrieval")
+@common_options
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Default 3.")
+@pass_config
+def retrieval(pcfg: PlatformConfig, data_dir, seed, num_workers, version, promote, split, epochs) -> None:
+    """Two-tower model (sampled softmax, in-batch negatives, logQ) as a Ray Train job."""
+    from recsys.platform.model_store import ModelStore
+    from recsys.training.workflows import load_inputs, train_retrieval
+
+    cfg = make_config(pcfg, data_dir, seed, num_workers, split, epochs=epochs)
+    run_step(lambda: train_retrieval(cfg, load_inputs(cfg), ModelStore(cfg.model_store_uri), version, promote))
+
+
+@cli.command("ranking")
+@common_options
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Default 4.")
+@click.option("--retrieval-version", default=None, help="two_tower version for candidates (default: promoted).")
+@click.option("--feature-source", type=click.Choice(["auto", "inline", "feast"]), default=None,
+              help="auto = Feast when its offline tables are built from this dataset, else inline.")
+@pass_config
+def ranking(pcfg: PlatformConfig, data_dir, seed, num_workers, version, promote, split, epochs,
+            retrieval_version, feature_source) -> None:
+    """DeepFM ranker on two-tower candidates (hard + random negatives) as a Ray Train job."""
+    from recsys.platform.model_store import ModelStore
+    from recsys.training.workflows import load_inputs, train_ranking
+
+    cfg = make_config(pcfg, data_dir, seed, num_workers, split, ranking_epochs=epochs)
+    if feature_source:
+        cfg = cfg.model_copy(update={"ranking": cfg.ranking.model_copy(update={"feature_source": feature_source})})
+    run_step(lambda: train_ranking(cfg, load_inputs(cfg), ModelStore(cfg.model_store_uri), version, promote,
+                                   retrieval_version=retrieval_version))
+
+
+@cli.command("all")
+@common_options
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Two-tower epochs (default 3).")
+@click.option("--ranking-epochs", type=click.IntRange(min=1), default=None, help="Ranker epochs (default 4).")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None,
+              help="Evaluation JSON (default: var/reports/evaluation-<time>.json next to data_dir).")
+@click.option("--no-promote", is_flag=True, help="Do not promote (default: promote everything trained).")
+@pass_config
+def train_all_cmd(pcfg: PlatformConfig, data_dir, seed, num_workers, version, promote, split, epochs,
+                  ranking_epochs, report_path, no_promote) -> None:
+    """Baselines + two-tower + ranker, evaluate them on the test split, promote them."""
+    from recsys.platform.model_store import ModelStore
+    from recsys.training.workflows import train_all
+
+    cfg = make_config(pcfg, data_dir, seed, num_workers, split, epochs=epochs, ranking_epochs=ranking_epochs)
+    report, path, timings = run_step(lambda: train_all(cfg, ModelStore(cfg.model_store_uri), version,
+                                                       promote=not no_promote,
+                                                       report_path=Path(report_path) if report_path else None))
+    click.echo("")
+    click.echo(report.table())
+    click.echo(f"report: {path}; timings: {timings}")
