@@ -156,6 +156,16 @@ def test_api_key_required_on_write_endpoints_only():
     assert c.request("POST", "/admin/reload", json={}).status_code == 401
 
 
+def test_route_prefix_is_not_part_of_the_protected_path():
+    from recsys.serving.auth import app_path
+
+    assert app_path({"path": "/prefix/v1/events", "root_path": "/prefix"}) == "/v1/events"
+    assert app_path({"path": "/v1/events", "root_path": ""}) == "/v1/events"
+    guard = ApiKeyGuard(frozenset({"k"}), SecurityConfig().protected_prefixes)
+    assert guard.protects(app_path({"path": "/p/admin/reload", "root_path": "/p"}))
+    assert not guard.protects(app_path({"path": "/p/v1/recommendations", "root_path": "/p"}))
+
+
 def test_no_keys_means_auth_off():
     c = _SyncASGI(_app(frozenset()))
     assert c.request("POST", "/v1/events", json={"user_id": 1}).status_code == 200

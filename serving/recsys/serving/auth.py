@@ -93,6 +93,14 @@ def _unauthorized(missing: bool) -> tuple[bytes, list[tuple[bytes, bytes]]]:
     return body, headers
 
 
+def app_path(scope: dict) -> str:
+    """The path inside the app: ASGI ``path`` includes ``root_path`` (Serve's route prefix); strip it."""
+    path, root = scope.get("path", ""), scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root):] or "/"
+    return path
+
+
 class ApiKeyMiddleware:
     """ASGI middleware answering 401 on protected paths before the body is read or parsed."""
 
@@ -101,7 +109,7 @@ class ApiKeyMiddleware:
         self.guard = guard
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope.get("type") == "http" and self.guard.protects(scope.get("path", "")):
+        if scope.get("type") == "http" and self.guard.protects(app_path(scope)):
             key = presented_key(scope.get("headers") or [])
             if not self.guard.accepts(key):
                 body, headers = _unauthorized(missing=key is None)

@@ -154,6 +154,8 @@ class AccessLogMiddleware:
         client_rid = headers.get(b"x-request-id")
         rid = sanitize_request_id(client_rid.decode("latin-1") if client_rid else None)
         ctx = RequestContext(request_id=rid, method=scope.get("method", ""), path=scope.get("path", ""))
+        root = scope.get("root_path", "")
+        local_path = ctx.path[len(root):] if root and ctx.path.startswith(root) else ctx.path
         scope.setdefault("state", {})["request_id"] = rid
         token = _current.set(ctx)
         # The Serve proxy puts an id on every request and appends it to the response itself; add
@@ -183,5 +185,5 @@ class AccessLogMiddleware:
             if self.metrics is not None:
                 with contextlib.suppress(Exception):  # metrics must never fail a request
                     self.metrics.observe_request(ctx, latency)
-            if ctx.path not in self.skip_log_paths and self.logger.isEnabledFor(logging.INFO):
+            if local_path not in self.skip_log_paths and self.logger.isEnabledFor(logging.INFO):
                 self.logger.info("request", extra={"json": ctx.log_record(latency)})
