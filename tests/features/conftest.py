@@ -9,17 +9,13 @@ from __future__ import annotations
 import uuid
 
 import pytest
-import redis
 
 
 def delete_project_keys(redis_url: str, project: str) -> None:
-    from recsys.features.config import parse_redis_url
+    from recsys.features import FeatureStoreConfig
+    from recsys.features.online import delete_project_keys as delete
 
-    r = redis.Redis(**parse_redis_url(redis_url))
-    suffix = project.encode()
-    keys = [k for k in r.scan_iter(count=1000) if k.endswith(suffix)]
-    for i in range(0, len(keys), 500):
-        r.delete(*keys[i:i + 500])
+    delete(FeatureStoreConfig(redis_url=redis_url, project=project))
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,8 @@
 Feast's file offline store runs on dask, and dask names every intermediate result by hashing
 ("tokenizing") its inputs.  For object-dtype columns (our list features: recent items, genre
 weights, embeddings) dask falls back to pickling the whole column up to three times per token,
-which made materializing 450k snapshot rows take >10 minutes.  Inside :func:`fast_object_tokens`
+which made materializing 450k snapshot rows take >10 minutes (large numeric columns are
+re-hashed with sha1 for every graph node too).  Inside :func:`fast_object_tokens`
 object arrays that are not plain strings get a random token instead - exactly what dask itself
 does for objects it cannot hash deterministically - so graphs are never wrongly shared, only not
 de-duplicated.  The override is scoped and restored afterwards.
@@ -31,6 +32,8 @@ def fast_object_tokens() -> Iterator[None]:
         def normalize_array(x: np.ndarray):
             if x.dtype.hasobject and x.size and not isinstance(x.flat[0], str | bytes):
                 return ("object-array", x.shape, uuid.uuid4().hex)
+            if x.size > 10_000:  # hashing big numeric columns again for every graph node is pure overhead
+                return ("large-array", x.dtype.str, x.shape, uuid.uuid4().hex)
             return original(x)
 
         normalize_token.register(np.ndarray)(normalize_array)

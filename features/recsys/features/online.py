@@ -286,3 +286,18 @@ class OnlineFeatureClient:
 
     def close(self) -> None:
         self.redis.close()
+
+
+def delete_project_keys(cfg: FeatureStoreConfig) -> int:
+    """Remove every online key of ``cfg.project`` (all Feast keys end with the project name).
+
+    For tests and benchmarks that share a Redis db: no FLUSHDB, only this project's rows.
+    """
+    import redis
+
+    r = redis.Redis(**cfg.redis_kwargs(socket_timeout=cfg.batch_timeout_s))
+    suffix = cfg.project.encode()
+    keys = [k for k in r.scan_iter(count=1000) if k.endswith(suffix)]
+    for i in range(0, len(keys), 500):
+        r.delete(*keys[i:i + 500])
+    return len(keys)
