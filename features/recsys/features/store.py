@@ -218,7 +218,8 @@ def historical_raw_features(cfg: FeatureStoreConfig, entity_df: pd.DataFrame, st
             got = _asof_join(cfg, req, key, views)
         else:
             refs = [f"{view}:{name}" for view in views for name in VIEW_FEATURES[view]]
-            with fast_object_tokens():
+            with fast_object_tokens(), warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Discarding nonzero nanoseconds")
                 got = store.get_historical_features(entity_df=req, features=refs).to_df()
         got["event_timestamp"] = pd.to_datetime(got["event_timestamp"], utc=True).astype("datetime64[ns, UTC]")
         got = got.drop_duplicates([key, "event_timestamp"])
