@@ -44,7 +44,33 @@ def pass_config(f):
     return wrapper
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """Root group that imports component groups only when they are listed or invoked.
+
+    Components import ``recsys.platform.cli`` (for ``pass_config``/``UserError``); importing them
+    lazily avoids a circular import and keeps ``recsys data ...`` from importing Ray or Feast.
+    """
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *(name for name, _ in COMPONENT_GROUPS)})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            return command
+        module = dict(COMPONENT_GROUPS).get(cmd_name)
+        if module is None:
+            return None
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name and module.startswith(e.name):
+                return None  # component not present in this checkout
+            raise
+        return mod.cli
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
               help="YAML settings file (RECSYS_* environment variables override it).")
 @click.pass_context
@@ -170,20 +196,6 @@ def models_show(cfg: PlatformConfig, name: str, version: str | None) -> None:
     except ModelStoreError as e:
         raise UserError(str(e)) from e
     click.echo(json.dumps(mv.metadata, indent=2))
-
-
-def _mount_components() -> None:
-    for name, module in COMPONENT_GROUPS:
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as e:
-            if e.name and module.startswith(e.name):
-                continue  # component not built yet in this checkout
-            raise
-        root.add_command(mod.cli, name=name)
-
-
-_mount_components()
 
 
 def main(argv: list[str] | None = None) -> None:
