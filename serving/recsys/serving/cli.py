@@ -104,14 +104,20 @@ def start(ctx: click.Context, serve_config, model_store_uri, retrieval_version, 
     from recsys.serving.app import ServingConfigError, build_app, parse_args
 
     platform = _platform(ctx)
+    # Absolute paths: Serve replicas do not necessarily share this process's working directory.
+    store_uri = str(platform.model_store_uri)
+    if "://" not in store_uri:
+        store_uri = str(Path(store_uri).resolve())
     args: dict[str, Any] = {
-        "model_store_uri": str(platform.model_store_uri),
+        "model_store_uri": store_uri,
         "redis_url": platform.redis_url,
-        "exposure_log_dir": str(Path(platform.log_dir) / "exposures"),
+        "exposure_log_dir": str((Path(platform.log_dir) / "exposures").resolve()),
     }
     items = Path(platform.data_dir) / "items.parquet"
     if items.exists():
-        args["catalog_path"] = str(items)
+        args["catalog_path"] = str(items.resolve())
+    if (Path(platform.feature_repo_dir) / "feature_store.yaml").exists():
+        args["feature_repo_dir"] = str(Path(platform.feature_repo_dir).resolve())
     args.update(_args_from_file(serve_config))
     flags = {"model_store_uri": model_store_uri, "retrieval_version": retrieval_version,
              "ranking_version": ranking_version, "num_shards": num_shards, "redis_url": redis_url,
