@@ -17,7 +17,7 @@ def small_config(tmp_path, **over) -> TrainingConfig:
                    "text_buckets": 256, **over.pop("retrieval", {})},
         ranking={"embedding_dim": 4, "hidden_dims": (16,), "candidates": 30, "hard_negatives": 5,
                  "random_negatives": 3, "epochs": 1, "batch_size": 256, "feature_source": "inline",
-                 "max_users": 200, **over.pop("ranking", {})},
+                 "max_users": 200, "sparse_features": ("item_id",), **over.pop("ranking", {})},
         evaluation={"bootstrap_samples": 20},
         **over,
     )

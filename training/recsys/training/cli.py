@@ -98,7 +98,7 @@ def retrieval(pcfg: PlatformConfig, data_dir, seed, num_workers, version, promot
 
 @cli.command("ranking")
 @common_options
-@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Default 4.")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Default 2.")
 @click.option("--retrieval-version", default=None, help="two_tower version for candidates (default: promoted).")
 @click.option("--feature-source", type=click.Choice(["auto", "inline", "feast"]), default=None,
               help="auto = Feast when its offline tables are built from this dataset, else inline.")
@@ -119,7 +119,7 @@ def ranking(pcfg: PlatformConfig, data_dir, seed, num_workers, version, promote,
 @cli.command("all")
 @common_options
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Two-tower epochs (default 3).")
-@click.option("--ranking-epochs", type=click.IntRange(min=1), default=None, help="Ranker epochs (default 4).")
+@click.option("--ranking-epochs", type=click.IntRange(min=1), default=None, help="Ranker epochs (default 2).")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None,
               help="Evaluation JSON (default: var/reports/evaluation-<time>.json next to data_dir).")
 @click.option("--no-promote", is_flag=True, help="Do not promote (default: promote everything trained).")

@@ -48,14 +48,21 @@ class RankingConfig(_Strict):
     candidates: int = Field(200, ge=10, description="Retrieval top-K the ranker reorders")
     hard_negatives: int = Field(50, ge=0, description="Per user: retrieved items the user did not touch")
     random_negatives: int = Field(10, ge=0)
-    sparse_features: tuple[str, ...] = Field(("item_id",), description="Raw-id fields: item_id and/or user_id")
+    sparse_features: tuple[str, ...] = Field(
+        (), description="Raw-id fields (item_id, user_id); none by default: an item-id field overfit the "
+        "validation-window labels and cost Recall@20 (docs/training.md)")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay (regularises sparse embeddings)")
     positives_from_candidates: bool = Field(True, description="Keep only positives the retrieval top-K contains")
     max_users: int = Field(4000, ge=1, description="Label-window users sampled for examples")
-    positive_events: tuple[str, ...] = ("click", "purchase")
+    positive_events: tuple[str, ...] = Field(
+        ("view", "click", "purchase"),
+        description="Label-window events that make a positive (plus ratings >= positive_min_rating). Views are "
+        "included by default: test targets are any interaction, and click-only labels measured no better than "
+        "popularity (docs/training.md)")
     positive_min_rating: float = 4.0
     batch_size: int = Field(1024, ge=8)
     learning_rate: float = Field(2e-3, gt=0)
-    epochs: int = Field(4, ge=1)
+    epochs: int = Field(2, ge=1)
     feature_source: Literal["auto", "inline", "feast"] = "auto"
 
 

@@ -219,7 +219,7 @@ def train_ranking(cfg: TrainingConfig, inputs: Inputs, store: ModelStore, versio
 # ------------------------------------------------------------------------------ evaluation
 def load_recommender(store: ModelStore, mv: ModelVersion, inputs: Inputs, cfg: TrainingConfig):
     """A Recommender for a stored version, set up for the test protocol (history = train + validation)."""
-    from recsys.training.two_tower.artifacts import TwoTowerRecommender, load_user_tower
+    from recsys.training.two_tower.artifacts import TwoTowerRecommender, load_torchscript
 
     path = store.local_path(mv)
     if mv.name == "popularity":
@@ -240,7 +240,7 @@ def load_recommender(store: ModelStore, mv: ModelVersion, inputs: Inputs, cfg: T
         retrieval = load_recommender(store, tt_mv, inputs, cfg)
         kind = "feast" if spec.get("feature_source") == "FeastFeatureSource" else "inline"
         t_test = int(inputs.split.test["timestamp"].min().value)
-        ranker = load_user_tower(path / "ranker.pt")  # any TorchScript module
+        ranker = load_torchscript(path / "ranker.pt")
         return RetrievalRankerRecommender(retrieval, ranker, _feature_source(cfg, inputs, kind), inputs.catalog,
                                           t_test, candidates=int(spec.get("candidates", 200)),
                                           sparse_names=tuple(s["name"] for s in spec["sparse"]))

@@ -69,7 +69,7 @@ def train_loop(config: dict[str, Any]) -> None:
     model.mean.copy_(torch.from_numpy(data["mean"]))
     model.std.copy_(torch.from_numpy(data["std"]))
     model = ray.train.torch.prepare_model(model)
-    opt = torch.optim.Adam(model.parameters(), lr=rc.learning_rate)
+    opt = torch.optim.AdamW(model.parameters(), lr=rc.learning_rate, weight_decay=rc.weight_decay)
     train_rows, val_rows = data["train_rows"], data["val_rows"]
     dense, sparse, label = (torch.from_numpy(data[k]) for k in ("dense", "sparse", "label"))
     history: list[dict[str, Any]] = []

@@ -36,7 +36,8 @@ def script_user_tower(tower: UserTower) -> torch.jit.ScriptModule:
         return torch.jit.script(tower.eval())
 
 
-def load_user_tower(path: str | Path) -> torch.jit.ScriptModule:
+def load_torchscript(path: str | Path) -> torch.jit.ScriptModule:
+    """``torch.jit.load`` on CPU in eval mode, without torch 2.13's deprecation warnings."""
     with _quiet_jit():
         return torch.jit.load(str(path), map_location="cpu").eval()
 
@@ -94,7 +95,7 @@ class TwoTowerRecommender:
     def load(cls, directory: str | Path, histories: np.ndarray | None = None) -> TwoTowerRecommender:
         directory = Path(directory)
         cfg = json.loads((directory / "config.json").read_text())
-        return cls(load_user_tower(directory / USER_TOWER_FILE), np.load(directory / "item_embeddings.npy"),
+        return cls(load_torchscript(directory / USER_TOWER_FILE), np.load(directory / "item_embeddings.npy"),
                    histories=histories, history_length=int(cfg["history_length"]))
 
     def fit(self, interactions: sp.csr_matrix) -> TwoTowerRecommender:
