@@ -76,6 +76,22 @@ def connect_ray() -> bool:
         return False
 
 
+def cache_counters(url: str) -> dict[str, float]:
+    """Result-cache counters from the app's /metrics (one ingress replica's view)."""
+    import httpx
+
+    out = {"hits": 0.0, "misses": 0.0, "errors": 0.0}
+    try:
+        text = httpx.get(f"{url}/metrics", timeout=10).text
+    except httpx.HTTPError:
+        return out
+    for line in text.splitlines():
+        for key in out:
+            if line.startswith(f"recsys_cache_{key}_total "):
+                out[key] = float(line.split()[-1])
+    return out
+
+
 def memory_table(before: dict[str, int], after: dict[str, int]) -> list[dict]:
     rows = []
     for key in sorted(set(before) | set(after)):
@@ -90,7 +106,8 @@ def print_result(label: str, summary: dict, base_rps: float | None) -> None:
     ratio = f"  {summary['throughput_rps'] / base_rps:.2f}x baseline" if base_rps else ""
     print(f"{label:<12} requests={summary['requests']:>6}  {summary['throughput_rps']:>7.1f} req/s{ratio}  "
           f"p50={summary['p50_ms']:.1f} ms  p95={summary['p95_ms']:.1f} ms  p99={summary['p99_ms']:.1f} ms  "
-          f"errors={summary['errors']}  degraded={summary['degraded']}  status={summary['status']}", flush=True)
+          f"errors={summary['errors']} (events 503: {summary['events_unavailable']})  "
+          f"degraded={summary['degraded']}  cached={summary['cached']}  status={summary['status']}", flush=True)
     for kind, s in summary["by_kind"].items():
         print(f"{'':<12}  {kind:<10} n={s['count']:>6}  p50={s['p50_ms']:.1f}  p95={s['p95_ms']:.1f}  "
               f"p99={s['p99_ms']:.1f} ms")
@@ -182,8 +199,14 @@ def main() -> int:
                                 **common).summary()
         print_result("cache" if own_app else "run", summary, base_rps)
         results["run"] = summary
-        if base_rps:
-            results["throughput_vs_nocache"] = round(summary["throughput_rps"] / base_rps, 2)
+    counters = cache_counters(url)
+    lookups = counters["hits"] + counters["misses"]
+    results["cache_counters"] = counters
+    print(f"result cache (ingress /metrics, whole run incl. warm-up): hits={counters['hits']:.0f} "
+          f"misses={counters['misses']:.0f} errors={counters['errors']:.0f} "
+          f"hit ratio={counters['hits'] / lookups if lookups else 0:.2f}")
+    if summary is not None and base_rps:
+        results["throughput_vs_nocache"] = round(summary["throughput_rps"] / base_rps, 2)
 
     after = actor_rss("Serve") if have_ray else {}
     table = memory_table(before, after)

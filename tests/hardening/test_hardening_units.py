@@ -88,6 +88,20 @@ def test_dead_redis_is_a_fast_miss_and_never_raises():
     assert c.invalidate_user(1) is False
 
 
+def test_single_timeout_does_not_open_the_breaker(redis_url):
+    import redis
+
+    c = ResultCache(CacheConfig(breaker_timeouts=3, breaker_s=5), redis_url)
+    for _ in range(2):
+        c._failed("get", redis.TimeoutError("slow"))
+    assert c._available(), "two slow replies are load, not an outage"
+    c._failed("get", redis.TimeoutError("slow"))
+    assert not c._available()
+    c2 = ResultCache(CacheConfig(breaker_s=5), redis_url)
+    c2._failed("get", redis.ConnectionError("refused"))
+    assert not c2._available(), "a refused connection opens the breaker at once"
+
+
 def test_cache_config_refuses_generation_ttl_below_result_ttl():
     with pytest.raises(ValueError, match="generation_ttl_s"):
         CacheConfig(ttl_s=100, generation_ttl_s=50)

@@ -67,6 +67,13 @@ class LoadResult:
         """Transport errors and 5xx responses (4xx are the client's fault and never generated here)."""
         return sum(1 for s in self.samples if since <= s.t < until and (s.status == 0 or s.status >= 500))
 
+    def events_unavailable(self) -> int:
+        """503s of /v1/events: the feature store's ingestion is not configured or down (a dependency outage)."""
+        return sum(1 for s in self.samples if s.kind == "events" and s.status == 503)
+
+    def cached_count(self) -> int:
+        return sum(1 for s in self.samples if s.cached)
+
     def status_counts(self) -> dict[int, int]:
         return dict(Counter(s.status for s in self.samples))
 
@@ -89,8 +96,10 @@ class LoadResult:
             "wall_s": round(self.wall_s, 2),
             "throughput_rps": round(self.count / self.wall_s, 1) if self.wall_s else 0.0,
             "errors": self.errors(),
+            "events_unavailable": self.events_unavailable(),
             "status": {str(k): v for k, v in sorted(self.status_counts().items())},
             "degraded": self.degraded_count(),
+            "cached": self.cached_count(),
             **{k: round(v, 2) for k, v in self.percentiles().items()},
             "by_kind": by_kind,
         }

@@ -13,7 +13,10 @@ old generation and therefore never served. The generation key outlives every res
 
 The cache is an optimisation, never a dependency: every Redis error or timeout counts as a miss
 (and a cache error), never marks the response degraded, and opens a short circuit breaker so a
-dead Redis costs one socket timeout per ``breaker_s`` instead of one per request.
+dead Redis costs one failed call per ``breaker_s`` instead of one per request. A refused connection
+opens the breaker at once; timeouts only after ``breaker_timeouts`` in a row, because on a
+CPU-saturated ingress a single slow reply is load, not an outage (and every open breaker window
+also skips the writes, leaving the cache cold afterwards).
 """
 
 from __future__ import annotations
@@ -41,8 +44,10 @@ class CacheConfig(BaseModel):
     redis_url: str | None = Field(None, description="Cache Redis; None = the feature store's redis_url")
     ttl_s: float = Field(60.0, gt=0, le=86_400, description="Lifetime of one cached response")
     generation_ttl_s: float = Field(7 * 86_400, gt=0, description="Lifetime of a user's invalidation counter")
-    socket_timeout_s: float = Field(0.05, gt=0, le=5, description="Connect/read timeout of one cache call")
-    breaker_s: float = Field(2.0, ge=0, le=600, description="Skip the cache this long after a Redis error")
+    socket_timeout_s: float = Field(0.25, gt=0, le=5, description="Connect/read timeout of one cache call")
+    breaker_s: float = Field(2.0, ge=0, le=600, description="Skip the cache this long once Redis looks down")
+    breaker_timeouts: int = Field(3, ge=1, le=1000,
+                                  description="Consecutive timeouts that open the breaker (refusals open it at once)")
     key_prefix: str = Field("recsys:rc", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9:_.-]+$")
     max_entry_bytes: int = Field(256_000, ge=1024, description="Larger responses are not cached")
 
@@ -96,6 +101,7 @@ class ResultCache:
         )
         self._lock = threading.Lock()
         self._open_until = 0.0
+        self._timeouts_in_a_row = 0
 
     # ------------------------------------------------------------------ keys
     def _gen_key(self, user_id: int) -> str:
@@ -108,8 +114,18 @@ class ResultCache:
     def _available(self) -> bool:
         return self.enabled and time.monotonic() >= self._open_until
 
+    def _ok(self) -> None:
+        self._timeouts_in_a_row = 0
+
     def _failed(self, op: str, e: Exception) -> None:
+        import redis
+
         with self._lock:
+            if isinstance(e, redis.TimeoutError | TimeoutError):
+                self._timeouts_in_a_row += 1
+                if self._timeouts_in_a_row < self.cfg.breaker_timeouts:
+                    return
+            self._timeouts_in_a_row = 0
             first = time.monotonic() >= self._open_until
             self._open_until = time.monotonic() + self.cfg.breaker_s
         if first:  # one line per outage window, not one per request
@@ -126,6 +142,7 @@ class ResultCache:
         except Exception as e:  # noqa: BLE001 - any cache failure is a miss, never a request failure
             self._failed("get", e)
             return CacheLookup(None, 0, error=True)
+        self._ok()
         generation = int(gen_raw or 0)
         if blob is None:
             return CacheLookup(None, generation)
