@@ -199,7 +199,8 @@ def make_feature_source(kind: str, dataset: Dataset, feature_store_config=None) 
                 from recsys.features.store import _check_built
 
                 meta = _check_built(feature_store_config)
-                built = kind == "feast" or meta.get("dataset_hash") == dataset.content_hash()
+                registered = feature_store_config.registry_path.exists()  # `recsys features apply` ran
+                built = kind == "feast" or (registered and meta.get("dataset_hash") == dataset.content_hash())
             except Exception:  # noqa: BLE001 - not built / not importable -> inline in auto mode
                 if kind == "feast":
                     raise
