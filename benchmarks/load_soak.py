@@ -220,6 +220,9 @@ def main() -> int:
     if args.soak_minutes:
         offenders = []
         for row in table:
+            if row["before_mib"] is not None and row["after_mib"] is None:
+                offenders.append(f"{row['actor']}: no reading at the end (actor died or was replaced)")
+                continue
             if row["growth_mib"] is None:
                 continue
             bound = max(args.rss_growth_mb, row["before_mib"] * args.rss_growth_pct / 100)

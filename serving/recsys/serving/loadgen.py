@@ -207,29 +207,36 @@ def run_load_sync(url: str, **kwargs: Any) -> LoadResult:
 
 
 # ---------------------------------------------------------------------- Ray actor memory
+def _actor_pids() -> list[tuple[str, int]]:
+    """(class name, pid) of the live actors of the cluster this process is connected to."""
+    import ray
+
+    try:  # the GCS actor table: always the connected cluster, works without the dashboard
+        from ray._private import state
+
+        return [(str(a.get("ActorClassName", "")), int(a["Pid"])) for a in state.actors().values()
+                if a.get("State") == "ALIVE" and a.get("Pid")]
+    except Exception:  # noqa: BLE001 - private API moved: use the public state API of *this* cluster
+        from ray.util.state import list_actors
+
+        # an explicit address: the default (127.0.0.1:8265) may be another cluster's dashboard
+        address = ray.get_runtime_context().gcs_address
+        return [(str(a.class_name), int(a.pid))
+                for a in list_actors(address=address, filters=[("state", "=", "ALIVE")], limit=10_000,
+                                     raise_on_missing_output=False)]
+
+
 def actor_rss(name_filter: str = "ServeReplica") -> dict[str, int]:
     """RSS bytes of each live Ray actor on this machine whose class name contains ``name_filter``.
 
-    Uses ``ray.util.state.list_actors`` when the dashboard's state API is up, else the GCS actor
-    table (``ray._private.state``), then psutil on each actor's pid. Keys are
-    ``"<class name>#<pid>"`` so replicas of one deployment stay apart.
+    Actors come from the connected cluster's actor table (``ray.util.state.list_actors`` as the
+    fallback), RSS from psutil on each actor's pid. Keys are ``"<class name>#<pid>"`` so replicas
+    of one deployment stay apart (a restarted replica shows up under a new key).
     """
     import psutil
 
-    rows: list[tuple[str, int]] = []
-    try:
-        from ray.util.state import list_actors
-
-        for a in list_actors(filters=[("state", "=", "ALIVE")], limit=10_000, raise_on_missing_output=False):
-            rows.append((str(a.class_name), int(a.pid)))
-    except Exception:  # noqa: BLE001 - no dashboard: fall back to the GCS table
-        from ray._private import state
-
-        for a in state.actors().values():
-            if a.get("State") == "ALIVE" and a.get("Pid"):
-                rows.append((str(a.get("ActorClassName", "")), int(a["Pid"])))
     out: dict[str, int] = {}
-    for cls, pid in rows:
+    for cls, pid in _actor_pids():
         if name_filter and name_filter not in cls:
             continue
         try:
