@@ -50,29 +50,61 @@ def _args_from_file(path: str | None) -> dict[str, Any]:
     return doc
 
 
+RAY_HEAD_PORT = 6380
+"""GCS port of a Ray head started by `serve start`: Ray's default (6379) is Redis's port."""
+
+
+def _head_address() -> str:
+    from ray._private.services import get_node_ip_address
+
+    return f"{get_node_ip_address()}:{RAY_HEAD_PORT}"
+
+
+def _port_open(address: str) -> bool:
+    import socket
+
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=1.0):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
 def _connect(start_if_missing: bool, num_cpus: int | None = None) -> None:
+    """Join the cluster in RAY_ADDRESS, else our local head on RAY_HEAD_PORT (started if missing)."""
+    import os
+
     import ray
 
     if ray.is_initialized():
         return
-    try:
-        ray.init(address="auto", namespace="serve", log_to_driver=False, configure_logging=False)
-        return
-    except (ConnectionError, RuntimeError, ValueError) as e:
-        if not start_if_missing:
-            raise ServeCliError(
-                "no Ray cluster is running (nothing is served); start with `recsys serve start`"
-            ) from e
-    cmd = ["ray", "start", "--head", "--disable-usage-stats", "--include-dashboard=false"]
+    address = os.environ.get("RAY_ADDRESS") or _head_address()
+    # ray.init retries an absent GCS for minutes: probe the port first so "not running" is instant.
+    if os.environ.get("RAY_ADDRESS") or _port_open(address):
+        try:
+            ray.init(address=address, namespace="serve", log_to_driver=False, configure_logging=False)
+            return
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            raise ServeCliError(f"cannot join the Ray cluster at {address}: {e}") from e
+    if not start_if_missing:
+        raise ServeCliError(
+            f"no Ray cluster is answering at {address} (nothing is served); start with `recsys serve start`"
+        )
+    cmd = ["ray", "start", "--head", f"--port={RAY_HEAD_PORT}", "--disable-usage-stats",
+           "--include-dashboard=false"]
     if num_cpus:
         cmd.append(f"--num-cpus={num_cpus}")
     ray_bin = Path(sys.executable).with_name("ray")
     if ray_bin.exists():
         cmd[0] = str(ray_bin)
-    res = subprocess.run(cmd, capture_output=True, text=True)
+    # Ray 2.60's `ray start` turns token auth on by default while a driver defaults to off; the local
+    # head started here uses the driver's mode (off unless RAY_AUTH_MODE says otherwise) so both agree.
+    env = {**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")}
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if res.returncode != 0:
         raise ServeCliError(f"could not start a Ray head: {res.stderr.strip()[-500:]}")
-    ray.init(address="auto", namespace="serve", log_to_driver=False, configure_logging=False)
+    ray.init(address=address, namespace="serve", log_to_driver=False, configure_logging=False)
 
 
 @click.group()
