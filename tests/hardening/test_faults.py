@@ -38,14 +38,10 @@ REC_ONLY = LoadMix(recommend=0.85, similar=0.15, events=0.0, hot_users=10, cold_
 def app(serve_url, app_args, deploy_app, private_redis, tmp_path_factory):
     from ray import serve
 
-    from recsys.serving.config import ServingConfig
-
     args = app_args(private_redis.url)
-    args.update(num_shards=2, shard_timeout_s=1.0)
-    if "security" in ServingConfig.model_fields:
-        key_file = tmp_path_factory.mktemp("secret") / "api-key"
-        key_file.write_text(API_KEY)
-        args["security"] = {"api_key_file": str(key_file)}
+    key_file = tmp_path_factory.mktemp("secret") / "api-key"
+    key_file.write_text(API_KEY)
+    args.update(num_shards=2, shard_timeout_s=1.0, security={"api_key_file": str(key_file)})
     url = deploy_app(APP, PREFIX, args, serve_url)
     yield url
     serve.delete(APP)

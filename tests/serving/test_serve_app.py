@@ -53,7 +53,7 @@ def test_health_ready_docs_metrics(client):
     assert "/v1/recommendations" in schema["paths"]
     client.post("/v1/recommendations", json={"user_id": 1, "n": 3})
     text = client.get("/metrics").text
-    assert "recsys_stage_seconds" in text and "recsys_requests_total" in text
+    assert "recsys_stage_latency_seconds" in text and "recsys_requests_total" in text
 
 
 def test_response_shape_and_n(client, small_dataset):

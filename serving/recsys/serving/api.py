@@ -17,8 +17,12 @@ from fastapi import Body, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from recsys.serving.auth import ApiKeyGuard, ApiKeyMiddleware, load_api_keys
 from recsys.serving.feature_client import EventIngestionUnavailable, EventValidationError, FeatureStoreUnavailable
+from recsys.serving.observability import AccessLogMiddleware
+from recsys.serving.request_limits import BodySizeLimitMiddleware
 from recsys.serving.schemas import (
     INT64_MAX,
     INT64_MIN,
@@ -35,7 +39,6 @@ from recsys.serving.schemas import (
 from recsys.serving.service import NotReadyError, RecommendationService, RequestLimitError, UnknownItemError
 
 log = logging.getLogger(__name__)
-REQUEST_ID_HEADER = "X-Request-ID"
 
 
 class ReloadRequest(BaseModel):
@@ -51,8 +54,8 @@ def _field_error(field: str, msg: str, status: int = 422, where: str = "body") -
 
 
 def _request_id(request: Request) -> str:
-    rid = request.headers.get(REQUEST_ID_HEADER, "")
-    return rid[:64] if rid and rid.isascii() else uuid.uuid4().hex
+    """Set by AccessLogMiddleware (client's X-Request-ID or a fresh one)."""
+    return getattr(request.state, "request_id", None) or uuid.uuid4().hex
 
 
 def create_api(service: RecommendationService) -> FastAPI:
@@ -81,22 +84,25 @@ def create_api(service: RecommendationService) -> FastAPI:
                   for e in exc.errors()[:20]]
         return JSONResponse(status_code=422, content={"detail": detail})
 
-    @app.middleware("http")
-    async def _count(request: Request, call_next):
-        rid = _request_id(request)
-        request.state.request_id = rid
-        response = await call_next(request)
-        if REQUEST_ID_HEADER not in response.headers and REQUEST_ID_HEADER not in request.headers:
-            response.headers[REQUEST_ID_HEADER] = rid  # the Serve proxy echoes the id it put on the request
-        route = request.scope.get("route")
-        endpoint = getattr(route, "path", "unmatched")
-        service.metrics.requests.labels(endpoint, str(response.status_code)).inc()
-        return response
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # e.g. FastAPI's 400 "error parsing the body": say which part, in the one error shape
+        if exc.status_code == 400 and isinstance(exc.detail, str):
+            return JSONResponse(status_code=400,
+                                content={"detail": [{"loc": ["body"], "msg": exc.detail, "type": "body_invalid"}]})
+        return JSONResponse(status_code=exc.status_code, content={"detail": exc.detail},
+                            headers=getattr(exc, "headers", None))
+
+    # outermost last: access log (request id, metrics, JSON line) -> API key -> body size -> app
+    sec = service.cfg.security
+    app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=service.cfg.limits.max_body_bytes)
+    app.add_middleware(ApiKeyMiddleware, guard=ApiKeyGuard(load_api_keys(sec), tuple(sec.protected_prefixes)))
+    app.add_middleware(AccessLogMiddleware, metrics=service.metrics)
 
     @app.post("/v1/recommendations", response_model=RecommendationResponse, responses=errors)
     async def recommend(request: Request, body: RecommendationRequest) -> RecommendationResponse:
         """Top-N items for a user (cold-start users included), with model versions and degradation flags."""
-        return await service.recommend(body, request_id=request.state.request_id)
+        return await service.recommend(body, request_id=_request_id(request))
 
     @app.get("/v1/items/{item_id}/similar", response_model=SimilarItemsResponse,
              responses={**errors, 404: {"model": ErrorResponse, "description": "Unknown item"}})
@@ -119,19 +125,24 @@ def create_api(service: RecommendationService) -> FastAPI:
         payload = event.model_dump(mode="json", exclude_none=True)
         import asyncio
 
+        failure: JSONResponse | None = None
+        result = None
         try:
             result = await asyncio.to_thread(service.features.ingest, payload)
         except EventIngestionUnavailable as e:
-            service.record_event(payload)
-            return JSONResponse(status_code=503, content={"detail": str(e)})
+            failure = JSONResponse(status_code=503, content={"detail": str(e)})
         except FeatureStoreUnavailable as e:
-            service.record_event(payload)
-            return JSONResponse(status_code=503, content={"detail": f"feature store unavailable: {e}"})
-        except Exception as e:
+            failure = JSONResponse(status_code=503, content={"detail": f"feature store unavailable: {e}"})
+        except Exception as e:  # noqa: BLE001 - an ingestion bug is an outage to the client, not a 500
             if EventValidationError is not None and isinstance(e, EventValidationError):
                 return _field_error(str(getattr(e, "field", "event")), str(e))
-            raise
+            log.warning("event ingestion failed: %s: %s", type(e).__name__, e)
+            failure = JSONResponse(status_code=503, content={"detail": f"event ingestion failed: {type(e).__name__}"})
+        # invalidate after the ingest attempt, never before (a request in between could re-cache old features)
+        await asyncio.to_thread(service.invalidate_user, event.user_id)
         service.record_event(payload)
+        if failure is not None:
+            return failure
         detail = None
         if result is not None:
             try:

@@ -12,6 +12,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from recsys.serving.auth import SecurityConfig
+from recsys.serving.result_cache import CacheConfig
+
 AnnKind = Literal["auto", "flat", "hnsw", "ivfpq"]
 
 
@@ -25,6 +28,8 @@ class LimitsConfig(BaseModel):
     max_history: int = Field(200, ge=0, le=10_000, description="Longest client-supplied `history` accepted")
     max_context_keys: int = Field(32, ge=0, le=1000, description="Most keys accepted in `context`")
     max_similar_n: int = Field(100, ge=1, le=1000, description="Largest `n` for /v1/items/{id}/similar")
+    max_body_bytes: int = Field(1_048_576, ge=1024, le=64 * 1_048_576,
+                                description="Largest request body; bigger -> 413 before any parsing")
 
 
 class RerankDefaults(BaseModel):
@@ -84,6 +89,9 @@ class ServingConfig(BaseModel):
     shard_timeout_s: float = Field(2.0, gt=0, le=60, description="Per-shard deadline before answering without it")
     ranker_timeout_s: float = Field(2.0, gt=0, le=60)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    cache: CacheConfig = Field(default_factory=CacheConfig, description="Redis result cache, per-user invalidation")
+    security: SecurityConfig = Field(default_factory=SecurityConfig, description="API keys for write endpoints")
+    access_log: bool = Field(True, description="One JSON line per request on the recsys.serving.access logger")
     rerank: RerankDefaults = Field(default_factory=RerankDefaults)
 
     @field_validator("retrieval_version", "ranking_version", mode="before")

@@ -73,9 +73,12 @@ class RedisOnlyFeatures:
 
     def __init__(self, redis_url: str, timeout_s: float):
         import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
 
+        # no retries: redis-py's default (3 tries, 1-10 s backoff) stalls every request during an outage
         self._redis = redis.Redis.from_url(
-            redis_url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s, retry_on_timeout=False
+            redis_url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s, retry=Retry(NoBackoff(), 0)
         )
 
     def fetch(self, user_id: int, item_ids: Sequence[int]) -> HydratedFeatures:

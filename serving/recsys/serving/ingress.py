@@ -13,13 +13,16 @@ from ray import serve
 
 from recsys.serving.api import create_api
 from recsys.serving.config import ServingConfig
+from recsys.serving.observability import configure_access_log
 from recsys.serving.service import RecommendationService
 
 
 @serve.ingress()
 class Ingress:
     async def __init__(self, cfg: dict[str, Any], shards: list[Any], ranker: Any | None):
-        self.service = RecommendationService(ServingConfig(**cfg), shards, ranker)
+        cfg_obj = ServingConfig(**cfg)
+        configure_access_log(cfg_obj.access_log)
+        self.service = RecommendationService(cfg_obj, shards, ranker)
         await self.service.start()
 
     def __serve_build_asgi_app__(self):

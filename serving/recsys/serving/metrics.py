@@ -2,8 +2,9 @@
 
 A private :class:`CollectorRegistry` (instead of the global one) lets several services live in one
 process (tests) without "duplicated timeseries" errors. Stage names are the pipeline's:
-``embed``, ``retrieval``, ``candidates``, ``hydration``, ``ranking``, ``reranking``, ``total``
-— issue 7 adds cache hit/miss counters next to these.
+``history``, ``cache``, ``embed``, ``retrieval``, ``candidates``, ``hydration``, ``ranking``,
+``reranking``, ``total``. Names match the Grafana dashboard shipped with the Helm chart
+(``helm/recsys/files/grafana-dashboard.json``); ``docs/operations.md`` lists them all.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from contextlib import contextmanager
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from recsys.serving.observability import RequestContext
+
 STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
@@ -23,13 +26,20 @@ class ServingMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter("recsys_requests_total", "HTTP requests by endpoint and status",
-                                ["endpoint", "status"], registry=self.registry)
-        self.stage_seconds = Histogram("recsys_stage_seconds", "Latency of each pipeline stage", ["stage"],
+        self.requests = Counter("recsys_requests_total", "HTTP requests by endpoint, experiment variant and status",
+                                ["endpoint", "variant", "status"], registry=self.registry)
+        self.request_latency = Histogram("recsys_request_latency_seconds", "End-to-end HTTP latency in the ingress",
+                                         ["endpoint"], buckets=STAGE_BUCKETS, registry=self.registry)
+        self.stage_seconds = Histogram("recsys_stage_latency_seconds", "Latency of each pipeline stage", ["stage"],
                                        buckets=STAGE_BUCKETS, registry=self.registry)
+        self.cache_hits = Counter("recsys_cache_hits_total", "Result-cache hits", registry=self.registry)
+        self.cache_misses = Counter("recsys_cache_misses_total", "Result-cache misses (errors included)",
+                                    registry=self.registry)
+        self.cache_errors = Counter("recsys_cache_errors_total", "Result-cache Redis errors (counted as misses)",
+                                    registry=self.registry)
         self.candidates = Histogram("recsys_candidates", "Candidates per request after merge",
                                     buckets=(10, 50, 100, 200, 400, 800, 1600, 3200), registry=self.registry)
-        self.degraded = Counter("recsys_degraded_total", "Degraded responses by reason", ["reason"],
+        self.degraded = Counter("recsys_degraded_responses_total", "Degraded responses by reason", ["reason"],
                                 registry=self.registry)
         self.variant_requests = Counter("recsys_variant_requests_total", "Recommendations per experiment variant",
                                         ["experiment", "variant"], registry=self.registry)
@@ -48,6 +58,11 @@ class ServingMetrics:
             self.stage_seconds.labels(name).observe(dt)
             if timings is not None:
                 timings[name] = timings.get(name, 0.0) + dt
+
+    def observe_request(self, ctx: RequestContext, latency_s: float) -> None:
+        """Called once per HTTP request by the access-log middleware."""
+        self.requests.labels(ctx.endpoint, ctx.variant_label(), str(ctx.status)).inc()
+        self.request_latency.labels(ctx.endpoint).observe(latency_s)
 
     def set_versions(self, versions: dict[str, str]) -> None:
         self.model_version.clear()

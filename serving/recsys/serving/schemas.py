@@ -8,12 +8,13 @@ and reported in the same 422 shape FastAPI uses, so clients parse one error form
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 EventType = Literal["view", "click", "purchase", "rating"]
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+ItemId = Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX)]
 
 
 class Filters(BaseModel):
@@ -45,8 +46,8 @@ class RecommendationRequest(BaseModel):
     user_id: int = Field(..., ge=INT64_MIN, le=INT64_MAX, description="Raw user id (unknown ids = cold start)")
     n: int = Field(10, ge=1, description="Number of items (<= limits.max_n)")
     context: dict[str, Any] = Field(default_factory=dict, description="Request context, e.g. {'genres': [...]}")
-    exclude: list[int] = Field(default_factory=list, description="Item ids never to return (<= limits.max_exclude)")
-    history: list[int] | None = Field(None, description="Recent item ids, most recent first (else: feature store)")
+    exclude: list[ItemId] = Field(default_factory=list, description="Item ids never to return (<= limits.max_exclude)")
+    history: list[ItemId] | None = Field(None, description="Recent item ids, most recent first (else: feature store)")
     filters: Filters = Field(default_factory=Filters)
     diversity: DiversityOverrides = Field(default_factory=DiversityOverrides)
 
@@ -57,6 +58,7 @@ class RecommendedItem(BaseModel):
     rank: int
     sources: list[str] = Field(description="Candidate sources: ann, item_knn, popularity, exploration")
     genres: list[str] = Field(default_factory=list)
+    title: str | None = Field(None, description="Catalog title (None when the catalog has none)")
 
 
 class RecommendationResponse(BaseModel):
@@ -69,12 +71,15 @@ class RecommendationResponse(BaseModel):
     cold_start: bool = False
     experiment: str | None = None
     variant: str | None = None
+    cached: bool = Field(False, description="Served from the result cache (same user, variant, request shape)")
 
 
 class SimilarItem(BaseModel):
     item_id: int
     score: float
     sources: list[str]
+    title: str | None = None
+    genres: list[str] = Field(default_factory=list)
 
 
 class SimilarItemsResponse(BaseModel):

@@ -43,7 +43,9 @@ from recsys.serving.config import ServingConfig
 from recsys.serving.experiment_client import NO_EXPERIMENT, ExperimentGateway, VariantChoice
 from recsys.serving.exploration import ThompsonExplorer
 from recsys.serving.feature_client import FeatureGateway, FeatureReadError, FeatureStoreUnavailable, HydratedFeatures
+from recsys.serving.item_metadata import ItemMetadata
 from recsys.serving.metrics import ServingMetrics
+from recsys.serving.observability import current_request
 from recsys.serving.ranker import build_ranker_inputs
 from recsys.serving.reranker import (
     FilterSpec,
@@ -53,6 +55,7 @@ from recsys.serving.reranker import (
     mmr_select,
     normalize,
 )
+from recsys.serving.result_cache import CacheLookup, ResultCache, request_shape_hash
 from recsys.serving.schemas import (
     RecommendationRequest,
     RecommendationResponse,
@@ -145,6 +148,9 @@ class RecommendationService:
         self.experiments = experiments or ExperimentGateway(cfg)
         self.metrics = ServingMetrics()
         self.catalog = Catalog.load(cfg.catalog_path)
+        self.item_meta = ItemMetadata.load(cfg.catalog_path)
+        self.cache = ResultCache(cfg.cache, cfg.redis_url)
+        self._cache_epoch = ""  # fingerprint of the loaded versions: a swap never serves old cached answers
         self._retrieval: dict[str, RetrievalArtifacts] = {}
         self._specs: dict[str, RankerSpec] = {}
         self._load_lock = asyncio.Lock()
@@ -220,6 +226,7 @@ class RecommendationService:
         sources = await asyncio.to_thread(self._load_local, versions)
         self._sources = sources
         self.explorer = self._build_explorer(sources)
+        self._cache_epoch = self._fingerprint(versions)
         self.active = versions
         self.metrics.set_versions(versions.as_dict())
         if self.cfg.reload_interval_s > 0 and self._reload_task is None:
@@ -253,8 +260,9 @@ class RecommendationService:
                 await self.ranker.call("load", versions.ranking)
             sources = await asyncio.to_thread(self._load_local, versions)
             explorer = self._build_explorer(sources)
+            epoch = self._fingerprint(versions)
             # --- the swap: plain attribute writes, no await in between -> atomic for this event loop
-            self._sources, self.explorer, self.active = sources, explorer, versions
+            self._sources, self.explorer, self.active, self._cache_epoch = sources, explorer, versions, epoch
             self.metrics.set_versions(versions.as_dict())
             keep_r = sorted({versions.retrieval, previous.retrieval} if previous else {versions.retrieval})
             keep_k = sorted({v for v in (versions.ranking, previous.ranking if previous else None) if v})
@@ -264,6 +272,50 @@ class RecommendationService:
                 await asyncio.gather(self.ranker.call("retain", keep_k), return_exceptions=True)
             return ReloadResponse(changed=True, model_versions=versions.as_dict(),
                                   previous=previous.as_dict() if previous else {})
+
+    def _fingerprint(self, versions: ActiveVersions) -> str:
+        """Versions plus their store write times: a re-written version name never hits old cache entries."""
+        parts = []
+        for model, name in (("retrieval", self.cfg.retrieval_model), ("ranking", self.cfg.ranking_model),
+                            ("popularity", self.cfg.popularity_model), ("item_knn", self.cfg.item_knn_model)):
+            version = getattr(versions, model)
+            created = ""
+            if version:
+                with contextlib.suppress(Exception):
+                    created = str(self.store.get(name, version).metadata.get("created_at", ""))
+            parts.append(f"{model}={version}@{created}")
+        return request_shape_hash({"versions": parts})
+
+    # ------------------------------------------------------------------ result cache
+    async def _cache_lookup(self, state: _RequestState, user_id: int, variant: str, shape: str) -> CacheLookup:
+        m = self.metrics
+        if not self.cache.enabled:
+            return CacheLookup(None, 0)
+        with m.stage("cache", state.timings):
+            lookup = await asyncio.to_thread(self.cache.get, user_id, variant, shape)
+        (m.cache_hits if lookup.hit else m.cache_misses).inc()
+        if lookup.error:
+            m.cache_errors.inc()
+        return lookup
+
+    async def _cache_store(self, state: _RequestState, user_id: int, variant: str, shape: str,
+                           lookup: CacheLookup, response: RecommendationResponse) -> None:
+        """Only complete (non-degraded) answers are cached; awaited so a client's next call can hit it."""
+        if not self.cache.enabled or response.degraded or lookup.error:
+            return
+        payload = response.model_dump(mode="json", exclude={"request_id", "cached"})
+        with self.metrics.stage("cache", state.timings):
+            await asyncio.to_thread(self.cache.put, user_id, variant, shape, lookup.generation, payload)
+
+    def invalidate_user(self, user_id: int) -> bool:
+        """A new event of the user: all their cached answers are stale (blocking; call in a thread)."""
+        return self.cache.invalidate_user(user_id)
+
+    def _enrich(self, items: list) -> None:
+        for it, (title, genres) in zip(items, self.item_meta.lookup([it.item_id for it in items]), strict=True):
+            it.title = title
+            if not it.genres and genres:
+                it.genres = genres
 
     @property
     def ready(self) -> bool:
@@ -355,6 +407,32 @@ class RecommendationService:
         choice = self.experiments.assign(req.user_id, req.context) if self.experiments.enabled else NO_EXPERIMENT
         r_version = choice.retrieval_version or active.retrieval
         k_version = choice.ranking_version or active.ranking
+        ctx = current_request()
+        if ctx is not None:  # the access log line reads these (same objects, filled in as we go)
+            ctx.user_id, ctx.experiment, ctx.variant = req.user_id, choice.experiment, choice.variant
+            ctx.timings, ctx.degraded = state.timings, state.degraded
+
+        # 0. result cache: same user, variant, request shape and model versions -> the stored answer
+        cache_variant = f"{choice.experiment}:{choice.variant}" if choice.experiment else "none"
+        shape = request_shape_hash({"req": req.model_dump(mode="json", exclude={"user_id"}),
+                                    "versions": [r_version, k_version], "epoch": self._cache_epoch})
+        lookup = await self._cache_lookup(state, req.user_id, cache_variant, shape)
+        if ctx is not None:
+            ctx.cache = "hit" if lookup.hit else ("miss" if self.cache.enabled else "bypass")
+        if lookup.hit:
+            try:
+                hit = RecommendationResponse.model_validate({**lookup.payload, "request_id": state.request_id,
+                                                             "cached": True})
+            except ValueError:
+                hit = None
+            if hit is not None:
+                self.experiments.log_exposure(req.user_id, choice, state.request_id, [it.item_id for it in hit.items])
+                if choice.experiment:
+                    m.variant_requests.labels(choice.experiment, choice.variant or "").inc()
+                m.stage_seconds.labels("total").observe(time.perf_counter() - t_start)
+                if ctx is not None:
+                    ctx.items = len(hit.items)
+                return hit
         try:
             art = self._retrieval.get(r_version) or await asyncio.to_thread(self._ensure_retrieval, r_version)
         except ArtifactError:  # an experiment names a version that is not there: serve the default
@@ -456,8 +534,8 @@ class RecommendationService:
             m.variant_requests.labels(choice.experiment, choice.variant or "").inc()
         for reason in state.degraded:
             m.degraded.labels(reason).inc()
-        m.stage_seconds.labels("total").observe(time.perf_counter() - t_start)
-        return RecommendationResponse(
+        self._enrich(items)
+        response = RecommendationResponse(
             request_id=state.request_id,
             user_id=req.user_id,
             items=items,
@@ -468,6 +546,11 @@ class RecommendationService:
             experiment=choice.experiment,
             variant=choice.variant,
         )
+        await self._cache_store(state, req.user_id, cache_variant, shape, lookup, response)
+        m.stage_seconds.labels("total").observe(time.perf_counter() - t_start)
+        if ctx is not None:
+            ctx.items = len(items)
+        return response
 
     async def _score(self, state: _RequestState, req: RecommendationRequest, cands: Candidates, emb: np.ndarray,
                      retrieval_score: np.ndarray, cold: bool, k_version: str | None, features_down: bool):
@@ -554,10 +637,15 @@ class RecommendationService:
         versions = {"retrieval": active.retrieval}
         if active.item_knn:
             versions["item_knn"] = active.item_knn
+        similar = [SimilarItem(item_id=int(cands.item_ids[i]), score=float(score[i]), sources=cands.sources[i])
+                   for i in order]
+        self._enrich(similar)
+        ctx = current_request()
+        if ctx is not None:
+            ctx.timings, ctx.degraded, ctx.items = state.timings, state.degraded, len(similar)
         return SimilarItemsResponse(
             item_id=item_id,
-            items=[SimilarItem(item_id=int(cands.item_ids[i]), score=float(score[i]), sources=cands.sources[i])
-                   for i in order],
+            items=similar,
             model_versions=versions,
             degraded=bool(state.degraded),
             degraded_reasons=state.degraded,
