@@ -192,6 +192,11 @@ def main() -> int:
                                                                  "p95_ms", "p99_ms", "degraded")},
                             "rss_mib": {k: round(v / 2**20, 1) for k, v in mem.items()}})
             print_result(f"soak w{i}", res, None)
+            growth = {k: (mem[k] - before[k]) / 2**20 for k in mem if k in before}
+            if growth:
+                worst = max(growth, key=growth.get)
+                print(f"{'':<12}  rss: {len(mem)} Serve actors, {sum(mem.values()) / 2**20:.0f} MiB total, "
+                      f"largest growth since warm-up {growth[worst]:+.1f} MiB ({worst})", flush=True)
         results["soak_windows"] = windows
         summary = None
     else:
