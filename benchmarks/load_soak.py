@@ -34,6 +34,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
+SERVE_ACTORS = ("ServeReplica", "ServeController", "ProxyActor")
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -168,7 +171,7 @@ def main() -> int:
 
     # warm-up (JIT/allocators/caches), then the 'before' memory reading
     run_load_sync(url, duration_s=args.warmup, max_requests=args.max_requests, seed=99, **common)
-    before = actor_rss("Serve") if have_ray else {}
+    before = actor_rss(SERVE_ACTORS) if have_ray else {}
 
     base_rps = None
     if own_app and not args.soak_minutes:
@@ -187,7 +190,7 @@ def main() -> int:
             i += 1
             res = run_load_sync(url, duration_s=min(window, t_end - time.perf_counter()),
                                 max_requests=args.max_requests, seed=100 + i, **common).summary()
-            mem = actor_rss("Serve") if have_ray else {}
+            mem = actor_rss(SERVE_ACTORS) if have_ray else {}
             windows.append({"window": i, **{k: res[k] for k in ("requests", "throughput_rps", "errors", "p50_ms",
                                                                  "p95_ms", "p99_ms", "degraded")},
                             "rss_mib": {k: round(v / 2**20, 1) for k, v in mem.items()}})
@@ -213,7 +216,7 @@ def main() -> int:
     if summary is not None and base_rps:
         results["throughput_vs_nocache"] = round(summary["throughput_rps"] / base_rps, 2)
 
-    after = actor_rss("Serve") if have_ray else {}
+    after = actor_rss(SERVE_ACTORS) if have_ray else {}
     table = memory_table(before, after)
     results["actor_rss"] = table
     print(f"\n{'actor':<60}{'before MiB':>11}{'after MiB':>11}{'growth':>9}")

@@ -226,8 +226,9 @@ def _actor_pids() -> list[tuple[str, int]]:
                                      raise_on_missing_output=False)]
 
 
-def actor_rss(name_filter: str = "ServeReplica") -> dict[str, int]:
-    """RSS bytes of each live Ray actor on this machine whose class name contains ``name_filter``.
+def actor_rss(name_filter: str | tuple[str, ...] = "ServeReplica") -> dict[str, int]:
+    """RSS bytes of each live Ray actor on this machine whose class name contains ``name_filter``
+    (or any of them, for a tuple).
 
     Actors come from the connected cluster's actor table (``ray.util.state.list_actors`` as the
     fallback), RSS from psutil on each actor's pid. Keys are ``"<class name>#<pid>"`` so replicas
@@ -235,9 +236,10 @@ def actor_rss(name_filter: str = "ServeReplica") -> dict[str, int]:
     """
     import psutil
 
+    wanted = (name_filter,) if isinstance(name_filter, str) else name_filter
     out: dict[str, int] = {}
     for cls, pid in _actor_pids():
-        if name_filter and name_filter not in cls:
+        if wanted and not any(w in cls for w in wanted):
             continue
         try:
             out[f"{cls}#{pid}"] = int(psutil.Process(pid).memory_info().rss)
