@@ -294,3 +294,13 @@ def test_inprocess_failed_shard_degrades_and_bad_reload_keeps_serving(serving_ar
         r = c.post("/admin/reload", json={"retrieval_version": "no-such-version"})
         assert r.status_code == 409 and "still serving" in r.json()["detail"]
         assert c.post("/v1/recommendations", json={"user_id": 4, "n": 3}).json()["model_versions"]["retrieval"] == "v1"
+
+
+def test_redis_url_falls_back_to_the_environment(monkeypatch):
+    """With an external Redis the chart keeps the URL in a Secret (env var), not in the Serve config."""
+    from recsys.serving.app import parse_args
+
+    monkeypatch.delenv("RECSYS_REDIS_URL", raising=False)
+    monkeypatch.setenv("REDIS_URL", "redis://redis.example:6379/2")
+    assert parse_args({}).redis_url == "redis://redis.example:6379/2"
+    assert parse_args({"redis_url": "redis://127.0.0.1:6379/0"}).redis_url == "redis://127.0.0.1:6379/0"

@@ -27,11 +27,23 @@ class ServingConfigError(ValueError):
     """build_app args are invalid; the message names the field."""
 
 
+REDIS_URL_ENV = ("RECSYS_REDIS_URL", "REDIS_URL")
+"""Where a Redis URL kept out of the Serve config (a Kubernetes Secret) reaches the app."""
+
+
 def parse_args(args: dict[str, Any] | ServingConfig | None) -> ServingConfig:
+    """Validate builder args; ``redis_url`` falls back to the environment so secrets stay out of the config."""
     if isinstance(args, ServingConfig):
         return args
+    args = dict(args or {})
+    if "redis_url" not in args:
+        import os
+
+        env_url = next((os.environ[k] for k in REDIS_URL_ENV if os.environ.get(k)), None)
+        if env_url:
+            args["redis_url"] = env_url
     try:
-        return ServingConfig(**(args or {}))
+        return ServingConfig(**args)
     except ValidationError as e:
         first = e.errors()[0]
         field = ".".join(str(x) for x in first["loc"]) or "args"
