@@ -74,6 +74,7 @@ class ServingConfig(BaseModel):
     popularity_k: int = Field(100, ge=0, le=5000, description="Popularity candidates")
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Online feature store Redis")
     feature_repo_dir: Path | None = Field(None, description="Feast repo dir for recsys.features")
+    feature_project: str = Field("recsys", description="Feast project of that repo (prefix of online keys)")
     feature_timeout_s: float = Field(0.2, gt=0, le=30, description="Budget for one feature round trip")
     catalog_path: Path | None = Field(
         None, description="items.parquet (or a dataset dir holding it): genres, created_at, available"

@@ -106,6 +106,7 @@ class FeatureGateway:
                                           "read_timeout_s": cfg.feature_timeout_s}
                 if cfg.feature_repo_dir is not None:
                     kwargs["repo_dir"] = cfg.feature_repo_dir
+                    kwargs["project"] = cfg.feature_project
                 self._store_cfg = cfg_cls(**kwargs)
             except Exception as e:  # noqa: BLE001
                 log.warning("feature store config rejected (%s); serving without features", e)
