@@ -23,6 +23,8 @@ echo "==> 4/6 starting the serving graph on http://127.0.0.1:${PORT}"
 recsys serve start --port "$PORT"
 echo "==> 5/6 asking for recommendations"
 recsys recommend 42 --n 10 --url "http://127.0.0.1:${PORT}"
-curl -s -X POST "http://127.0.0.1:${PORT}/v1/recommendations" -H 'content-type: application/json' \
-  -d '{"user_id": 42, "n": 5}' | .venv/bin/python -m json.tool | head -40
+echo "--- the same through the HTTP API (POST /v1/recommendations, n=3):"
+curl -sS -X POST "http://127.0.0.1:${PORT}/v1/recommendations" -H 'content-type: application/json' \
+  -d '{"user_id": 42, "n": 3}'
+echo
 echo "==> 6/6 done. The server keeps running: try http://127.0.0.1:${PORT}/docs ; stop it with: .venv/bin/recsys serve stop"
