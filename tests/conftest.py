@@ -51,6 +51,7 @@ def ray_cluster():
 
     if not ray.is_initialized():
         ray.init(
+            address="local",  # always a fresh cluster, never a `recsys serve start` head left running
             num_cpus=4,
             include_dashboard=False,
             log_to_driver=False,
