@@ -33,6 +33,27 @@ def ensure_ray(address: str | None = None) -> None:
                  runtime_env={"env_vars": {"RAY_USAGE_STATS_ENABLED": "0"}})
 
 
+def worker_setup(config: dict[str, Any]) -> tuple[Any, int, int]:
+    """Common start of every per-worker loop: quiet logs, seeded determinism, thread cap, shared data.
+
+    Returns ``(data, world_rank, world_size)``; ``config["data"]`` is an object ref put by the driver.
+    """
+    import logging
+
+    import ray
+    import ray.train
+    import ray.train.torch
+
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
+    seed = int(config["seed"])
+    ray.train.torch.enable_reproducibility(seed)
+    torch.set_num_threads(int(config["torch_threads"]))
+    data = ray.get(config["data"])
+    ctx = ray.train.get_context()
+    torch.manual_seed(seed)
+    return data, ctx.get_world_rank(), ctx.get_world_size()
+
+
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if hasattr(model, "module") else model
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -50,21 +49,14 @@ def auc(labels: np.ndarray, scores: np.ndarray) -> float:
 
 
 def train_loop(config: dict[str, Any]) -> None:
-    import ray
     import ray.train
     import ray.train.torch
 
-    from recsys.training.ray_job import report_epoch, unwrap
+    from recsys.training.ray_job import report_epoch, unwrap, worker_setup
 
-    logging.getLogger("ray.train").setLevel(logging.WARNING)
     rc = RankingConfig(**config["ranking"])
     seed = int(config["seed"])
-    ray.train.torch.enable_reproducibility(seed)
-    torch.set_num_threads(int(config["torch_threads"]))
-    data = ray.get(config["data"])
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    torch.manual_seed(seed)
+    data, rank, world = worker_setup(config)
     model = build_ranker(data["dense"].shape[1], config["vocab"], config["names"], rc)
     model.mean.copy_(torch.from_numpy(data["mean"]))
     model.std.copy_(torch.from_numpy(data["std"]))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -48,20 +47,15 @@ def validation_recall(model: TwoTowerModel, data: RetrievalData, k: int = 20) ->
 
 def train_loop(config: dict[str, Any]) -> None:
     """Per-worker loop (runs inside a Ray Train worker)."""
-    import ray
     import ray.train
     import ray.train.torch
 
-    logging.getLogger("ray.train").setLevel(logging.WARNING)
+    from recsys.training.ray_job import worker_setup
+
     rc = RetrievalConfig(**config["retrieval"])
     seed = int(config["seed"])
-    ray.train.torch.enable_reproducibility(seed)
-    torch.set_num_threads(int(config["torch_threads"]))
-    data: RetrievalData = ray.get(config["data"])
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-
-    torch.manual_seed(seed)
+    data: RetrievalData
+    data, rank, world = worker_setup(config)
     model = build_model(data, rc)
     model = ray.train.torch.prepare_model(model)
     opt = torch.optim.Adam(model.parameters(), lr=rc.learning_rate, weight_decay=rc.weight_decay)
