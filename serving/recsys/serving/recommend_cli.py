@@ -41,9 +41,10 @@ def cli(user_id: int, n: int, url: str, exclude: tuple[int, ...], genres: tuple[
         click.echo(r.text)
         return
     resp = RecommendationResponse.model_validate(r.json())
-    click.echo(f"{'rank':>4}  {'item_id':>10}  {'score':>7}  {'sources':<28} genres")
+    click.echo(f"{'rank':>4}  {'item_id':>10}  {'score':>7}  {'sources':<24} {'title':<32} genres")
     for it in resp.items:
-        click.echo(f"{it.rank:>4}  {it.item_id:>10}  {it.score:>7.3f}  {','.join(it.sources):<28} "
+        title = (it.title or "")[:32]
+        click.echo(f"{it.rank:>4}  {it.item_id:>10}  {it.score:>7.3f}  {','.join(it.sources):<24} {title:<32} "
                    f"{'|'.join(it.genres)}")
     versions = " ".join(f"{k}={v}" for k, v in resp.model_versions.items())
     extra = f"  experiment={resp.experiment}/{resp.variant}" if resp.experiment else ""
