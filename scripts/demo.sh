@@ -27,4 +27,4 @@ echo "--- the same through the HTTP API (POST /v1/recommendations, n=3):"
 curl -sS -X POST "http://127.0.0.1:${PORT}/v1/recommendations" -H 'content-type: application/json' \
   -d '{"user_id": 42, "n": 3}'
 echo
-echo "==> 6/6 done. The server keeps running: try http://127.0.0.1:${PORT}/docs ; stop it with: .venv/bin/recsys serve stop"
+echo "==> 6/6 done. The server keeps running: try http://127.0.0.1:${PORT}/docs ; stop it with: .venv/bin/recsys serve stop --ray"
