@@ -80,36 +80,12 @@ def private_redis(tmp_path_factory):
 @pytest.fixture(scope="module")
 def hardening_store(small_dataset, tmp_path_factory):
     """Model store with every model at v1 (promoted) plus the catalog parquet."""
-    from recsys.platform.model_store import ModelStore
-
-    root = tmp_path_factory.mktemp("hardening_store")
-    store = ModelStore(root / "models")
-    write_models(store, small_dataset, "v1", seed=1)
-    small_dataset.items.to_parquet(root / "items.parquet", index=False)
-    return store, root / "items.parquet"
+    return serving_helpers.build_store(small_dataset, tmp_path_factory.mktemp("hardening_store"))
 
 
 @pytest.fixture(scope="module")
 def serve_url(ray_cluster) -> str:
-    """Serve's HTTP proxy on 127.0.0.1 (a free port if this session starts Serve; else the running one)."""
-    from ray import serve
-    from ray.serve.context import _get_global_client
-
-    serve.start(http_options={"host": "127.0.0.1", "port": free_port()})
-    return f"http://127.0.0.1:{_get_global_client().http_config.port}"
-
-
-def _base_args(store, catalog, redis_url: str, exposures: Path) -> dict:
-    return {
-        "model_store_uri": store.root,
-        "num_shards": 2,
-        "redis_url": redis_url,
-        "catalog_path": str(catalog),
-        "exposure_log_dir": str(exposures),
-        "exploration_rate": 0.0,
-        "exploration_seed": 3,
-        "feature_timeout_s": 0.2,
-    }
+    return serving_helpers.start_serve_proxy()
 
 
 def _deploy(name: str, route_prefix: str, args: dict, base_url: str, timeout: float = 120.0) -> str:
@@ -129,7 +105,7 @@ def app_args(hardening_store, tmp_path_factory):
     store, catalog = hardening_store
 
     def _args(redis_url: str) -> dict:
-        return _base_args(store, catalog, redis_url, tmp_path_factory.mktemp("exposures"))
+        return serving_helpers.base_args(store, catalog, redis_url, tmp_path_factory.mktemp("exposures"))
 
     return _args
 

@@ -112,16 +112,42 @@ def write_models(store, dataset, version: str, seed: int = 0, promote: bool = Tr
             store.promote(name, version)
 
 
-@pytest.fixture(scope="module")
-def serving_store(small_dataset, tmp_path_factory):
-    """A model store with version v1 of every model promoted, plus the catalog parquet."""
+def build_store(dataset, root: Path):
+    """A model store under ``root`` with version v1 of every model promoted, plus the catalog parquet."""
     from recsys.platform.model_store import ModelStore
 
-    root = tmp_path_factory.mktemp("serving_store")
     store = ModelStore(root / "models")
-    write_models(store, small_dataset, "v1", seed=1)
-    small_dataset.items.to_parquet(root / "items.parquet", index=False)
+    write_models(store, dataset, "v1", seed=1)
+    dataset.items.to_parquet(root / "items.parquet", index=False)
     return store, root / "items.parquet"
+
+
+def base_args(store, catalog: Path, redis_url: str, exposures: Path) -> dict:
+    """build_app args for a test store: 2 shards, exploration off, short feature timeout."""
+    return {
+        "model_store_uri": store.root,
+        "num_shards": 2,
+        "redis_url": redis_url,
+        "catalog_path": str(catalog),
+        "exposure_log_dir": str(exposures),
+        "exploration_rate": 0.0,
+        "exploration_seed": 3,
+        "feature_timeout_s": 0.2,
+    }
+
+
+def start_serve_proxy() -> str:
+    """Serve's HTTP proxy on 127.0.0.1 (a free port if this session starts Serve; else the running one)."""
+    from ray import serve
+    from ray.serve.context import _get_global_client
+
+    serve.start(http_options={"host": "127.0.0.1", "port": free_port()})
+    return f"http://127.0.0.1:{_get_global_client().http_config.port}"
+
+
+@pytest.fixture(scope="module")
+def serving_store(small_dataset, tmp_path_factory):
+    return build_store(small_dataset, tmp_path_factory.mktemp("serving_store"))
 
 
 @pytest.fixture(scope="module")
@@ -135,16 +161,7 @@ def write_model_version(small_dataset):
 @pytest.fixture(scope="module")
 def serving_args(serving_store, redis_url, tmp_path_factory) -> dict:
     store, catalog = serving_store
-    return {
-        "model_store_uri": store.root,
-        "num_shards": 2,
-        "redis_url": redis_url,
-        "catalog_path": str(catalog),
-        "exposure_log_dir": str(tmp_path_factory.mktemp("exposures")),
-        "exploration_rate": 0.0,
-        "exploration_seed": 3,
-        "feature_timeout_s": 0.2,
-    }
+    return base_args(store, catalog, redis_url, tmp_path_factory.mktemp("exposures"))
 
 
 def closed_port_url() -> str:
@@ -162,13 +179,7 @@ def _path(p) -> Path:
 
 @pytest.fixture(scope="module")
 def serve_base_url(ray_cluster) -> str:
-    """Serve's HTTP proxy on 127.0.0.1 (a free port if this session starts Serve; else the running one)."""
-    from ray import serve
-    from ray.serve.context import _get_global_client
-
-    serve.start(http_options={"host": "127.0.0.1", "port": free_port()})
-    cfg = _get_global_client().http_config
-    return f"http://127.0.0.1:{cfg.port}"
+    return start_serve_proxy()
 
 
 def wait_ready(url: str, timeout: float = 120.0) -> None:
