@@ -170,18 +170,27 @@ def _blank(features: Mapping[str, str]) -> dict:
     return {n: ([] if k.endswith("[]") else 0.0) for n, k in features.items()}
 
 
-def apply_event_to_user(row: dict, rec: dict, item_multihot: Sequence[float], now: float,
-                        recent_items: int) -> dict:
-    """New user feature values after one event (pure; used by ingest and its tests)."""
-    ts = pd.Timestamp(rec["timestamp"]).timestamp()
+def _count_event(row: dict, rec: dict, prefix: str, ts: float, now: float) -> dict:
+    """Copy of ``row`` with the event counted in every window it falls in, and the rating averaged in.
+
+    User and item views keep the same counters under their own prefix (``user_clicks_7d``, ``item_clicks_7d``).
+    """
     out = dict(row)
     plural = EVENT_NAMES[rec["event_type"]]
     for suffix, days in WINDOWS:
         if days is None or now - ts <= days * 86400:
-            out[f"user_{plural}_{suffix}"] = float(out.get(f"user_{plural}_{suffix}", 0.0)) + 1.0
+            out[f"{prefix}_{plural}_{suffix}"] = float(out.get(f"{prefix}_{plural}_{suffix}", 0.0)) + 1.0
     if rec["rating"] is not None:
-        n = float(out["user_ratings_all"])
-        out["user_avg_rating"] = (float(out["user_avg_rating"]) * (n - 1) + rec["rating"]) / max(n, 1.0)
+        n = float(out[f"{prefix}_ratings_all"])
+        out[f"{prefix}_avg_rating"] = (float(out[f"{prefix}_avg_rating"]) * (n - 1) + rec["rating"]) / max(n, 1.0)
+    return out
+
+
+def apply_event_to_user(row: dict, rec: dict, item_multihot: Sequence[float], now: float,
+                        recent_items: int) -> dict:
+    """New user feature values after one event (pure; used by ingest and its tests)."""
+    ts = pd.Timestamp(rec["timestamp"]).timestamp()
+    out = _count_event(row, rec, "user", ts, now)
     out["user_last_event_at"] = max(float(out.get("user_last_event_at") or 0.0), ts)
     out["user_recent_item_ids"] = ([rec["item_id"]] + [int(x) for x in out.get("user_recent_item_ids") or []])[
         :recent_items]
@@ -204,14 +213,7 @@ def apply_event_to_user(row: dict, rec: dict, item_multihot: Sequence[float], no
 
 def apply_event_to_item(row: dict, rec: dict, now: float) -> dict:
     ts = pd.Timestamp(rec["timestamp"]).timestamp()
-    out = dict(row)
-    plural = EVENT_NAMES[rec["event_type"]]
-    for suffix, days in WINDOWS:
-        if days is None or now - ts <= days * 86400:
-            out[f"item_{plural}_{suffix}"] = float(out.get(f"item_{plural}_{suffix}", 0.0)) + 1.0
-    if rec["rating"] is not None:
-        n = float(out["item_ratings_all"])
-        out["item_avg_rating"] = (float(out["item_avg_rating"]) * (n - 1) + rec["rating"]) / max(n, 1.0)
+    out = _count_event(row, rec, "item", ts, now)
     out["item_ctr_30d"] = float(smoothed_rate(out["item_clicks_30d"], out["item_views_30d"]))
     out["item_cvr_30d"] = float(smoothed_rate(out["item_purchases_30d"], out["item_clicks_30d"]))
     return out
