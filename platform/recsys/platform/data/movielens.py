@@ -39,6 +39,17 @@ def _parse_rating(value: str, path: Path, line: int) -> float:
     return r
 
 
+def _rating_row(fields: list[str], path: Path, line: int, names: tuple[str, str, str]) -> tuple[int, int, float, int]:
+    """(user, item, rating, unix time) from the 4 fields both formats share; ``names`` are the file's column names."""
+    user_col, item_col, ts_col = names
+    return (
+        _parse_int(fields[0], path, line, user_col),
+        _parse_int(fields[1], path, line, item_col),
+        _parse_rating(fields[2], path, line),
+        _parse_int(fields[3], path, line, ts_col),
+    )
+
+
 def _ratings_to_dataset(rows: list[tuple[int, int, float, int]], items: pd.DataFrame, name: str) -> Dataset:
     arr = np.array(rows, dtype=np.float64)
     users, item_ids, ratings, ts = arr[:, 0].astype(np.int64), arr[:, 1].astype(np.int64), arr[:, 2], arr[:, 3]
@@ -102,14 +113,7 @@ def load_ml100k(directory: str | Path) -> Dataset:
             parts = line.split()
             if len(parts) != 4:
                 raise DatasetError(f"{data_path}:{n}: expected 4 tab-separated columns, got {len(parts)}")
-            rows.append(
-                (
-                    _parse_int(parts[0], data_path, n, "user id"),
-                    _parse_int(parts[1], data_path, n, "item id"),
-                    _parse_rating(parts[2], data_path, n),
-                    _parse_int(parts[3], data_path, n, "timestamp"),
-                )
-            )
+            rows.append(_rating_row(parts, data_path, n, ("user id", "item id", "timestamp")))
     return _ratings_to_dataset(rows, _items_frame(ids, titles, genres), name="ml-100k")
 
 
@@ -141,14 +145,7 @@ def load_ml_latest(directory: str | Path) -> Dataset:
         for n, row in enumerate(reader, start=2):
             if len(row) != 4:
                 raise DatasetError(f"{ratings_path}:{n}: expected 4 columns, got {len(row)}")
-            rows.append(
-                (
-                    _parse_int(row[0], ratings_path, n, "userId"),
-                    _parse_int(row[1], ratings_path, n, "movieId"),
-                    _parse_rating(row[2], ratings_path, n),
-                    _parse_int(row[3], ratings_path, n, "timestamp"),
-                )
-            )
+            rows.append(_rating_row(row, ratings_path, n, ("userId", "movieId", "timestamp")))
     return _ratings_to_dataset(rows, _items_frame(ids, titles, genres), name="ml-latest")
 
 
