@@ -35,13 +35,16 @@ def repo_root() -> Path:
 
 @pytest.fixture(scope="session")
 def redis_url() -> str:
-    """URL of the real Redis server (db 15 so tests never touch a developer's db 0)."""
+    """URL of the real Redis server (db 15 so tests never touch a developer's db 0).
+
+    ``RECSYS_TEST_REDIS_DB`` picks another db, so two test runs on one machine never share keys.
+    """
     if not _redis_up():
         pytest.fail(
             "Redis is not answering on 127.0.0.1:6379; start it with `bash scripts/ensure_redis.sh` "
             "(.ci/run does this automatically)"
         )
-    return f"redis://{REDIS_HOST}:{REDIS_PORT}/15"
+    return f"redis://{REDIS_HOST}:{REDIS_PORT}/{os.environ.get('RECSYS_TEST_REDIS_DB', '15')}"
 
 
 @pytest.fixture(scope="session")
