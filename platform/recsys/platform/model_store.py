@@ -213,6 +213,22 @@ class ModelStore:
             self.fs.get(self._p(mv.name, mv.version) + "/", str(cache) + "/", recursive=True)
         return cache
 
+    def add_metrics(self, name: str, version: str, metrics: dict[str, Any]) -> ModelVersion:
+        """Merge evaluation results into a version's ``metadata["metrics"]`` (files stay untouched).
+
+        Artifacts are immutable; what we learn about them later (the promotion gate's paired
+        comparison, test-set metrics) is recorded next to them so ``recsys models show`` can print
+        every version's numbers.  ``metadata.json`` is replaced atomically (write + rename).
+        """
+        mv = self.get(name, version)
+        meta = dict(mv.metadata)
+        meta["metrics"] = {**meta.get("metrics", {}), **metrics}
+        tmp = self._p(name, version, f".{METADATA}.tmp")
+        with self.fs.open(tmp, "w") as fh:
+            fh.write(json.dumps(meta, indent=2, default=str))
+        self.fs.mv(tmp, self._p(name, version, METADATA))
+        return self.get(name, version)
+
     # --------------------------------------------------------------- promote
     def promoted(self, name: str) -> str | None:
         p = self._p(name, PROMOTED)
