@@ -69,6 +69,28 @@ def _sha256(fs: fsspec.AbstractFileSystem, path: str) -> str:
     return h.hexdigest()
 
 
+def metrics_lines(metrics: dict[str, Any]) -> list[str]:
+    """Readable lines of a version's metrics: scalars, the promotion gate's paired comparison, metric sets."""
+    lines = []
+    for key, value in metrics.items():
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            lines.append(f"{key}: {value:.4f}")
+        elif key == "gate" and isinstance(value, dict):
+            verdict = "PASSED" if value.get("passed") else "REFUSED"
+            lines.append(f"gate: {verdict} on {value.get('window')} ({value.get('n_users')} users): "
+                         f"{value.get('reason')}")
+            for m, v in (value.get("metrics") or {}).items():
+                lines.append(f"  {m}: pipeline {v['pipeline']:.4f} vs retrieval {v['retrieval']:.4f}, "
+                             f"diff {v['diff']:+.4f} CI [{v['lo']:+.4f}, {v['hi']:+.4f}]")
+            for m, v in (value.get("candidate_recall") or {}).items():
+                lines.append(f"  {m}: {v:.4f}")
+        elif isinstance(value, dict):
+            scalars = {k: v for k, v in value.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+            shown = [k for k in scalars if k.startswith(("recall@", "ndcg@"))] or list(scalars)[:6]
+            lines.append(f"{key}: " + ", ".join(f"{k}={scalars[k]:.4f}" for k in shown))
+    return lines
+
+
 class ModelStore:
     """Read/write versions; see module docstring for the layout and guarantees."""
 

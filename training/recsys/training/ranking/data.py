@@ -52,6 +52,7 @@ class RankingExamples:
     label: np.ndarray  # [N] float32
     group: np.ndarray  # [N] one id per (window, user): the listwise softmax runs within a group
     user: np.ndarray  # [N] user index
+    item: np.ndarray  # [N] item index
     dense_names: list[str]
     sparse_names: list[str]
     windows: list[str]
@@ -179,5 +180,5 @@ def build_ranking_examples(contexts: list[tuple[LabelWindow, RankingContext]], c
     dense, label, group, user, item = (np.concatenate(x) for x in zip(*parts, strict=True))
     sparse = sparse_matrix(catalog, user, item, rc.sparse_features)
     return RankingExamples(dense=dense.astype(np.float32), sparse=sparse, label=label.astype(np.float32),
-                           group=group, user=user, dense_names=list(contexts[0][1].feature_names),
+                           group=group, user=user, item=item, dense_names=list(contexts[0][1].feature_names),
                            sparse_names=list(rc.sparse_features), windows=names)
