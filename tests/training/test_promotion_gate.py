@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-
 from torch import nn
 
 from recsys.training.base import interaction_matrix
