@@ -1,43 +1,25 @@
 """Promotion gate: a ranker that does not beat retrieval order on the gate window is not promoted.
 
-A real model store holding a real (if simple) two-tower version: ALS item factors as item
-embeddings and a TorchScript user tower that averages the history's embeddings - no Ray job, so the
-file stays fast; the Ray-trained ranker's gate is covered in test_jobs.py.  The rankers under test
-are hand-built TorchScript files so their quality is known: one reverses retrieval order
-(crippled), one copies it (no better than retrieval, so also refused: a zero difference's CI is
-not above zero).
+A real model store with a real (if simple) two-tower version (tests/training/stub_models.py: ALS
+item factors + a history-averaging TorchScript user tower) - no Ray job, so the file stays fast;
+the Ray-trained ranker's gate is covered in test_jobs.py.  The rankers under test are hand-built
+TorchScript files so their quality is known: one reverses retrieval order (crippled), one copies
+it (no better than retrieval, so also refused: a zero difference's CI is not above zero).
 """
 
 from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from torch import nn
 
-from recsys.training.base import interaction_matrix
-from recsys.training.baselines import AlsRecommender
 from recsys.training.ranking.model import MlpRanker
-from recsys.training.two_tower.artifacts import write_two_tower
 from recsys.training.workflows import Inputs, gate_window_check, promote_if_gate_passes
 
 from .conftest import small_config
-
-
-class MeanHistoryTower(nn.Module):
-    """User vector = normalised mean of the history items' embeddings (the two_tower contract's signature)."""
-
-    def __init__(self, item_embeddings: np.ndarray):
-        super().__init__()
-        self.register_buffer("table", torch.from_numpy(item_embeddings))
-
-    def forward(self, user_index: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
-        mask = (history >= 0).unsqueeze(-1).to(self.table.dtype)
-        v = (self.table[history.clamp(min=0)] * mask).sum(dim=1) + 1e-6
-        return v / torch.linalg.vector_norm(v, 2, dim=[1], keepdim=True)
+from .stub_models import write_stub_two_tower
 
 
 @pytest.fixture(scope="module")
@@ -49,14 +31,7 @@ def gate_setup(small_dataset, small_split, tmp_path_factory):
     split, cat = small_split
     inputs = Inputs(dataset=small_dataset, split=split, catalog=cat)
     store = ModelStore(tmp / "models")
-    als = AlsRecommender(factors=16, iterations=4, seed=0).fit(interaction_matrix(split.train, cat))
-    emb = np.asarray(als.item_factors, np.float32)
-    emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-9)
-    config = {"embedding_dim": emb.shape[1], "history_length": 10, "n_items": cat.n_items, "n_users": cat.n_users}
-    with store.write_version("two_tower", "v1", kind="retrieval") as d:
-        write_two_tower(d, MeanHistoryTower(emb), emb, cat, config, hnsw_threshold=10**9)
-    store.promote("two_tower", "v1")
-    return cfg, inputs, store, store.get("two_tower", "v1"), tmp
+    return cfg, inputs, store, write_stub_two_tower(store, split, cat), tmp
 
 
 def write_fixed_ranker(store, tt, version: str, sign: float):

@@ -70,19 +70,12 @@ def listwise_loss(logits: torch.Tensor, label: torch.Tensor, mask: torch.Tensor)
     return -(target * logp.masked_fill(~mask, 0.0)).sum(dim=1).mean()
 
 
-def train_loop(config: dict[str, Any]) -> None:
-    import ray.train
-    import ray.train.torch
+def fit_ranker(model: torch.nn.Module, data: dict[str, Any], rc: RankingConfig, seed: int, rank: int = 0,
+               world: int = 1, on_epoch=None, unwrap=lambda m: m) -> list[dict[str, Any]]:
+    """The epochs: AdamW over shuffled batches of lists (listwise) or of their rows (bce); per-epoch metrics.
 
-    from recsys.training.ray_job import report_epoch, unwrap, worker_setup
-
-    rc = RankingConfig(**config["ranking"])
-    seed = int(config["seed"])
-    data, rank, world = worker_setup(config)
-    model = build_ranker(data["dense"].shape[1], config["vocab"], config["names"], rc)
-    model.mean.copy_(torch.from_numpy(data["mean"]))
-    model.std.copy_(torch.from_numpy(data["std"]))
-    model = ray.train.torch.prepare_model(model)
+    Shared by the Ray Train loop (``on_epoch`` reports + checkpoints) and in-process training.
+    """
     opt = torch.optim.AdamW(model.parameters(), lr=rc.learning_rate, weight_decay=rc.weight_decay)
     dense, sparse, label = (torch.from_numpy(data[k]) for k in ("dense", "sparse", "label"))
     train_groups, val_groups = data["train_groups"], data["val_groups"]
@@ -122,7 +115,25 @@ def train_loop(config: dict[str, Any]) -> None:
                   f"val_loss={metrics['val_loss']:.4f} val_auc={metrics['val_auc']:.4f} "
                   f"({metrics['seconds']:.1f}s, {steps} steps)", flush=True)
         history.append(metrics)
-        report_epoch(model, metrics, history)
+        if on_epoch is not None:
+            on_epoch(metrics, history)
+    return history
+
+
+def train_loop(config: dict[str, Any]) -> None:
+    import ray.train
+    import ray.train.torch
+
+    from recsys.training.ray_job import report_epoch, unwrap, worker_setup
+
+    rc = RankingConfig(**config["ranking"])
+    data, rank, world = worker_setup(config)
+    model = build_ranker(data["dense"].shape[1], config["vocab"], config["names"], rc)
+    model.mean.copy_(torch.from_numpy(data["mean"]))
+    model.std.copy_(torch.from_numpy(data["std"]))
+    model = ray.train.torch.prepare_model(model)
+    fit_ranker(model, data, rc, int(config["seed"]), rank, world,
+               on_epoch=lambda metrics, history: report_epoch(model, metrics, history), unwrap=unwrap)
 
 
 @dataclass
@@ -140,8 +151,11 @@ class TrainedRanker:
 
 
 def train_ranker(cfg: TrainingConfig, examples: RankingExamples, n_items: int, n_users: int,
-                 name: str = "ranker") -> TrainedRanker:
-    """Column selection and standardisation stats on the driver, then the Ray Train job (CPU model, eval mode)."""
+                 name: str = "ranker", use_ray: bool = True) -> TrainedRanker:
+    """Column selection and standardisation stats on the driver, then the Ray Train job (CPU model, eval mode).
+
+    ``use_ray=False`` runs the same epochs in this process (tests, quick experiments).
+    """
     import ray
 
     from recsys.training.ray_job import ensure_ray, run_torch_job
@@ -168,6 +182,16 @@ def train_ranker(cfg: TrainingConfig, examples: RankingExamples, n_items: int, n
         "train_groups": group_index(examples.group, np.flatnonzero(~is_val)),
         "val_groups": group_index(examples.group, np.flatnonzero(is_val)),
     }
+    if not use_ray:
+        torch.manual_seed(cfg.seed)
+        model = build_ranker(len(names), vocab, names, rc)
+        model.mean.copy_(torch.from_numpy(data["mean"]))
+        model.std.copy_(torch.from_numpy(data["std"]))
+        history = fit_ranker(model, data, rc, cfg.seed)
+        return TrainedRanker(model=model.eval(), dense_names=names, sparse_names=examples.sparse_names, vocab=vocab,
+                             history=history, n_examples=len(examples.label), n_groups=len(groups),
+                             positive_rate=float(examples.label.mean()), seconds=time.perf_counter() - t0,
+                             dropped=dropped)
     ensure_ray()
     state, history = run_torch_job(
         train_loop,
