@@ -247,8 +247,11 @@ def promote_if_gate_passes(store: ModelStore, mv: ModelVersion, gate, progress: 
 # --------------------------------------------------------------------------------- ranking
 def train_ranking(cfg: TrainingConfig, inputs: Inputs, store: ModelStore, version: str | None = None,
                   promote: bool = False, retrieval_version: str | None = None,
-                  progress: bool = True) -> ModelVersion:
-    """Listwise ranker on label windows inside validation; ``promote`` goes through the gate."""
+                  progress: bool = True, use_ray: bool = True) -> ModelVersion:
+    """Listwise ranker on label windows inside validation; ``promote`` goes through the gate.
+
+    ``use_ray=False`` fits in this process (same epochs; for experiments on a busy machine).
+    """
     import torch
 
     from recsys.training.ranking.data import build_ranking_examples, label_windows
@@ -269,7 +272,7 @@ def train_ranking(cfg: TrainingConfig, inputs: Inputs, store: ModelStore, versio
     _echo(f"[ranker] {len(examples.label):,} examples in {n_groups:,} lists ({examples.label.mean():.1%} positive) "
           f"from windows {examples.windows}, features from {source_kind}, candidates from "
           f"{RETRIEVAL_NAME}/{tt_mv.version} + item-kNN + popularity ({time.perf_counter() - t0:.1f}s)", progress)
-    trained = train_ranker(cfg, examples, inputs.catalog.n_items, inputs.catalog.n_users)
+    trained = train_ranker(cfg, examples, inputs.catalog.n_items, inputs.catalog.n_users, use_ray=use_ray)
     if trained.dropped:
         _echo(f"[ranker] dropped columns: {trained.dropped}", progress)
     last = trained.history[-1] if trained.history else {}
