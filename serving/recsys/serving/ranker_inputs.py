@@ -61,6 +61,26 @@ def recent_items_for_similarity(history_item_ids: Sequence[int]) -> np.ndarray:
     return recent_distinct(history_item_ids, RECENT_SIM_ITEMS)
 
 
+def cross_inputs(history_item_ids: Sequence[int], item_ids: np.ndarray, candidate_vectors: np.ndarray,
+                 recent_vectors: np.ndarray | None, sources: Any) -> CrossInputs:
+    """What :func:`build_ranker_inputs` needs for the cross features, from what the request already holds.
+
+    ``sources``: the bundle's secondary sources (``.item_knn`` with its kNN artifact, ``.popularity``
+    with ``normalized_scores``); a missing one leaves its score NaN (0, ranked last), as in training
+    when a source is absent.  The two-tower scores are the request's retrieval scores (passed to
+    :func:`build_ranker_inputs`).
+    """
+    scores: dict[str, np.ndarray] = {}
+    knn = getattr(sources, "item_knn", None)
+    if knn is not None:
+        art = knn.art
+        scores["item_knn"] = item_knn_scores(history_item_ids, item_ids, art.item_index, art.neighbors, art.weights)
+    pop = getattr(sources, "popularity", None)
+    if pop is not None:
+        scores["popularity"] = pop.normalized_scores(np.asarray(item_ids, np.int64))
+    return CrossInputs(source_scores=scores, candidate_vectors=candidate_vectors, recent_vectors=recent_vectors)
+
+
 def _sparse_value(value: Any, vocab_size: int, hashed: bool) -> int:
     if value is None or vocab_size <= 0:
         return 0

@@ -69,6 +69,9 @@ class RecommendationResponse(BaseModel):
     degraded: bool = False
     degraded_reasons: list[str] = Field(default_factory=list)
     cold_start: bool = False
+    ranking: Literal["ranker", "retrieval_only", "cold_start"] = Field(
+        "ranker", description="How the list was ordered: by the ranker, by retrieval score (no ranker promoted - "
+        "e.g. refused by the promotion gate - or the ranker/features unavailable), or the cold-start blend")
     experiment: str | None = None
     variant: str | None = None
     cached: bool = Field(False, description="Served from the result cache (same user, variant, request shape)")
