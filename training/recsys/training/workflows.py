@@ -353,6 +353,20 @@ def evaluate_models(cfg: TrainingConfig, inputs: Inputs, store: ModelStore,
     return report
 
 
+def candidate_recall(cfg: TrainingConfig, inputs: Inputs, store: ModelStore, ranker_mv: ModelVersion,
+                     part: str = "test") -> dict[str, float]:
+    """The ranker's ceiling on ``part``: two-tower Recall@200 and the recall of the merged candidate lists."""
+    from recsys.training.ranking.gate import per_user_metrics
+    from recsys.training.ranking.pipeline import CandidateRecallRecommender
+
+    rec = load_recommender(store, ranker_mv, inputs, cfg)
+    ev = Evaluator.from_split(inputs.dataset, inputs.split, inputs.catalog, part=part, ks=(20,),
+                              bootstrap_samples=10, seed=cfg.seed, max_users=cfg.evaluation.max_users)
+    tt = per_user_metrics(ev.recommendations(rec.ctx.retrieval, 200), ev.targets, (200,))["recall@200"]
+    merged = per_user_metrics(ev.recommendations(CandidateRecallRecommender(rec.ctx), 1000), ev.targets, (1000,))
+    return {"two_tower_recall@200": float(tt.mean()), "merged_candidates_recall": float(merged["recall@1000"].mean())}
+
+
 def promoted_versions(store: ModelStore, names: tuple[str, ...] = (*BASELINES, RETRIEVAL_NAME, RANKER_NAME)
                       ) -> list[ModelVersion]:
     out = []
@@ -384,6 +398,11 @@ def train_all(cfg: TrainingConfig, store: ModelStore, version: str | None = None
     report = evaluate_models(cfg, inputs, store, versions, progress=progress)
     for mv, r in zip(versions, report.models, strict=True):  # every version keeps its test metrics
         store.add_metrics(mv.name, mv.version, {f"test_{cfg.split}": r.flat()})
+    report.meta["candidate_recall"] = ceiling = candidate_recall(cfg, inputs, store, versions[-1])
+    store.add_metrics(versions[-1].name, versions[-1].version, {f"test_{cfg.split}_candidates": ceiling})
+    _echo(f"[evaluate] ranker ceiling on test: two-tower Recall@200 {ceiling['two_tower_recall@200']:.4f}, "
+          f"merged candidates (two-tower + item-kNN + popularity) recall {ceiling['merged_candidates_recall']:.4f}",
+          progress)
     timings["evaluate_s"] = round(time.perf_counter() - t2, 1)
     timings["total_s"] = round(time.perf_counter() - t0, 1)
     report.meta["timings"] = timings
