@@ -53,7 +53,8 @@ class RankingConfig(_Strict):
     candidates: int = Field(200, ge=10, description="Two-tower top-K the ranker reorders")
     knn_candidates: int = Field(50, ge=0, description="Item-kNN (from recent history) candidates merged in")
     popularity_candidates: int = Field(50, ge=0, description="Popularity candidates merged in")
-    list_negatives: int = Field(100, ge=0, description="Non-positive candidates kept per list (0 = all)")
+    list_negatives: int = Field(0, ge=0, description="Non-positive candidates kept per list (0 = all; chosen on the "
+                                "validation gate window, docs/training.md)")
     random_negatives: int = Field(0, ge=0, description="Unseen random catalog items appended per list")
     label_windows: int = Field(3, ge=2, description="Validation label windows; the last one is the gate window")
     sparse_features: tuple[str, ...] = Field(
