@@ -85,3 +85,11 @@ def test_models_show_prints_the_gate_metrics(gate_setup):
     assert "gate: REFUSED on time2" in r.output and "recall@20: pipeline" in r.output
     r = CliRunner().invoke(root, ["models", "list", "ranker"], env=env)
     assert "crippled" in r.output and "gate=refused" in r.output
+
+
+def test_candidate_recall_is_the_rankers_ceiling(gate_setup):
+    from recsys.training.workflows import candidate_recall
+
+    cfg, inputs, store, _, _ = gate_setup
+    ceiling = candidate_recall(cfg, inputs, store, store.get("ranker", "copy"))
+    assert 0 < ceiling["two_tower_recall@200"] <= ceiling["merged_candidates_recall"] <= 1
