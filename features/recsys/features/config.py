@@ -59,6 +59,11 @@ class FeatureStoreConfig(BaseModel):
         return Path(self.event_log_path) if self.event_log_path else Path(self.repo_dir) / "events.jsonl"
 
     # ------------------------------------------------------------------ redis
+    @property
+    def redis_target(self) -> str:
+        """``host:port/db`` of the Redis URL: safe for logs and errors (no password, no user)."""
+        return redact_redis_url(self.redis_url)
+
     def redis_kwargs(self, socket_timeout: float | None = None) -> dict:
         """Keyword arguments for ``redis.Redis`` (host, port, db, password, ssl, timeouts)."""
         kw = parse_redis_url(self.redis_url)
@@ -100,3 +105,12 @@ def parse_redis_url(url: str) -> dict:
     if u.scheme == "rediss":
         kw["ssl"] = True
     return kw
+
+
+def redact_redis_url(url: str) -> str:
+    """``redis://:secret@host:6379/2`` -> ``host:6379/2``: what messages and logs may show of a Redis URL."""
+    try:
+        kw = parse_redis_url(url)
+    except ValueError:
+        return "<redis>"
+    return f"{kw['host']}:{kw['port']}/{kw['db']}"
