@@ -74,7 +74,8 @@ def _as_id(event: Mapping, name: str, index: int | None) -> int:
     return out
 
 
-def _as_time(v, index: int | None, now: float, max_skew_s: float) -> pd.Timestamp:
+def _as_time(v, index: int | None, now: float, max_skew_s: float) -> tuple[pd.Timestamp, bool]:
+    """(event time, clamped): a time ahead of ``now + max_skew_s`` is clamped to now."""
     try:
         if isinstance(v, bool) or v is None:
             raise ValueError
@@ -92,8 +93,10 @@ def _as_time(v, index: int | None, now: float, max_skew_s: float) -> pd.Timestam
     if ts < EARLIEST:
         raise EventValidationError("timestamp", f"{ts.isoformat()} is before {EARLIEST.date()}", index)
     if ts.timestamp() > now + max_skew_s:
-        raise EventValidationError("timestamp", f"{ts.isoformat()} is in the future", index)
-    return ts
+        # A client clock ahead of ours: the event happened, just not "in the future" - count it as now
+        # (the record keeps the client's time in client_timestamp).
+        return pd.Timestamp(now, unit="s", tz="UTC"), True
+    return ts, False
 
 
 def validate_event(event: Mapping, now: float | None = None, max_skew_s: float = 300.0,
@@ -118,7 +121,10 @@ def validate_event(event: Mapping, now: float | None = None, max_skew_s: float =
     if etype not in EVENT_TYPES:
         raise EventValidationError("event_type", f"{etype!r} is not one of {list(EVENT_TYPES)}", index)
     raw_ts = event.get("timestamp")
-    ts = pd.Timestamp(now, unit="s", tz="UTC") if raw_ts is None else _as_time(raw_ts, index, now, max_skew_s)
+    if raw_ts is None:
+        ts, clamped = pd.Timestamp(now, unit="s", tz="UTC"), False
+    else:
+        ts, clamped = _as_time(raw_ts, index, now, max_skew_s)
     rating = event.get("rating")
     if etype == "rating":
         if rating is None or isinstance(rating, bool) or not isinstance(rating, int | float):
@@ -132,13 +138,18 @@ def validate_event(event: Mapping, now: float | None = None, max_skew_s: float =
     for name in ("event_id", "request_id"):
         if name in event and event[name] is not None and not isinstance(event[name], str):
             raise EventValidationError(name, "must be a string", index)
-    return {
+    record = {
         "event_id": event.get("event_id") or uuid.uuid4().hex,
         "user_id": user_id, "item_id": item_id, "event_type": etype,
         "timestamp": ts.isoformat().replace("+00:00", "Z"), "ts": ts.timestamp(), "rating": rating,
         "request_id": event.get("request_id"),
         "ingested_at": datetime.fromtimestamp(now, tz=UTC).isoformat().replace("+00:00", "Z"),
     }
+    if clamped:
+        record["client_timestamp"] = str(raw_ts)
+    if event.get("event_id"):
+        record["client_event_id"] = True  # retries of this id are applied once (realtime.event_args)
+    return record
 
 
 # ------------------------------------------------------------------ ingestion

@@ -14,6 +14,7 @@ Layout, all under ``recsys:rt:{project}`` (``P``)::
     P:u:{user}          hash: c:{clicks|views|...}:{day|all} counts, rsum, last, h:{hour}, w:{dow}, g:{genre}
     P:u:{user}:r        list "item:ts", most recent first (LTRIM'd to recent_items)
     P:i:{item}          hash: c:{...}:{day|all} counts, rsum
+    P:seen:{event_id}   marker of a client-supplied event id (24 h): a retried event counts once
 
 Windowed counts decay by day buckets (``day`` = unix days of the *event* time): the 7d count is the
 sum of the last 7 day buckets as of the *read* time, so counts fall as days pass, without a rebuild.
@@ -40,14 +41,18 @@ local today = tonumber(ARGV[4])
 local keep_days = tonumber(ARGV[5])
 local gen_prefix = ARGV[6]
 local gen_ttl = tonumber(ARGV[7])
-local F = 11
+local F = 12
 local applied = 0
 local touched = {}
 local i = 8
 while i + F - 1 <= #ARGV do
-  local id, user, item, plural, day, ts, rating, hour, dow, weight, genres = unpack(ARGV, i, i + F - 1)
+  local id, user, item, plural, day, ts, rating, hour, dow, weight, genres, dedupe = unpack(ARGV, i, i + F - 1)
   i = i + F
-  if redis.call('XACK', stream, group, id) == 1 then
+  local fresh = redis.call('XACK', stream, group, id) == 1
+  if fresh and dedupe ~= '' then
+    fresh = redis.call('SET', prefix .. ':seen:' .. dedupe, '1', 'NX', 'EX', 86400) ~= false
+  end
+  if fresh then
     local uk = prefix .. ':u:' .. user
     local ik = prefix .. ':i:' .. item
     for _, k in ipairs({uk, ik}) do
@@ -85,7 +90,7 @@ end
 return applied
 """
 """KEYS[1] = stream; ARGV = group, prefix, recent_n, today, keep_days, cache-generation prefix ('' = none),
-generation TTL, then 11 values per event (see :func:`script_args`)."""
+generation TTL, then 12 values per event (see :func:`event_args`)."""
 
 
 class OverlayKeys:
@@ -106,7 +111,11 @@ class OverlayKeys:
 
 
 def event_args(stream_id: str, rec: Mapping, genres: Sequence[int], weight: float, today: int) -> list[str]:
-    """The 11 script values of one event (ids, counter names, day bucket, time slots, genre weights)."""
+    """The 12 script values of one event (ids, counter names, day bucket, time slots, genre weights, dedupe id).
+
+    A client-supplied ``event_id`` is the dedupe id: the same event sent twice (a retry after a 503 whose
+    append had in fact reached Redis) is applied once within 24 h. Generated ids never repeat: no marker.
+    """
     ts = float(rec["ts"])
     day = int(ts // 86400)
     hour = int(((int(ts) // 3600) % 24) // (24 // HOUR_BUCKETS))
@@ -114,7 +123,8 @@ def event_args(stream_id: str, rec: Mapping, genres: Sequence[int], weight: floa
     rating = rec.get("rating")
     return [stream_id, str(int(rec["user_id"])), str(int(rec["item_id"])), EVENT_NAMES[rec["event_type"]],
             str(day) if today - day <= KEEP_DAYS else "", repr(ts), "" if rating is None else repr(float(rating)),
-            str(hour), str(dow), repr(float(weight)), ",".join(str(int(g)) for g in genres)]
+            str(hour), str(dow), repr(float(weight)), ",".join(str(int(g)) for g in genres),
+            str(rec["event_id"]) if rec.get("client_event_id") else ""]
 
 
 # ------------------------------------------------------------------ reading
