@@ -44,7 +44,7 @@ class EventPipeline:
             log.warning("event ingestion unavailable: %s", e)
             return
         self.ingestor = EventIngestor(store_cfg)
-        cache = service.cache
+        cache = self._result_cache()
         same_redis = cache.cfg.redis_url in (None, service.cfg.redis_url)
         prefix = f"{cache.cfg.key_prefix}:gen:" if cache.enabled and same_redis else ""
         on_applied = None
@@ -59,9 +59,14 @@ class EventPipeline:
     def enabled(self) -> bool:
         return self.ingestor is not None
 
+    def _result_cache(self) -> Any:
+        """The ResultCache (the service holds it inside its cache stage)."""
+        cache = self.service.cache
+        return getattr(cache, "cache", cache)
+
     def _invalidate(self, records: list[dict]) -> None:
         for user in dict.fromkeys(int(r["user_id"]) for r in records):
-            if not self.service.cache.invalidate_user(user):
+            if not self._result_cache().invalidate_user(user):
                 raise ConnectionError("result cache invalidation failed")  # retried with the entries
 
     def start(self) -> None:
