@@ -217,6 +217,22 @@ def create_api(service: RecommendationService) -> FastAPI:
     return app
 
 
+def _integer_bounds(node: Any) -> None:
+    """Integer fields get integer bounds (pydantic's strict mode emits floats, and 9.223372036854776e18
+    is 2**63, one past int64: a client trusting it would send ids the server refuses)."""
+    if isinstance(node, dict):
+        if node.get("type") == "integer":
+            for key, edge in (("minimum", INT64_MIN), ("maximum", INT64_MAX)):
+                v = node.get(key)
+                if isinstance(v, float):
+                    node[key] = edge if abs(v) >= 2.0**62 else int(v)
+        for v in node.values():
+            _integer_bounds(v)
+    elif isinstance(node, list):
+        for v in node:
+            _integer_bounds(v)
+
+
 def _publish_limits(app: FastAPI, service: RecommendationService) -> None:
     """Put the configured request limits into the OpenAPI schema, so it promises exactly what is served."""
     lim = service.cfg.limits
@@ -234,6 +250,7 @@ def _publish_limits(app: FastAPI, service: RecommendationService) -> None:
                 variant["maxItems"] = lim.max_history
         if "context" in props:
             props["context"]["maxProperties"] = lim.max_context_keys
+        _integer_bounds(schema)
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -9,11 +9,23 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, RootModel
 
 EventType = Literal["view", "click", "purchase", "rating"]
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
-ItemId = Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX)]
+
+
+def _integral_number(v: Any) -> Any:
+    """JSON ``51.0`` is an integer to JSON Schema: accept it as 51. Everything else is left to the strict
+    int check, so ``true``, ``"51"`` and ``51.5`` are refused (the schema says integer, the server agrees)."""
+    return int(v) if isinstance(v, float) and v.is_integer() else v
+
+
+JsonInt = Annotated[int, BeforeValidator(_integral_number)]
+"""An integer field of a request: integral numbers only, never a boolean or a string."""
+ItemId = Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX), BeforeValidator(_integral_number)]
+WindowInt = Annotated[int, Field(ge=1, le=1000), BeforeValidator(_integral_number)]
+# (bounds before the validator in one Annotated: nested Annotated + Optional makes pydantic publish raw "ge"/"le")
 MAX_EVENTS_PER_CALL = 1000
 """Most events one ``POST /v1/events`` may carry (the ingestion module enforces the same number)."""
 RATING_MIN, RATING_MAX = 1.0, 5.0
@@ -43,8 +55,8 @@ class DiversityOverrides(BaseModel):
     model_config = _STRICT
 
     mmr_lambda: float | None = Field(None, ge=0.0, le=1.0, description="1 = relevance only, 0 = diversity only")
-    max_per_genre: int | None = Field(None, ge=1, le=1000, description="Genre cap inside the first genre_window")
-    genre_window: int | None = Field(None, ge=1, le=1000)
+    max_per_genre: WindowInt | None = Field(None, description="Genre cap inside the first genre_window")
+    genre_window: WindowInt | None = None
     freshness_weight: float | None = Field(None, ge=0.0, le=1.0)
     exploration: bool | None = Field(None, description="False disables the exploration slot for this request")
 
@@ -52,8 +64,8 @@ class DiversityOverrides(BaseModel):
 class RecommendationRequest(BaseModel):
     model_config = _STRICT
 
-    user_id: int = Field(..., ge=INT64_MIN, le=INT64_MAX, description="Raw user id (unknown ids = cold start)")
-    n: int = Field(10, ge=1, description="Number of items (<= limits.max_n)")
+    user_id: JsonInt = Field(..., ge=INT64_MIN, le=INT64_MAX, description="Raw user id (unknown ids = cold start)")
+    n: JsonInt = Field(10, ge=1, description="Number of items (<= limits.max_n)")
     context: dict[str, Any] = Field(default_factory=dict, description="Request context, e.g. {'genres': [...]}")
     exclude: list[ItemId] = Field(default_factory=list, description="Item ids never to return (<= limits.max_exclude)")
     history: list[ItemId] | None = Field(None, description="Recent item ids, most recent first (else: feature store)")
@@ -102,8 +114,8 @@ class SimilarItemsResponse(BaseModel):
 class _EventBase(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    user_id: int = Field(..., ge=INT64_MIN, le=INT64_MAX, description="Any user id; new users are welcome")
-    item_id: int = Field(..., ge=INT64_MIN, le=INT64_MAX, description="Any item id")
+    user_id: JsonInt = Field(..., ge=INT64_MIN, le=INT64_MAX, description="Any user id; new users are welcome")
+    item_id: JsonInt = Field(..., ge=INT64_MIN, le=INT64_MAX, description="Any item id")
     timestamp: str | None = Field(None, pattern=TIMESTAMP_PATTERN,
                                   description="RFC 3339 time, years 2000-2099; default: now. A time ahead of the "
                                               "server clock (beyond the allowed skew) counts as now.")
