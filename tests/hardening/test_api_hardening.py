@@ -99,9 +99,9 @@ def test_cache_hit_then_invalidated_by_the_users_event(client, small_dataset):
                      headers={"X-API-Key": API_KEY})
     assert ev.status_code == 202, ev.text
     deadline = time.time() + 2  # the replica's stream consumer applies the event and bumps the generation
-    while client.post("/v1/recommendations", json=req).json()["cached"] and time.time() < deadline:
+    while (cached := client.post("/v1/recommendations", json=req).json()["cached"]) and time.time() < deadline:
         time.sleep(0.05)
-    assert client.post("/v1/recommendations", json=req).json()["cached"] is False, "event must invalidate"
+    assert cached is False, "event must invalidate"
     assert client.post("/v1/recommendations", json={"user_id": other, "n": 6}).json()["cached"] is True
 
     after = client.get("/metrics").text
