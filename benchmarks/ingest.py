@@ -170,8 +170,8 @@ def main() -> None:
             got, waited = applied(a.redis_url, project, users, ok, timeout=60)
             rows.append((name, ok, refused, ok / secs, got, waited))
         print(f"\nevent ingestion, same run (1-min load average at start: {load:.1f} on {os.cpu_count()} cores)")
-        print(f"{'path':<34}{'events/s':>10}{'vs floor':>10}   count in -> applied")
-        print(f"{'floor: raw redis-py pipeline':<34}{fl:>10.0f}{1.0:>10.3f}")
+        print(f"{'path':<40}{'events/s':>10}{'vs floor':>10}   count in -> applied")
+        print(f"{'floor: raw redis-py pipeline':<40}{fl:>10.0f}{1.0:>10.3f}")
         for name, ok, refused, rate, got, waited in rows:
             label = f"POST /v1/events {name}" + (f" ({a.batch}/request)" if name == "batched" else "")
             loss = "OK" if got == ok else "LOSS"
