@@ -237,3 +237,44 @@ def test_fuzz_every_operation_no_5xx_and_4xx_name_the_field(app):
                 continue  # e.g. no negative case exists for an operation without parameters
     assert not failures, "\n".join(failures[:20])
     assert len(seen) >= 4, seen
+
+
+# ------------------------------------------------------------------ degraded similar items, errors without internals
+class _DeadShard:
+    async def search(self, *args):
+        raise ConnectionError("replica died")
+
+    async def load(self, version):
+        return version
+
+    async def retain(self, versions):
+        return versions
+
+
+def test_degraded_similar_items_are_counted_and_errors_name_no_paths(app_args, redis_url, small_dataset):
+    import asyncio
+
+    from starlette.testclient import TestClient
+
+    from recsys.serving.api import create_api
+    from recsys.serving.config import ServingConfig
+    from recsys.serving.ranker import Ranker
+    from recsys.serving.retrieval_shard import RetrievalShard
+    from recsys.serving.service import RecommendationService
+
+    args = {**app_args(redis_url), "security": {"insecure": True}}
+    cfg = ServingConfig(**args)
+    svc = RecommendationService(cfg, [RetrievalShard(cfg, 0, 2), _DeadShard()], Ranker(cfg))
+    asyncio.run(svc.start())
+    item = int(small_dataset.items.item_id.iloc[0])
+    with TestClient(create_api(svc)) as c:
+        before = _metric(c.get("/metrics").text, "recsys_degraded_responses_total",
+                         reason="retrieval_shard_unavailable")
+        body = c.get(f"/v1/items/{item}/similar", params={"n": 5}).json()
+        assert body["degraded"] and "retrieval_shard_unavailable" in body["degraded_reasons"], body
+        after = _metric(c.get("/metrics").text, "recsys_degraded_responses_total",
+                        reason="retrieval_shard_unavailable")
+        assert after == before + 1
+        r = c.post("/admin/reload", json={"retrieval_version": "no-such-version"})
+        assert r.status_code == 409 and "still serving" in r.json()["detail"]
+        assert str(cfg.model_store_uri) not in r.text and "/" not in r.json()["detail"].split("still serving")[0]
