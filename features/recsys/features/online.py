@@ -24,7 +24,7 @@ import numpy as np
 
 from recsys.features.config import FeatureStoreConfig
 from recsys.features.errors import FeatureStoreUnavailable
-from recsys.features.realtime import OverlayKeys, merge_items, merge_user
+from recsys.features.realtime import READ_ITEMS_SCRIPT, OverlayKeys, merge_items, merge_user
 from recsys.features.schema import (
     DAYS_OF_WEEK,
     HOUR_BUCKETS,
@@ -186,9 +186,13 @@ class OnlineFeatureClient:
                 for u in overlay_users:
                     pipe.hgetall(self.overlay.user(u))
                     pipe.lrange(self.overlay.recent(u), 0, self.cfg.recent_items - 1)
-                for i in overlay_items:
-                    pipe.hgetall(self.overlay.item(i))
-                return pipe.execute()
+                if overlay_items:
+                    keys = [self.overlay.item(i) for i in overlay_items]
+                    pipe.eval(READ_ITEMS_SCRIPT, len(keys), *keys)
+                out = pipe.execute()
+                if overlay_items:  # the script's one reply -> one entry per item, like the other commands
+                    out = [*out[:-1], *out[-1]]
+                return out
         except self._redis_errors as e:
             raise FeatureStoreUnavailable(f"online store {self.cfg.redis_target} unavailable: "
                                           f"{type(e).__name__}") from e

@@ -93,6 +93,15 @@ return applied
 generation TTL, then 12 values per event (see :func:`event_args`)."""
 
 
+READ_ITEMS_SCRIPT = """
+local out = {}
+for i, k in ipairs(KEYS) do out[i] = redis.call('HGETALL', k) end
+return out
+"""
+"""The overlay hashes of N items in one command (the read path fetches 500 candidates per request: one
+EVAL costs far less than 500 HGETALLs on the wire, and most candidates have no overlay)."""
+
+
 class OverlayKeys:
     """Redis key names of one Feast project's overlay and event stream."""
 
@@ -128,7 +137,10 @@ def event_args(stream_id: str, rec: Mapping, genres: Sequence[int], weight: floa
 
 
 # ------------------------------------------------------------------ reading
-def _decode(h: Mapping) -> dict[str, str]:
+def _decode(h: Mapping | Sequence) -> dict[str, str]:
+    """An HGETALL reply (dict, or the flat [field, value, ...] list a Lua script returns) -> str dict."""
+    if isinstance(h, list | tuple):
+        h = dict(zip(h[::2], h[1::2], strict=True))
     return {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
             for k, v in (h or {}).items()}
 
