@@ -58,6 +58,27 @@ def floor(redis_url: str, n: int, project: str) -> float:
     return rate
 
 
+def read_cost(redis_url: str, project: str, reps: int = 60) -> tuple[float, float]:
+    """p50 ms of one online read of 1 user + 500 items: Feast rows only vs rows + real-time overlay."""
+    import numpy as np
+
+    from recsys.features import FeatureStoreConfig
+    from recsys.features.online import OnlineFeatureClient
+
+    c = OnlineFeatureClient(FeatureStoreConfig(redis_url=redis_url, project=project, read_timeout_s=5))
+    items = list(range(1, 501))
+    uk, ik = [c.layout.key("user_id", 1)], [c.layout.key("item_id", i) for i in items]
+    plain, overlay = [], []
+    for _ in range(reps):  # interleaved, so load changes hit both alike
+        t = time.perf_counter()
+        c._hmget_all(uk, ik)
+        plain.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        c._hmget_all(uk, ik, overlay_users=[1], overlay_items=items)
+        overlay.append(time.perf_counter() - t)
+    return float(np.median(plain) * 1000), float(np.median(overlay) * 1000)
+
+
 async def post_events(url: str, api_key: str, users: list[int], total: int, batch: int,
                       concurrency: int) -> tuple[int, int, float]:
     """(accepted, refused, seconds): ``total`` events in requests of ``batch``, ``concurrency`` at a time."""
@@ -161,6 +182,7 @@ def main() -> None:
     try:
         load = os.getloadavg()[0]
         fl = floor(a.redis_url, 20_000, project)
+        read_plain, read_overlay = read_cost(a.redis_url, project)
         base = 10**12 + uuid.uuid4().int % 10**9
         rows = []
         for name, total, batch, conc in (("single", a.single_events, 1, a.concurrency),
@@ -177,6 +199,8 @@ def main() -> None:
             loss = "OK" if got == ok else "LOSS"
             print(f"{label:<40}{rate:>10.0f}{rate / fl:>10.3f}   {ok} -> {got} {loss} "
                   f"(+{waited:.1f}s to apply; {refused} refused)")
+        print(f"online read, 1 user + 500 items (p50): Feast rows {read_plain:.1f} ms, rows + overlay "
+              f"{read_overlay:.1f} ms (x{read_overlay / read_plain:.2f})")
     finally:
         if tmp is not None:
             import ray
