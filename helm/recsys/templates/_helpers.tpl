@@ -359,3 +359,52 @@ spec:
 - name: FEAST_REPO_PATH
   value: /etc/feast
 {{- end }}
+
+{{/*
+apiVersion of a built-in kind whose GA version arrived after Kubernetes 1.20, chosen the way widely used
+charts do: the GA version when the server serves it (`.Capabilities.APIVersions.Has "<group/version>/<Kind>"`,
+which `helm install/upgrade` fills from the live server) or when the Kubernetes version says it must exist
+(`helm template` only knows group/versions, not kinds, and defaults to a current Kubernetes); otherwise the
+beta version. Args (dict): ctx, kind, ga, beta, since (first Kubernetes minor serving ga, e.g. "1.21").
+*/}}
+{{- define "recsys.apiVersionFor" -}}
+{{- $caps := .ctx.Capabilities -}}
+{{- if or ($caps.APIVersions.Has (printf "%s/%s" .ga .kind)) (semverCompare (printf ">=%s-0" .since) $caps.KubeVersion.Version) -}}
+{{- .ga -}}
+{{- else -}}
+{{- .beta -}}
+{{- end -}}
+{{- end }}
+
+{{- define "recsys.cronJobApiVersion" -}}
+{{- include "recsys.apiVersionFor" (dict "ctx" . "kind" "CronJob" "ga" "batch/v1" "beta" "batch/v1beta1" "since" "1.21") -}}
+{{- end }}
+
+{{- define "recsys.pdbApiVersion" -}}
+{{- include "recsys.apiVersionFor" (dict "ctx" . "kind" "PodDisruptionBudget" "ga" "policy/v1" "beta" "policy/v1beta1" "since" "1.21") -}}
+{{- end }}
+
+{{- define "recsys.hpaApiVersion" -}}
+{{- include "recsys.apiVersionFor" (dict "ctx" . "kind" "HorizontalPodAutoscaler" "ga" "autoscaling/v2" "beta" "autoscaling/v2beta2" "since" "1.23") -}}
+{{- end }}
+
+{{/*
+Schedule and time zone of a CronJob: include "recsys.cronSchedule" (dict "ctx" $ "cron" "0 3 * * *" "timeZone" "Etc/UTC").
+`spec.timeZone` exists from Kubernetes 1.25 (GA 1.27); older API servers reject the unknown field under
+server-side apply and their cron parser knows no CRON_TZ= prefix either. There the schedule runs in the
+kube-controller-manager's zone (UTC on managed clusters) and the wanted zone is kept in an annotation
+(the chart's NOTES print a warning), so nothing is silently reinterpreted without a trace.
+*/}}
+{{- define "recsys.cronSchedule" -}}
+schedule: {{ .cron | quote }}
+{{- if semverCompare ">=1.25-0" .ctx.Capabilities.KubeVersion.Version }}
+timeZone: {{ .timeZone | quote }}
+{{- end }}
+{{- end }}
+
+{{/* Annotation naming the time zone a CronJob could not set (Kubernetes < 1.25); empty otherwise. */}}
+{{- define "recsys.cronTimeZoneAnnotation" -}}
+{{- if not (semverCompare ">=1.25-0" .ctx.Capabilities.KubeVersion.Version) }}
+recsys.io/schedule-time-zone: {{ printf "%s (not applied: Kubernetes %s has no CronJob timeZone; the schedule runs in the controller-manager's zone)" .timeZone .ctx.Capabilities.KubeVersion.Version | quote }}
+{{- end }}
+{{- end }}
