@@ -43,7 +43,9 @@ class CrdSpec:
 
 
 CRDS: tuple[CrdSpec, ...] = (
-    CrdSpec("ray.io", "v1", "RayService", "rayservices", "kuberay/ray.io_rayservices.yaml", "ray.io_v1_rayservice.json"),
+    CrdSpec(
+        "ray.io", "v1", "RayService", "rayservices", "kuberay/ray.io_rayservices.yaml", "ray.io_v1_rayservice.json"
+    ),
     CrdSpec("ray.io", "v1", "RayJob", "rayjobs", "kuberay/ray.io_rayjobs.yaml", "ray.io_v1_rayjob.json"),
     CrdSpec(
         "serving.kserve.io",
