@@ -138,6 +138,10 @@ build_apiserver() {
 
 do_install() {
   mkdir -p "$H/bin"
+  if [[ -x "$H/bin/kube-apiserver" && -x "$H/bin/etcd" && -x "$TOOLS_DIR/bin/helm" ]] &&
+     [[ -x "$TOOLS_DIR/bin/kubectl" || -x "$H/bin/kubectl" ]] && command -v openssl >/dev/null && command -v curl >/dev/null; then
+    return 0  # everything cached: quiet and instant (scripts/setup.sh runs this on every call)
+  fi
   ensure_host_tools
   [[ -x "$TOOLS_DIR/bin/helm" ]] || bash "$REPO_ROOT/scripts/install_helm.sh" >&2
   install_kubectl

@@ -17,7 +17,8 @@ import yaml
 
 from recsys.platform.k8s.testenv import CommandError, KubeEnv, Objects
 
-pytestmark = pytest.mark.k8s
+# one API server per session; its first use may build it (~10 min) when no prebuilt binary is cached
+pytestmark = [pytest.mark.k8s, pytest.mark.timeout(1800)]
 
 
 def _values(kube: KubeEnv) -> dict[str, Any]:
@@ -63,6 +64,16 @@ def _entrypoint_flags(entrypoint: str) -> dict[str, str | bool]:
             nxt = words[i + 1] if i + 1 < len(words) else None
             flags[w] = nxt if nxt is not None and not nxt.startswith("--") else True
     return flags
+
+
+def _assert_serve_maximum_fits_the_worker_group(objs: Objects) -> None:
+    """The CPUs Serve asks for at every deployment's max_replicas fit into the worker group at maxReplicas,
+    so the Ray autoscaler can always place what Serve autoscaling wants (docs/helm.md, Autoscaling)."""
+    deps = objs.serve_config()["applications"][0]["deployments"]
+    want = sum(d["autoscaling_config"]["max_replicas"] * d["ray_actor_options"]["num_cpus"] for d in deps)
+    (workers,) = objs.get("RayService", "recsys")["spec"]["rayClusterConfig"]["workerGroupSpecs"]
+    cpus = float(workers["template"]["spec"]["containers"][0]["resources"]["limits"]["cpu"])
+    assert want <= workers["maxReplicas"] * cpus, (want, workers["maxReplicas"], cpus)
 
 
 def test_api_versions_follow_the_server_capabilities(kube, default_release):
@@ -113,9 +124,7 @@ def test_serve_autoscaling_and_ray_autoscaler_render_from_values(kube, default_r
     w = values["serving"]["workers"]
     assert (workers["replicas"], workers["minReplicas"], workers["maxReplicas"]) == (
         w["replicas"], w["minReplicas"], w["maxReplicas"])
-    # the replicas Serve may ask for fit into the worker group's CPUs at maxReplicas
-    max_cpus = sum(d["autoscaling_config"]["max_replicas"] * d["ray_actor_options"]["num_cpus"] for d in deps.values())
-    assert max_cpus <= w["maxReplicas"] * float(w["resources"]["limits"]["cpu"])
+    _assert_serve_maximum_fits_the_worker_group(objs)
     hpa = objs.get("HorizontalPodAutoscaler", "recsys-feast")
     feast = values["features"]["feast"]["server"]["autoscaling"]
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (feast["minReplicas"], feast["maxReplicas"])
@@ -199,6 +208,7 @@ def test_production_values_install(production_release):
     _, objs = production_release
     deps = {d["name"] for d in objs.serve_config()["applications"][0]["deployments"]}
     assert {f"RetrievalShard{i}" for i in range(8)} <= deps
+    _assert_serve_maximum_fits_the_worker_group(objs)
     jobs = objs.training_jobs()
     ranking = _entrypoint_flags(jobs["ranking"]["spec"]["entrypoint"])
     assert ranking["--use-gpu"] is True and ranking["--num-workers"] == "2" and ranking["--epochs"] == "10"

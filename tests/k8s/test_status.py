@@ -18,7 +18,8 @@ from kubernetes import client
 from recsys.platform.k8s.cli import cli
 from recsys.platform.k8s.cluster import prepare_submission
 
-pytestmark = pytest.mark.k8s
+# one API server per session; its first use may build it (~10 min) when no prebuilt binary is cached
+pytestmark = [pytest.mark.k8s, pytest.mark.timeout(1800)]
 
 GROUP, VERSION = "ray.io", "v1"
 

@@ -16,7 +16,8 @@ from click.testing import CliRunner
 from recsys.platform.k8s.chart import render_chart
 from recsys.platform.k8s.cli import cli
 
-pytestmark = pytest.mark.k8s
+# one API server per session; its first use may build it (~10 min) when no prebuilt binary is cached
+pytestmark = [pytest.mark.k8s, pytest.mark.timeout(1800)]
 
 
 def _invoke(*args: str):
