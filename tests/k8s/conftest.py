@@ -5,41 +5,86 @@ is admitted, validated (built-in types and CRD schemas), defaulted and stored as
 There is no kubelet and no controller, so pods never start and no KubeRay operator writes status: tests that
 need a RayService/RayJob status write it through the status subresource, as the operator would.
 
+The server boots in a background thread as soon as collection shows that k8s tests will run, so its start-up
+and CRD establishment (mostly waiting, ~15 s of server CPU) overlap the tests that run before tests/k8s.
 The session skips (with the installer's own message) only when the server cannot be installed or built; a
 server that is installed but fails to start fails the tests.
 """
 
 from __future__ import annotations
 
+import contextlib
+import shutil
+import subprocess
+import sys
+import tempfile
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from recsys.platform.k8s.cli import cli
 from recsys.platform.k8s.crds import CRDS, load_crds
 from recsys.platform.k8s.testenv import KubeEnv, Objects, TestEnvError, start_testenv, stop_testenv
 
+_boot: dict[str, object] = {}
+
+
+def _boot_testenv(run_dir: Path) -> KubeEnv:
+    """Start the server, note what `recsys k8s status` says before KubeRay exists, install the CRDs."""
+    env = start_testenv(run_dir)
+    try:
+        # a subprocess, not CliRunner: CliRunner swaps sys.stdout, which other tests own while this thread runs
+        env.extras["status_without_kuberay"] = subprocess.run(
+            [sys.executable, "-m", "recsys.platform.k8s.cli", "status", "--kubeconfig", str(env.kubeconfig),
+             "-n", "default"], capture_output=True, text=True, timeout=120, check=False)
+        crds, _source = load_crds()
+        env.create(crds)
+        env.wait_established([spec.name for spec in CRDS])
+    except BaseException:
+        stop_testenv(env)
+        raise
+    return env
+
+
+def _start_boot() -> Future:
+    if "future" not in _boot:
+        run_dir = Path(tempfile.mkdtemp(prefix="recsys-k8s-testenv-"))
+        _boot["run_dir"] = run_dir
+        _boot["pool"] = pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="k8s-testenv")
+        _boot["future"] = pool.submit(_boot_testenv, run_dir)
+    return _boot["future"]  # type: ignore[return-value]
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    if not session.config.option.collectonly and any(i.get_closest_marker("k8s") for i in session.items):
+        _start_boot()
+
+
+def _shutdown() -> None:
+    future = _boot.pop("future", None)
+    if future is not None:
+        with contextlib.suppress(Exception):  # a failed boot has cleaned up after itself
+            stop_testenv(future.result())
+        shutil.rmtree(_boot.pop("run_dir"), ignore_errors=True)  # type: ignore[arg-type]
+        _boot.pop("pool").shutdown()  # type: ignore[union-attr]
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    _shutdown()  # also when the session ends before the k8s tests ran (e.g. -x on an earlier failure)
+
 
 @pytest.fixture(scope="session")
-def kube(tmp_path_factory) -> Iterator[KubeEnv]:
+def kube() -> Iterator[KubeEnv]:
     """etcd + kube-apiserver for the whole session, with the KubeRay and KServe CRDs installed."""
     try:
-        env = start_testenv(tmp_path_factory.mktemp("k8s-testenv"))
+        env = _start_boot().result()
     except TestEnvError as exc:
         if not exc.installable:
             pytest.skip(f"no Kubernetes API server for the k8s tests: {exc}")
         pytest.fail(str(exc))
-    try:
-        # before the CRDs exist: what `recsys k8s status` says on a cluster without KubeRay (kept for a test)
-        env.extras["status_without_kuberay"] = CliRunner().invoke(
-            cli, ["status", "--kubeconfig", str(env.kubeconfig), "-n", "default"])
-        crds, _source = load_crds()
-        env.create(crds)
-        env.wait_established([spec.name for spec in CRDS])
-        yield env
-    finally:
-        stop_testenv(env)
+    yield env
+    _shutdown()
 
 
 @pytest.fixture(scope="session")
