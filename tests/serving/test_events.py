@@ -149,3 +149,77 @@ def test_ingestion_outage_is_503_with_retry_after_and_no_url(serving_args, close
     assert r.status_code == 503 and r.headers["retry-after"].isdigit(), r.text
     assert "hunter2" not in r.text and "redis" not in r.text.lower() and "127.0.0.1" not in r.text
     assert outcomes == []
+
+
+# ------------------------------------------------------------------ Redis stall through the whole app
+@pytest.fixture(scope="module")
+def stall_app(serve_base_url, serving_args, wait_until_ready, tmp_path_factory):
+    """An app on a private redis-server that the test freezes (SIGSTOP); the shared Redis is never touched."""
+    import importlib.util
+    from pathlib import Path
+
+    from ray import serve
+
+    from recsys.serving.app import build_app
+
+    spec = importlib.util.spec_from_file_location(
+        "recsys_tests_hardening_helpers_ev", Path(__file__).resolve().parents[1] / "hardening" / "conftest.py")
+    helpers = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(helpers)
+    rp = helpers.RedisProcess(helpers.free_port(), tmp_path_factory.mktemp("stall_redis"))
+    rp.start()
+    args = {**serving_args, "redis_url": rp.url, "feature_timeout_s": 0.5,
+            "cache": {"enabled": True, "ttl_s": 300, "key_prefix": "test:stall"}}
+    serve.run(build_app(args), name=APP + "_stall", route_prefix=PREFIX + "-stall", blocking=False)
+    url = f"{serve_base_url}{PREFIX}-stall"
+    wait_until_ready(url)
+    yield url, rp
+    serve.delete(APP + "_stall")
+    rp.stop()
+
+
+def test_redis_stall_loses_no_acknowledged_event(stall_app):
+    """Events get 202 right up to a Redis stall; after Redis returns, every one of them is in the
+    user's history within 2 s: the cached answer that contained them is invalidated and they are filtered."""
+    import signal
+    import threading
+
+    url, rp = stall_app
+    user = 70_000_000 + uuid.uuid4().int % 10**7
+    req = {"user_id": user, "n": 10}
+    with httpx.Client(base_url=url, timeout=30) as c:
+        shown = [it["item_id"] for it in c.post("/v1/recommendations", json=req).json()["items"]]
+        assert c.post("/v1/recommendations", json=req).json()["cached"] is True
+        accepted: list[int] = []
+        refused: list[int] = []
+        stop = threading.Event()
+
+        def click_through_the_stall() -> None:  # one click per shown item, 0.15 s apart
+            with httpx.Client(base_url=url, timeout=30) as pc:
+                for item in shown:
+                    if stop.is_set():
+                        return
+                    r = pc.post("/v1/events", json={"user_id": user, "item_id": item, "event_type": "click"})
+                    (accepted if r.status_code == 202 else refused).append(item)
+                    assert r.status_code in (202, 503), r.text
+                    time.sleep(0.15)
+
+        t = threading.Thread(target=click_through_the_stall)
+        t.start()
+        time.sleep(0.35)
+        rp.proc.send_signal(signal.SIGSTOP)
+        try:
+            time.sleep(1.5)
+        finally:
+            rp.proc.send_signal(signal.SIGCONT)
+        t.join(30)
+        stop.set()
+        assert accepted and refused, (accepted, refused)  # 202s before and after the stall, 503s during it
+        deadline = time.time() + 2.0  # Redis is back and the last event was answered: 2 s to be reflected
+        while True:
+            body = c.post("/v1/recommendations", json=req).json()
+            leaked = set(accepted) & {it["item_id"] for it in body["items"]}
+            if not leaked and not body["degraded"] or time.time() > deadline:
+                break
+            time.sleep(0.1)
+        assert not leaked, f"acknowledged clicks still recommended {leaked} (accepted {accepted}, 503 {refused})"
