@@ -17,6 +17,7 @@ from recsys.platform.model_store import ModelStore
 from recsys.serving.artifacts import ArtifactError, RankerArtifacts, RankerSpec, load_ranker, resolve_version
 from recsys.serving.config import ServingConfig
 from recsys.serving.ranker_inputs import build_ranker_inputs  # noqa: F401 - moved; re-exported for old imports
+from recsys.serving.rollout import RolloutSpec, VersionSet
 
 
 class RankerCore:
@@ -38,6 +39,13 @@ class RankerCore:
                 if mv.version not in self._models:
                     self._models = {**self._models, mv.version: load_ranker(self.store, mv)}
         return mv.version
+
+    def has_promoted(self) -> bool:
+        try:
+            resolve_version(self.store, self.cfg.ranking_model, None)
+        except ArtifactError:
+            return False
+        return True
 
     def spec(self, version: str) -> RankerSpec:
         if version not in self._models:
@@ -84,13 +92,22 @@ class Ranker:
     def __init__(self, cfg: ServingConfig | dict):
         cfg = cfg if isinstance(cfg, ServingConfig) else ServingConfig(**cfg)
         self.core = RankerCore(cfg)
+        self.versions = VersionSet()
         try:
-            self.core.load(cfg.ranking_version)
+            self.versions.active = self.core.load(cfg.ranking_version)
         except ArtifactError:
             if cfg.ranking_version is not None:  # a pinned version must exist
                 raise
             # nothing promoted yet: start empty; the ingress ranks by retrieval score (degraded)
             # until a ranker is promoted and /admin/reload loads it
+
+    async def reconfigure(self, user_config: dict) -> None:
+        """Fleet-wide rollout (every replica): load the spec's ranker versions, keep the previous active one."""
+        spec = RolloutSpec(**user_config)
+        wanted = spec.ranking_versions()
+        if wanted[0] is None and not self.core.has_promoted():
+            return  # nothing promoted yet: stay empty, the ingress ranks by retrieval score
+        await asyncio.to_thread(self.versions.apply, wanted, self.core.load, self.core.retain)
 
     async def load(self, version: str | None) -> str:
         return await asyncio.to_thread(self.core.load, version)
