@@ -49,48 +49,57 @@ def auc(labels: np.ndarray, scores: np.ndarray) -> float:
 
 
 def train_loop(config: dict[str, Any]) -> None:
-    import ray.train
-    import ray.train.torch
-
-    from recsys.training.ray_job import report_epoch, unwrap, worker_setup
+    """Per-worker loop; device / equal shards / resume / checkpoints from :mod:`recsys.training.ray_job`."""
+    from recsys.training.ray_job import batches, cpu_copy, local_batch_size, report_epoch, shard, worker_setup
 
     rc = RankingConfig(**config["ranking"])
     seed = int(config["seed"])
-    data, rank, world = worker_setup(config)
+    ctx = worker_setup(config)
+    data, rank, world = ctx.data, ctx.rank, ctx.world
     model = build_ranker(data["dense"].shape[1], config["vocab"], config["names"], rc)
     model.mean.copy_(torch.from_numpy(data["mean"]))
     model.std.copy_(torch.from_numpy(data["std"]))
-    model = ray.train.torch.prepare_model(model)
+    model = ctx.prepare(model)
     opt = torch.optim.AdamW(model.parameters(), lr=rc.learning_rate, weight_decay=rc.weight_decay)
+    start, history = ctx.resume(model, opt)
     train_rows, val_rows = data["train_rows"], data["val_rows"]
-    dense, sparse, label = (torch.from_numpy(data[k]) for k in ("dense", "sparse", "label"))
-    history: list[dict[str, Any]] = []
-    for epoch in range(rc.epochs):
+    dense_cpu, sparse_cpu, label_cpu = (torch.from_numpy(data[k]) for k in ("dense", "sparse", "label"))
+    dense, sparse, label = ctx.to(dense_cpu, sparse_cpu, label_cpu)
+    bs = local_batch_size(rc.batch_size, world)
+    for epoch in range(start, rc.epochs):
+        ctx.maybe_fail(epoch)
         t0 = time.perf_counter()
-        order = np.random.default_rng(seed + epoch).permutation(train_rows)[rank::world]
+        order = train_rows[shard(len(train_rows), rank, world, seed, epoch)]
         total, steps = 0.0, 0
         model.train()
-        for s in range(0, len(order), rc.batch_size):
-            b = torch.from_numpy(order[s:s + rc.batch_size])
+        for rows in batches(order, bs):
+            (b,) = ctx.to(torch.from_numpy(rows))
             loss = F.binary_cross_entropy_with_logits(model(dense[b], sparse[b]), label[b])
             opt.zero_grad()
             loss.backward()
             opt.step()
             total += float(loss.detach())
             steps += 1
-        metrics = {"epoch": epoch + 1, "loss": total / max(steps, 1), "seconds": time.perf_counter() - t0}
-        if rank == 0 and len(val_rows):
-            with torch.no_grad():
-                m = unwrap(model).eval()
-                vb = torch.from_numpy(val_rows)
-                logits = m(dense[vb], sparse[vb])
-                metrics["val_loss"] = float(F.binary_cross_entropy_with_logits(logits, label[vb]))
-                metrics["val_auc"] = auc(data["label"][val_rows], logits.numpy())
+        metrics = ctx.epoch_metrics(epoch, loss=total / max(steps, 1), seconds=time.perf_counter() - t0)
+        if rank == 0:
+            metrics.update(val_loss=float("nan"), val_auc=float("nan"))
+            if len(val_rows):
+                with torch.no_grad():
+                    m = cpu_copy(model).eval()
+                    vb = torch.from_numpy(val_rows)
+                    logits = m(dense_cpu[vb], sparse_cpu[vb])
+                    metrics["val_loss"] = float(F.binary_cross_entropy_with_logits(logits, label_cpu[vb]))
+                    metrics["val_auc"] = auc(data["label"][val_rows], logits.numpy())
+                model.train()
             print(f"[ranker] epoch {epoch + 1}/{rc.epochs} loss={metrics['loss']:.4f} "
                   f"val_loss={metrics['val_loss']:.4f} val_auc={metrics['val_auc']:.4f} "
-                  f"({metrics['seconds']:.1f}s, {steps} steps)", flush=True)
+                  f"({metrics['seconds']:.1f}s, {steps} steps x {bs} x {world} worker(s))", flush=True)
         history.append(metrics)
-        report_epoch(model, metrics, history)
+        report_epoch(model, metrics, history, opt)
+
+
+BEST_BY = ("val_auc", "max")
+"""The validation metric that picks the exported epoch (CheckpointConfig score)."""
 
 
 @dataclass
@@ -103,6 +112,13 @@ class TrainedRanker:
     n_examples: int
     positive_rate: float
     seconds: float
+    best_epoch: int = 0
+
+    @property
+    def best_metrics(self) -> dict[str, Any]:
+        """Metrics of the exported (best-validation) epoch."""
+        return next((h for h in self.history if h.get("epoch") == self.best_epoch),
+                    self.history[-1] if self.history else {})
 
 
 def train_ranker(cfg: TrainingConfig, examples: RankingExamples, n_items: int, n_users: int,
@@ -110,7 +126,7 @@ def train_ranker(cfg: TrainingConfig, examples: RankingExamples, n_items: int, n
     """Standardisation stats on the driver, then the Ray Train job; returns the CPU model in eval mode."""
     import ray
 
-    from recsys.training.ray_job import ensure_ray, run_torch_job
+    from recsys.training.ray_job import BestBy, JobResources, ensure_ray, run_torch_job
 
     t0 = time.perf_counter()
     rc = cfg.ranking
@@ -132,20 +148,20 @@ def train_ranker(cfg: TrainingConfig, examples: RankingExamples, n_items: int, n
         "train_rows": np.flatnonzero(~is_val), "val_rows": np.flatnonzero(is_val),
     }
     ensure_ray()
-    state, history = run_torch_job(
+    job = run_torch_job(
         train_loop,
         {"ranking": rc.model_dump(), "seed": cfg.seed, "torch_threads": cfg.torch_threads,
-         "vocab": vocab, "names": names, "data": ray.put(data)},
+         "vocab": vocab, "names": names, "data": ray.put(data),
+         "fail_once": cfg.fail_once.model_dump() if cfg.fail_once else None},
         name=f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{cfg.seed}",
-        num_workers=cfg.num_workers,
-        cpus_per_worker=cfg.cpus_per_worker,
-        storage_path=cfg.storage_path,
+        resources=JobResources.from_config(cfg),
+        best_by=BestBy(*BEST_BY),
     )
     model = build_ranker(len(names), vocab, names, rc)
-    model.load_state_dict(state)
+    model.load_state_dict(job.state)
     model.eval()
     return TrainedRanker(model=model, dense_names=names, sparse_names=examples.sparse_names, vocab=vocab,
-                         history=history,
+                         history=job.history, best_epoch=job.best_epoch,
                          n_examples=len(examples.label), positive_rate=float(examples.label.mean()),
                          seconds=time.perf_counter() - t0)
 
