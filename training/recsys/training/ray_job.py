@@ -272,6 +272,12 @@ class WorkerContext:
         marker = Path(spec["marker"])
         if marker.exists():
             return
+        import ray.train
+
+        # a crash is only recoverable from checkpoints the controller has registered: wait for the
+        # in-flight reports (the controller polls workers every few seconds) like a real crash later on
+        ray.train.get_all_reported_checkpoints(consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED,
+                                               timeout_s=120)
         marker.write_text(json.dumps({"epoch": epoch + 1, "rank": self.rank, "pid": os.getpid()}))
         print(f"[ray_job] failure drill: rank {self.rank} exits at epoch {epoch + 1}", flush=True)
         os._exit(1)

@@ -1,0 +1,188 @@
+"""Cluster training that scales out, on the real local Ray cluster (no mocks).
+
+* the two-tower and ranker jobs with 2 workers (half a CPU each, DDP over gloo) reach the quality of
+  a 1-worker run within a stated tolerance;
+* a worker process killed mid-training (``os._exit``) is restarted by ``FailureConfig`` and the run
+  resumes from the latest checkpoint and finishes — with the same numbers as an uninterrupted run;
+* the exported weights are the best checkpoint by the validation metric, read back from a storage URI;
+* a failing job reports the worker's own error, not "actor died".
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from recsys.training.config import TrainingConfig
+from recsys.training.ray_job import (
+    BestBy,
+    JobResources,
+    TrainingJobError,
+    report_epoch,
+    run_torch_job,
+    shard,
+    storage_uri,
+    worker_setup,
+)
+
+from .conftest import small_config
+
+# Tolerances, 2 workers vs 1 on the same seed and global batch (per-worker batch = batch / 2). Neither is
+# bit-identical (a different shuffle split, half the in-batch negatives per worker for the two-tower), so
+# they are set from the spread between *seeds* of the 1-worker run on this dataset (docs/training.md
+# "Cluster training": seeds 7/8/9 gave two-tower val recall@20 0.177-0.201 and ranker val AUC 0.637-0.669).
+RECALL_TOL = 0.03
+AUC_TOL = 0.04
+
+
+def _scale_cfg(tmp_path: Path, workers: int, **over) -> TrainingConfig:
+    return small_config(tmp_path, num_workers=workers, cpus_per_worker=0.5,
+                        retrieval={"epochs": 2, **over.pop("retrieval", {})},
+                        ranking={"epochs": 2, **over.pop("ranking", {})}, **over)
+
+
+@pytest.fixture(scope="module")
+def two_tower_runs(ray_cluster, small_dataset, small_split, tmp_path_factory):
+    from recsys.training.two_tower.job import train_two_tower
+
+    split, cat = small_split
+    tmp = tmp_path_factory.mktemp("scale_tt")
+    return {w: train_two_tower(_scale_cfg(tmp, w), split.train, split.validation, cat, small_dataset.items)
+            for w in (1, 2)}
+
+
+def test_shards_are_equal_length_disjoint_and_cover_all_but_the_tail():
+    for n, world in ((10, 3), (1001, 2), (7, 7), (5, 8)):
+        parts = [shard(n, r, world, seed=3, epoch=1) for r in range(world)]
+        assert {len(p) for p in parts} == {n // world}
+        flat = np.concatenate(parts)
+        assert len(np.unique(flat)) == len(flat) == (n // world) * world
+    assert not np.array_equal(shard(100, 0, 2, 3, 0), shard(100, 0, 2, 3, 1))  # reshuffled per epoch
+
+
+def test_storage_path_keeps_uris():
+    for uri in ("s3://bucket/runs", "gs://b/x/y", "file:///mnt/shared/ray"):
+        assert TrainingConfig(storage_path=uri).storage_path == uri
+        assert storage_uri(uri) == uri
+    cfg = TrainingConfig(storage_path=Path("rel/ray"))
+    assert cfg.storage_path == "rel/ray"
+
+
+def test_two_tower_two_workers_match_one(two_tower_runs):
+    one, two = two_tower_runs[1], two_tower_runs[2]
+    r1, r2 = one.best_metrics["val_recall@20"], two.best_metrics["val_recall@20"]
+    assert r1 > 0.1 and abs(r1 - r2) <= RECALL_TOL, (r1, r2)
+    assert [h["epoch"] for h in two.history] == [1, 2]
+    # the exported model is the best epoch's, and re-measuring it gives that epoch's recorded value
+    from recsys.training.two_tower.job import validation_recall
+
+    for run in (one, two):
+        best = max(run.history, key=lambda h: h["val_recall@20"])
+        assert run.best_epoch == best["epoch"]
+        assert validation_recall(run.model, run.data) == pytest.approx(best["val_recall@20"], abs=1e-6)
+
+
+def test_ranker_two_workers_match_one(two_tower_runs, small_dataset, small_split, tmp_path):
+    from recsys.training.base import user_histories
+    from recsys.training.ranking.data import build_ranking_examples
+    from recsys.training.ranking.features import make_feature_source
+    from recsys.training.ranking.job import train_ranker
+    from recsys.training.two_tower.artifacts import TwoTowerRecommender
+
+    split, cat = small_split
+    tt = two_tower_runs[1]
+    cfg1 = _scale_cfg(tmp_path, 1)
+    emb = tt.model.item_embeddings(cat.n_items).numpy()
+    retrieval = TwoTowerRecommender(tt.model.user_tower, emb, user_histories(split.train, cat, 10))
+    examples = build_ranking_examples(retrieval, split.train, split.validation, cat,
+                                      make_feature_source("inline", small_dataset), cfg1.ranking, cfg1.seed,
+                                      max_users=cfg1.ranking.max_users)
+    runs = {w: train_ranker(_scale_cfg(tmp_path, w), examples, cat.n_items, cat.n_users) for w in (1, 2)}
+    a1, a2 = runs[1].best_metrics["val_auc"], runs[2].best_metrics["val_auc"]
+    assert a1 > 0.55 and abs(a1 - a2) <= AUC_TOL, (a1, a2)
+    for run in runs.values():
+        assert run.best_epoch == max(run.history, key=lambda h: h["val_auc"])["epoch"]
+
+
+def test_worker_killed_mid_training_resumes_from_checkpoint(two_tower_runs, small_dataset, small_split, tmp_path):
+    """Rank 1 of 2 exits its process at the start of epoch 2; the run restarts from epoch 1's checkpoint."""
+    from recsys.training.two_tower.job import train_two_tower
+
+    split, cat = small_split
+    marker = tmp_path / "crashed.json"
+    cfg = _scale_cfg(tmp_path, 2, max_failures=1, fail_once={"epoch": 2, "marker": str(marker)})
+    run = train_two_tower(cfg, split.train, split.validation, cat, small_dataset.items)
+    assert marker.exists(), "the failure drill never fired"
+    assert [h["epoch"] for h in run.history] == [1, 2]
+    assert run.history[1].get("resumed") is True and not run.history[0].get("resumed")
+    # weights, optimizer state and the per-epoch shuffles were restored: same numbers as the
+    # uninterrupted 2-worker run of the same config
+    clean = two_tower_runs[2]
+    for got, want in zip(run.history, clean.history, strict=True):
+        assert got["loss"] == pytest.approx(want["loss"], rel=1e-4)
+        assert got["val_recall@20"] == pytest.approx(want["val_recall@20"], abs=1e-6)
+
+
+# ---------------------------------------------------------------- the shared plumbing, with tiny loops
+def _scripted_loop(config):
+    """A job whose 'validation score' per epoch is scripted; the weight records the epoch."""
+    ctx = worker_setup(config)
+    model = ctx.prepare(torch.nn.Linear(1, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    start, history = ctx.resume(model, opt)
+    for epoch in range(start, len(config["scores"])):
+        ctx.maybe_fail(epoch)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.fill_(float(epoch + 1))
+        metrics = ctx.epoch_metrics(epoch, score=config["scores"][epoch], rank=ctx.rank)
+        history.append(metrics)
+        report_epoch(model, metrics, history, opt)
+
+
+def _failing_loop(config):
+    worker_setup(config)
+    raise ValueError("feature column 'price' is missing from the offline table")
+
+
+@pytest.fixture(scope="module")
+def by_value():
+    import ray.cloudpickle
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests/
+    yield
+    ray.cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+
+
+def _job(tmp_path, loop, max_failures=1, **config):
+    import ray
+
+    return run_torch_job(loop, {"seed": 1, "torch_threads": 1, "data": ray.put(None), **config},
+                         name=f"tiny-{tmp_path.name}",
+                         resources=JobResources(num_workers=2, cpus_per_worker=0.25, max_failures=max_failures,
+                                                storage_path=(tmp_path / "store").as_uri()),
+                         best_by=BestBy("score", "max"))
+
+
+def test_best_checkpoint_read_back_from_a_storage_uri(ray_cluster, by_value, tmp_path):
+    """Scores 0.2, 0.9, nan, 0.4: epoch 2's weights are exported, the history is the whole run's."""
+    (tmp_path / "store").mkdir()
+    res = _job(tmp_path, _scripted_loop, scores=[0.2, 0.9, math.nan, 0.4],
+               fail_once={"epoch": 3, "marker": str(tmp_path / "m")})
+    assert res.best_epoch == 2 and float(res.state["weight"].flatten()[0]) == 2.0
+    assert [h["epoch"] for h in res.history] == [1, 2, 3, 4] and res.resumed == 1
+    assert res.checkpoint_path.startswith(str(tmp_path / "store")) and (tmp_path / "m").exists()
+
+
+def test_failing_job_reports_the_workers_error(ray_cluster, by_value, tmp_path):
+    (tmp_path / "store").mkdir()
+    with pytest.raises(TrainingJobError) as e:
+        _job(tmp_path, _failing_loop, max_failures=0)
+    msg = str(e.value)
+    assert "ValueError: feature column 'price' is missing from the offline table" in msg
+    assert "actor died" not in msg.lower() and "Traceback" not in msg
