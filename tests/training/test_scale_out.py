@@ -186,3 +186,102 @@ def test_failing_job_reports_the_workers_error(ray_cluster, by_value, tmp_path):
     msg = str(e.value)
     assert "ValueError: feature column 'price' is missing from the offline table" in msg
     assert "actor died" not in msg.lower() and "Traceback" not in msg
+
+
+# ------------------------------------------------- `recsys train` next to a running Ray head (issue 11)
+def _free_ports(n: int) -> list[int]:
+    import socket
+
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+@pytest.fixture(scope="module")
+def foreign_head():
+    """A Ray head started the way `recsys serve start` starts one (`ray start --head`), 1 CPU, private to
+    this test: its own ports and temp dir (RAY_TMPDIR makes it the "latest ray start" only for commands
+    given ``env``), its own process group, which is all that teardown stops — never `ray stop`."""
+    import contextlib
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import tempfile
+    import time
+
+    tmp = Path(tempfile.mkdtemp(prefix="rh", dir="/tmp"))  # short: Ray's unix sockets live under it
+    gcs, nm, om, client, agent_l, agent_g, renv, metrics, dash = _free_ports(9)
+    env = {**os.environ, "RAY_TMPDIR": str(tmp), "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop("RAY_ADDRESS", None)
+    ray_bin = Path(sys.executable).with_name("ray")
+    cmd = [str(ray_bin), "start", "--head", "--block", f"--port={gcs}", "--num-cpus=1", "--include-dashboard=false",
+           "--disable-usage-stats", f"--temp-dir={tmp}/ray", f"--node-manager-port={nm}",
+           f"--object-manager-port={om}", f"--ray-client-server-port={client}",
+           f"--dashboard-agent-listen-port={agent_l}", f"--dashboard-agent-grpc-port={agent_g}",
+           f"--runtime-env-agent-port={renv}", f"--metrics-export-port={metrics}", f"--dashboard-port={dash}"]
+    log = open(tmp / "head.log", "w")  # noqa: SIM115 - closed in teardown
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    address_file = tmp / "ray" / "ray_current_cluster"
+    deadline = time.monotonic() + 180
+    while not address_file.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(1)
+    try:
+        if not address_file.exists():
+            pytest.fail(f"test Ray head did not start: {(tmp / 'head.log').read_text()[-2000:]}")
+        yield {"env": env, "address": address_file.read_text().strip(), "tmp": tmp}
+    finally:
+        for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
+            try:
+                os.killpg(proc.pid, sig)  # the head's own process group: gcs, raylet, its workers
+            except ProcessLookupError:
+                break
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(wait)
+        log.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _py(env, code: str, timeout: float = 300):
+    import subprocess
+
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+_CHOICE = ("import json, ray; from recsys.training.cluster import connect_for_training as c; "
+           "ch = c(None, {needs}); print(json.dumps([ch.kind, ch.address, ch.message])); ray.shutdown()")
+
+
+@pytest.mark.slow
+def test_train_joins_a_running_head_when_it_has_room_else_starts_its_own(foreign_head):
+    import json
+
+    env = foreign_head["env"]
+    r = _py(env, _CHOICE.format(needs={"CPU": 0.5}))
+    assert r.returncode == 0, r.stderr[-2000:]
+    kind, address, message = json.loads(r.stdout.strip().splitlines()[-1])
+    assert kind == "joined" and address == foreign_head["address"] and "joined the running Ray cluster" in message
+    r = _py(env, _CHOICE.format(needs={"CPU": 2.0}))
+    assert r.returncode == 0, r.stderr[-2000:]
+    kind, address, message = json.loads(r.stdout.strip().splitlines()[-1])
+    assert kind == "local" and "started a private local Ray cluster" in message and "has only 1 CPU free" in message
+
+
+@pytest.mark.slow
+def test_recsys_train_next_to_a_running_head(foreign_head, small_dataset_dir, tmp_path):
+    """The issue-11 failure: `recsys train` after `serve start` joined the head and died. It now joins the head
+    (room for 2 x 0.25 CPU), says so, trains and writes the version."""
+    import subprocess
+
+    env = {**foreign_head["env"], "RECSYS_MODEL_STORE_URI": str(tmp_path / "models")}
+    base = [sys.executable, "-m", "recsys.platform.cli", "train", "retrieval", "--data-dir", str(small_dataset_dir),
+            "--epochs", "1", "--num-workers", "2", "--cpus-per-worker", "0.25", "--version", "v1",
+            "--storage-path", (tmp_path / "ray_results").as_uri()]
+    r = subprocess.run(base, env=env, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
+    assert f"[ray] joined the running Ray cluster at {foreign_head['address']}" in r.stdout
+    assert (tmp_path / "models" / "two_tower" / "v1").is_dir()
