@@ -73,6 +73,29 @@ def test_storage_path_keeps_uris():
     assert cfg.storage_path == "rel/ray"
 
 
+def test_cli_cluster_flags_reach_the_config(tmp_path):
+    """The flags the Helm RayJob entrypoints pass; a URI storage path is kept verbatim (no local path forced)."""
+    from click.testing import CliRunner
+
+    from recsys.platform.cli import root
+    from recsys.platform.config import load_config
+    from recsys.training.cli import ClusterOptions, make_config
+    from recsys.training.ray_job import JobResources
+
+    cfg = make_config(load_config(None), None, None, 4, None,
+                      cluster=ClusterOptions(cpus_per_worker=0.5, use_gpu=True, storage_path="s3://bucket/ray",
+                                             max_failures=5))
+    res = JobResources.from_config(cfg)
+    assert (res.num_workers, res.cpus_per_worker, res.use_gpu, res.storage_path, res.max_failures) == (
+        4, 0.5, True, "s3://bucket/ray", 5)
+    assert res.needs() == {"CPU": 2.0, "GPU": 4.0}
+    assert make_config(load_config(None), None, None, None, None).storage_path.endswith("ray_results")
+    env = {"RECSYS_MODEL_STORE_URI": str(tmp_path / "models")}
+    for bad, flag in ((["--cpus-per-worker", "0"], "--cpus-per-worker"), (["--max-failures", "-2"], "--max-failures")):
+        r = CliRunner().invoke(root, ["train", "retrieval", *bad], env=env)
+        assert r.exit_code == 2 and flag in r.output and "Traceback" not in r.output
+
+
 def test_two_tower_two_workers_match_one(two_tower_runs):
     one, two = two_tower_runs[1], two_tower_runs[2]
     r1, r2 = one.best_metrics["val_recall@20"], two.best_metrics["val_recall@20"]
@@ -87,6 +110,7 @@ def test_two_tower_two_workers_match_one(two_tower_runs):
         assert validation_recall(run.model, run.data) == pytest.approx(best["val_recall@20"], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_ranker_two_workers_match_one(two_tower_runs, small_dataset, small_split, tmp_path):
     from recsys.training.base import user_histories
     from recsys.training.ranking.data import build_ranking_examples
@@ -110,14 +134,19 @@ def test_ranker_two_workers_match_one(two_tower_runs, small_dataset, small_split
 
 
 def test_worker_killed_mid_training_resumes_from_checkpoint(two_tower_runs, small_dataset, small_split, tmp_path):
-    """Rank 1 of 2 exits its process at the start of epoch 2; the run restarts from epoch 1's checkpoint."""
+    """Rank 1 of 2 exits its process at the start of epoch 2; the run restarts from epoch 1's checkpoint,
+    which the driver and the restarted workers read back from a ``file://`` storage URI."""
     from recsys.training.two_tower.job import train_two_tower
 
     split, cat = small_split
     marker = tmp_path / "crashed.json"
-    cfg = _scale_cfg(tmp_path, 2, max_failures=1, fail_once={"epoch": 2, "marker": str(marker)})
+    storage = (tmp_path / "shared" / "ray_results").as_uri()
+    cfg = _scale_cfg(tmp_path, 2, max_failures=1, fail_once={"epoch": 2, "marker": str(marker)},
+                     storage_path=storage)
+    assert cfg.storage_path == storage
     run = train_two_tower(cfg, split.train, split.validation, cat, small_dataset.items)
     assert marker.exists(), "the failure drill never fired"
+    assert any((tmp_path / "shared" / "ray_results").glob("two_tower-*/checkpoint_*"))
     assert [h["epoch"] for h in run.history] == [1, 2]
     assert run.history[1].get("resumed") is True and not run.history[0].get("resumed")
     # weights, optimizer state and the per-epoch shuffles were restored: same numbers as the
@@ -169,6 +198,7 @@ def _job(tmp_path, loop, max_failures=1, **config):
                          best_by=BestBy("score", "max"))
 
 
+@pytest.mark.slow
 def test_best_checkpoint_read_back_from_a_storage_uri(ray_cluster, by_value, tmp_path):
     """Scores 0.2, 0.9, nan, 0.4: epoch 2's weights are exported, the history is the whole run's."""
     (tmp_path / "store").mkdir()
