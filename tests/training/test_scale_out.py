@@ -33,9 +33,11 @@ from recsys.training.ray_job import (
 from .conftest import small_config
 
 # Tolerances, 2 workers vs 1 on the same seed and global batch (per-worker batch = batch / 2). Neither is
-# bit-identical (a different shuffle split, half the in-batch negatives per worker for the two-tower), so
-# they are set from the spread between *seeds* of the 1-worker run on this dataset (docs/training.md
-# "Cluster training": seeds 7/8/9 gave two-tower val recall@20 0.177-0.201 and ranker val AUC 0.637-0.669).
+# bit-identical (another split of each global batch; half the in-batch negatives per worker for the
+# two-tower). Measured with `python benchmarks/scale_out.py` (seeds 7/8/9, docs/training.md "Cluster
+# training"): two-tower val recall@20 of 1-worker runs spans 0.2045-0.2292 across seeds and 2 workers
+# differ from 1 by at most 0.0201; ranker val AUC spans 0.5967-0.6471 and differs by at most 0.0007.
+# The bounds sit above the measured 2-vs-1 gaps and within the seed-to-seed spread.
 RECALL_TOL = 0.03
 AUC_TOL = 0.04
 
@@ -141,8 +143,8 @@ def test_worker_killed_mid_training_resumes_from_checkpoint(two_tower_runs, smal
     split, cat = small_split
     marker = tmp_path / "crashed.json"
     storage = (tmp_path / "shared" / "ray_results").as_uri()
-    cfg = _scale_cfg(tmp_path, 2, max_failures=1, fail_once={"epoch": 2, "marker": str(marker)},
-                     storage_path=storage)
+    cfg = _scale_cfg(tmp_path, 2, max_failures=1, fail_once={"epoch": 2, "marker": str(marker)})
+    cfg = cfg.model_copy(update={"storage_path": storage})
     assert cfg.storage_path == storage
     run = train_two_tower(cfg, split.train, split.validation, cat, small_dataset.items)
     assert marker.exists(), "the failure drill never fired"

@@ -43,7 +43,7 @@ def common_options(f):
                   help="One GPU per worker, model and batches on it (default: no).")
     @click.option("--storage-path", default=None,
                   help="Checkpoints and run state: a local path or a URI every node reaches (s3://bucket/x, "
-                       "gs://..., file:///shared/x). Default: ray_results next to the data dir.")
+                       "gs://..., file:///shared/x). Default: ray_results next to the data_dir setting.")
     @click.option("--max-failures", type=click.IntRange(min=-1), default=None,
                   help="Worker-group restarts from the latest checkpoint (default 2, -1 = no limit).")
     @click.option("--ray-address", default=None,
