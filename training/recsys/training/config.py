@@ -7,10 +7,11 @@ ranker pipeline beat popularity on Recall@20 / NDCG@20 (see docs/training.md for
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class _Strict(BaseModel):
@@ -83,6 +84,16 @@ class EvaluationConfig(_Strict):
     max_users: int | None = Field(None, ge=1, description="Evaluate a seeded sample of users (speed)")
 
 
+class FailOnce(_Strict):
+    """Failure drill: the last-rank worker process exits once at ``epoch`` (1-based); ``marker`` records it.
+
+    Exercises ``FailureConfig`` + resume from the latest checkpoint on a real cluster (tests, chaos runs).
+    """
+
+    epoch: int = Field(..., ge=1)
+    marker: str = Field(..., description="File written before the crash; once it exists nothing crashes")
+
+
 class TrainingConfig(_Strict):
     """Everything the training CLI and jobs need; the platform config supplies paths and the seed."""
 
@@ -90,16 +101,29 @@ class TrainingConfig(_Strict):
     model_store_uri: str = "var/models"
     feature_repo_dir: Path = Path("var/features")
     redis_url: str = "redis://127.0.0.1:6379/0"
-    storage_path: Path = Field(Path("var/ray_results"), description="Ray Train checkpoints and run state")
+    storage_path: str = Field(
+        "var/ray_results",
+        description="Ray Train checkpoints and run state: a local path, or a URI every node can reach (s3://, "
+        "gs://, file:// on a shared mount); the driver reads the best checkpoint back from it")
     seed: int = 42
     split: Literal["global_time", "leave_last_out"] = "global_time"
     num_workers: int = Field(1, ge=1, description="Ray Train workers (data-parallel)")
-    cpus_per_worker: float = Field(1.0, gt=0)
+    cpus_per_worker: float = Field(1.0, gt=0, description="CPUs reserved per worker (fractions allowed)")
+    use_gpu: bool = Field(False, description="One GPU per worker; tensors and models on the worker's device")
+    max_failures: int = Field(2, ge=-1, description="Worker-group restarts from the latest checkpoint (-1: no "
+                              "limit); each restart resumes at the epoch after the last checkpoint")
+    fail_once: FailOnce | None = Field(None, description="Failure drill (tests): crash one worker once")
     torch_threads: int = Field(1, ge=1, description="Intra-op threads per worker (1: more are slow on busy cores)")
     baselines: BaselineConfig = BaselineConfig()
     retrieval: RetrievalConfig = RetrievalConfig()
     ranking: RankingConfig = RankingConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
+
+    @field_validator("storage_path", mode="before")
+    @classmethod
+    def _storage_as_str(cls, v):
+        """Keep URIs verbatim: ``Path("s3://b/x")`` would collapse the ``//`` into ``s3:/b/x``."""
+        return os.fspath(v) if isinstance(v, os.PathLike) else v
 
     @classmethod
     def from_platform(cls, platform_cfg, **overrides) -> TrainingConfig:

@@ -117,10 +117,11 @@ def train_retrieval(cfg: TrainingConfig, inputs: Inputs, store: ModelStore, vers
     trained = train_two_tower(cfg, inputs.split.train, inputs.split.validation, inputs.catalog,
                               inputs.dataset.items)
     emb = trained.model.item_embeddings(inputs.catalog.n_items).numpy()
-    last = trained.history[-1] if trained.history else {}
-    metrics = {k: v for k, v in last.items() if k in ("loss", "val_recall@20")}
+    best = trained.best_metrics  # the exported weights are the best validation epoch's, not the last
+    metrics = {k: v for k, v in best.items() if k in ("loss", "val_recall@20") and v == v}
     params = {**rc.model_dump(), "seed": cfg.seed, "split": cfg.split, "fit_on": "train",
-              "num_workers": cfg.num_workers, "train_seconds": round(trained.seconds, 3), "history": trained.history}
+              "num_workers": cfg.num_workers, "best_epoch": trained.best_epoch,
+              "train_seconds": round(trained.seconds, 3), "history": trained.history}
     config = {"embedding_dim": rc.embedding_dim, "history_length": rc.history_length,
               "n_items": inputs.catalog.n_items, "n_users": inputs.catalog.n_users,
               "temperature": rc.temperature, "logq_correction": rc.logq_correction,
@@ -275,10 +276,11 @@ def train_ranking(cfg: TrainingConfig, inputs: Inputs, store: ModelStore, versio
     trained = train_ranker(cfg, examples, inputs.catalog.n_items, inputs.catalog.n_users, use_ray=use_ray)
     if trained.dropped:
         _echo(f"[ranker] dropped columns: {trained.dropped}", progress)
-    last = trained.history[-1] if trained.history else {}
-    metrics = {k: v for k, v in last.items() if k in ("loss", "val_loss", "val_auc")}
+    best = trained.best_metrics  # the exported weights are the best validation epoch's, not the last
+    metrics = {k: v for k, v in best.items() if k in ("loss", "val_loss", "val_auc") and v == v}
     params = {**rc.model_dump(), "seed": cfg.seed, "split": cfg.split, "retrieval_version": tt_mv.version,
-              "feature_source": source_kind, "n_examples": trained.n_examples, "n_lists": trained.n_groups,
+              "num_workers": cfg.num_workers, "best_epoch": trained.best_epoch, "feature_source": source_kind,
+              "n_examples": trained.n_examples, "n_lists": trained.n_groups,
               "positive_rate": trained.positive_rate, "label_windows": examples.windows,
               "gate_window": windows[-1].name, "dropped_columns": trained.dropped,
               "train_seconds": round(time.perf_counter() - t0, 3), "history": trained.history}

@@ -94,19 +94,28 @@ def listwise_loss(logits: torch.Tensor, label: torch.Tensor, mask: torch.Tensor)
 
 
 def fit_ranker(model: torch.nn.Module, data: dict[str, Any], rc: RankingConfig, seed: int, rank: int = 0,
-               world: int = 1, on_epoch=None, unwrap=lambda m: m) -> list[dict[str, Any]]:
+               world: int = 1, on_epoch=None, ctx: Any = None) -> list[dict[str, Any]]:
     """The epochs: AdamW over shuffled batches of lists (listwise) or of their rows (bce); per-epoch metrics.
 
-    Shared by the Ray Train loop (``on_epoch`` reports + checkpoints) and in-process training.
+    Shared by the Ray Train loop and in-process training. With ``ctx`` (a
+    :class:`~recsys.training.ray_job.WorkerContext`) it runs the cluster plumbing: tensors on the
+    worker's device, resume from the latest checkpoint, the failure drill, equal-length shards per
+    rank (so DDP never hangs) and ``on_epoch`` reporting with the optimizer state.
     """
+    from recsys.training.ray_job import cpu_copy, local_batch_size, shard
+
     opt = torch.optim.AdamW(model.parameters(), lr=rc.learning_rate, weight_decay=rc.weight_decay)
-    dense, sparse, label = (torch.from_numpy(data[k]) for k in ("dense", "sparse", "label"))
+    start, history = ctx.resume(model, opt) if ctx is not None else (0, [])
+    to = ctx.to if ctx is not None else (lambda *t: t)
+    cpu = tuple(torch.from_numpy(data[k]) for k in ("dense", "sparse", "label"))
+    dev = to(*cpu)
     train_groups, val_groups = data["train_groups"], data["val_groups"]
     listwise = rc.loss == "listwise"
-    batch_size = effective_batch_size(rc, len(train_groups))
+    batch_size = local_batch_size(effective_batch_size(rc, len(train_groups)), world)
 
-    def batch_loss(m, groups: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        idx = torch.from_numpy(groups)
+    def batch_loss(m, groups: np.ndarray, tensors) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        dense, sparse, label = tensors
+        idx = torch.from_numpy(groups).to(dense.device)
         mask = idx >= 0
         flat = idx.clamp_min(0).reshape(-1)
         logits = m(dense[flat], sparse[flat]).reshape(idx.shape)
@@ -115,49 +124,56 @@ def fit_ranker(model: torch.nn.Module, data: dict[str, Any], rc: RankingConfig, 
             return listwise_loss(logits, y, mask), logits[mask], y[mask]
         return F.binary_cross_entropy_with_logits(logits[mask], y[mask]), logits[mask], y[mask]
 
-    history: list[dict[str, Any]] = []
-    for epoch in range(rc.epochs):
+    for epoch in range(start, rc.epochs):
+        if ctx is not None:
+            ctx.maybe_fail(epoch)
         t0 = time.perf_counter()
-        order = np.random.default_rng(seed + epoch).permutation(len(train_groups))[rank::world]
+        order = train_groups[shard(len(train_groups), rank, world, seed, epoch)]
         total, steps = 0.0, 0
         model.train()
         for s in range(0, len(order), batch_size):
-            loss, _, _ = batch_loss(model, train_groups[order[s:s + batch_size]])
+            loss, _, _ = batch_loss(model, order[s:s + batch_size], dev)
             opt.zero_grad()
             loss.backward()
             opt.step()
             total += float(loss.detach())
             steps += 1
-        metrics = {"epoch": epoch + 1, "loss": total / max(steps, 1), "seconds": time.perf_counter() - t0}
-        if rank == 0 and len(val_groups):
-            with torch.no_grad():
-                m = unwrap(model).eval()
-                vloss, vlogits, vy = batch_loss(m, val_groups)
-                metrics["val_loss"] = float(vloss)
-                metrics["val_auc"] = auc(vy.numpy(), vlogits.numpy())
+        seconds = time.perf_counter() - t0
+        metrics = (ctx.epoch_metrics(epoch, loss=total / max(steps, 1), seconds=seconds) if ctx is not None
+                   else {"epoch": epoch + 1, "loss": total / max(steps, 1), "seconds": seconds})
+        if rank == 0:
+            metrics.update(val_loss=float("nan"), val_auc=float("nan"))
+            if len(val_groups):
+                with torch.no_grad():
+                    vloss, vlogits, vy = batch_loss(cpu_copy(model).eval(), val_groups, cpu)
+                    metrics["val_loss"] = float(vloss)
+                    metrics["val_auc"] = auc(vy.numpy(), vlogits.numpy())
+                model.train()
             print(f"[ranker] epoch {epoch + 1}/{rc.epochs} {rc.loss} loss={metrics['loss']:.4f} "
                   f"val_loss={metrics['val_loss']:.4f} val_auc={metrics['val_auc']:.4f} "
-                  f"({metrics['seconds']:.1f}s, {steps} steps)", flush=True)
+                  f"({seconds:.1f}s, {steps} steps x {batch_size} x {world} worker(s))", flush=True)
         history.append(metrics)
         if on_epoch is not None:
-            on_epoch(metrics, history)
+            on_epoch(metrics, history, opt)
     return history
 
 
 def train_loop(config: dict[str, Any]) -> None:
-    import ray.train
-    import ray.train.torch
-
-    from recsys.training.ray_job import report_epoch, unwrap, worker_setup
+    """Per-worker loop; device / equal shards / resume / checkpoints from :mod:`recsys.training.ray_job`."""
+    from recsys.training.ray_job import report_epoch, worker_setup
 
     rc = RankingConfig(**config["ranking"])
-    data, rank, world = worker_setup(config)
-    model = build_ranker(data["dense"].shape[1], config["vocab"], config["names"], rc)
-    model.mean.copy_(torch.from_numpy(data["mean"]))
-    model.std.copy_(torch.from_numpy(data["std"]))
-    model = ray.train.torch.prepare_model(model)
-    fit_ranker(model, data, rc, int(config["seed"]), rank, world,
-               on_epoch=lambda metrics, history: report_epoch(model, metrics, history), unwrap=unwrap)
+    ctx = worker_setup(config)
+    model = build_ranker(ctx.data["dense"].shape[1], config["vocab"], config["names"], rc)
+    model.mean.copy_(torch.from_numpy(ctx.data["mean"]))
+    model.std.copy_(torch.from_numpy(ctx.data["std"]))
+    model = ctx.prepare(model)
+    fit_ranker(model, ctx.data, rc, int(config["seed"]), ctx.rank, ctx.world, ctx=ctx,
+               on_epoch=lambda metrics, history, opt: report_epoch(model, metrics, history, opt))
+
+
+BEST_BY = ("val_auc", "max")
+"""The validation metric that picks the exported epoch (CheckpointConfig score)."""
 
 
 @dataclass
@@ -172,6 +188,13 @@ class TrainedRanker:
     positive_rate: float
     seconds: float
     dropped: dict[str, str]
+    best_epoch: int = 0
+
+    @property
+    def best_metrics(self) -> dict[str, Any]:
+        """Metrics of the exported (best-validation) epoch."""
+        return next((h for h in self.history if h.get("epoch") == self.best_epoch),
+                    self.history[-1] if self.history else {})
 
 
 def train_ranker(cfg: TrainingConfig, examples: RankingExamples, n_items: int, n_users: int,
@@ -182,7 +205,7 @@ def train_ranker(cfg: TrainingConfig, examples: RankingExamples, n_items: int, n
     """
     import ray
 
-    from recsys.training.ray_job import ensure_ray, run_torch_job
+    from recsys.training.ray_job import BestBy, JobResources, ensure_ray, run_torch_job
 
     t0 = time.perf_counter()
     rc = cfg.ranking
@@ -213,26 +236,27 @@ def train_ranker(cfg: TrainingConfig, examples: RankingExamples, n_items: int, n
         model.std.copy_(torch.from_numpy(data["std"]))
         history = fit_ranker(model, data, rc, cfg.seed)
         return TrainedRanker(model=model.eval(), dense_names=names, sparse_names=examples.sparse_names, vocab=vocab,
-                             history=history, n_examples=len(examples.label), n_groups=len(groups),
+                             history=history, best_epoch=history[-1]["epoch"] if history else 0,
+                             n_examples=len(examples.label), n_groups=len(groups),
                              positive_rate=float(examples.label.mean()), seconds=time.perf_counter() - t0,
                              dropped=dropped)
     ensure_ray()
-    state, history = run_torch_job(
+    job = run_torch_job(
         train_loop,
         {"ranking": rc.model_dump(), "seed": cfg.seed, "torch_threads": cfg.torch_threads,
-         "vocab": vocab, "names": names, "data": ray.put(data)},
+         "vocab": vocab, "names": names, "data": ray.put(data),
+         "fail_once": cfg.fail_once.model_dump() if cfg.fail_once else None},
         name=f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{cfg.seed}",
-        num_workers=cfg.num_workers,
-        cpus_per_worker=cfg.cpus_per_worker,
-        storage_path=cfg.storage_path,
+        resources=JobResources.from_config(cfg),
+        best_by=BestBy(*BEST_BY),
     )
     model = build_ranker(len(names), vocab, names, rc)
-    model.load_state_dict(state)
+    model.load_state_dict(job.state)
     model.eval()
     return TrainedRanker(model=model, dense_names=names, sparse_names=examples.sparse_names, vocab=vocab,
-                         history=history, n_examples=len(examples.label), n_groups=len(groups),
-                         positive_rate=float(examples.label.mean()), seconds=time.perf_counter() - t0,
-                         dropped=dropped)
+                         history=job.history, best_epoch=job.best_epoch, n_examples=len(examples.label),
+                         n_groups=len(groups), positive_rate=float(examples.label.mean()),
+                         seconds=time.perf_counter() - t0, dropped=dropped)
 
 
 def feature_spec(trained: TrainedRanker, source_kind: str, rc: RankingConfig) -> dict[str, Any]:
