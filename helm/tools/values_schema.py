@@ -160,6 +160,11 @@ defs = {
             ),
         }
     ),
+    "rolloutVersion": {
+        "anyOf": [{"type": "null"}, {"type": "string", "pattern": r"^[a-z0-9][a-z0-9_.-]{0,63}$"}],
+        "description": "a model-store version id (1-64 of a-z 0-9 _ . -, starting alphanumeric; numeric ids need "
+        "--set-string); null or \"latest\": the promoted version",
+    },
     "hpa": obj({"enabled": B(), "minReplicas": I(1), "maxReplicas": I(1), "targetCPUUtilizationPercentage": I(1, 100)}),
 }
 
@@ -312,6 +317,33 @@ props = {
             ),
             "podDisruptionBudget": obj({"enabled": B(), "maxUnavailable": {"anyOf": [I(0), S(pattern=r"^[0-9]+%$")]}}),
             "apiKey": obj({"existingSecret": REF("optionalName"), "key": S(minLength=1)}),
+            "security": obj(
+                {"insecure": B("with no API key configured, leave the write endpoints open (serving arg "
+                               "security.insecure); local experiments only")}
+            ),
+            "rollout": obj(
+                {
+                    "retrievalVersion": REF("rolloutVersion"),
+                    "rankingVersion": REF("rolloutVersion"),
+                    "preload": {
+                        "type": "array",
+                        "items": obj(
+                            {"retrievalVersion": REF("rolloutVersion"), "rankingVersion": REF("rolloutVersion")},
+                            required=[],
+                        )
+                        | {"minProperties": 1},
+                        "description": "variant bundles kept loaded (RolloutSpec.preload)",
+                    },
+                    "generation": I(0, desc="bump to force a re-resolve of promoted versions (RolloutSpec.generation)"),
+                    "settleTimeoutSeconds": {
+                        "type": "number",
+                        "exclusiveMinimum": 0,
+                        "description": "ingress: max wait for shards/ranker to update (RolloutSpec.settle_timeout_s)",
+                    },
+                },
+                required=["preload", "generation", "settleTimeoutSeconds"],
+                desc="the Serve user_config (RolloutSpec) of every deployment",
+            ),
         }
     ),
     "training": obj(

@@ -33,6 +33,8 @@ def test_default_serve_config(default_render):
         "exposure_log_dir": "/tmp/recsys/logs/exposures",
         # the in-chart Redis has no password, so its URL may sit in the Serve config
         "redis_url": "redis://recsys-redis.recsys.svc:6379/0",
+        # closed by default: without an API key the write endpoints answer 401
+        "security": {"insecure": False},
     }
     assert cfg["http_options"]["port"] == 8000
     assert set(_deployments(default_render)) == {"Ingress", "RetrievalShard0", "RetrievalShard1", "Ranker"}
@@ -326,4 +328,4 @@ def test_experiments_configmap_is_a_valid_experiments_config(default_render, pro
         assert parsed.version == 1
     (exp,) = config.parse_config(yaml.safe_load(
         production_render.get("ConfigMap", "recsys-experiments")["data"]["experiments.yaml"])).experiments
-    assert exp.variant("treatment").ranking_version == "2026-11-20T03-40-00"
+    assert exp.variant("treatment").ranking_version == "v20261120-034000-000000"

@@ -88,7 +88,7 @@ def test_api_versions_follow_the_server_capabilities(kube, default_release):
     assert '"gitVersion": "v1.20.2"' in server
 
 
-def test_serve_config_parses_and_names_the_apps_deployments(default_release):
+def test_serve_config_parses_and_names_the_apps_deployments(default_release, tmp_path):
     from ray.serve._private.build_app import build_app as build_serve_app
     from ray.serve.schema import ServeDeploySchema
 
@@ -100,8 +100,17 @@ def test_serve_config_parses_and_names_the_apps_deployments(default_release):
     (app,) = config["applications"]
     assert app["import_path"] == "recsys.serving.app:build_app"
     named = {d["name"] for d in app["deployments"]}
-    built = build_serve_app(build_app(app["args"]), name=app["name"])  # the app's own graph, from these args
+    # build_app reads the experiments file (variant versions to preload): the one the ConfigMap mounts
+    experiments = tmp_path / "experiments.yaml"
+    experiments.write_text(objs.get("ConfigMap", "recsys-experiments")["data"]["experiments.yaml"])
+    args = {**app["args"], "experiments_config": str(experiments)}
+    built = build_serve_app(build_app(args), name=app["name"])  # the app's own graph, from these args
     assert named == {d.name for d in built.deployments} == {"Ingress", "RetrievalShard0", "RetrievalShard1", "Ranker"}
+    # the user_config the chart sets on each deployment is the one the app's code would have set itself
+    rendered = {d["name"]: d["user_config"] for d in app["deployments"]}
+    assert rendered == {d.name: d.user_config for d in built.deployments}
+    # write endpoints closed by default: the app reads security.insecure=false from the stored config
+    assert app["args"]["security"] == {"insecure": False}
 
 
 def test_serve_autoscaling_and_ray_autoscaler_render_from_values(kube, default_release):
@@ -271,6 +280,38 @@ def test_upgrade_with_changed_values(kube):
     assert after.of_kind("InferenceService")
     history = kube.helm("history", "recsys", "-n", ns, "-o", "json").stdout
     assert [h["status"] for h in yaml.safe_load(history)] == ["superseded", "deployed"]
+
+
+def test_rollout_by_helm_upgrade_changes_only_user_config(kube):
+    """docs/rollout.md's Kubernetes rollout: `helm upgrade --reuse-values --set serving.rollout...` changes the
+    stored serveConfigV2 in nothing but the user_config of every deployment (Serve reconfigures replicas in
+    place) and leaves rayClusterConfig alone (KubeRay keeps the cluster)."""
+    from recsys.serving.rollout import RolloutSpec
+
+    ns = kube.new_namespace("rollout")
+    installed = kube.install(ns)
+    assert "write endpoints" in installed.stdout and "answer 401" in installed.stdout  # NOTES: no API key
+    before = kube.get_objects(ns)
+    upgraded = kube.helm("upgrade", "recsys", str(kube.chart.chart_dir), "-n", ns, "--reuse-values",
+                         "--set", "serving.rollout.retrievalVersion=v7", "--set", "serving.rollout.generation=1")
+    assert "Models: retrieval v7, ranking promoted." in upgraded.stdout
+    after = kube.get_objects(ns)
+
+    def split(objs: Objects) -> tuple[dict[str, RolloutSpec], list[dict[str, Any]], dict[str, Any]]:
+        (app,) = objs.serve_config()["applications"]
+        specs = {d["name"]: RolloutSpec.model_validate(d["user_config"]) for d in app["deployments"]}
+        rest = [{k: v for k, v in d.items() if k != "user_config"} for d in app["deployments"]]
+        return specs, rest, {k: v for k, v in app.items() if k != "deployments"}
+
+    specs0, rest0, app0 = split(before)
+    specs1, rest1, app1 = split(after)
+    assert set(specs1) == {"Ingress", "Ranker", "RetrievalShard0", "RetrievalShard1"}
+    assert all(spec == RolloutSpec() for spec in specs0.values())
+    assert all(spec == RolloutSpec(retrieval_version="v7", generation=1) for spec in specs1.values())
+    assert (rest1, app1) == (rest0, app0)
+    rs0, rs1 = before.get("RayService", "recsys"), after.get("RayService", "recsys")
+    assert rs1["spec"]["rayClusterConfig"] == rs0["spec"]["rayClusterConfig"]
+    assert rs1["metadata"]["generation"] == rs0["metadata"]["generation"] + 1
 
 
 @pytest.mark.parametrize(

@@ -92,6 +92,53 @@ app.kubernetes.io/component: {{ .component }}
 {{- printf "%s/experiments.yaml" (trimSuffix "/" .Values.experiments.mountPath) }}
 {{- end }}
 
+{{- /* A rollout version as the app wants it: "" for the promoted version (null, "", latest, promoted, none). */ -}}
+{{- define "recsys.rolloutVersion" -}}
+{{- if not (kindIs "invalid" .) }}
+{{- $v := toString . -}}
+{{- if not (has (lower (trim $v)) (list "" "latest" "promoted" "none")) }}{{ $v }}{{ end }}
+{{- end }}
+{{- end }}
+
+{{- /*
+The Serve user_config of every deployment of the app, as JSON: recsys.serving.rollout.RolloutSpec.
+Versions: serving.rollout.*, else serving.application.* (null = promoted). preload: serving.rollout.preload plus
+every (retrieval_version, ranking_version) pair named by a variant in experiments.config, de-duplicated and
+sorted, i.e. what the app's build_app would put there itself (a Serve config's user_config replaces the app's).
+*/ -}}
+{{- define "recsys.rolloutSpec" -}}
+{{- $r := .Values.serving.rollout -}}
+{{- $app := .Values.serving.application -}}
+{{- $spec := dict "retrieval_version" nil "ranking_version" nil "generation" (int64 $r.generation) "settle_timeout_s" $r.settleTimeoutSeconds -}}
+{{- $rv := include "recsys.rolloutVersion" (ternary $app.retrievalVersion $r.retrievalVersion (kindIs "invalid" $r.retrievalVersion)) -}}
+{{- $kv := include "recsys.rolloutVersion" (ternary $app.rankingVersion $r.rankingVersion (kindIs "invalid" $r.rankingVersion)) -}}
+{{- if $rv }}{{- $_ := set $spec "retrieval_version" $rv -}}{{- end }}
+{{- if $kv }}{{- $_ := set $spec "ranking_version" $kv -}}{{- end }}
+{{- $pairs := dict -}}
+{{- range $p := $r.preload }}
+{{- $pr := include "recsys.rolloutVersion" (get $p "retrievalVersion") -}}
+{{- $pk := include "recsys.rolloutVersion" (get $p "rankingVersion") -}}
+{{- if or $pr $pk }}{{- $_ := set $pairs (printf "%s\t%s" $pr $pk) (list $pr $pk) -}}{{- end }}
+{{- end }}
+{{- range $e := (.Values.experiments.config.experiments | default list) }}
+{{- range $v := ($e.variants | default list) }}
+{{- $pr := toString (get $v "retrieval_version" | default "") -}}
+{{- $pk := toString (get $v "ranking_version" | default "") -}}
+{{- if or $pr $pk }}{{- $_ := set $pairs (printf "%s\t%s" $pr $pk) (list $pr $pk) -}}{{- end }}
+{{- end }}
+{{- end }}
+{{- $preload := list -}}
+{{- range $key := keys $pairs | sortAlpha }}
+{{- $pair := get $pairs $key -}}
+{{- $item := dict "retrieval_version" nil "ranking_version" nil -}}
+{{- with index $pair 0 }}{{- $_ := set $item "retrieval_version" . -}}{{- end }}
+{{- with index $pair 1 }}{{- $_ := set $item "ranking_version" . -}}{{- end }}
+{{- $preload = append $preload $item -}}
+{{- end }}
+{{- $_ := set $spec "preload" $preload -}}
+{{- toJson $spec -}}
+{{- end }}
+
 {{/* Environment shared by every platform container. */}}
 {{- define "recsys.commonEnv" -}}
 - name: REDIS_URL
