@@ -79,10 +79,14 @@ class ExperimentGateway:
         except Exception as e:  # noqa: BLE001 - a full disk must not fail the recommendation itself
             log.warning("exposure log write failed: %s", e)
 
-    def log_outcome(self, user_id: int, event_type: str, value: float, item_id: int | None) -> None:
+    def log_outcome(
+        self, user_id: int, event_type: str, value: float, item_id: int | None, event_id: str | None = None
+    ) -> None:
+        """Log an outcome once per ``event_id``: call it only after ingestion accepted the event, and pass
+        the client's event id so that a retried event is not counted twice."""
         if self.log is None:
             return
         try:
-            self.log.log_outcome(str(user_id), event_type, value, time.time(), item_id)
+            self.log.log_outcome(str(user_id), event_type, value, time.time(), item_id, event_id=event_id)
         except Exception as e:  # noqa: BLE001
             log.warning("outcome log write failed: %s", e)
