@@ -33,7 +33,7 @@ CONFIG = {
             "start": "2025-01-01T00:00:00Z",
             "variants": [
                 {"name": "base", "weight": 50},
-                {"name": "diverse", "weight": 50, "reranking": {"diversity_lambda": 0.5}},
+                {"name": "diverse", "weight": 50, "reranking": {"mmr_lambda": 0.5}},
             ],
             "analysis": {"primary_metric": "conversion", "looks": 5},
         },

@@ -18,6 +18,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from recsys.experiments.variant_params import RerankingParams
+
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
 EVENT_TYPES = ("click", "purchase", "rating", "view")
 HOLDOUT = "holdout"
@@ -58,19 +60,10 @@ class Variant(_Strict):
     )
     retrieval_version: str | None = None
     ranking_version: str | None = None
-    reranking: dict[str, Scalar] = Field(default_factory=dict)
+    reranking: RerankingParams = Field(
+        default_factory=RerankingParams, description="re-ranking overrides; the schema serving reads"
+    )
     description: str = ""
-
-    @field_validator("reranking")
-    @classmethod
-    def _known_reranking_ranges(cls, value: dict[str, Scalar]) -> dict[str, Scalar]:
-        lam = value.get("diversity_lambda")
-        if lam is not None and (isinstance(lam, bool) or not isinstance(lam, int | float) or not 0 <= lam <= 1):
-            raise ValueError("diversity_lambda must be a number in [0, 1]")
-        cap = value.get("genre_cap")
-        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
-            raise ValueError("genre_cap must be an integer >= 1")
-        return value
 
 
 class Analysis(_Strict):
