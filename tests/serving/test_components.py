@@ -226,6 +226,7 @@ def test_inprocess_experiment_routing_and_exposure_log(serving_args, tmp_path):
         for user in range(1, 21):
             body = c.post("/v1/recommendations", json={"user_id": user, "n": 5}).json()
             assert body["experiment"] == "diversity_test"
+            assert body["degraded"] is False, body["degraded_reasons"]  # a degraded answer is not a served variant
             variants.add(body["variant"])
         assert variants == {"control", "diverse"}
         c.post("/v1/events", json={"user_id": 1, "item_id": 2, "event_type": "click"})
