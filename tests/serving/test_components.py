@@ -220,7 +220,8 @@ def test_inprocess_experiment_routing_and_exposure_log(serving_args, tmp_path):
         "      - {name: diverse, weight: 50, reranking: {mmr_lambda: 0.3}}\n"
     )
     log_dir = tmp_path / "exposures"
-    svc = _service(serving_args, experiments_config=str(exp_file), exposure_log_dir=str(log_dir))
+    svc = _service(serving_args, experiments_config=str(exp_file), exposure_log_dir=str(log_dir),
+                   feature_timeout_s=5.0)  # a loaded CI box must not turn into degraded answers here
     with TestClient(create_api(svc)) as c:
         variants = set()
         for user in range(1, 21):

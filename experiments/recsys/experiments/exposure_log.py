@@ -40,7 +40,10 @@ if TYPE_CHECKING:  # pandas is only needed to read; writers (serving replicas) s
     import pandas as pd
 
 FsyncPolicy = Literal["always", "interval", "never"]
-EXPOSURE_COLUMNS = ["unit_id", "experiment", "variant", "layer", "request_id", "ts", "items", "is_holdout"]
+EXPOSURE_COLUMNS = [
+    "unit_id", "experiment", "variant", "layer", "request_id", "ts", "items", "is_holdout",
+    "assigned_variant", "fallback_reason",
+]
 OUTCOME_COLUMNS = ["unit_id", "event_type", "value", "ts", "item_id", "event_id"]
 RECENT_EVENT_IDS = 100_000  # per writer; the reader de-duplicates the rest
 
@@ -89,8 +92,14 @@ class ExposureLog:
         *,
         layer: str | None = None,
         is_holdout: bool = False,
+        assigned_variant: str | None = None,
+        fallback_reason: str | None = None,
     ) -> None:
-        """Record that ``unit_id`` was served ``items`` under ``experiment``/``variant``."""
+        """Record that ``unit_id`` was served ``items`` under ``experiment``/``variant``.
+
+        Serving logs ``variant="fallback"`` with the ``assigned_variant`` and a ``fallback_reason`` when
+        the assigned variant's setting did not reach the answer (a missing version, a failing stage).
+        """
         record = {
             "unit_id": str(unit_id),
             "experiment": experiment,
@@ -101,6 +110,9 @@ class ExposureLog:
             "items": [i if isinstance(i, int | float) else str(i) for i in items],
             "is_holdout": bool(is_holdout),
         }
+        if fallback_reason is not None:
+            record["assigned_variant"] = assigned_variant
+            record["fallback_reason"] = fallback_reason
         self._append("exposures", record)
 
     def log_assignment(
