@@ -393,6 +393,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--units", type=int, default=10_000, help="units per arm = max_units_per_variant")
     ap.add_argument("--lift", type=float, default=0.10, help="relative lift of the A/B runs")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--rows", default="", help="comma list of row numbers (1-based) to run; default all")
     args = ap.parse_args(argv)
     plan = {"max_units_per_variant": args.units, "looks": 10, "look_every_units": max(2, args.units // 20)}
     settings: list[tuple[str, Experiment, int]] = [
@@ -408,7 +409,10 @@ def main(argv: list[str] | None = None) -> None:
         ("reward (purchase value), default, pre-period", simulation_experiment("reward", **plan), 2000),
     ]
     rows = []
+    wanted = {int(r) for r in args.rows.split(",") if r} or set(range(1, len(settings) + 1))
     for i, (label, experiment, pre) in enumerate(settings):
+        if i + 1 not in wanted:
+            continue
         rates = simulate_decisions(
             experiment, runs=args.runs, units_per_arm=args.units, lift=args.lift, pre_period_units=pre,
             seed=args.seed + i,
