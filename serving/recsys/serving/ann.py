@@ -24,7 +24,7 @@ class AnnParams:
     hnsw_m: int = 32
     hnsw_ef_construction: int = 80
     hnsw_ef_search: int = 128
-    ivf_nprobe: int = 32
+    ivf_nprobe: int = 128  # chosen from benchmarks/ann_served.py (docs/serving.md "ANN as served")
     ivf_nlist: int | None = None  # None: ivf_default_nlist(shard size)
     ivf_train_sample: int = 100_000
     refine_k_factor: int = 4
