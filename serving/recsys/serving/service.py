@@ -259,7 +259,7 @@ class RecommendationService:
         response = RecommendationResponse(
             request_id=state.request_id, user_id=req.user_id, items=items, model_versions=versions,
             degraded=bool(state.degraded), degraded_reasons=state.degraded, cold_start=cset.cold,
-            experiment=choice.experiment, variant=choice.variant,
+            ranking=state.ranking, experiment=choice.experiment, variant=choice.variant,
         )
         await self.cache.store(state, req.user_id, cache_variant, shape, lookup, response)
         return self._finish(req, choice, state, response, t_start)

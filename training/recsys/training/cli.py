@@ -8,6 +8,7 @@ version) exit with code 2 and a one-line message.
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -20,28 +21,57 @@ class TrainingUsageError(click.ClickException):
     exit_code = 2
 
 
+@dataclass(frozen=True)
+class ClusterOptions:
+    """Where the Ray Train jobs run; the Helm RayJob entrypoints template these flags."""
+
+    cpus_per_worker: float | None = None
+    use_gpu: bool | None = None
+    storage_path: str | None = None
+    max_failures: int | None = None
+    ray_address: str | None = None
+
+
 def common_options(f):
     @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
                   help="Dataset directory (default: data_dir setting).")
     @click.option("--seed", type=int, default=None, help="Default: the platform seed.")
     @click.option("--num-workers", type=click.IntRange(min=1), default=None, help="Ray Train workers (default 1).")
+    @click.option("--cpus-per-worker", type=click.FloatRange(min=0, min_open=True), default=None,
+                  help="CPUs reserved per worker, fractions allowed (default 1).")
+    @click.option("--use-gpu/--no-use-gpu", default=None,
+                  help="One GPU per worker, model and batches on it (default: no).")
+    @click.option("--storage-path", default=None,
+                  help="Checkpoints and run state: a local path or a URI every node reaches (s3://bucket/x, "
+                       "gs://..., file:///shared/x). Default: ray_results next to the data_dir setting.")
+    @click.option("--max-failures", type=click.IntRange(min=-1), default=None,
+                  help="Worker-group restarts from the latest checkpoint (default 2, -1 = no limit).")
+    @click.option("--ray-address", default=None,
+                  help="Ray cluster: host:port / ray://..., or 'local' for a private one. Default: RAY_ADDRESS, "
+                       "else a running local cluster with enough free CPUs, else a private local cluster.")
     @click.option("--version", "version", default=None, help="Version id to write (default: timestamp).")
     @click.option("--promote", is_flag=True, help="Promote the new version(s) after writing.")
     @click.option("--split", type=click.Choice(["global_time", "leave_last_out"]), default=None,
                   help="Split protocol (default global_time).")
     @functools.wraps(f)
     def wrapper(*args, **kwargs):
+        kwargs["cluster"] = ClusterOptions(**{k: kwargs.pop(k) for k in (
+            "cpus_per_worker", "use_gpu", "storage_path", "max_failures", "ray_address")})
         return f(*args, **kwargs)
 
     return wrapper
 
 
 def make_config(pcfg: PlatformConfig, data_dir: str | None, seed: int | None, num_workers: int | None,
-                split: str | None, epochs: int | None = None, ranking_epochs: int | None = None):
+                split: str | None, epochs: int | None = None, ranking_epochs: int | None = None,
+                cluster: ClusterOptions | None = None):
     from recsys.training.config import TrainingConfig
 
-    cfg = TrainingConfig.from_platform(pcfg, data_dir=data_dir, seed=seed, num_workers=num_workers, split=split)
-    cfg = cfg.model_copy(update={"storage_path": Path(pcfg.data_dir).parent / "ray_results"})
+    cluster = cluster or ClusterOptions()
+    storage = cluster.storage_path or str(Path(pcfg.data_dir).parent / "ray_results")
+    cfg = TrainingConfig.from_platform(pcfg, data_dir=data_dir, seed=seed, num_workers=num_workers, split=split,
+                                       cpus_per_worker=cluster.cpus_per_worker, use_gpu=cluster.use_gpu,
+                                       max_failures=cluster.max_failures, storage_path=storage)
     if data_dir is not None and not Path(data_dir).is_dir():
         raise TrainingUsageError(f"data directory {data_dir} does not exist: generate data first "
                                  f"(`recsys data generate --out {data_dir}`)")
@@ -50,6 +80,18 @@ def make_config(pcfg: PlatformConfig, data_dir: str | None, seed: int | None, nu
     if ranking_epochs is not None:
         cfg = cfg.model_copy(update={"ranking": cfg.ranking.model_copy(update={"epochs": ranking_epochs})})
     return cfg
+
+
+def connect_cluster(cfg, cluster: ClusterOptions) -> None:
+    """Pick the Ray cluster for the Ray Train jobs (see :mod:`recsys.training.cluster`) and say which."""
+    from recsys.training.cluster import ClusterError, connect_for_training
+    from recsys.training.ray_job import JobResources
+
+    try:
+        choice = connect_for_training(cluster.ray_address, JobResources.from_config(cfg).needs())
+    except ClusterError as e:
+        raise TrainingUsageError(str(e)) from e
+    click.echo(f"[ray] {choice.message}")
 
 
 def run_step(fn):
@@ -74,12 +116,12 @@ def cli() -> None:
 @cli.command("baselines")
 @common_options
 @pass_config
-def baselines(pcfg: PlatformConfig, data_dir, seed, num_workers, version, promote, split) -> None:
-    """Popularity, item-kNN and ALS, fitted on everything before the test cut."""
+def baselines(pcfg: PlatformConfig, data_dir, seed, num_workers, version, promote, split, cluster) -> None:
+    """Popularity, item-kNN and ALS, fitted on everything before the test cut (no Ray job)."""
     from recsys.platform.model_store import ModelStore
     from recsys.training.workflows import load_inputs, train_baselines
 
-    cfg = make_config(pcfg, data_dir, seed, num_workers, split)
+    cfg = make_config(pcfg, data_dir, seed, num_workers, split, cluster=cluster)
     run_step(lambda: train_baselines(cfg, load_inputs(cfg), ModelStore(cfg.model_store_uri), version, promote))
 
 
@@ -87,12 +129,13 @@ def baselines(pcfg: PlatformConfig, data_dir, seed, num_workers, version, promot
 @common_options
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Default 3.")
 @pass_config
-def retrieval(pcfg: PlatformConfig, data_dir, seed, num_workers, version, promote, split, epochs) -> None:
+def retrieval(pcfg: PlatformConfig, data_dir, seed, num_workers, version, promote, split, epochs, cluster) -> None:
     """Two-tower model (sampled softmax, in-batch negatives, logQ) as a Ray Train job."""
     from recsys.platform.model_store import ModelStore
     from recsys.training.workflows import load_inputs, train_retrieval
 
-    cfg = make_config(pcfg, data_dir, seed, num_workers, split, epochs=epochs)
+    cfg = make_config(pcfg, data_dir, seed, num_workers, split, epochs=epochs, cluster=cluster)
+    connect_cluster(cfg, cluster)
     run_step(lambda: train_retrieval(cfg, load_inputs(cfg), ModelStore(cfg.model_store_uri), version, promote))
 
 
@@ -104,14 +147,15 @@ def retrieval(pcfg: PlatformConfig, data_dir, seed, num_workers, version, promot
               help="auto = Feast when its offline tables are built from this dataset, else inline.")
 @pass_config
 def ranking(pcfg: PlatformConfig, data_dir, seed, num_workers, version, promote, split, epochs,
-            retrieval_version, feature_source) -> None:
+            retrieval_version, feature_source, cluster) -> None:
     """DeepFM ranker on two-tower candidates (hard + random negatives) as a Ray Train job."""
     from recsys.platform.model_store import ModelStore
     from recsys.training.workflows import load_inputs, train_ranking
 
-    cfg = make_config(pcfg, data_dir, seed, num_workers, split, ranking_epochs=epochs)
+    cfg = make_config(pcfg, data_dir, seed, num_workers, split, ranking_epochs=epochs, cluster=cluster)
     if feature_source:
         cfg = cfg.model_copy(update={"ranking": cfg.ranking.model_copy(update={"feature_source": feature_source})})
+    connect_cluster(cfg, cluster)
     run_step(lambda: train_ranking(cfg, load_inputs(cfg), ModelStore(cfg.model_store_uri), version, promote,
                                    retrieval_version=retrieval_version))
 
@@ -125,12 +169,14 @@ def ranking(pcfg: PlatformConfig, data_dir, seed, num_workers, version, promote,
 @click.option("--no-promote", is_flag=True, help="Do not promote (default: promote everything trained).")
 @pass_config
 def train_all_cmd(pcfg: PlatformConfig, data_dir, seed, num_workers, version, promote, split, epochs,
-                  ranking_epochs, report_path, no_promote) -> None:
+                  ranking_epochs, report_path, no_promote, cluster) -> None:
     """Baselines + two-tower + ranker, evaluate them on the test split, promote them."""
     from recsys.platform.model_store import ModelStore
     from recsys.training.workflows import train_all
 
-    cfg = make_config(pcfg, data_dir, seed, num_workers, split, epochs=epochs, ranking_epochs=ranking_epochs)
+    cfg = make_config(pcfg, data_dir, seed, num_workers, split, epochs=epochs, ranking_epochs=ranking_epochs,
+                      cluster=cluster)
+    connect_cluster(cfg, cluster)
     report, path, timings = run_step(lambda: train_all(cfg, ModelStore(cfg.model_store_uri), version,
                                                        promote=not no_promote,
                                                        report_path=Path(report_path) if report_path else None))

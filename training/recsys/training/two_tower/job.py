@@ -46,54 +46,50 @@ def validation_recall(model: TwoTowerModel, data: RetrievalData, k: int = 20) ->
 
 
 def train_loop(config: dict[str, Any]) -> None:
-    """Per-worker loop (runs inside a Ray Train worker)."""
-    import ray.train
-    import ray.train.torch
-
-    from recsys.training.ray_job import worker_setup
+    """Per-worker loop (runs inside a Ray Train worker); plumbing from :mod:`recsys.training.ray_job`."""
+    from recsys.training.ray_job import batches, cpu_copy, local_batch_size, report_epoch, shard, worker_setup
 
     rc = RetrievalConfig(**config["retrieval"])
     seed = int(config["seed"])
-    data: RetrievalData
-    data, rank, world = worker_setup(config)
-    model = build_model(data, rc)
-    model = ray.train.torch.prepare_model(model)
+    ctx = worker_setup(config)
+    data: RetrievalData = ctx.data
+    rank, world = ctx.rank, ctx.world
+    model = ctx.prepare(build_model(data, rc))
     opt = torch.optim.Adam(model.parameters(), lr=rc.learning_rate, weight_decay=rc.weight_decay)
-    rng = np.random.default_rng(seed + 1000 * rank)
-    log_q_all = torch.from_numpy(data.log_q)
-    n_ex = len(data.ex_item)
-    history: list[dict[str, Any]] = []
-    for epoch in range(rc.epochs):
+    start, history = ctx.resume(model, opt)
+    (log_q_all,) = ctx.to(torch.from_numpy(data.log_q))
+    bs = local_batch_size(rc.batch_size, world)
+    for epoch in range(start, rc.epochs):
+        ctx.maybe_fail(epoch)
         t0 = time.perf_counter()
-        order = np.random.default_rng(seed + epoch).permutation(n_ex)[rank::world]
+        order = shard(len(data.ex_item), rank, world, seed, epoch)
         if rc.max_examples_per_epoch:
             order = order[: rc.max_examples_per_epoch // world]
+        rng = np.random.default_rng([seed, 1000 + rank, epoch])  # per epoch: a resumed run draws the same
         total, steps = 0.0, 0
-        for s in range(0, len(order) - rc.batch_size // 2, rc.batch_size):
-            b = order[s:s + rc.batch_size]
+        for b in batches(order, bs, min_last=bs // 2 + 1):
             users = data.ex_user[b].copy()
             users[rng.random(len(b)) < rc.user_id_dropout] = -1
             hist = data.histories(data.ex_user[b], data.ex_pos[b], rc.history_length)
-            items = torch.from_numpy(data.ex_item[b])
-            loss = model(torch.from_numpy(users), torch.from_numpy(hist), items,
-                         log_q_all[items] if rc.logq_correction else None)
+            u, h, items = ctx.to(torch.from_numpy(users), torch.from_numpy(hist), torch.from_numpy(data.ex_item[b]))
+            loss = model(u, h, items, log_q_all[items] if rc.logq_correction else None)
             opt.zero_grad()
             loss.backward()
             opt.step()
             total += float(loss.detach())
             steps += 1
-        metrics = {"epoch": epoch + 1, "loss": total / max(steps, 1), "seconds": time.perf_counter() - t0}
+        metrics = ctx.epoch_metrics(epoch, loss=total / max(steps, 1), seconds=time.perf_counter() - t0)
         if rank == 0:
-            from recsys.training.ray_job import unwrap
-
-            metrics["val_recall@20"] = validation_recall(unwrap(model), data)
+            metrics["val_recall@20"] = validation_recall(cpu_copy(model), data)
             print(f"[two_tower] epoch {epoch + 1}/{rc.epochs} loss={metrics['loss']:.4f} "
-                  f"val_recall@20={metrics['val_recall@20']:.4f} ({metrics['seconds']:.1f}s, {steps} steps)",
-                  flush=True)
+                  f"val_recall@20={metrics['val_recall@20']:.4f} ({metrics['seconds']:.1f}s, {steps} steps "
+                  f"x {bs} x {world} worker(s))", flush=True)
         history.append(metrics)
-        from recsys.training.ray_job import report_epoch
+        report_epoch(model, metrics, history, opt)
 
-        report_epoch(model, metrics, history)
+
+BEST_BY = ("val_recall@20", "max")
+"""The validation metric that picks the exported epoch (CheckpointConfig score)."""
 
 
 @dataclass
@@ -102,6 +98,13 @@ class TrainedTwoTower:
     data: RetrievalData
     history: list[dict[str, Any]]
     seconds: float
+    best_epoch: int = 0
+
+    @property
+    def best_metrics(self) -> dict[str, Any]:
+        """Metrics of the exported (best-validation) epoch."""
+        return next((h for h in self.history if h.get("epoch") == self.best_epoch),
+                    self.history[-1] if self.history else {})
 
 
 def train_two_tower(
@@ -112,10 +115,10 @@ def train_two_tower(
     items: pd.DataFrame,
     name: str = "two_tower",
 ) -> TrainedTwoTower:
-    """Build examples on the driver, run the Ray Train job, return the trained model (CPU, eval mode)."""
+    """Build examples on the driver, run the Ray Train job, return the best epoch's model (CPU, eval mode)."""
     import ray
 
-    from recsys.training.ray_job import ensure_ray, run_torch_job
+    from recsys.training.ray_job import BestBy, JobResources, ensure_ray, run_torch_job
 
     t0 = time.perf_counter()
     rc = cfg.retrieval
@@ -123,15 +126,16 @@ def train_two_tower(
     data = build_retrieval_data(train_events, validation_events, catalog, feats, rc.history_length, seed=cfg.seed)
     ensure_ray()
     ref = ray.put(data)
-    state, history = run_torch_job(
+    job = run_torch_job(
         train_loop,
-        {"retrieval": rc.model_dump(), "seed": cfg.seed, "torch_threads": cfg.torch_threads, "data": ref},
+        {"retrieval": rc.model_dump(), "seed": cfg.seed, "torch_threads": cfg.torch_threads, "data": ref,
+         "fail_once": cfg.fail_once.model_dump() if cfg.fail_once else None},
         name=f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{cfg.seed}",
-        num_workers=cfg.num_workers,
-        cpus_per_worker=cfg.cpus_per_worker,
-        storage_path=cfg.storage_path,
+        resources=JobResources.from_config(cfg),
+        best_by=BestBy(*BEST_BY),
     )
     model = build_model(data, rc)
-    model.load_state_dict(state)
+    model.load_state_dict(job.state)
     model.eval()
-    return TrainedTwoTower(model=model, data=data, history=history, seconds=time.perf_counter() - t0)
+    return TrainedTwoTower(model=model, data=data, history=job.history, seconds=time.perf_counter() - t0,
+                           best_epoch=job.best_epoch)
