@@ -312,4 +312,5 @@ class RecommendationService:
             explorer.record_click(item_id)
         value = event.get("rating") if event.get("event_type") == "rating" else 1.0
         self.experiments.log_outcome(int(event["user_id"]), str(event["event_type"]),
-                                     float(value if value is not None else 1.0), item_id)
+                                     float(value if value is not None else 1.0), item_id,
+                                     event_id=event.get("event_id"))  # a retried event counts once
