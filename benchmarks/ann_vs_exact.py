@@ -1,5 +1,8 @@
 """ANN vs exact retrieval on N x D clustered item vectors (default 1M x 64): recall@K and speed-up.
 
+Index families in isolation (one unsharded index, query batches, 2 threads). What serving actually
+runs (shards, its nlist/nprobe/k, one query on one thread, merged top-k) is benchmarks/ann_served.py.
+
 Baseline and candidates run in the same process on the same query batch and thread count:
 exact ``IndexFlatIP`` (brute force) vs FAISS ``IndexHNSWFlat`` and ``IndexIVFPQ`` (plain and with
 the exact re-scoring ``IndexRefineFlat`` that recsys.serving uses for large shards). Build time is

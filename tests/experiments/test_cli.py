@@ -33,7 +33,7 @@ CONFIG = {
             "start": "2025-01-01T00:00:00Z",
             "variants": [
                 {"name": "base", "weight": 50},
-                {"name": "diverse", "weight": 50, "reranking": {"diversity_lambda": 0.5}},
+                {"name": "diverse", "weight": 50, "reranking": {"mmr_lambda": 0.5}},
             ],
             "analysis": {"primary_metric": "conversion", "looks": 5},
         },
@@ -109,3 +109,15 @@ def test_report_prints_decision_and_writes_png_and_html(logged, tmp_path):
         cli, ["report", str(config_path), "--log", str(log_dir), "--experiment", "nope"]
     )
     assert unknown.exit_code != 0 and "unknown experiment" in unknown.output
+
+
+def test_validate_rejects_a_reranking_parameter_serving_does_not_read(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "experiments:\n  - name: div\n    variants:\n      - {name: a, weight: 50}\n"
+        "      - {name: b, weight: 50, reranking: {diversity_lambda: 0.3, max_per_genre: two}}\n"
+    )
+    result = CliRunner().invoke(cli, ["validate", str(bad)])
+    assert result.exit_code == 1
+    assert "experiments[div].variants[b].reranking.diversity_lambda" in result.output
+    assert "experiments[div].variants[b].reranking.max_per_genre" in result.output

@@ -26,7 +26,8 @@ def test_example_defaults_are_filled():
     assert ranker.lanes() == [50.0, 50.0]
     assert ranker.start is not None and ranker.start.tzinfo is not None
     assert config.layer_shares("models") == [60.0, 40.0]
-    assert config.experiment("diversity").variant("lambda_03").reranking == {"diversity_lambda": 0.3, "genre_cap": 3}
+    reranking = config.experiment("diversity").variant("lambda_03").reranking
+    assert reranking.overrides() == {"mmr_lambda": 0.3, "max_per_genre": 3}
 
 
 def _error(raw) -> str:
@@ -44,8 +45,14 @@ def _two(**variant_overrides):
     [
         ({"experiments": [_two(weight=150)]}, "experiments[exp].variants[b].weight"),
         ({"experiments": [_two(wieght=5)]}, "experiments[exp].variants[b].wieght"),
-        ({"experiments": [_two(reranking={"diversity_lambda": 2})]}, "experiments[exp].variants[b].reranking"),
-        ({"experiments": [_two(reranking={"genre_cap": 0})]}, "genre_cap must be an integer"),
+        ({"experiments": [_two(reranking={"mmr_lambda": 2})]}, "experiments[exp].variants[b].reranking.mmr_lambda"),
+        ({"experiments": [_two(reranking={"max_per_genre": 0})]}, "variants[b].reranking.max_per_genre"),
+        # names serving does not read, and ill-typed values, fail validation instead of a request
+        ({"experiments": [_two(reranking={"diversity_lambda": 0.3})]}, "reranking.diversity_lambda: Extra inputs"),
+        ({"experiments": [_two(reranking={"mmr_lambda": "high"})]}, "reranking.mmr_lambda: Input should be a valid"),
+        ({"experiments": [_two(reranking={"mmr_lambda": "0.3"})]}, "reranking.mmr_lambda"),
+        ({"experiments": [_two(reranking={"max_per_genre": True})]}, "reranking.max_per_genre"),
+        ({"experiments": [_two(reranking={"max_per_genre": 2.5})]}, "reranking.max_per_genre"),
         ({"experiments": [{"name": "exp", "variants": [{"name": "a", "weight": 1}]}]}, "experiments[exp].variants"),
         ({"experiments": [{**_two(), "start": "not a date"}]}, "experiments[exp].start"),
         ({"experiments": [{**_two(), "targeting": {"segment": "old"}}]}, "experiments[exp].targeting.segment"),

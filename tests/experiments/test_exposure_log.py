@@ -93,3 +93,25 @@ def test_outcomes_count_only_after_first_exposure_in_that_experiment(tmp_path):
     assert metrics["b"].ctr == 0.0 and metrics["b"].reward_mean == 4.0
     cut, _ = unit_table(frames, "exp", until=t0 + 10)
     assert cut["unit_id"].tolist() == ["u1"] and cut["exposures"].tolist() == [1]
+
+
+def test_outcomes_with_an_event_id_count_once_across_retries_and_replicas(tmp_path):
+    """A client retrying after a 503 sends the same event again, maybe to another replica: one click."""
+    t0 = 1_700_000_000.0
+    first, second = ExposureLog(tmp_path, fsync="never"), ExposureLog(tmp_path, fsync="never")
+    first.log_exposure("u1", "exp", "treatment", "r1", t0, [1, 2])
+    assert first.log_outcome("u1", "click", 1.0, t0 + 1, item_id=1, event_id="evt-1") is True
+    assert first.log_outcome("u1", "click", 1.0, t0 + 2, item_id=1, event_id="evt-1") is False  # same writer: skipped
+    assert second.log_outcome("u1", "click", 1.0, t0 + 3, item_id=1, event_id="evt-1") is True  # other replica
+    first.log_outcome("u1", "click", 1.0, t0 + 4, item_id=2)  # no id: every copy counts
+    first.log_outcome("u1", "click", 1.0, t0 + 4, item_id=2)
+    first.close()
+    second.close()
+    frames = read_log(tmp_path)
+    assert frames.duplicate_outcomes == 1
+    assert sorted(frames.outcomes["event_id"].fillna("-")) == ["-", "-", "evt-1"]
+    assert frames.outcomes.loc[frames.outcomes["event_id"] == "evt-1", "ts"].item() == t0 + 1  # the first copy
+    table, _ = unit_table(frames, "exp", ["purchase"])
+    assert variant_metrics(table)["treatment"].clicks == 3
+    with pytest.raises(ValueError):
+        ExposureLog(tmp_path).log_outcome("u1", "click", event_id="")

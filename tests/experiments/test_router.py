@@ -220,8 +220,8 @@ def test_router_pickles_and_resolves_settings(make_config):
                 "name": "div",
                 "layer": "r",
                 "variants": [
-                    {"name": "a", "weight": 50, "reranking": {"diversity_lambda": 0.1}},
-                    {"name": "b", "weight": 50, "reranking": {"diversity_lambda": 0.5, "genre_cap": 2}},
+                    {"name": "a", "weight": 50, "reranking": {"mmr_lambda": 0.1}},
+                    {"name": "b", "weight": 50, "reranking": {"mmr_lambda": 0.5, "max_per_genre": 2}},
                 ],
             },
         ]
@@ -235,7 +235,7 @@ def test_router_pickles_and_resolves_settings(make_config):
     assert resolved == {
         "retrieval_version": "r2",
         "ranking_version": "k2",
-        "reranking": {"diversity_lambda": 0.5, "genre_cap": 2},
+        "reranking": {"mmr_lambda": 0.5, "max_per_genre": 2},
     }
     assert router.assign_primary(unit).to_dict()["experiment"] == "models"
 

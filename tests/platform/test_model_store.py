@@ -71,3 +71,45 @@ def test_fsspec_memory_uri():
     assert mv.uri.startswith("memory://")
     local = store.local_path(mv)
     assert (local / "ranker.pt").read_bytes() == b"\x00\x01"
+
+
+@pytest.mark.parametrize("bad", ["../v1", "../../outside", "/tmp/outside", "v1/../../outside", "a/b", "a\\b", "",
+                                 ".hidden", "V1"])
+def test_version_ids_are_validated_on_every_read(tmp_store, tmp_path, bad):
+    """A version id from a request, an experiment config or PROMOTED never becomes a path outside the store."""
+    _write(tmp_store, "v1")
+    # a complete, loadable "version" outside the model directory that an unchecked join would reach
+    outside = tmp_path / "outside"
+    outside.mkdir(exist_ok=True)
+    (outside / "metadata.json").write_text(json.dumps({"name": "two_tower", "version": "x", "files": {}}))
+    from recsys.platform.model_store import ModelVersion
+
+    forged = ModelVersion("two_tower", bad, str(outside), {"files": {}})
+    for read in (lambda: tmp_store.get("two_tower", bad), lambda: tmp_store.promote("two_tower", bad),
+                 lambda: tmp_store.local_path(forged), lambda: tmp_store.verify(forged)):
+        with pytest.raises(ModelStoreError, match="invalid version"):
+            read()
+    with pytest.raises(ModelStoreError, match="invalid model name"):
+        tmp_store.get("../two_tower", "v1")
+    assert tmp_store.get("two_tower", "v1").version == "v1"  # valid ids still read
+
+
+def test_promoted_file_with_a_bad_version_is_refused(tmp_store):
+    _write(tmp_store, "v1")
+    tmp_store.promote("two_tower", "v1")
+    with open(tmp_store._p("two_tower", "PROMOTED"), "w") as fh:  # a hand-edited or tampered pointer
+        fh.write("../../etc\n")
+    with pytest.raises(ModelStoreError, match="invalid version"):
+        tmp_store.get("two_tower")
+
+
+def test_metadata_listing_files_outside_the_version_is_refused(tmp_store):
+    _write(tmp_store, "v1")
+    meta_path = tmp_store._p("two_tower", "v1", "metadata.json")
+    with open(meta_path) as fh:
+        meta = json.load(fh)
+    meta["files"]["../../secret"] = "0" * 64
+    with open(meta_path, "w") as fh:
+        json.dump(meta, fh)
+    with pytest.raises(ModelStoreError, match="outside the version"):
+        tmp_store.get("two_tower", "v1", verify=True)

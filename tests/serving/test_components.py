@@ -220,12 +220,14 @@ def test_inprocess_experiment_routing_and_exposure_log(serving_args, tmp_path):
         "      - {name: diverse, weight: 50, reranking: {mmr_lambda: 0.3}}\n"
     )
     log_dir = tmp_path / "exposures"
-    svc = _service(serving_args, experiments_config=str(exp_file), exposure_log_dir=str(log_dir))
+    svc = _service(serving_args, experiments_config=str(exp_file), exposure_log_dir=str(log_dir),
+                   feature_timeout_s=5.0)  # a loaded CI box must not turn into degraded answers here
     with TestClient(create_api(svc)) as c:
         variants = set()
         for user in range(1, 21):
             body = c.post("/v1/recommendations", json={"user_id": user, "n": 5}).json()
             assert body["experiment"] == "diversity_test"
+            assert body["degraded"] is False, body["degraded_reasons"]  # a degraded answer is not a served variant
             variants.add(body["variant"])
         assert variants == {"control", "diverse"}
         c.post("/v1/events", json={"user_id": 1, "item_id": 2, "event_type": "click"})

@@ -73,7 +73,7 @@ def list_experiments(file: str) -> None:
                 click.echo(
                     f"    - {variant.name}{control}: weight {variant.weight:g}% of lane {lane:g}% "
                     f"retrieval={variant.retrieval_version or 'promoted'} "
-                    f"ranking={variant.ranking_version or 'promoted'} reranking={dict(variant.reranking)}"
+                    f"ranking={variant.ranking_version or 'promoted'} reranking={variant.reranking.overrides()}"
                 )
 
 

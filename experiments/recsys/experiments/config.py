@@ -18,6 +18,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from recsys.experiments.variant_params import RerankingParams
+
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
 EVENT_TYPES = ("click", "purchase", "rating", "view")
 HOLDOUT = "holdout"
@@ -58,19 +60,10 @@ class Variant(_Strict):
     )
     retrieval_version: str | None = None
     ranking_version: str | None = None
-    reranking: dict[str, Scalar] = Field(default_factory=dict)
+    reranking: RerankingParams = Field(
+        default_factory=RerankingParams, description="re-ranking overrides; the schema serving reads"
+    )
     description: str = ""
-
-    @field_validator("reranking")
-    @classmethod
-    def _known_reranking_ranges(cls, value: dict[str, Scalar]) -> dict[str, Scalar]:
-        lam = value.get("diversity_lambda")
-        if lam is not None and (isinstance(lam, bool) or not isinstance(lam, int | float) or not 0 <= lam <= 1):
-            raise ValueError("diversity_lambda must be a number in [0, 1]")
-        cap = value.get("genre_cap")
-        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
-            raise ValueError("genre_cap must be an integer >= 1")
-        return value
 
 
 class Analysis(_Strict):
@@ -79,15 +72,30 @@ class Analysis(_Strict):
     primary_metric: Literal["ctr", "conversion", "reward"] = "ctr"
     method: Literal["msprt", "group_sequential"] = "msprt"
     alpha: float = Field(0.05, gt=0, lt=0.5)
-    tau: float | None = Field(None, gt=0, description="mSPRT mixture sd on the metric's absolute scale")
-    tau_relative: float = Field(0.05, gt=0, description="if tau is unset: tau = tau_relative * |control estimate|")
+    tau: float | None = Field(
+        None, gt=0, description="mSPRT mixture sd on the metric's absolute scale, fixed for the whole experiment"
+    )
+    tau_relative: float = Field(
+        0.1, gt=0, le=10, description="if tau is unset: tau = tau_relative x baseline (config, else pre-period)"
+    )
+    baseline: float | None = Field(
+        None, gt=0, description="expected control value of the primary metric, from data before the experiment"
+    )
+    pre_period_days: float = Field(
+        14.0, gt=0, le=365, description="window before `start` whose logged traffic gives the baseline"
+    )
     equivalence_margin: float | None = Field(
         None, gt=0, description="stop for 'no difference' once the confidence sequence fits in +-margin"
     )
     max_units_per_variant: int | None = Field(
         None, gt=0, description="sample size cap; also the information horizon of the group-sequential test"
     )
-    looks: int = Field(20, ge=1, le=200, description="number of interim looks a report evaluates")
+    looks: int = Field(
+        10, ge=1, le=200, description="group-sequential looks, at k/looks of max_units_per_variant (k = 1..looks)"
+    )
+    look_every_units: int = Field(
+        200, ge=2, description="the mSPRT looks each time both arms have this many more units"
+    )
     reward_events: list[Literal["click", "purchase", "rating", "view"]] = Field(default_factory=lambda: ["purchase"])
     higher_is_better: bool = True
 

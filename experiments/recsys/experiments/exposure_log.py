@@ -13,6 +13,12 @@ crash of the process. Durability against an OS crash/power loss is the ``fsync``
 ``fsync_interval_s`` passed since the last one, and on close) or ``"never"``. Not for NFS.
 
 The reader skips lines it cannot parse (a torn last line after a power loss) and counts them.
+
+Idempotent outcomes: an outcome logged with an ``event_id`` counts once however often it is logged —
+a client that retries after a timeout or a 503 sends the same event again, possibly to another
+replica. The writer skips ids it wrote recently (a bounded in-process set, which also keeps the files
+small), and the reader keeps only the first record of each id, which holds across replicas and
+restarts. Outcomes without an id cannot be de-duplicated and are all counted.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import contextlib
 import json
 import os
 import time
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -33,8 +40,12 @@ if TYPE_CHECKING:  # pandas is only needed to read; writers (serving replicas) s
     import pandas as pd
 
 FsyncPolicy = Literal["always", "interval", "never"]
-EXPOSURE_COLUMNS = ["unit_id", "experiment", "variant", "layer", "request_id", "ts", "items", "is_holdout"]
-OUTCOME_COLUMNS = ["unit_id", "event_type", "value", "ts", "item_id"]
+EXPOSURE_COLUMNS = [
+    "unit_id", "experiment", "variant", "layer", "request_id", "ts", "items", "is_holdout",
+    "assigned_variant", "fallback_reason",
+]
+OUTCOME_COLUMNS = ["unit_id", "event_type", "value", "ts", "item_id", "event_id"]
+RECENT_EVENT_IDS = 100_000  # per writer; the reader de-duplicates the rest
 
 
 def _epoch(ts: datetime | float | int | None) -> float:
@@ -66,6 +77,7 @@ class ExposureLog:
         self._fds: dict[str, int] = {}
         self._last_fsync = time.monotonic()
         self._pid = os.getpid()
+        self._recent_events: OrderedDict[str, None] = OrderedDict()
         self.directory.mkdir(parents=True, exist_ok=True)
 
     # ------------------------------------------------------------------ writing
@@ -80,8 +92,14 @@ class ExposureLog:
         *,
         layer: str | None = None,
         is_holdout: bool = False,
+        assigned_variant: str | None = None,
+        fallback_reason: str | None = None,
     ) -> None:
-        """Record that ``unit_id`` was served ``items`` under ``experiment``/``variant``."""
+        """Record that ``unit_id`` was served ``items`` under ``experiment``/``variant``.
+
+        Serving logs ``variant="fallback"`` with the ``assigned_variant`` and a ``fallback_reason`` when
+        the assigned variant's setting did not reach the answer (a missing version, a failing stage).
+        """
         record = {
             "unit_id": str(unit_id),
             "experiment": experiment,
@@ -92,6 +110,9 @@ class ExposureLog:
             "items": [i if isinstance(i, int | float) else str(i) for i in items],
             "is_holdout": bool(is_holdout),
         }
+        if fallback_reason is not None:
+            record["assigned_variant"] = assigned_variant
+            record["fallback_reason"] = fallback_reason
         self._append("exposures", record)
 
     def log_assignment(
@@ -121,21 +142,41 @@ class ExposureLog:
         value: float = 1.0,
         ts: datetime | float | None = None,
         item_id: str | int | None = None,
-    ) -> None:
-        """Record a click/purchase/rating/view; ``value`` is the amount, the rating, or 1."""
+        *,
+        event_id: str | None = None,
+    ) -> bool:
+        """Record a click/purchase/rating/view; ``value`` is the amount, the rating, or 1.
+
+        ``event_id`` (the client's id of the event) makes the call idempotent: a retried event is
+        counted once (see the module docstring). Returns False when this writer had already logged
+        that id and skipped the write, True when a line was written.
+        """
         if event_type not in EVENT_TYPES:
             raise ValueError(f"event_type must be one of {EVENT_TYPES}, got {event_type!r}")
         value = float(value)
         if value != value:  # NaN would poison every mean downstream
             raise ValueError("value must be a number, got NaN")
+        if event_id is not None:
+            event_id = str(event_id)
+            if not event_id:
+                raise ValueError("event_id must be a non-empty string or None")
+            if event_id in self._recent_events:
+                self._recent_events.move_to_end(event_id)
+                return False
         record = {
             "unit_id": str(unit_id),
             "event_type": event_type,
             "value": value,
             "ts": _epoch(ts),
             "item_id": None if item_id is None else str(item_id),
+            "event_id": event_id,
         }
         self._append("outcomes", record)
+        if event_id is not None:
+            self._recent_events[event_id] = None
+            if len(self._recent_events) > RECENT_EVENT_IDS:
+                self._recent_events.popitem(last=False)
+        return True
 
     def _append(self, kind: str, record: dict[str, Any]) -> None:
         line = (json.dumps(record, separators=(",", ":")) + "\n").encode()
@@ -210,6 +251,7 @@ class LogFrames:
     exposures: pd.DataFrame
     outcomes: pd.DataFrame
     bad_lines: int = 0
+    duplicate_outcomes: int = 0  # records dropped because their event_id was already seen
 
 
 def _read_lines(paths: Iterable[Path], required: Sequence[str]) -> tuple[list[dict[str, Any]], int]:
@@ -250,4 +292,10 @@ def read_log(directory: str | Path) -> LogFrames:
     oc["value"] = pd.to_numeric(oc["value"], errors="coerce").fillna(1.0)
     ex["unit_id"] = ex["unit_id"].astype(str)
     oc["unit_id"] = oc["unit_id"].astype(str)
-    return LogFrames(ex, oc, bad_e + bad_o)
+    # a retried event (same event_id) counts once: keep the earliest record, whichever replica wrote it
+    has_id = oc["event_id"].notna()
+    duplicate = has_id & oc.sort_values("ts", kind="stable").duplicated(subset=["event_id"]).reindex(oc.index)
+    duplicates = int(duplicate.sum())
+    if duplicates:
+        oc = oc[~duplicate].reset_index(drop=True)
+    return LogFrames(ex, oc, bad_e + bad_o, duplicates)

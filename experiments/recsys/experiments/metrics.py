@@ -37,8 +37,8 @@ def ratio_delta_variance(numerator: np.ndarray, denominator: np.ndarray) -> tupl
     ratio = mx / my
     if n < 2:
         return float(ratio), float("nan")
-    vx, vy = x.var(ddof=1), y.var(ddof=1)
-    cxy = np.cov(x, y, ddof=1)[0, 1]
+    dx, dy = x - mx, y - my
+    vx, vy, cxy = (dx @ dx) / (n - 1), (dy @ dy) / (n - 1), (dx @ dy) / (n - 1)
     variance = (vx - 2 * ratio * cxy + ratio**2 * vy) / (n * my**2)
     return float(ratio), float(max(variance, 0.0))
 
@@ -117,31 +117,132 @@ def unit_table(
     return table.reset_index()[columns], conflicting
 
 
+def metrics_from_arrays(
+    variant: str, exposures: np.ndarray, clicks: np.ndarray, purchased: np.ndarray, reward: np.ndarray
+) -> VariantMetrics:
+    """`VariantMetrics` from per-unit arrays (one entry per exposed unit of the variant)."""
+    exposures = np.asarray(exposures, dtype=float)
+    clicks = np.asarray(clicks, dtype=float)
+    reward = np.asarray(reward, dtype=float)
+    n = len(exposures)
+    ctr, ctr_var = ratio_delta_variance(clicks, exposures)
+    purchasers = int(np.count_nonzero(purchased))
+    conversion = purchasers / n
+    return VariantMetrics(
+        variant=str(variant),
+        units=n,
+        exposures=int(exposures.sum()),
+        clicks=int(clicks.sum()),
+        ctr=ctr,
+        ctr_var=ctr_var,
+        purchasers=purchasers,
+        conversion=conversion,
+        conversion_var=conversion * (1 - conversion) / n,
+        reward_mean=float(reward.mean()),
+        reward_var=float(reward.var(ddof=1) / n) if n > 1 else float("nan"),
+    )
+
+
 def variant_metrics(table: pd.DataFrame) -> dict[str, VariantMetrics]:
     """Aggregate a `unit_table` into `VariantMetrics` per variant."""
-    out: dict[str, VariantMetrics] = {}
-    for variant, group in table.groupby("variant", sort=True):
-        n = len(group)
-        clicks = group["clicks"].to_numpy(dtype=float)
-        exposures = group["exposures"].to_numpy(dtype=float)
-        ctr, ctr_var = ratio_delta_variance(clicks, exposures)
-        purchasers = int(group["purchased"].sum())
-        conversion = purchasers / n
-        reward = group["reward"].to_numpy(dtype=float)
-        out[str(variant)] = VariantMetrics(
-            variant=str(variant),
-            units=n,
-            exposures=int(exposures.sum()),
-            clicks=int(clicks.sum()),
-            ctr=ctr,
-            ctr_var=ctr_var,
-            purchasers=purchasers,
-            conversion=conversion,
-            conversion_var=conversion * (1 - conversion) / n,
-            reward_mean=float(reward.mean()),
-            reward_var=float(reward.var(ddof=1) / n) if n > 1 else float("nan"),
+    return {
+        str(variant): metrics_from_arrays(
+            str(variant),
+            group["exposures"].to_numpy(dtype=float),
+            group["clicks"].to_numpy(dtype=float),
+            group["purchased"].to_numpy(dtype=bool),
+            group["reward"].to_numpy(dtype=float),
         )
-    return out
+        for variant, group in table.groupby("variant", sort=True)
+    }
+
+
+class UnitEvents:
+    """One experiment's log as arrays, so metrics at many look times cost a few ``bincount`` each.
+
+    Same rules as `unit_table`: a unit belongs to its first variant from its first exposure on, and
+    an outcome counts if it happened at or after that first exposure. ``metrics_at(cut)`` equals
+    ``variant_metrics(unit_table(frames, experiment, reward_events, until=cut)[0])`` (a test checks
+    it); re-grouping the DataFrame at every look made the A/A simulations through the report path
+    too slow to run thousands of times.
+    """
+
+    def __init__(self, frames: LogFrames, experiment: str, reward_events: tuple[str, ...] | list[str]) -> None:
+        ex = frames.exposures
+        mask = (ex["experiment"] == experiment).to_numpy()
+        exp_ts = ex["ts"].to_numpy(dtype=float)[mask]
+        order = np.argsort(exp_ts, kind="stable")
+        self.exp_ts = exp_ts[order]
+        codes, uniques = pd.factorize(ex["unit_id"].to_numpy(dtype=object)[mask][order], sort=False)
+        variants = ex["variant"].to_numpy(dtype=object)[mask][order]
+        self.unit_ids = np.asarray(uniques, dtype=object)
+        n = len(uniques)
+        self.exp_unit = codes.astype(np.int64)
+        # codes are numbered by first appearance in time order, so the first index of each is the first exposure
+        _, first_idx = np.unique(codes, return_index=True)
+        self.first_ts = self.exp_ts[first_idx]
+        self.unit_variant = variants[first_idx]
+        self.exp_variant = variants
+        variant_codes, _ = pd.factorize(variants)
+        pairs = np.unique(codes.astype(np.int64) * (int(variant_codes.max(initial=0)) + 1) + variant_codes)
+        n_variants = np.bincount(pairs // (int(variant_codes.max(initial=0)) + 1), minlength=n) if n else pairs
+        self.conflicting = int((n_variants > 1).sum())
+        oc = frames.outcomes
+        unit = pd.Index(self.unit_ids).get_indexer(oc["unit_id"].to_numpy(dtype=object)).astype(np.int64)
+        ts = oc["ts"].to_numpy(dtype=float)
+        keep = unit >= 0
+        if n:
+            keep &= ts >= self.first_ts[np.clip(unit, 0, None)]
+        by_time = np.argsort(ts[keep], kind="stable")  # so "outcomes until cut" is a prefix
+        self.out_unit = unit[keep][by_time]
+        self.out_ts = ts[keep][by_time]
+        kinds = oc["event_type"].to_numpy(dtype=object)[keep][by_time]
+        self.out_click = (kinds == "click").astype(float)
+        self.out_purchase = (kinds == "purchase").astype(float)
+        values = oc["value"].to_numpy(dtype=float)[keep][by_time]
+        self.out_reward = np.where(np.isin(kinds, list(reward_events)), values, 0.0)
+        self.variant_names = sorted({str(v) for v in self.unit_variant})
+        self._unit_masks = {v: self.unit_variant == v for v in self.variant_names}
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Exposed units (by first variant) and exposures per variant, as `analysis.exposure_counts` reports."""
+        units = {v: int(m.sum()) for v, m in self._unit_masks.items()}
+        names, exposures = (
+            np.unique(self.exp_variant.astype(str), return_counts=True) if len(self.exp_variant) else ([], [])
+        )
+        per_variant = dict(zip([str(x) for x in names], [int(c) for c in exposures], strict=True))
+        return {
+            v: {"units": units.get(v, 0), "exposures": per_variant.get(v, 0)}
+            for v in sorted(set(units) | set(per_variant))
+        }
+
+    @property
+    def empty(self) -> bool:
+        return len(self.unit_ids) == 0
+
+    def arm_first_ts(self, variant: str) -> np.ndarray:
+        """Sorted first-exposure times of a variant's units (the k-th entry: when it had k+1 units)."""
+        return np.sort(self.first_ts[self.unit_variant == variant])
+
+    def metrics_at(self, cut: float = float("inf")) -> dict[str, VariantMetrics]:
+        n = len(self.unit_ids)
+        if n == 0:
+            return {}
+        present = self.first_ts <= cut
+        exposures = np.bincount(self.exp_unit[: np.searchsorted(self.exp_ts, cut, side="right")], minlength=n)
+        seen = np.searchsorted(self.out_ts, cut, side="right")
+        units = self.out_unit[:seen]
+        clicks = np.bincount(units, weights=self.out_click[:seen], minlength=n)
+        purchases = np.bincount(units, weights=self.out_purchase[:seen], minlength=n)
+        reward = np.bincount(units, weights=self.out_reward[:seen], minlength=n)
+        out: dict[str, VariantMetrics] = {}
+        for variant in self.variant_names:
+            mask = present & self._unit_masks[variant]
+            if mask.any():
+                out[variant] = metrics_from_arrays(
+                    variant, exposures[mask], clicks[mask], purchases[mask] > 0, reward[mask]
+                )
+        return out
 
 
 @dataclass(frozen=True)

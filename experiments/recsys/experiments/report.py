@@ -93,13 +93,24 @@ def srm_line(srm: SrmResult) -> str:
     return f"SRM: chi2={_fmt(srm.chi2)} p={_fmt(srm.p_value)} [{observed}] -> {verdict}"
 
 
+def plan_line(analysis: ExperimentAnalysis) -> str:
+    """The pre-registered parts of the test: τ and its source, and where the looks are."""
+    a = analysis.experiment.analysis
+    tau = analysis.tau_plan
+    tau_text = f"tau {_fmt(tau.tau)} ({tau.source}: {tau.detail})" if tau else "tau not resolved yet"
+    looks = f"mSPRT looks every {a.look_every_units} units per arm"
+    if a.max_units_per_variant is not None:
+        looks += f"; group sequential at k/{a.looks} of {a.max_units_per_variant} units per arm"
+    return f"plan: {tau_text}; {looks}"
+
+
 def text_report(analysis: ExperimentAnalysis) -> str:
     e = analysis.experiment
     head = (
         f"== {e.name} (layer {e.layer}; metric {e.analysis.primary_metric}; method {e.analysis.method}; "
         f"alpha {e.analysis.alpha})"
     )
-    parts = [head, _render(metrics_rows(analysis))]
+    parts = [head, plan_line(analysis), _render(metrics_rows(analysis))]
     if analysis.comparisons:
         parts.append(_render(decision_rows(analysis)))
         parts.extend(f"  {c.treatment}: {c.decision.reason}" for c in analysis.comparisons)
@@ -183,7 +194,8 @@ def write_report(analyses: list[ExperimentAnalysis], out_dir: str | Path) -> tup
             f"<section><h2>{html.escape(analysis.name)} &mdash; {html.escape(analysis.overall_label)}</h2>"
             f"<div class='row'><div>{_html_table(metrics_rows(analysis))}"
             f"{_html_table(decision_rows(analysis)) if analysis.comparisons else ''}"
-            f"<ul>{reasons}</ul><p>{html.escape(srm_line(analysis.srm))}</p></div>"
+            f"<ul>{reasons}</ul><p>{html.escape(plan_line(analysis))}</p>"
+            f"<p>{html.escape(srm_line(analysis.srm))}</p></div>"
             f"<img alt='confidence sequence for {html.escape(analysis.name)}' "
             f"src='data:image/png;base64,{encoded}'></div></section>"
         )

@@ -127,7 +127,7 @@ def _compile(config: ExperimentsConfig) -> _Tables:
                     layer=layer_name,
                     retrieval_version=variant.retrieval_version,
                     ranking_version=variant.ranking_version,
-                    reranking=dict(variant.reranking),
+                    reranking=variant.reranking.overrides(),
                 )
                 lanes.append(_Lane(lane_low, min(n, active_high), assignment))
                 lane_pct += lane

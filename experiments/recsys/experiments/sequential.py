@@ -85,6 +85,17 @@ def _exit_excess(z: float, *, xs: np.ndarray, mass: np.ndarray, sd: float, root_
 
 
 def lan_demets_boundaries(fractions: Sequence[float], alpha: float = 0.05, grid: int = 401) -> np.ndarray:
+    """Two-sided z boundaries c_k (cached: a plan's looks, and so its boundaries, do not change)."""
+    key = tuple(round(float(f), 12) for f in np.atleast_1d(np.asarray(fractions, dtype=float)))
+    return np.array(_lan_demets_cached(key, float(alpha), int(grid)))
+
+
+@functools.lru_cache(maxsize=256)
+def _lan_demets_cached(fractions: tuple[float, ...], alpha: float, grid: int) -> tuple[float, ...]:
+    return tuple(float(b) for b in _lan_demets_boundaries(fractions, alpha, grid))
+
+
+def _lan_demets_boundaries(fractions: Sequence[float], alpha: float = 0.05, grid: int = 401) -> np.ndarray:
     """Two-sided z boundaries c_k for looks at information fractions ``fractions`` (increasing, ≤ 1).
 
     Boundaries for the first k looks depend only on the first k fractions, so unplanned extra looks
@@ -195,7 +206,8 @@ def _winner(estimate: float, control: str, treatment: str, higher_is_better: boo
     return treatment if better else control
 
 
-def _undecided(method: str, control: str, treatment: str, reason: str) -> SequentialPath:
+def undecided_path(method: str, control: str, treatment: str, reason: str) -> SequentialPath:
+    """A "continue" path with no looks (not enough data yet, or no plan to test against)."""
     nan = float("nan")
     decision = Decision("continue", None, method, control, treatment, nan, nan, nan, None, nan, nan, 0, 0, reason)
     empty = np.array([], dtype=float)
@@ -218,34 +230,34 @@ def _usable(looks: Sequence[Look]) -> list[Look]:
 class MsprtTest:
     """Mixture SPRT on the difference in means with always-valid p-values and confidence sequences.
 
-    ``tau`` is the mixture sd on the metric's absolute scale (roughly the effect size you care about);
-    when None it is ``tau_relative × |control estimate|`` at each look (a plug-in, like the variance).
+    ``tau`` is the mixture sd on the metric's absolute scale (roughly the effect size you care about).
+    It must be fixed before the data are seen: a τ recomputed from the running estimates makes
+    ``Λ_n`` data-dependent, it is then no longer a martingale under H0 and Ville's bound no longer
+    holds. `recsys.experiments.plan.plan_tau` resolves it once per experiment (config, baseline or
+    pre-period data) and the report prints where it came from.
     """
 
+    tau: float
     alpha: float = 0.05
-    tau: float | None = None
-    tau_relative: float = 0.05
     equivalence_margin: float | None = None
     max_units_per_variant: int | None = None
     higher_is_better: bool = True
+    tau_source: str = "given"
 
-    def _tau2(self, control_estimate: np.ndarray, variance: np.ndarray) -> np.ndarray:
-        if self.tau is not None:
-            return np.full_like(variance, self.tau**2)
-        tau = self.tau_relative * np.abs(control_estimate)
-        fallback = np.sqrt(variance)  # degenerate control estimate of 0: mix at the current sd
-        return np.where(tau > 0, tau, fallback) ** 2
+    def __post_init__(self) -> None:
+        if not (self.tau > 0 and np.isfinite(self.tau)):
+            raise ValueError(f"tau must be a positive finite number, got {self.tau!r}")
 
     def run(self, looks: Sequence[Look], control: str, treatment: str) -> SequentialPath:
         looks = _usable(looks)
         if not looks:
-            return _undecided("msprt", control, treatment, "not enough data (need >= 2 units per variant)")
+            return undecided_path("msprt", control, treatment, "not enough data (need >= 2 units per variant)")
         ts = np.array([look.ts for look in looks])
         est_c = np.array([look.control.estimate for look in looks])
         est_t = np.array([look.treatment.estimate for look in looks])
         var = np.array([look.control.variance + look.treatment.variance for look in looks])
         delta = est_t - est_c
-        tau2 = self._tau2(est_c, var)
+        tau2 = np.full_like(var, self.tau**2)
         p_path = np.minimum.accumulate(msprt_p_value(delta, var, tau2))
         half = confidence_sequence_halfwidth(var, tau2, self.alpha)
         lower = np.maximum.accumulate(delta - half)
@@ -265,7 +277,7 @@ class MsprtTest:
             threshold=float(np.log(1 / self.alpha)),
             n_control=last.control.n,
             n_treatment=last.treatment.n,
-            extra={"tau": float(np.sqrt(tau2[-1])), "alpha": self.alpha},
+            extra={"tau": float(self.tau), "tau_source": self.tau_source, "alpha": self.alpha, "looks": len(looks)},
         )
         if p <= self.alpha:
             winner = _winner(est, control, treatment, self.higher_is_better)
@@ -307,7 +319,7 @@ class GroupSequentialTest:
                 kept.append(look)
                 fractions.append(frac)
         if not kept:
-            return _undecided("group_sequential", control, treatment, "not enough data")
+            return undecided_path("group_sequential", control, treatment, "not enough data")
         bounds = lan_demets_boundaries(fractions, self.alpha)
         ts = np.array([look.ts for look in kept])
         delta = np.array([look.treatment.estimate - look.control.estimate for look in kept])

@@ -1,11 +1,17 @@
 """Seeded simulations: error rates of the sequential tests under peeking, and synthetic logs.
 
-`simulate_error_rates` runs thousands of A/A (and A/B) experiments at once with numpy: per batch it
-draws sufficient statistics (binomial counts, or normal batch sums and within-batch sums of squares)
-instead of individual users, so 2,000 runs × 50 looks take well under a second. At every look it
-applies (a) the mSPRT, (b) the naive fixed-horizon t-test, and (c) at ``gs_looks`` evenly spaced looks
-the group-sequential test — exactly the "check the dashboard every batch" behaviour these tests are
-meant to survive.
+`simulate_decisions` is the one that backs the claims in docs/experiments.md: every simulated
+experiment is a real exposure/outcome log (users with their own click propensity, 1-4 requests
+each, outcomes after exposures) analysed by `analyze_experiment`, the function behind
+`recsys experiments report`, with the experiment's own plan (τ source, look schedule, alpha). Its
+A/A runs give the false-positive rate of the decisions a report would print, its A/B runs the power.
+
+`simulate_error_rates` is the fast maths check: it runs thousands of A/A (and A/B) experiments at
+once with numpy: per batch it draws sufficient statistics (binomial counts, or normal batch sums and
+within-batch sums of squares) instead of individual users, so 2,000 runs × 50 looks take well under a
+second. At every look it applies (a) the mSPRT, (b) the naive fixed-horizon t-test, and (c) at
+``gs_looks`` evenly spaced looks the group-sequential test — exactly the "check the dashboard every
+batch" behaviour these tests are meant to survive.
 
 `write_synthetic_log` produces an exposure/outcome log through the real router and `ExposureLog`, for
 examples, docs and the CLI tests.
@@ -13,15 +19,17 @@ examples, docs and the CLI tests.
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import pandas as pd
 from scipy import stats
 
-from recsys.experiments.config import ExperimentsConfig
-from recsys.experiments.exposure_log import ExposureLog
+from recsys.experiments.config import Experiment, ExperimentsConfig
+from recsys.experiments.exposure_log import EXPOSURE_COLUMNS, OUTCOME_COLUMNS, ExposureLog, LogFrames
 from recsys.experiments.router import ExperimentRouter
 from recsys.experiments.sequential import lan_demets_boundaries, msprt_log_lr
 
@@ -126,6 +134,194 @@ def simulate_error_rates(
     )
 
 
+DAY_S = 86_400.0
+
+
+@dataclass(frozen=True)
+class DecisionRates:
+    """How often the report's decisions are wrong (A/A) or right (A/B), over seeded simulated logs."""
+
+    runs: int
+    units_per_arm: int
+    metric: str
+    baseline: float
+    lift_relative: float
+    tau: float
+    tau_source: str
+    msprt_fpr: float
+    msprt_power: float
+    group_sequential_fpr: float
+    group_sequential_power: float
+    fixed_horizon_power: float  # one z-test on the full sample (the benchmark nobody may peek at)
+    msprt_mean_stop_fraction: float  # share of units_per_arm seen when the mSPRT first stopped (A/B)
+    ci_width_ratio: float  # median (final confidence-sequence width / fixed-horizon 95% CI width), A/A
+    seconds: float
+
+    def to_dict(self) -> dict[str, float | int | str]:
+        return asdict(self)
+
+
+def simulation_experiment(metric: Literal["ctr", "conversion", "reward"] = "ctr", **analysis: object) -> Experiment:
+    """A 50/50 control/treatment experiment starting 2025-01-01 with the given analysis settings."""
+    return Experiment.model_validate(
+        {
+            "name": "sim",
+            "start": "2025-01-01T00:00:00Z",
+            "variants": [{"name": "control", "weight": 50}, {"name": "treatment", "weight": 50}],
+            "analysis": {"primary_metric": metric, **analysis},
+        }
+    )
+
+
+def _simulated_frames(
+    rng: np.random.Generator,
+    experiment: Experiment,
+    *,
+    units_per_arm: int,
+    lift: float,
+    click_rate: float,
+    purchase_rate: float,
+    pre_period_units: int,
+    duration_s: float,
+) -> LogFrames:
+    """One experiment's log (plus pre-period traffic) as the reader would return it."""
+    metric = experiment.analysis.primary_metric
+    start = experiment.start.timestamp() if experiment.start else 1_735_689_600.0
+    n_exp = 2 * units_per_arm
+    n = n_exp + pre_period_units
+    arm = np.zeros(n, dtype=np.int8)
+    arm[:n_exp] = rng.permutation(np.repeat([0, 1], units_per_arm))
+    arrival = np.empty(n)
+    arrival[:n_exp] = start + rng.random(n_exp) * duration_s
+    pre_days = experiment.analysis.pre_period_days
+    arrival[n_exp:] = start - rng.random(pre_period_units) * min(pre_days, 7.0) * DAY_S
+    in_pre = np.zeros(n, bool)
+    in_pre[n_exp:] = True
+    propensity = rng.gamma(2.0, 0.5, size=n)  # users differ: the reason CTR needs the delta method
+    boost = np.where(arm == 1, 1.0 + lift, 1.0)
+    p_click = np.clip(click_rate * propensity * (boost if metric == "ctr" else 1.0), 0, 1)
+    p_buy = np.clip(purchase_rate * propensity * (boost if metric != "ctr" else 1.0), 0, 1)
+    requests = rng.integers(1, 5, size=n)
+    unit = np.repeat(np.arange(n), requests)
+    step = np.arange(len(unit)) - np.repeat(np.cumsum(requests) - requests, requests)
+    ts = arrival[unit] + step * 600.0
+    if pre_period_units:
+        ts = np.where(in_pre[unit], np.minimum(ts, start - 1.0), ts)
+    clicked = rng.random(len(unit)) < p_click[unit]
+    bought = rng.random(len(unit)) < p_buy[unit]
+    names = np.array([f"u{i}" for i in range(n)], dtype=object)
+    variants = np.array(["control", "treatment"], dtype=object)[arm]
+    exposures = pd.DataFrame(
+        {
+            "unit_id": names[unit],
+            "experiment": np.where(in_pre[unit], "earlier", experiment.name),
+            "variant": np.where(in_pre[unit], "control", variants[unit]),
+            "layer": "default",
+            "request_id": np.arange(len(unit)),
+            "ts": ts,
+            "items": None,
+            "is_holdout": False,
+        },
+        columns=EXPOSURE_COLUMNS,
+    )
+    click_ts = ts[clicked] + 5.0
+    buy_ts = ts[bought] + 30.0
+    outcomes = pd.DataFrame(
+        {
+            "unit_id": np.concatenate([names[unit[clicked]], names[unit[bought]]]),
+            "event_type": ["click"] * int(clicked.sum()) + ["purchase"] * int(bought.sum()),
+            "value": np.concatenate([np.ones(int(clicked.sum())), rng.lognormal(3.0, 0.5, int(bought.sum()))]),
+            "ts": np.concatenate([click_ts, buy_ts]),
+            "item_id": None,
+        },
+        columns=OUTCOME_COLUMNS,
+    )
+    return LogFrames(exposures, outcomes)
+
+
+def simulate_decisions(
+    experiment: Experiment,
+    *,
+    runs: int = 500,
+    units_per_arm: int = 4000,
+    lift: float = 0.10,
+    click_rate: float = 0.10,
+    purchase_rate: float = 0.02,
+    pre_period_units: int = 2000,
+    duration_s: float = 14 * DAY_S,
+    seed: int = 0,
+) -> DecisionRates:
+    """A/A false-positive rate and A/B power of the decisions `analyze_experiment` makes for ``experiment``.
+
+    ``lift`` is relative, on the click rate for ``ctr`` and on the purchase rate for ``conversion`` and
+    ``reward``. Each run is a fresh log: ``units_per_arm`` users per arm arriving over ``duration_s``,
+    plus ``pre_period_units`` users in the week before ``start`` (the pre-period τ is drawn from
+    them unless the config fixes τ). A false positive is any "stop: <variant> wins" in an A/A run.
+    """
+    from recsys.experiments.analysis import analyze_experiment
+
+    if len(experiment.variants) != 2:
+        raise ValueError("simulate_decisions needs an experiment with exactly two variants")
+    rng = np.random.default_rng(seed)
+    control = experiment.control_variant
+    treatment = next(v.name for v in experiment.variants if v.name != control)
+    metric = experiment.analysis.primary_metric
+    z = stats.norm.isf(experiment.analysis.alpha / 2)
+    counts = {"aa_msprt": 0, "aa_gs": 0, "ab_msprt": 0, "ab_gs": 0, "ab_fixed": 0}
+    stops: list[float] = []
+    ratios: list[float] = []
+    taus: list[tuple[float, str]] = []
+    started = time.perf_counter()
+    for label, effect in (("aa", 0.0), ("ab", lift)):
+        for _ in range(runs):
+            frames = _simulated_frames(
+                rng, experiment, units_per_arm=units_per_arm, lift=effect, click_rate=click_rate,
+                purchase_rate=purchase_rate, pre_period_units=pre_period_units, duration_s=duration_s,
+            )
+            analysis = analyze_experiment(experiment, frames)
+            if analysis.tau_plan is not None:
+                taus.append((analysis.tau_plan.tau, analysis.tau_plan.source))
+            comparison = analysis.comparisons[0]
+            ms = comparison.decisions.get("msprt")
+            gs = comparison.decisions.get("group_sequential")
+            if label == "aa":
+                counts["aa_msprt"] += bool(ms and ms.winner is not None)
+                counts["aa_gs"] += bool(gs and gs.winner is not None)
+                if ms is not None and np.isfinite(ms.upper - ms.lower):
+                    c, t = analysis.metrics[control], analysis.metrics[treatment]
+                    se = np.sqrt(c.estimate(metric)[1] + t.estimate(metric)[1])
+                    ratios.append((ms.upper - ms.lower) / (2 * z * se))
+            else:
+                counts["ab_msprt"] += bool(ms and ms.winner == treatment)
+                counts["ab_gs"] += bool(gs and gs.winner == treatment)
+                path = comparison.path
+                if ms and ms.winner == treatment and path.decision.method == "msprt":
+                    first = int(np.argmax(path.p_value <= ms.extra["alpha"]))
+                    stops.append((first + 1) * experiment.analysis.look_every_units / units_per_arm)
+                c, t = analysis.metrics[control], analysis.metrics[treatment]
+                (ec, vc), (et, vt) = c.estimate(metric), t.estimate(metric)
+                counts["ab_fixed"] += bool((et - ec) / np.sqrt(vc + vt) >= z)
+    tau, source = (float(np.median([t for t, _ in taus])), taus[0][1]) if taus else (float("nan"), "none")
+    base = click_rate if metric == "ctr" else purchase_rate
+    return DecisionRates(
+        runs=runs,
+        units_per_arm=units_per_arm,
+        metric=metric,
+        baseline=base,
+        lift_relative=lift,
+        tau=tau,
+        tau_source=source,
+        msprt_fpr=counts["aa_msprt"] / runs,
+        msprt_power=counts["ab_msprt"] / runs,
+        group_sequential_fpr=counts["aa_gs"] / runs,
+        group_sequential_power=counts["ab_gs"] / runs,
+        fixed_horizon_power=counts["ab_fixed"] / runs,
+        msprt_mean_stop_fraction=float(np.mean(stops)) if stops else float("nan"),
+        ci_width_ratio=float(np.median(ratios)) if ratios else float("nan"),
+        seconds=time.perf_counter() - started,
+    )
+
+
 def write_synthetic_log(
     config: ExperimentsConfig,
     directory: str | Path,
@@ -171,3 +367,62 @@ def write_synthetic_log(
                 if rng.random() < purchase_rate.get(variant, 0.02):
                     log.log_outcome(unit, "purchase", float(rng.lognormal(3, 0.5)), ts + 30, item_id=items[0])
     return written
+
+
+def _table(rows: list[tuple[str, DecisionRates]]) -> str:
+    head = (
+        "| setting | τ (source) | mSPRT FPR | group-seq. FPR | mSPRT power | group-seq. power | fixed-horizon power "
+        "| mSPRT mean stop | CS / fixed CI width (A/A) |\n|---|---|---|---|---|---|---|---|---|"
+    )
+    lines = [head]
+    for label, r in rows:
+        lines.append(
+            f"| {label} | {r.tau:.4g} ({r.tau_source}) | {r.msprt_fpr:.3f} | {r.group_sequential_fpr:.3f} | "
+            f"{r.msprt_power:.3f} | {r.group_sequential_power:.3f} | {r.fixed_horizon_power:.3f} | "
+            f"{r.msprt_mean_stop_fraction:.2f} | {r.ci_width_ratio:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m recsys.experiments.simulation`: the FPR/power table of docs/experiments.md."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("--runs", type=int, default=1000, help="A/A runs and A/B runs per setting")
+    ap.add_argument("--units", type=int, default=10_000, help="units per arm = max_units_per_variant")
+    ap.add_argument("--lift", type=float, default=0.10, help="relative lift of the A/B runs")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--rows", default="", help="comma list of row numbers (1-based) to run; default all")
+    args = ap.parse_args(argv)
+    plan = {"max_units_per_variant": args.units, "looks": 10, "look_every_units": max(2, args.units // 20)}
+    settings: list[tuple[str, Experiment, int]] = [
+        (
+            "CTR 0.10, tau_relative 0.05 (old default), pre-period",
+            simulation_experiment("ctr", tau_relative=0.05, **plan),
+            2000,
+        ),
+        ("CTR 0.10, tau_relative 0.1 (default), pre-period", simulation_experiment("ctr", **plan), 2000),
+        ("CTR 0.10, tau_relative 0.2, pre-period", simulation_experiment("ctr", tau_relative=0.2, **plan), 2000),
+        ("CTR 0.10, default, no pre-period (tau frozen at first look)", simulation_experiment("ctr", **plan), 0),
+        ("conversion 0.02, default, pre-period", simulation_experiment("conversion", **plan), 2000),
+        ("reward (purchase value), default, pre-period", simulation_experiment("reward", **plan), 2000),
+    ]
+    rows = []
+    wanted = {int(r) for r in args.rows.split(",") if r} or set(range(1, len(settings) + 1))
+    for i, (label, experiment, pre) in enumerate(settings):
+        if i + 1 not in wanted:
+            continue
+        rates = simulate_decisions(
+            experiment, runs=args.runs, units_per_arm=args.units, lift=args.lift, pre_period_units=pre,
+            seed=args.seed + i,
+        )
+        print(f"{label}: {rates.to_dict()}", flush=True)
+        rows.append((label, rates))
+    print(f"\n{args.runs} A/A + {args.runs} A/B runs per row, {args.units} units per arm, lift {args.lift:+.0%} "
+          f"relative, alpha 0.05, mSPRT looks every {plan['look_every_units']} units, group sequential 10 looks\n")
+    print(_table(rows))
+
+
+if __name__ == "__main__":
+    main()

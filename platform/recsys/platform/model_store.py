@@ -115,6 +115,15 @@ class ModelStore:
                 f"invalid {what} {value!r}: use 1-64 characters a-z, 0-9, '_', '-', '.', starting alphanumeric"
             )
 
+    def _check_read(self, name: str, version: str) -> None:
+        """Validate ids on every read: ``../x``, ``/abs`` or ``a/b`` must never become a path to load from.
+
+        A version id reaches the store from HTTP (experiment configs, admin reloads), Helm values and the
+        PROMOTED file; joined into a path unchecked, it could load TorchScript from anywhere.
+        """
+        self._check_name("model name", name)
+        self._check_name("version", version)
+
     @staticmethod
     def new_version_id(now: datetime | None = None) -> str:
         """Sortable default version id, e.g. ``v20261123-171500-123456``."""
@@ -186,13 +195,14 @@ class ModelStore:
 
     def list_versions(self, name: str) -> list[ModelVersion]:
         """Published versions of ``name``, oldest first."""
+        self._check_name("model name", name)
         base = self._p(name)
         if not self.fs.exists(base):
             return []
         out = []
         for p in sorted(self.fs.ls(base, detail=False)):
             v = posixpath.basename(p.rstrip("/"))
-            if self.fs.exists(posixpath.join(p, METADATA)):
+            if _NAME_RE.match(v) and self.fs.exists(posixpath.join(p, METADATA)):
                 out.append(self.get(name, v, verify=False))
         return out
 
@@ -202,6 +212,7 @@ class ModelStore:
             version = self.promoted(name)
             if version is None:
                 raise ModelStoreError(f"no promoted version of {name!r} in {self.root}; run `recsys models promote`")
+        self._check_read(name, version)
         meta_path = self._p(name, version, METADATA)
         if not self.fs.exists(meta_path):
             known = [v.version for v in self.list_versions(name)]
@@ -218,7 +229,10 @@ class ModelStore:
 
     def verify(self, mv: ModelVersion) -> None:
         """Raise ModelStoreError if any file is missing or its sha256 differs from metadata."""
+        self._check_read(mv.name, mv.version)
         for rel, digest in mv.metadata.get("files", {}).items():
+            if rel.startswith("/") or ".." in rel.split("/"):
+                raise ModelStoreError(f"{mv.name}/{mv.version}: {METADATA} lists a file outside the version: {rel!r}")
             p = self._p(mv.name, mv.version, rel)
             if not self.fs.exists(p):
                 raise ModelStoreError(f"{mv.name}/{mv.version}: file {rel} is missing")
@@ -227,6 +241,7 @@ class ModelStore:
 
     def local_path(self, mv: ModelVersion, cache_dir: str | Path | None = None) -> Path:
         """A local directory holding the version's files (downloaded to ``cache_dir`` for remote stores)."""
+        self._check_read(mv.name, mv.version)
         if self._is_local:
             return Path(self._p(mv.name, mv.version))
         cache = Path(cache_dir or Path(tempfile.gettempdir()) / "recsys-model-cache") / mv.name / mv.version
@@ -253,14 +268,19 @@ class ModelStore:
 
     # --------------------------------------------------------------- promote
     def promoted(self, name: str) -> str | None:
+        self._check_name("model name", name)
         p = self._p(name, PROMOTED)
         if not self.fs.exists(p):
             return None
         with self.fs.open(p, "r") as fh:
-            return fh.read().strip() or None
+            version = fh.read().strip() or None
+        if version is not None and not _NAME_RE.match(version):
+            raise ModelStoreError(f"{name}/{PROMOTED} names an invalid version {version!r}; promote a real version")
+        return version
 
     def promote(self, name: str, version: str) -> ModelVersion:
         """Verify ``version`` completely, then point PROMOTED at it; on failure nothing changes."""
+        self._check_read(name, version)
         mv = self.get(name, version, verify=True)
         tmp = self._p(name, f".{PROMOTED}.tmp")
         with self.fs.open(tmp, "w") as fh:

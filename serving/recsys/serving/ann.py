@@ -24,7 +24,8 @@ class AnnParams:
     hnsw_m: int = 32
     hnsw_ef_construction: int = 80
     hnsw_ef_search: int = 128
-    ivf_nprobe: int = 32
+    ivf_nprobe: int = 128  # chosen from benchmarks/ann_served.py (docs/serving.md "ANN as served")
+    ivf_nlist: int | None = None  # None: ivf_default_nlist(shard size)
     ivf_train_sample: int = 100_000
     refine_k_factor: int = 4
     seed: int = 0
@@ -45,6 +46,11 @@ def _pq_subquantizers(dim: int) -> int:
     return 1
 
 
+def ivf_default_nlist(n: int) -> int:
+    """``min(n/39, 4·√n)`` inverted lists (FAISS wants >= 39 training points per list), at least 16."""
+    return int(min(max(1, n // 39), max(16, 4 * math.isqrt(n))))
+
+
 def build_index(vectors: np.ndarray, params: AnnParams) -> tuple[faiss.Index, str]:
     """Build the index ``params`` picks for ``vectors`` (float32 [n, d]); returns (index, kind)."""
     x = np.ascontiguousarray(vectors, dtype=np.float32)
@@ -61,7 +67,7 @@ def build_index(vectors: np.ndarray, params: AnnParams) -> tuple[faiss.Index, st
         index.hnsw.efSearch = params.hnsw_ef_search
         return index, "hnsw"
     if kind == "ivfpq":
-        nlist = int(min(max(1, n // 39), max(16, 4 * math.isqrt(n))))  # FAISS wants >= 39 points per list
+        nlist = min(params.ivf_nlist or ivf_default_nlist(n), max(1, n // 39))
         quantizer = faiss.IndexFlatIP(d)
         ivf = faiss.IndexIVFPQ(quantizer, d, nlist, _pq_subquantizers(d), 8, faiss.METRIC_INNER_PRODUCT)
         rng = np.random.default_rng(params.seed)
@@ -82,6 +88,14 @@ class FaissShard:
         self.global_rows = np.asarray(global_rows, dtype=np.int64)
         self.index, self.kind = build_index(vectors, params)
         self.size = int(len(self.global_rows))
+
+    def set_search_params(self, *, nprobe: int | None = None, ef_search: int | None = None) -> None:
+        """Change the query-time knob of the built index (benchmarks sweep it without rebuilding)."""
+        if self.kind == "ivfpq" and nprobe is not None:
+            ivf = faiss.downcast_index(self.index.base_index)
+            ivf.nprobe = min(nprobe, ivf.nlist)
+        if self.kind == "hnsw" and ef_search is not None:
+            self.index.hnsw.efSearch = ef_search
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` (global rows [B, k'], scores [B, k']) with k' = min(k, shard size); -1 pads misses."""

@@ -68,7 +68,10 @@ class ServingConfig(BaseModel):
     hnsw_max_items: int = Field(300_000, ge=1, description="Largest shard served by HNSW in auto mode")
     hnsw_m: int = Field(32, ge=4, le=128)
     hnsw_ef_search: int = Field(128, ge=8, le=4096)
-    ivf_nprobe: int = Field(32, ge=1, le=4096)
+    ivf_nprobe: int = Field(128, ge=1, le=4096,
+                            description="IVF lists probed per query; chosen from benchmarks/ann_served.py")
+    ivf_nlist: int | None = Field(None, ge=16, le=1_000_000,
+                                  description="IVF lists per shard; None = min(n/39, 4*sqrt(n))")
     retrieval_k: int = Field(200, ge=1, le=5000, description="ANN candidates per request (merged over shards)")
     knn_k: int = Field(100, ge=0, le=5000, description="Item-kNN candidates from recent history")
     popularity_k: int = Field(100, ge=0, le=5000, description="Popularity candidates")

@@ -1,15 +1,20 @@
 """Adapter between serving and ``recsys.experiments`` (assignment + exposure/outcome log).
 
 With ``experiments_config`` unset, or the experiments package missing, every request is
-"no experiment" and nothing is logged; otherwise the router picks the variant (and through it the
-model versions and re-ranking overrides) and exposures/outcomes go to the JSON-lines log the
-experiments component analyses.
+"no experiment" and nothing is logged. Otherwise every layer is applied: the router assigns the
+unit in each layer independently (`ExperimentRouter.assign`), `ExperimentRouter.resolve` merges
+the layers' model versions and re-ranking parameters (the first layer that sets a field wins), and
+after the answer is built one exposure per layer is logged with the variant that was actually
+served. A layer whose setting did not reach the answer — its version missing or failing, or
+overridden by an earlier layer — is logged as ``variant="fallback"`` with the assigned variant and
+the reason, so the analysis never credits a treatment with answers it did not shape.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,9 +22,33 @@ from recsys.serving.config import ServingConfig
 
 log = logging.getLogger(__name__)
 
+FALLBACK = "fallback"
+# degraded reasons meaning "this model kind was not served as asked"
+_RETRIEVAL_FAILURES = frozenset({"experiment_version_unavailable", "retrieval_shard_unavailable", "no_candidates"})
+_RANKING_FAILURES = frozenset({"ranker_unavailable", "experiment_version_unavailable"})
+
+
+@dataclass(frozen=True)
+class LayerChoice:
+    """The unit's variant in one layer, and what that variant asks for."""
+
+    experiment: str
+    variant: str
+    layer: str
+    retrieval_version: str | None = None
+    ranking_version: str | None = None
+    reranking: dict[str, Any] = field(default_factory=dict)
+    is_holdout: bool = False
+
 
 @dataclass(frozen=True)
 class VariantChoice:
+    """Every layer's assignment plus the merged settings one request is served with.
+
+    ``experiment``/``variant``/``layer`` name the first layer's assignment (what the response
+    reports); ``retrieval_version``/``ranking_version``/``reranking`` are `router.resolve` over all.
+    """
+
     experiment: str | None = None
     variant: str | None = None
     layer: str | None = None
@@ -27,9 +56,41 @@ class VariantChoice:
     ranking_version: str | None = None
     reranking: dict[str, Any] = field(default_factory=dict)
     is_holdout: bool = False
+    layers: tuple[LayerChoice, ...] = ()
+
+    @property
+    def cache_key(self) -> str:
+        """Part of the result-cache key: every layer's variant, since any of them can change the answer."""
+        if not self.layers:
+            return "none"
+        return "|".join(f"{c.experiment}:{c.variant}" for c in self.layers)
 
 
 NO_EXPERIMENT = VariantChoice()
+
+
+def fallback_reason(
+    choice: VariantChoice, layer: LayerChoice, served: dict[str, str], degraded: Sequence[str]
+) -> str | None:
+    """Why ``layer``'s variant did not shape the answer, or None when it did.
+
+    ``served`` is the response's ``model_versions`` (``retrieval``/``ranking``), ``degraded`` its reasons.
+    """
+    failures = set(degraded)
+    if layer.retrieval_version is not None:
+        if choice.retrieval_version != layer.retrieval_version:
+            return f"retrieval_version {layer.retrieval_version} overridden by an earlier layer"
+        if served.get("retrieval") != layer.retrieval_version or failures & _RETRIEVAL_FAILURES:
+            return f"retrieval_version {layer.retrieval_version} not served ({', '.join(sorted(failures)) or 'other'})"
+    if layer.ranking_version is not None:
+        if choice.ranking_version != layer.ranking_version:
+            return f"ranking_version {layer.ranking_version} overridden by an earlier layer"
+        if served.get("ranking") != layer.ranking_version or failures & _RANKING_FAILURES:
+            return f"ranking_version {layer.ranking_version} not served ({', '.join(sorted(failures)) or 'other'})"
+    overridden = [k for k, v in layer.reranking.items() if choice.reranking.get(k) != v]
+    if overridden:
+        return f"reranking {overridden} overridden by an earlier layer"
+    return None
 
 
 class ExperimentGateway:
@@ -52,37 +113,70 @@ class ExperimentGateway:
         return self.router is not None
 
     def assign(self, user_id: int, attributes: dict[str, Any] | None) -> VariantChoice:
+        """Assign the user in every layer and resolve what the request is served with."""
         if self.router is None:
             return NO_EXPERIMENT
         self.router.maybe_reload(min_interval_s=5.0)
-        a = self.router.assign_primary(str(user_id), attributes or None)
-        if a is None:
+        assignments = self.router.assign(str(user_id), attributes or None)
+        if not assignments:
             return NO_EXPERIMENT
+        settings = self.router.resolve(assignments)
+        layers = tuple(
+            LayerChoice(
+                experiment=a.experiment,
+                variant=a.variant,
+                layer=a.layer,
+                retrieval_version=a.retrieval_version,
+                ranking_version=a.ranking_version,
+                reranking=dict(a.reranking),
+                is_holdout=a.is_holdout,
+            )
+            for a in assignments
+        )
+        first = layers[0]
         return VariantChoice(
-            experiment=a.experiment,
-            variant=a.variant,
-            layer=a.layer,
-            retrieval_version=a.retrieval_version,
-            ranking_version=a.ranking_version,
-            reranking=dict(a.reranking),
-            is_holdout=a.is_holdout,
+            experiment=first.experiment,
+            variant=first.variant,
+            layer=first.layer,
+            retrieval_version=settings["retrieval_version"],
+            ranking_version=settings["ranking_version"],
+            reranking=dict(settings["reranking"]),
+            is_holdout=first.is_holdout,
+            layers=layers,
         )
 
-    def log_exposure(self, user_id: int, choice: VariantChoice, request_id: str, items: list[int]) -> None:
-        if self.log is None or choice.experiment is None:
+    def log_exposure(
+        self,
+        user_id: int,
+        choice: VariantChoice,
+        request_id: str,
+        items: list[int],
+        served: dict[str, str] | None = None,
+        degraded: Sequence[str] = (),
+    ) -> None:
+        """One exposure per layer, with the variant actually served (``fallback`` + reason otherwise)."""
+        if self.log is None or not choice.layers:
             return
-        try:
-            self.log.log_exposure(
-                str(user_id), choice.experiment, choice.variant, request_id, time.time(), items,
-                layer=choice.layer, is_holdout=choice.is_holdout,
-            )
-        except Exception as e:  # noqa: BLE001 - a full disk must not fail the recommendation itself
-            log.warning("exposure log write failed: %s", e)
+        now = time.time()
+        for layer in choice.layers:
+            reason = None if served is None else fallback_reason(choice, layer, served, degraded)
+            try:
+                self.log.log_exposure(
+                    str(user_id), layer.experiment, FALLBACK if reason else layer.variant, request_id, now, items,
+                    layer=layer.layer, is_holdout=layer.is_holdout,
+                    assigned_variant=layer.variant if reason else None, fallback_reason=reason,
+                )
+            except OSError as e:  # a full or read-only disk must not fail the recommendation itself
+                log.warning("exposure log write failed: %s", e)
 
-    def log_outcome(self, user_id: int, event_type: str, value: float, item_id: int | None) -> None:
+    def log_outcome(
+        self, user_id: int, event_type: str, value: float, item_id: int | None, event_id: str | None = None
+    ) -> None:
+        """Log an outcome once per ``event_id``: call it only after ingestion accepted the event, and pass
+        the client's event id so that a retried event is not counted twice."""
         if self.log is None:
             return
         try:
-            self.log.log_outcome(str(user_id), event_type, value, time.time(), item_id)
-        except Exception as e:  # noqa: BLE001
+            self.log.log_outcome(str(user_id), event_type, value, time.time(), item_id, event_id=event_id)
+        except OSError as e:
             log.warning("outcome log write failed: %s", e)

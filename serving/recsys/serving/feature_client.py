@@ -34,10 +34,15 @@ _FEATURE_MODULES = ("recsys.features", "recsys.features.online", "recsys.feature
 
 
 def _find(name: str) -> Any | None:
+    """``name`` from the first features module that defines it; None when none does.
+
+    Only "not there" is tolerated (the module or the attribute is missing); a features module that
+    fails to import for any other reason is a bug and must fail the deployment, not hide as "no features".
+    """
     for module in _FEATURE_MODULES:
         try:
             return getattr(importlib.import_module(module), name)
-        except Exception:  # noqa: BLE001 - a missing or half-built features package must not break serving
+        except (ModuleNotFoundError, AttributeError):
             continue
     return None
 
@@ -51,7 +56,30 @@ EventValidationError: type[Exception] | None = _find("EventValidationError")
 
 
 class FeatureReadError(RuntimeError):
-    """The online client failed for a reason other than an outage (a bug, bad data): degrade, log."""
+    """The online store returned data the client cannot decode (bad bytes in Redis): degrade, log.
+
+    Only data errors become this; a bug in the client (TypeError, KeyError, ...) propagates and is a
+    500, so tests see it instead of counting a degraded answer as a success.
+    """
+
+
+def _dependency_errors() -> tuple[type[BaseException], ...]:
+    """Errors that mean "the online store is down or slow": the request degrades to no features."""
+    import redis
+
+    return (ConnectionError, TimeoutError, OSError, redis.RedisError)
+
+
+def _data_errors() -> tuple[type[BaseException], ...]:
+    """Errors that mean "the stored bytes are not what the schema says": degrade, log, alert."""
+    errors: list[type[BaseException]] = [UnicodeDecodeError]
+    try:
+        from google.protobuf.message import DecodeError
+
+        errors.append(DecodeError)
+    except ModuleNotFoundError:  # protobuf comes with Feast; without it there is nothing to decode
+        pass
+    return tuple(errors)
 
 
 class EventIngestionUnavailable(RuntimeError):
@@ -107,13 +135,13 @@ class FeatureGateway:
                 if cfg.feature_repo_dir is not None:
                     kwargs["repo_dir"] = cfg.feature_repo_dir
                 self._store_cfg = cfg_cls(**kwargs)
-            except Exception as e:  # noqa: BLE001
+            except ValueError as e:  # pydantic's ValidationError: a bad value in the deployment's config
                 log.warning("feature store config rejected (%s); serving without features", e)
         if client_cls is not None and self._store_cfg is not None:
             try:
                 self._client = client_cls(self._store_cfg)
                 self.mode = "online"
-            except Exception as e:  # noqa: BLE001 - fall back, still detect outages
+            except (FeatureStoreUnavailable, *_dependency_errors()) as e:  # store down at start: still detect it
                 log.warning("OnlineFeatureClient unavailable (%s); serving without features", e)
         if self._client is None:
             self._client = RedisOnlyFeatures(cfg.redis_url, cfg.feature_timeout_s)
@@ -124,10 +152,10 @@ class FeatureGateway:
             res = self._client.fetch(int(user_id), [int(i) for i in item_ids])
         except FeatureStoreUnavailable:
             raise
-        except (ConnectionError, TimeoutError, OSError) as e:
+        except _dependency_errors() as e:
             raise FeatureStoreUnavailable(f"online feature read failed: {e}") from e
-        except Exception as e:  # noqa: BLE001 - never let a client bug fail the request
-            log.warning("online feature read failed: %r", e)
+        except _data_errors() as e:
+            log.warning("online features could not be decoded: %r", e)
             raise FeatureReadError(f"online feature read failed: {e!r}") from e
         if isinstance(res, HydratedFeatures):
             return res
@@ -152,6 +180,6 @@ class FeatureGateway:
         except Exception as e:
             if EventValidationError is not None and isinstance(e, EventValidationError):
                 raise
-            if isinstance(e, ConnectionError | TimeoutError | OSError):
+            if isinstance(e, _dependency_errors()):
                 raise FeatureStoreUnavailable(str(e)) from e
             raise

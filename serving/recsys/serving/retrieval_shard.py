@@ -33,6 +33,7 @@ def ann_params(cfg: ServingConfig) -> AnnParams:
         hnsw_m=cfg.hnsw_m,
         hnsw_ef_search=cfg.hnsw_ef_search,
         ivf_nprobe=cfg.ivf_nprobe,
+        ivf_nlist=cfg.ivf_nlist,
     )
 
 

@@ -234,7 +234,7 @@ class RecommendationService:
             ctx.user_id, ctx.experiment, ctx.variant = req.user_id, choice.experiment, choice.variant
             ctx.timings, ctx.degraded = state.timings, state.degraded
 
-        cache_variant = f"{choice.experiment}:{choice.variant}" if choice.experiment else "none"
+        cache_variant = choice.cache_key
         shape = request_shape_hash({"req": req.model_dump(mode="json", exclude={"user_id"}),
                                     "versions": [r_version, k_version], "epoch": bundle.cache_epoch})
         lookup = await self.cache(state, req.user_id, cache_variant, shape)
@@ -267,7 +267,8 @@ class RecommendationService:
     def _finish(self, req: RecommendationRequest, choice: VariantChoice, state: RequestState,
                 response: RecommendationResponse, t_start: float) -> RecommendationResponse:
         """Exposure log, per-variant counter, total latency: the same for computed and cached answers."""
-        self.experiments.log_exposure(req.user_id, choice, state.request_id, [it.item_id for it in response.items])
+        self.experiments.log_exposure(req.user_id, choice, state.request_id, [it.item_id for it in response.items],
+                                      served=response.model_versions, degraded=response.degraded_reasons)
         if choice.experiment:
             self.metrics.variant_requests.labels(choice.experiment, choice.variant or "").inc()
         self.metrics.stage_seconds.labels("total").observe(time.perf_counter() - t_start)
@@ -311,4 +312,5 @@ class RecommendationService:
             explorer.record_click(item_id)
         value = event.get("rating") if event.get("event_type") == "rating" else 1.0
         self.experiments.log_outcome(int(event["user_id"]), str(event["event_type"]),
-                                     float(value if value is not None else 1.0), item_id)
+                                     float(value if value is not None else 1.0), item_id,
+                                     event_id=event.get("event_id"))  # a retried event counts once

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import replace
 
 import numpy as np
 
+from recsys.experiments.variant_params import RERANKING_FIELDS, RerankingParams
 from recsys.serving.artifacts import Catalog
 from recsys.serving.config import ServingConfig
 from recsys.serving.experiment_client import VariantChoice
@@ -17,7 +17,7 @@ from recsys.serving.schemas import RecommendationRequest, RecommendedItem
 from recsys.serving.stages.base import RequestState
 from recsys.serving.stages.candidates import CandidateSet
 
-RERANK_FIELDS = ("mmr_lambda", "max_per_genre", "genre_window", "freshness_weight", "freshness_half_life_days")
+RERANK_FIELDS = RERANKING_FIELDS  # one schema with the experiment config (recsys.experiments.variant_params)
 
 
 class Reranking:
@@ -29,14 +29,15 @@ class Reranking:
         self.metrics = metrics
 
     def params(self, req: RecommendationRequest, choice: VariantChoice) -> RerankParams:
-        """Config defaults, then the experiment variant's values, then the request's own overrides."""
-        d = self.cfg.rerank
-        params = RerankParams(d.mmr_lambda, d.max_per_genre, d.genre_window, d.freshness_weight,
-                              d.freshness_half_life_days)
-        exp = {k: v for k, v in choice.reranking.items() if k in RERANK_FIELDS}
-        if exp:
-            with contextlib.suppress(TypeError):
-                params = replace(params, **exp)
+        """Config defaults, then the experiment variants' values (all layers, resolved), then the request's.
+
+        The variants' values were validated against `RerankingParams` when the experiment config was
+        loaded (an unknown name or a wrong type fails `recsys experiments validate` and the router's
+        load), so nothing here can turn a bad config into a 500 or into a silently ignored knob.
+        """
+        defaults = self.cfg.rerank.model_dump()
+        merged = RerankingParams.model_validate(choice.reranking).apply(defaults)
+        params = RerankParams(**{k: merged[k] for k in RERANK_FIELDS})
         over = {k: v for k, v in req.diversity.model_dump(exclude_none=True).items() if k in RERANK_FIELDS}
         return replace(params, **over) if over else params
 
