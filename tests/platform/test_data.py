@@ -128,6 +128,9 @@ def test_ml_latest_loader_and_errors(tmp_path):
     (tmp_path / "ratings.csv").write_text("userId,movieId,rating,timestamp\n1,7,4,100\n")
     with pytest.raises(DatasetError, match="missing from the movie file"):
         load_ml_latest(tmp_path)
+    (tmp_path / "ratings.csv").write_text("userId,movieId,rating,timestamp\n1,7,4,100\n1,1,4,101\n")
+    ds = load_ml_latest(tmp_path, drop_unknown_movies=True)
+    assert set(ds.events["item_id"]) == {1} and ds.meta["ratings_dropped_unknown_movie"] == 1
 
 
 ML1M_MOVIES = "1::Toy Story (1995)::Animation|Children's|Comedy\n2::Jumanji (1995)::Adventure|Children's|Fantasy\n" \

@@ -64,8 +64,18 @@ DEFAULT_MAX_NEGATIVE_RATING = 2.0
 
 def _ratings_to_dataset(rows: list[tuple[int, int, float, int]], items: pd.DataFrame, name: str,
                         max_negative_rating: float = DEFAULT_MAX_NEGATIVE_RATING,
-                        known_users: set[int] | None = None) -> Dataset:
+                        known_users: set[int] | None = None, drop_unknown_movies: bool = False) -> Dataset:
     arr = np.array(rows, dtype=np.float64).reshape(-1, 4)
+    known = np.asarray(sorted(set(items["item_id"].tolist())), dtype=np.int64)
+    is_known = np.isin(arr[:, 1].astype(np.int64), known)
+    missing = sorted(set(arr[~is_known, 1].astype(np.int64).tolist()))
+    if missing and not drop_unknown_movies:
+        raise DatasetError(
+            f"{name}: ratings refer to {len(missing)} movie ids missing from the movie file, e.g. {missing[:5]} "
+            "(--drop-unknown-movies skips those ratings)"
+        )
+    n_unknown = int((~is_known).sum())
+    arr = arr[is_known]
     if known_users is not None:
         unknown = sorted(set(arr[:, 0].astype(np.int64).tolist()) - known_users)
         if unknown:
@@ -86,18 +96,12 @@ def _ratings_to_dataset(rows: list[tuple[int, int, float, int]], items: pd.DataF
     events["rating"] = events["rating"].astype(np.float32)
     events = events.sort_values(["timestamp", "user_id"], kind="stable").reset_index(drop=True)
     events = events[["user_id", "item_id", "event_type", "rating", "timestamp"]]
-    known = set(items["item_id"].tolist())
-    missing = sorted(set(item_ids.tolist()) - known)
-    if missing:
-        raise DatasetError(
-            f"{name}: ratings refer to {len(missing)} movie ids missing from the movie file, e.g. {missing[:5]}"
-        )
     first_seen = events.groupby("user_id")["timestamp"].min()
     users_df = pd.DataFrame(
         {"user_id": first_seen.index.astype(np.int64), "signup_at": first_seen.to_numpy(), "country": "unknown"}
     )
     meta = {"max_negative_rating": float(max_negative_rating), "ratings_read": int(n_all),
-            "ratings_dropped_as_negative": int(n_all - len(arr))}
+            "ratings_dropped_as_negative": int(n_all - len(arr)), "ratings_dropped_unknown_movie": n_unknown}
     return Dataset(events=events, items=items, users=users_df, name=name, meta=meta).validate()
 
 
@@ -116,7 +120,8 @@ def _items_frame(ids: list[int], titles: list[str], genres: list[str]) -> pd.Dat
     )
 
 
-def load_ml100k(directory: str | Path, max_negative_rating: float = DEFAULT_MAX_NEGATIVE_RATING) -> Dataset:
+def load_ml100k(directory: str | Path, max_negative_rating: float = DEFAULT_MAX_NEGATIVE_RATING,
+                drop_unknown_movies: bool = False) -> Dataset:
     """Load ml-100k: ``u.data`` (tab-separated user item rating timestamp) and ``u.item``."""
     d = Path(directory)
     data_path, item_path = d / "u.data", d / "u.item"
@@ -141,10 +146,11 @@ def load_ml100k(directory: str | Path, max_negative_rating: float = DEFAULT_MAX_
                 raise DatasetError(f"{data_path}:{n}: expected 4 tab-separated columns, got {len(parts)}")
             rows.append(_rating_row(parts, data_path, n, ("user id", "item id", "timestamp")))
     return _ratings_to_dataset(rows, _items_frame(ids, titles, genres), name="ml-100k",
-                               max_negative_rating=max_negative_rating)
+                               max_negative_rating=max_negative_rating, drop_unknown_movies=drop_unknown_movies)
 
 
-def load_ml_latest(directory: str | Path, max_negative_rating: float = DEFAULT_MAX_NEGATIVE_RATING) -> Dataset:
+def load_ml_latest(directory: str | Path, max_negative_rating: float = DEFAULT_MAX_NEGATIVE_RATING,
+                   drop_unknown_movies: bool = False) -> Dataset:
     """Load ml-latest / ml-25m style ``ratings.csv`` (userId,movieId,rating,timestamp) and ``movies.csv``."""
     d = Path(directory)
     ratings_path, movies_path = d / "ratings.csv", d / "movies.csv"
@@ -174,7 +180,7 @@ def load_ml_latest(directory: str | Path, max_negative_rating: float = DEFAULT_M
                 raise DatasetError(f"{ratings_path}:{n}: expected 4 columns, got {len(row)}")
             rows.append(_rating_row(row, ratings_path, n, ("userId", "movieId", "timestamp")))
     return _ratings_to_dataset(rows, _items_frame(ids, titles, genres), name="ml-latest",
-                               max_negative_rating=max_negative_rating)
+                               max_negative_rating=max_negative_rating, drop_unknown_movies=drop_unknown_movies)
 
 
 def _dat_lines(path: Path, n_fields: int):
@@ -190,7 +196,8 @@ def _dat_lines(path: Path, n_fields: int):
             yield n, parts
 
 
-def load_ml_dat(directory: str | Path, max_negative_rating: float = DEFAULT_MAX_NEGATIVE_RATING) -> Dataset:
+def load_ml_dat(directory: str | Path, max_negative_rating: float = DEFAULT_MAX_NEGATIVE_RATING,
+                drop_unknown_movies: bool = False) -> Dataset:
     """Load ml-1m / ml-10m: ``ratings.dat`` (UserID::MovieID::Rating::Timestamp), ``movies.dat``
     (MovieID::Title::Genres) and, when present (ml-1m), ``users.dat`` (UserID::Gender::Age::Occupation::Zip),
     which is only used to check that every rating's user exists (the dataset schema has no demographics)."""
@@ -211,16 +218,18 @@ def load_ml_dat(directory: str | Path, max_negative_rating: float = DEFAULT_MAX_
             for n, parts in _dat_lines(ratings_path, 4)]
     name = "ml-1m" if known_users is not None else "ml-10m"
     return _ratings_to_dataset(rows, _items_frame(ids, titles, genres), name=name,
-                               max_negative_rating=max_negative_rating, known_users=known_users)
+                               max_negative_rating=max_negative_rating, known_users=known_users,
+                               drop_unknown_movies=drop_unknown_movies)
 
 
-def load_movielens(directory: str | Path, max_negative_rating: float = DEFAULT_MAX_NEGATIVE_RATING) -> Dataset:
+def load_movielens(directory: str | Path, max_negative_rating: float = DEFAULT_MAX_NEGATIVE_RATING,
+                   drop_unknown_movies: bool = False) -> Dataset:
     """Detect the MovieLens flavour in ``directory`` and load it."""
     d = Path(directory)
     if (d / "u.data").exists():
-        return load_ml100k(d, max_negative_rating)
+        return load_ml100k(d, max_negative_rating, drop_unknown_movies)
     if (d / "ratings.dat").exists():
-        return load_ml_dat(d, max_negative_rating)
+        return load_ml_dat(d, max_negative_rating, drop_unknown_movies)
     if (d / "ratings.csv").exists():
-        return load_ml_latest(d, max_negative_rating)
+        return load_ml_latest(d, max_negative_rating, drop_unknown_movies)
     raise DatasetError(f"{d}: no MovieLens files found (looked for u.data, ratings.dat or ratings.csv)")
