@@ -192,8 +192,9 @@ def apply_event_to_user(row: dict, rec: dict, item_multihot: Sequence[float], no
     ts = pd.Timestamp(rec["timestamp"]).timestamp()
     out = _count_event(row, rec, "user", ts, now)
     out["user_last_event_at"] = max(float(out.get("user_last_event_at") or 0.0), ts)
-    out["user_recent_item_ids"] = ([rec["item_id"]] + [int(x) for x in out.get("user_recent_item_ids") or []])[
-        :recent_items]
+    # distinct items, most recent occurrence first: the order training reads (recsys.training.base.user_histories)
+    old = [int(x) for x in out.get("user_recent_item_ids") or [] if int(x) != int(rec["item_id"])]
+    out["user_recent_item_ids"] = ([int(rec["item_id"])] + old)[:recent_items]
     weight = EVENT_WEIGHTS[rec["event_type"]] * (rec["rating"] / 5.0 if rec["rating"] is not None else 1.0)
     mh = np.asarray(item_multihot or [], dtype=np.float64)
     gw = np.asarray(out.get("user_genre_weights") or [], dtype=np.float64)
