@@ -29,7 +29,7 @@ class EaseTooLargeError(ValueError):
 
 
 class EaseRecommender:
-    def __init__(self, regularization: float = 250.0, max_items: int = 12_000, keep: int = 512) -> None:
+    def __init__(self, regularization: float = 500.0, max_items: int = 12_000, keep: int = 512) -> None:
         self.regularization, self.max_items, self.keep = regularization, max_items, keep
         self.neighbors: np.ndarray | None = None  # [n_items, keep] item indices (-1 = padding)
         self.weights: np.ndarray | None = None  # [n_items, keep] B[item, neighbor]
