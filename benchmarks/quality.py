@@ -242,6 +242,23 @@ TUNE_GRID = {
 }
 
 
+def start_ray(attempts: int = 4) -> None:
+    """Ray waits a fixed 30 s for its raylet; on a heavily loaded machine that fails, so try again."""
+    import ray
+
+    from recsys.training.ray_job import ensure_ray
+
+    for attempt in range(attempts):
+        try:
+            ensure_ray()
+            return
+        except Exception as e:  # noqa: BLE001 - Ray raises a bare Exception on this timeout
+            print(f"ray start failed ({e}); attempt {attempt + 1}/{attempts}", flush=True)
+            ray.shutdown()
+            time.sleep(5)
+    ensure_ray()
+
+
 def load_data(args) -> Dataset:
     if args.data:
         from recsys.platform.data.movielens import load_movielens
@@ -279,9 +296,7 @@ def main() -> None:
              f"synthetic {args.users}x{args.items}x{args.events}") + \
         f": {ds.n_users:,} users, {ds.n_items:,} items, {len(ds.events):,} events"
     print(title, flush=True)
-    from recsys.training.ray_job import ensure_ray
-
-    ensure_ray()
+    start_ray()
     with tempfile.TemporaryDirectory(prefix="quality-") as tmp:
         work = Path(tmp)
         if args.tune:
