@@ -6,6 +6,7 @@ Each test here failed on the code before the fix it guards (issue 10, part 7).
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import pandas as pd
@@ -89,3 +90,20 @@ def test_history_order_is_the_same_in_training_and_the_online_store():
     hist = user_histories(events, cat, 20)[0]
     trained = cat.items.id_of(hist[hist >= 0])
     assert row["user_recent_item_ids"] == trained.tolist() == [13, 12, 10, 11]
+
+
+def test_default_tuning_never_reads_the_test_window(small_split, small_dataset, repo_root, monkeypatch):
+    """benchmarks/quality.py --tune (which chose the EASE/BPR/SASRec defaults) scores on validation only:
+    replacing the test window by nothing changes none of its numbers."""
+    import importlib.util
+    from dataclasses import replace
+
+    spec = importlib.util.spec_from_file_location("quality_bench", repo_root / "benchmarks" / "quality.py")
+    quality = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "quality_bench", quality)  # dataclasses look their module up there
+    spec.loader.exec_module(quality)
+    split, _ = small_split
+    grid = {"ease": [{"regularization": 10.0}], "bpr": [{"epochs": 2, "factors": 8}]}
+    with_test = quality.tune(small_dataset, split, grid, seed=1)
+    without_test = quality.tune(small_dataset, replace(split, test=split.test.iloc[:0]), grid, seed=1)
+    assert with_test == without_test and len(with_test) == 2
