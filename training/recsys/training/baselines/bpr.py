@@ -2,8 +2,9 @@
 
 Objective: maximise sum over (u, i, j) of log sigmoid(x_u.y_i + b_i - x_u.y_j - b_j) - reg * |params|^2,
 with i an item u interacted with and j a uniformly sampled item u did not.  Each epoch draws as
-many triples as there are non-zeros and takes mini-batch steps with Adagrad (what ``implicit``'s
-BPR and LightFM use: per-parameter step sizes suit the power-law item frequencies).  Negatives
+many triples as there are non-zeros and takes mini-batch steps with Adagrad (per-parameter step
+sizes suit the power-law item frequencies; LightFM uses it too), with hand-written gradients that
+touch only the rows in the batch.  Negatives
 that hit a positive are re-drawn once; the rare remaining collisions are masked out of the loss.
 The confidence values are ignored (BPR is a ranking of observed over unobserved), as in implicit.
 """
@@ -38,16 +39,25 @@ class BprRecommender:
         codes = np.sort(users * n_items + items)
         rng = np.random.default_rng(self.seed)
         gen = torch.Generator().manual_seed(self.seed)
-        user_emb = torch.nn.Parameter(torch.randn(n_users, self.factors, generator=gen) * 0.01)
-        item_emb = torch.nn.Parameter(torch.randn(n_items, self.factors, generator=gen) * 0.01)
-        item_bias = torch.nn.Parameter(torch.zeros(n_items))
-        opt = torch.optim.Adagrad([user_emb, item_emb, item_bias], lr=self.learning_rate)
+        f = self.factors
+        # one table per side with the item bias as the last column (the user side holds a constant 1 there)
+        user_emb = torch.cat([torch.randn(n_users, f, generator=gen) * 0.01, torch.ones(n_users, 1)], 1)
+        item_emb = torch.cat([torch.randn(n_items, f, generator=gen) * 0.01, torch.zeros(n_items, 1)], 1)
+        user_acc = torch.full((n_users, f + 1), 1e-8)
+        item_acc = torch.full((n_items, f + 1), 1e-8)
+        lr, reg = self.learning_rate, self.regularization
 
         def is_positive(u: np.ndarray, j: np.ndarray) -> np.ndarray:
             c = u * n_items + j
             pos = np.minimum(np.searchsorted(codes, c), len(codes) - 1)
             return codes[pos] == c
 
+        def adagrad(table: torch.Tensor, acc: torch.Tensor, rows: torch.Tensor, grad: torch.Tensor) -> None:
+            acc.index_add_(0, rows, grad * grad)
+            table.index_add_(0, rows, lr * grad / acc[rows].sqrt())
+
+        # Gradients are written out instead of autograd: rows not in the batch are never touched
+        # (autograd + a dense optimiser rewrote both whole tables every step, ~15x slower on ml-latest-small).
         n = len(items)
         for _ in range(self.epochs):
             order = rng.permutation(n)
@@ -57,19 +67,20 @@ class BprRecommender:
                 j = rng.integers(0, n_items, len(b))
                 hit = is_positive(u, j)
                 j[hit] = rng.integers(0, n_items, int(hit.sum()))
-                valid = torch.from_numpy(~is_positive(u, j)).float()
+                valid = torch.from_numpy(~is_positive(u, j)).float()[:, None]
                 ut, it, jt = torch.from_numpy(u), torch.from_numpy(i), torch.from_numpy(j)
                 xu, yi, yj = user_emb[ut], item_emb[it], item_emb[jt]
-                diff = (xu * (yi - yj)).sum(1) + item_bias[it] - item_bias[jt]
-                reg = self.regularization * ((xu**2).sum(1) + (yi**2).sum(1) + (yj**2).sum(1))
-                loss = ((torch.nn.functional.softplus(-diff) + reg) * valid).sum() / valid.sum().clamp(min=1)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-        with torch.no_grad():
-            ones = torch.ones(n_users, 1)
-            self.user_factors = torch.cat([user_emb, ones], 1).numpy().astype(np.float32)
-            self.item_factors = torch.cat([item_emb, item_bias[:, None]], 1).numpy().astype(np.float32)
+                # ascent on log sigmoid(x_uij) - reg * |params|^2; d/dx log sigmoid(x) = sigmoid(-x)
+                g = torch.sigmoid(-(xu * (yi - yj)).sum(1, keepdim=True)) * valid
+                gu = g * (yi - yj) - reg * xu * valid
+                gu[:, f] = 0.0  # the user's constant-1 bias column stays 1
+                gi = g * xu - reg * yi * valid
+                gj = -g * xu - reg * yj * valid
+                adagrad(user_emb, user_acc, ut, gu)
+                adagrad(item_emb, item_acc, it, gi)
+                adagrad(item_emb, item_acc, jt, gj)
+        self.user_factors = user_emb.numpy().astype(np.float32)
+        self.item_factors = item_emb.numpy().astype(np.float32)
         return self
 
     def recommend(self, user_indices, user_items, n: int = 20, filter_already_liked: bool = True):
