@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys.platform.data.movielens import load_ml100k, load_ml_latest, load_movielens
+from recsys.platform.data.movielens import load_ml100k, load_ml_dat, load_ml_latest, load_movielens
 from recsys.platform.data.schema import EVENT_TYPES, Dataset, DatasetError
 from recsys.platform.data.split import global_time, leave_last_out, split_events
 from recsys.platform.data.synthetic import SyntheticConfig, generate
@@ -128,3 +128,73 @@ def test_ml_latest_loader_and_errors(tmp_path):
     (tmp_path / "ratings.csv").write_text("userId,movieId,rating,timestamp\n1,7,4,100\n")
     with pytest.raises(DatasetError, match="missing from the movie file"):
         load_ml_latest(tmp_path)
+    (tmp_path / "ratings.csv").write_text("userId,movieId,rating,timestamp\n1,7,4,100\n1,1,4,101\n")
+    ds = load_ml_latest(tmp_path, drop_unknown_movies=True)
+    assert set(ds.events["item_id"]) == {1} and ds.meta["ratings_dropped_unknown_movie"] == 1
+
+
+ML1M_MOVIES = "1::Toy Story (1995)::Animation|Children's|Comedy\n2::Jumanji (1995)::Adventure|Children's|Fantasy\n" \
+              "3::Amélie (2001)::Comedy|Romance\n"
+
+
+def _write_ml1m(d, ratings: str, users: bool = True) -> None:
+    (d / "movies.dat").write_text(ML1M_MOVIES, encoding="latin-1")
+    (d / "ratings.dat").write_text(ratings, encoding="latin-1")
+    if users:
+        (d / "users.dat").write_text("1::F::1::10::48067\n2::M::56::16::70072\n", encoding="latin-1")
+
+
+def test_ml1m_dat_loader_drops_low_ratings(tmp_path):
+    _write_ml1m(tmp_path, "1::1::5::978300760\n1::2::2::978300761\n1::3::3::978300762\n2::1::1::978300763\n"
+                          "2::3::4::978300764\n")
+    ds = load_movielens(tmp_path)
+    assert ds.name == "ml-1m" and ds.n_items == 3
+    assert ds.items.set_index("item_id").loc[3, "title"] == "Amélie (2001)"  # latin-1 decoded
+    views = ds.events[ds.events["event_type"] == "view"]
+    # ratings <= 2 (user 1 item 2, user 2 item 1) are not positive views
+    assert sorted(zip(views["user_id"], views["item_id"], strict=True)) == [(1, 1), (1, 3), (2, 3)]
+    assert set(ds.events[ds.events["event_type"] == "click"]["item_id"]) == {1, 3}
+    assert ds.meta["ratings_dropped_as_negative"] == 2
+    keep_all = load_ml_dat(tmp_path, max_negative_rating=0)
+    assert (keep_all.events["event_type"] == "view").sum() == 5
+    strict = load_ml_dat(tmp_path, max_negative_rating=3)
+    assert (strict.events["event_type"] == "view").sum() == 2
+
+
+def test_ml10m_dat_without_users_file_and_half_stars(tmp_path):
+    _write_ml1m(tmp_path, "7::1::4.5::1230000000\n7::2::2.5::1230000001\n", users=False)
+    ds = load_movielens(tmp_path)
+    assert ds.name == "ml-10m"
+    assert sorted(ds.events[ds.events["event_type"] == "rating"]["rating"]) == [2.5, 4.5]
+
+
+def test_ml_dat_errors_name_file_and_line(tmp_path):
+    _write_ml1m(tmp_path, "1::1::5::978300760\n1::2::5\n")
+    with pytest.raises(DatasetError, match=r"ratings\.dat:2: expected 4 '::'-separated columns, got 3"):
+        load_movielens(tmp_path)
+    _write_ml1m(tmp_path, "1::1::5::978300760\n9::2::5::978300761\n")
+    with pytest.raises(DatasetError, match="missing from the user file"):
+        load_movielens(tmp_path)
+    _write_ml1m(tmp_path, "1::1::5::978300760\n1::x::5::978300761\n")
+    with pytest.raises(DatasetError, match=r"ratings\.dat:2: column 'MovieID' is not an integer"):
+        load_movielens(tmp_path)
+
+
+def test_ml_latest_threshold_is_a_cli_flag(tmp_path):
+    from click.testing import CliRunner
+
+    from recsys.platform.cli import root
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "movies.csv").write_text("movieId,title,genres\n1,Heat (1995),Action\n2,Up (2009),Animation\n")
+    (src / "ratings.csv").write_text("userId,movieId,rating,timestamp\n1,1,4.5,100\n1,2,2.0,200\n2,2,3.0,300\n")
+    for flag, n_views in (("2", 2), ("0", 3)):
+        out = tmp_path / f"out{flag}"
+        r = CliRunner().invoke(root, ["data", "import-movielens", str(src), "--out", str(out),
+                                      "--max-negative-rating", flag])
+        assert r.exit_code == 0, r.output
+        assert (Dataset.load(out).events["event_type"] == "view").sum() == n_views
+    r = CliRunner().invoke(root, ["data", "import-movielens", str(src), "--out", str(tmp_path / "x"),
+                                  "--max-negative-rating", "9"])
+    assert r.exit_code == 2 and "max-negative-rating" in r.output

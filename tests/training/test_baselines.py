@@ -9,7 +9,14 @@ import scipy.sparse as sp
 
 from recsys.platform.data.split import split_events
 from recsys.training.base import Catalog, IdIndex, interaction_matrix, top_n, user_histories
-from recsys.training.baselines import AlsRecommender, ItemKnnRecommender, PopularityRecommender
+from recsys.training.baselines import (
+    AlsRecommender,
+    BprRecommender,
+    EaseRecommender,
+    EaseTooLargeError,
+    ItemKnnRecommender,
+    PopularityRecommender,
+)
 from recsys.training.evaluation import Evaluator
 
 
@@ -56,7 +63,9 @@ def test_baselines_beat_random(setup):
     rand = ev.evaluate("random", RandomRecommender(cat.n_items)).metrics["recall@20"].value
     for name, model in [("popularity", PopularityRecommender().fit(x)),
                         ("item_knn", ItemKnnRecommender(50).fit(x)),
-                        ("als", AlsRecommender(factors=16, iterations=8, seed=1).fit(x))]:
+                        ("als", AlsRecommender(factors=16, iterations=8, seed=1).fit(x)),
+                        ("bpr", BprRecommender(factors=16, epochs=10, seed=1).fit(x)),
+                        ("ease", EaseRecommender(regularization=50.0).fit(x))]:
         r = ev.evaluate(name, model).metrics["recall@20"].value
         assert r > 1.5 * rand, (name, r, rand)
 
@@ -65,7 +74,8 @@ def test_recommend_filters_history(setup):
     _, cat, x, _ = setup
     users = np.arange(20)
     for model in (PopularityRecommender().fit(x), ItemKnnRecommender(20).fit(x),
-                  AlsRecommender(factors=8, iterations=2).fit(x)):
+                  AlsRecommender(factors=8, iterations=2).fit(x), BprRecommender(factors=8, epochs=1).fit(x),
+                  EaseRecommender().fit(x)):
         idx, scores = model.recommend(users, x, n=10)
         assert idx.shape == (20, 10)
         for row, u in enumerate(users):
@@ -118,12 +128,40 @@ def test_item_knn_neighbours_are_symmetric_cosine(setup):
 def test_baseline_npz_round_trip(setup, tmp_store):
     _, cat, x, _ = setup
     models = {"popularity": PopularityRecommender().fit(x), "item_knn": ItemKnnRecommender(10).fit(x),
-              "als": AlsRecommender(factors=4, iterations=2).fit(x)}
+              "als": AlsRecommender(factors=4, iterations=2).fit(x), "bpr": BprRecommender(factors=4, epochs=1).fit(x),
+              "ease": EaseRecommender(keep=20).fit(x)}
     users = np.arange(10)
     for name, model in models.items():
         with tmp_store.write_version(name, "v1", kind="baseline") as d:
-            model.save(d, cat.items.ids, cat.users.ids) if name == "als" else model.save(d, cat.items.ids)
+            model.save(d, cat.items.ids, cat.users.ids) if name in ("als", "bpr") else model.save(d, cat.items.ids)
         path = tmp_store.local_path(tmp_store.promote(name, "v1"))
         loaded = type(model).load(path)
         np.testing.assert_array_equal(loaded.item_ids, cat.items.ids)
         np.testing.assert_array_equal(loaded.recommend(users, x, 5)[0], model.recommend(users, x, 5)[0])
+
+
+def test_ease_matches_the_closed_form():
+    """Unpruned EASE equals B = -P / diag(P), P = (X^T X + lambda I)^-1, diag(B) = 0 (Steck 2019)."""
+    rng = np.random.default_rng(0)
+    x = sp.csr_matrix((rng.random((40, 12)) < 0.3).astype(np.float32))
+    lam = 5.0
+    model = EaseRecommender(regularization=lam, keep=11).fit(x)
+    xd = x.toarray().astype(np.float64)
+    p = np.linalg.inv(xd.T @ xd + lam * np.eye(12))
+    b = -p / np.diag(p)[None, :]
+    np.fill_diagonal(b, 0.0)
+    np.testing.assert_allclose(model._b.toarray(), b, rtol=1e-3, atol=1e-4)
+    with pytest.raises(EaseTooLargeError, match="max_items=5"):
+        EaseRecommender(max_items=5).fit(x)
+
+
+def test_bpr_ranks_observed_above_unobserved_and_is_seeded(setup):
+    _, _, x, _ = setup
+    a = BprRecommender(factors=16, epochs=5, seed=3).fit(x)
+    pred = a.user_factors @ a.item_factors.T
+    xd = x.toarray() > 0
+    # AUC over (observed, unobserved) pairs of each user, averaged: BPR's own objective
+    auc = np.mean([(pred[u][xd[u]][:, None] > pred[u][~xd[u]][None, :]).mean() for u in range(50) if xd[u].any()])
+    assert auc > 0.75, auc
+    b = BprRecommender(factors=16, epochs=5, seed=3).fit(x)
+    np.testing.assert_allclose(a.item_factors, b.item_factors, rtol=1e-5, atol=1e-6)

@@ -113,7 +113,7 @@ def test_evaluate_every_model_with_same_evaluator(trained):
     cfg, inputs, store, base, tt, rk = trained
     report = evaluate_models(cfg, inputs, store, [*base.values(), tt, rk], progress=False)
     names = [m.name for m in report.models]
-    assert names == ["popularity", "item_knn", "als", "two_tower", "two_tower->ranker"]
+    assert names == ["popularity", "item_knn", "als", "bpr", "ease", "two_tower", "two_tower->ranker"]
     for m in report.models:
         assert m.n_users == report.meta["n_users"]
         assert 0 <= m.metrics["recall@20"].value <= 1

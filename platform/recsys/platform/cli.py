@@ -110,18 +110,26 @@ def data_generate(cfg: PlatformConfig, out: str | None, users: int, items: int, 
 @data.command("import-movielens")
 @click.argument("source", type=click.Path(exists=True, file_okay=False))
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Output dir (default: data_dir).")
+@click.option("--max-negative-rating", type=click.FloatRange(min=0, max=5), default=2.0, show_default=True,
+              help="Ratings at or below this are dropped (not positive views); 0 keeps every rating.")
+@click.option("--drop-unknown-movies", is_flag=True, default=False,
+              help="Skip ratings of movie ids absent from the movie file (default: refuse the import).")
 @pass_config
-def data_import_movielens(cfg: PlatformConfig, source: str, out: str | None) -> None:
-    """Convert MovieLens files (u.data+u.item, or ratings.csv+movies.csv) in SOURCE into a dataset."""
+def data_import_movielens(cfg: PlatformConfig, source: str, out: str | None, max_negative_rating: float,
+                          drop_unknown_movies: bool) -> None:
+    """Convert MovieLens files (u.data+u.item, ratings.dat+movies.dat[+users.dat], or ratings.csv+movies.csv)
+    in SOURCE into a dataset."""
     from recsys.platform.data.movielens import load_movielens
     from recsys.platform.data.schema import DatasetError
 
     try:
-        ds = load_movielens(source)
+        ds = load_movielens(source, max_negative_rating=max_negative_rating, drop_unknown_movies=drop_unknown_movies)
     except DatasetError as e:
         raise UserError(str(e)) from e
     path = ds.save(out or cfg.data_dir)
-    click.echo(f"wrote {len(ds.events):,} events from {ds.name} to {path}")
+    click.echo(f"wrote {len(ds.events):,} events from {ds.name} to {path} "
+               f"({ds.meta.get('ratings_dropped_as_negative', 0):,} ratings <= {max_negative_rating:g} dropped, "
+               f"{ds.meta.get('ratings_dropped_unknown_movie', 0):,} of unknown movies skipped)")
 
 
 @data.command("info")

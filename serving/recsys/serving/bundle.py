@@ -29,6 +29,7 @@ from recsys.serving.candidates import ItemKnnCandidates, PopularityCandidates
 from recsys.serving.config import ServingConfig
 from recsys.serving.exploration import ThompsonExplorer
 from recsys.serving.result_cache import request_shape_hash
+from recsys.serving.sequential_source import SequentialCandidates
 
 
 @dataclass(frozen=True)
@@ -39,10 +40,11 @@ class ActiveVersions:
     ranking: str | None
     popularity: str | None
     item_knn: str | None
+    sequential: str | None = None
 
     def as_dict(self) -> dict[str, str]:
         out = {"retrieval": self.retrieval}
-        for k in ("ranking", "popularity", "item_knn"):
+        for k in ("ranking", "popularity", "item_knn", "sequential"):
             if getattr(self, k):
                 out[k] = getattr(self, k)
         return out
@@ -54,6 +56,7 @@ class Sources:
 
     popularity: PopularityCandidates | None = None
     item_knn: ItemKnnCandidates | None = None
+    sequential: SequentialCandidates | None = None
 
 
 @dataclass(frozen=True)
@@ -91,7 +94,11 @@ class BundleLoader:
             pop = resolve_version(self.store, self.cfg.popularity_model, None).version
         with contextlib.suppress(ArtifactError):
             knn = resolve_version(self.store, self.cfg.item_knn_model, None).version
-        return ActiveVersions(r, rk, pop, knn)
+        seq = None
+        if self.cfg.sequential_k:
+            with contextlib.suppress(ArtifactError):
+                seq = resolve_version(self.store, self.cfg.sequential_model, None).version
+        return ActiveVersions(r, rk, pop, knn, seq)
 
     def load(self, versions: ActiveVersions) -> Bundle:
         """Load everything the ingress itself needs for ``versions`` (blocking; run in a thread)."""
@@ -105,6 +112,9 @@ class BundleLoader:
         if versions.item_knn:
             mv = self.store.get(self.cfg.item_knn_model, versions.item_knn)
             sources.item_knn = ItemKnnCandidates(load_item_knn(self.store, mv))
+        if versions.sequential:
+            mv = self.store.get(self.cfg.sequential_model, versions.sequential)
+            sources.sequential = SequentialCandidates(load_retrieval(self.store, mv, with_tower=True, mmap=False))
         return Bundle(versions, sources, self._explorer(sources), self._fingerprint(versions))
 
     def cached_retrieval(self, version: str) -> RetrievalArtifacts | None:
@@ -151,7 +161,8 @@ class BundleLoader:
         """Versions plus their store write times: a re-written version name never hits old cache entries."""
         parts = []
         for model, name in (("retrieval", self.cfg.retrieval_model), ("ranking", self.cfg.ranking_model),
-                            ("popularity", self.cfg.popularity_model), ("item_knn", self.cfg.item_knn_model)):
+                            ("popularity", self.cfg.popularity_model), ("item_knn", self.cfg.item_knn_model),
+                            ("sequential", self.cfg.sequential_model)):
             version = getattr(versions, model)
             created = ""
             if version:

@@ -77,7 +77,7 @@ class RecommendedItem(BaseModel):
     item_id: int
     score: float
     rank: int
-    sources: list[str] = Field(description="Candidate sources: ann, item_knn, popularity, exploration")
+    sources: list[str] = Field(description="Candidate sources: ann, item_knn, sasrec, popularity, exploration")
     genres: list[str] = Field(default_factory=list)
     title: str | None = Field(None, description="Catalog title (None when the catalog has none)")
 

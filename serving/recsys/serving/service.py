@@ -252,7 +252,8 @@ class RecommendationService:
         items = await self.exploration(state, req, items, bundle.explorer, cset.filters)
 
         versions = {"retrieval": r_version, **({"ranking": k_version} if k_version else {}),
-                    **{k: v for k, v in bundle.versions.as_dict().items() if k in ("popularity", "item_knn")}}
+                    **{k: v for k, v in bundle.versions.as_dict().items()
+                       if k in ("popularity", "item_knn", "sequential")}}
         for reason in state.degraded:
             self.metrics.degraded.labels(reason).inc()
         self._enrich(items)

@@ -25,11 +25,18 @@ from recsys.platform.data.schema import Dataset, DatasetError
 from recsys.platform.data.split import Split, split_events
 from recsys.platform.model_store import ModelStore, ModelStoreError, ModelVersion
 from recsys.training.base import Catalog, interaction_matrix, user_histories
-from recsys.training.baselines import AlsRecommender, ItemKnnRecommender, PopularityRecommender
+from recsys.training.baselines import (
+    AlsRecommender,
+    BprRecommender,
+    EaseRecommender,
+    EaseTooLargeError,
+    ItemKnnRecommender,
+    PopularityRecommender,
+)
 from recsys.training.config import TrainingConfig
 from recsys.training.evaluation import EvaluationReport, Evaluator
 
-BASELINES = ("popularity", "item_knn", "als")
+BASELINES = ("popularity", "item_knn", "als", "bpr", "ease")
 RETRIEVAL_NAME = "two_tower"
 RANKER_NAME = "ranker"
 
@@ -80,6 +87,19 @@ def train_baselines(cfg: TrainingConfig, inputs: Inputs, store: ModelStore, vers
             model, params = PopularityRecommender().fit(x), {}
         elif name == "item_knn":
             model, params = ItemKnnRecommender(bc.knn_neighbors).fit(x), {"neighbors": bc.knn_neighbors}
+        elif name == "bpr":
+            model = BprRecommender(seed=cfg.seed)
+            params = {"factors": model.factors, "learning_rate": model.learning_rate, "epochs": model.epochs,
+                      "regularization": model.regularization}
+            model.fit(x)
+        elif name == "ease":
+            model = EaseRecommender()
+            params = {"regularization": model.regularization, "keep": model.keep, "max_items": model.max_items}
+            try:
+                model.fit(x)
+            except EaseTooLargeError as e:  # a closed form that does not fit the machine is skipped, not fatal
+                _echo(f"[ease] skipped: {e}", progress)
+                continue
         else:
             params = {"factors": bc.als_factors, "regularization": bc.als_regularization, "alpha": bc.als_alpha,
                       "iterations": bc.als_iterations, "cg_steps": bc.als_cg_steps}
@@ -92,7 +112,7 @@ def train_baselines(cfg: TrainingConfig, inputs: Inputs, store: ModelStore, vers
         params.update({"split": cfg.split, "fit_on": "train+validation", "train_seconds": round(seconds, 3)})
         v = version or ModelStore.new_version_id()
         with store.write_version(name, v, kind="baseline", params=params, data_hash=data_hash) as d:
-            if name == "als":
+            if name in ("als", "bpr"):
                 model.save(d, item_ids, user_ids)
             else:
                 model.save(d, item_ids)
@@ -315,6 +335,10 @@ def load_recommender(store: ModelStore, mv: ModelVersion, inputs: Inputs, cfg: T
         return ItemKnnRecommender.load(path)
     if mv.name == "als":
         return AlsRecommender.load(path)
+    if mv.name == "bpr":
+        return BprRecommender.load(path)
+    if mv.name == "ease":
+        return EaseRecommender.load(path)
     if mv.name == RETRIEVAL_NAME:
         return _two_tower_at(store, mv, history, inputs.catalog)
     if mv.name == RANKER_NAME:

@@ -2,6 +2,7 @@
 
     embed user (TorchScript tower, once) ─┬─> retrieval shards (scatter-gather, merge top-K) ─┐
                                           ├─> item-kNN from recent history ──────────────────┼─> merge + de-dup
+                                          ├─> SASRec from the recent sequence ───────────────┤
                                           └─> popularity ────────────────────────────────────┘      │
                                                                                   business filters ─┘
 
@@ -25,6 +26,7 @@ from recsys.serving.metrics import ServingMetrics
 from recsys.serving.ranker_inputs import recent_items_for_similarity
 from recsys.serving.reranker import FilterSpec, business_filter
 from recsys.serving.schemas import RecommendationRequest
+from recsys.serving.sequential_source import distinct_recent
 from recsys.serving.stages.base import RequestState, Target, guarded
 
 
@@ -113,6 +115,7 @@ class CandidateGeneration:
     async def __call__(self, state: RequestState, req: RecommendationRequest, art: RetrievalArtifacts,
                        version: str, history: list[int], sources: Sources) -> CandidateSet:
         m, cfg = self.metrics, self.cfg
+        history = distinct_recent(history)  # training order: distinct items, most recent first
         with m.stage("embed", state.timings):
             vec, cold = embed_user(art, req.user_id, history)
         with m.stage(self.retrieval.name, state.timings):
@@ -121,6 +124,8 @@ class CandidateGeneration:
             lists = [("ann", art.item_ids[rows], ann_scores)]
             if sources.item_knn is not None and history and cfg.knn_k:
                 lists.append(("item_knn", *sources.item_knn.from_history(history, cfg.knn_k)))
+            if sources.sequential is not None and history and cfg.sequential_k:
+                lists.append(("sasrec", *sources.sequential.from_history(history, cfg.sequential_k)))
             if sources.popularity is not None and cfg.popularity_k:
                 lists.append(("popularity", *sources.popularity.top(cfg.popularity_k)))
             cands = merge_candidates(lists)

@@ -1,0 +1,338 @@
+"""Offline quality of every model on one split, both protocols, in one table (issue 10).
+
+    python benchmarks/quality.py --data /path/to/ml-latest-small      # any MovieLens flavour (import-movielens)
+    python benchmarks/quality.py                                      # synthetic data (see --users/--items/--events)
+    python benchmarks/quality.py --data D --tune                      # validation-window grid for the defaults
+
+For each protocol (global_time, leave_last_out) the data is split once, and every model is trained
+the way ``recsys train all`` trains it (baselines and ``implicit`` fit on train + validation; the
+two-tower model, SASRec on train; the ranker on the validation window through the workflow
+functions, so the rows are the artifacts users get) and scored on the same test users and history.
+Columns: Recall@20 and NDCG@20 with 95% bootstrap CIs, the paired-bootstrap CI of each model's
+difference to the two-tower model on the same users (same resamples), and Recall@200, the ceiling
+a ranker that reorders a model's top 200 can reach.  ``implicit`` rows are references only
+(``pip install implicit``; dev extra), run with OPENBLAS_NUM_THREADS=1 as implicit asks.
+
+``--tune`` never reads the test window: models fit on train, history = train, targets = the
+validation window (:func:`tune`); its output chose the defaults recorded in docs/training.md.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # implicit asks for it; set before numpy loads BLAS
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from recsys.platform.data.schema import Dataset  # noqa: E402
+from recsys.platform.data.split import Split, split_events  # noqa: E402
+from recsys.training.base import Catalog, interaction_matrix, top_n, user_histories  # noqa: E402
+from recsys.training.baselines import BprRecommender, EaseRecommender  # noqa: E402
+from recsys.training.config import TrainingConfig  # noqa: E402
+from recsys.training.evaluation import Evaluator, MetricValue, hit_matrix, ranking_metrics  # noqa: E402
+from recsys.training.sequential.config import SequentialConfig  # noqa: E402
+
+PROTOCOLS = ("global_time", "leave_last_out")
+REFERENCE = "two_tower"
+
+
+class FactorAdapter:
+    """Any (user_factors, item_factors) pair behind Recommender.recommend (same filter and top-n code)."""
+
+    def __init__(self, user_factors, item_factors):
+        self.user_factors, self.item_factors = np.asarray(user_factors), np.asarray(item_factors)
+
+    def recommend(self, users, user_items, n=20, filter_already_liked=True):
+        users = np.asarray(users)
+        return top_n(self.user_factors[users] @ self.item_factors.T, n,
+                     user_items if filter_already_liked else None, users)
+
+
+def implicit_models(x, seed: int, factors: int = 64) -> dict:
+    """implicit 0.7's ALS (same objective as ours: confidence 1 + 2r) and BPR, as reference rows."""
+    from implicit.cpu.als import AlternatingLeastSquares
+    from implicit.cpu.bpr import BayesianPersonalizedRanking
+    from threadpoolctl import threadpool_limits
+
+    conf = x.copy()
+    conf.data = 1.0 + 2.0 * conf.data
+    out = {}
+    with threadpool_limits(1, "blas"):
+        als = AlternatingLeastSquares(factors=factors, regularization=0.05, alpha=1.0, iterations=12,
+                                      random_state=seed, num_threads=0, calculate_training_loss=False)
+        als.fit(conf, show_progress=False)
+        out["implicit ALS"] = FactorAdapter(als.user_factors, als.item_factors)
+        bpr = BayesianPersonalizedRanking(factors=factors, random_state=seed, num_threads=0)
+        bpr.fit((x > 0).astype(np.float32).tocsr(), show_progress=False)
+        out["implicit BPR"] = FactorAdapter(bpr.user_factors, bpr.item_factors)
+    return out
+
+
+# --------------------------------------------------------------------------------- results
+@dataclass
+class Row:
+    name: str
+    recall: MetricValue
+    ndcg: MetricValue
+    recall200: float
+    d_recall: MetricValue | None = None
+    d_ndcg: MetricValue | None = None
+    seconds: float = 0.0
+
+
+@dataclass
+class ProtocolResult:
+    protocol: str
+    n_users: int
+    rows: list[Row] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _ci(ev: Evaluator, per_user: np.ndarray, alpha: float) -> MetricValue:
+    boot = (ev._weights @ per_user) / ev._weights.sum(axis=1)
+    lo, hi = np.quantile(boot, [alpha, 1 - alpha])
+    return MetricValue(float(per_user.mean()), float(lo), float(hi))
+
+
+def score_lists(ev: Evaluator, lists: dict[str, np.ndarray], seconds: dict[str, float],
+                reference: str = REFERENCE) -> list[Row]:
+    """Recall/NDCG@20 with CIs, paired-bootstrap differences to ``reference``, Recall@200."""
+    alpha = (1 - ev.confidence) / 2
+    per_user = {}
+    for name, recs in lists.items():
+        hits = hit_matrix(recs, ev.targets)
+        m20 = ranking_metrics(hits, ev.n_targets, 20)
+        m200 = ranking_metrics(hits, ev.n_targets, min(200, recs.shape[1]))
+        per_user[name] = (m20["recall"], m20["ndcg"], float(m200["recall"].mean()))
+    rows = []
+    ref = per_user.get(reference)
+    for name, (rec, ndcg, r200) in per_user.items():
+        row = Row(name, _ci(ev, rec, alpha), _ci(ev, ndcg, alpha), r200, seconds=seconds.get(name, 0.0))
+        if ref is not None and name != reference:
+            row.d_recall, row.d_ndcg = _ci(ev, rec - ref[0], alpha), _ci(ev, ndcg - ref[1], alpha)
+        rows.append(row)
+    return rows
+
+
+def _fmt(v: MetricValue | None, signed: bool = False) -> str:
+    if v is None:
+        return "—"
+    s = "+" if signed else ""
+    return f"{v.value:{s}.4f} [{v.lo:{s}.4f}, {v.hi:{s}.4f}]"
+
+
+def markdown(results: list[ProtocolResult], title: str) -> str:
+    lines = [f"**{title}**", "",
+             "| protocol | model | Recall@20 [95% CI] | NDCG@20 [95% CI] | ΔRecall@20 vs two-tower | "
+             "ΔNDCG@20 vs two-tower | Recall@200 | s |",
+             "|---|---|---|---|---|---|---:|---:|"]
+    for res in results:
+        for r in res.rows:
+            lines.append(f"| {res.protocol} ({res.n_users} users) | {r.name} | {_fmt(r.recall)} | {_fmt(r.ndcg)} | "
+                         f"{_fmt(r.d_recall, True)} | {_fmt(r.d_ndcg, True)} | {r.recall200:.4f} | {r.seconds:.0f} |")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------- training
+def _config(args, store_dir: Path, split: str) -> TrainingConfig:
+    return TrainingConfig(
+        data_dir=store_dir / "data", model_store_uri=str(store_dir / "models"), storage_path=store_dir / "ray",
+        seed=args.seed, split=split,
+        retrieval={"epochs": args.epochs} if args.epochs else {},
+        ranking={"feature_source": "inline"},
+        evaluation={"bootstrap_samples": args.bootstrap},
+    )
+
+
+def run_protocol(ds: Dataset, protocol: str, args, work: Path) -> ProtocolResult:
+    from recsys.platform.model_store import ModelStore
+    from recsys.training.sequential.artifacts import sasrec_recommender
+    from recsys.training.sequential.workflow import fit_sasrec
+    from recsys.training.workflows import (
+        Inputs,
+        load_recommender,
+        train_baselines,
+        train_ranking,
+        train_retrieval,
+    )
+
+    cfg = _config(args, work / protocol, protocol)
+    split = split_events(ds.events, protocol)
+    cat = Catalog.from_dataset(ds)
+    inputs = Inputs(dataset=ds, split=split, catalog=cat)
+    store = ModelStore(cfg.model_store_uri)
+    ev = Evaluator.from_split(ds, split, cat, part="test", ks=(20,), bootstrap_samples=args.bootstrap,
+                              seed=args.seed)
+    res = ProtocolResult(protocol, len(ev.users))
+    lists: dict[str, np.ndarray] = {}
+    seconds: dict[str, float] = {}
+
+    def add(name: str, model, t_fit: float) -> None:
+        t0 = time.perf_counter()
+        lists[name] = ev.recommendations(model, 200)
+        seconds[name] = t_fit + time.perf_counter() - t0
+        print(f"  [{protocol}] {name}: {seconds[name]:.1f}s", flush=True)
+
+    versions = train_baselines(cfg, inputs, store, "v1", progress=False)
+    for name, mv in versions.items():
+        add(name, load_recommender(store, mv, inputs, cfg), float(mv.metadata["params"].get("train_seconds", 0)))
+    if not args.no_implicit:
+        t0 = time.perf_counter()
+        x = interaction_matrix(inputs.history, cat)
+        imp = implicit_models(x, args.seed)
+        for name, model in imp.items():
+            add(name, model, (time.perf_counter() - t0) / 2)
+    t0 = time.perf_counter()
+    tt = train_retrieval(cfg, inputs, store, "v1", progress=False)
+    add("two_tower", load_recommender(store, tt, inputs, cfg), time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    sc = SequentialConfig(**({"epochs": args.sasrec_epochs} if args.sasrec_epochs else {}))
+    trained = fit_sasrec(cfg, inputs, sc)
+    hist = user_histories(inputs.history, cat, sc.max_length)
+    add("sasrec", sasrec_recommender(trained.model, hist), time.perf_counter() - t0)
+    if not args.no_ranker:
+        t0 = time.perf_counter()
+        rk = train_ranking(cfg, inputs, store, "v1", retrieval_version=tt.version, progress=False)
+        add("two_tower->ranker", load_recommender(store, rk, inputs, cfg), time.perf_counter() - t0)
+    res.rows = score_lists(ev, lists, seconds)
+    return res
+
+
+# --------------------------------------------------------------------------------- tuning
+def tune(ds: Dataset, split: Split, grid: dict[str, list[dict]], seed: int = 42,
+         sasrec_fit=None) -> list[tuple[str, dict, float, float]]:
+    """Validation-window scores of each setting: fit on train only, history = train, targets = validation.
+
+    The test window is never read (the evaluator is built with ``part="validation"``, which takes
+    history from train and targets from validation only).  Returns (model, params, recall@20, ndcg@20).
+    """
+    cat = Catalog.from_dataset(ds)
+    ev = Evaluator.from_split(ds, split, cat, part="validation", ks=(20,), bootstrap_samples=10, seed=seed)
+    x = interaction_matrix(split.train, cat)
+    out = []
+    for name, settings in grid.items():
+        for params in settings:
+            if name == "ease":
+                model = EaseRecommender(**params).fit(x)
+            elif name == "bpr":
+                model = BprRecommender(seed=seed, **params).fit(x)
+            elif name == "sasrec" and sasrec_fit is not None:
+                model = sasrec_fit(SequentialConfig(**params))
+            else:
+                continue
+            m = ev.evaluate(name, model).metrics
+            out.append((name, params, m["recall@20"].value, m["ndcg@20"].value))
+            print(f"  tune {name} {params}: val recall@20={out[-1][2]:.4f} ndcg@20={out[-1][3]:.4f}", flush=True)
+    return out
+
+
+TUNE_GRID = {
+    "sasrec": [{"epochs": 40}],  # the job prints validation Recall@20 after every epoch: one run = the epoch curve
+    "ease": [{"regularization": r} for r in (100.0, 500.0, 1000.0)],
+    "bpr": [{"learning_rate": 0.05, "epochs": 30}, {"learning_rate": 0.1, "epochs": 15}],
+}
+
+
+def start_ray(attempts: int = 4) -> None:
+    """Ray waits a fixed 30 s for its raylet; on a heavily loaded machine that fails, so try again."""
+    import ray
+
+    from recsys.training.ray_job import ensure_ray
+
+    for attempt in range(attempts):
+        try:
+            ensure_ray()
+            return
+        except Exception as e:  # noqa: BLE001 - Ray raises a bare Exception on this timeout
+            print(f"ray start failed ({e}); attempt {attempt + 1}/{attempts}", flush=True)
+            ray.shutdown()
+            time.sleep(5)
+    ensure_ray()
+
+
+def load_data(args) -> Dataset:
+    if args.data:
+        from recsys.platform.data.movielens import load_movielens
+
+        return load_movielens(args.data, max_negative_rating=args.max_negative_rating,
+                              drop_unknown_movies=args.drop_unknown_movies)
+    from recsys.platform.data.synthetic import SyntheticConfig, generate
+
+    return generate(SyntheticConfig(n_users=args.users, n_items=args.items, n_events=args.events, seed=args.seed),
+                    progress=False)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", help="MovieLens directory (u.data / ratings.dat / ratings.csv); default: synthetic")
+    p.add_argument("--max-negative-rating", type=float, default=2.0)
+    p.add_argument("--drop-unknown-movies", action="store_true")
+    p.add_argument("--users", type=int, default=6_000)
+    p.add_argument("--items", type=int, default=4_000)
+    p.add_argument("--events", type=int, default=1_000_000)
+    p.add_argument("--protocols", default=",".join(PROTOCOLS))
+    p.add_argument("--epochs", type=int, default=None, help="two-tower epochs (default: RetrievalConfig)")
+    p.add_argument("--sasrec-epochs", type=int, default=None, help="default: SequentialConfig")
+    p.add_argument("--bootstrap", type=int, default=500)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--no-implicit", action="store_true")
+    p.add_argument("--no-ranker", action="store_true")
+    p.add_argument("--tune", action="store_true", help="validation-window grid instead of the test table")
+    p.add_argument("--out", help="write the results as JSON here")
+    args = p.parse_args()
+
+    t_all = time.perf_counter()
+    ds = load_data(args)
+    title = (f"{ds.name} ({Path(args.data).name})" if args.data else
+             f"synthetic {args.users}x{args.items}x{args.events}") + \
+        f": {ds.n_users:,} users, {ds.n_items:,} items, {len(ds.events):,} events"
+    print(title, flush=True)
+    start_ray()
+    with tempfile.TemporaryDirectory(prefix="quality-") as tmp:
+        work = Path(tmp)
+        if args.tune:
+            from recsys.training.sequential.artifacts import sasrec_recommender
+            from recsys.training.sequential.job import train_sasrec
+
+            for protocol in args.protocols.split(","):
+                split = split_events(ds.events, protocol)
+                cat = Catalog.from_dataset(ds)
+
+                def fit(sc, split=split, cat=cat):
+                    tr = train_sasrec(sc, split.train, split.validation, cat, seed=args.seed,
+                                      storage_path=str(work / "ray"))
+                    return sasrec_recommender(tr.model, user_histories(split.train, cat, sc.max_length))
+
+                print(f"[{protocol}] validation grid", flush=True)
+                tune(ds, split, TUNE_GRID, args.seed, sasrec_fit=fit)
+            return
+        results = []
+        for protocol in args.protocols.split(","):
+            t0 = time.perf_counter()
+            res = run_protocol(ds, protocol, args, work)
+            res.timings["total_s"] = round(time.perf_counter() - t0, 1)
+            results.append(res)
+            print(markdown([res], f"{title} — {protocol} ({res.timings['total_s']:.0f}s)"), flush=True)
+    print()
+    print(markdown(results, title))
+    print(f"\ntotal {time.perf_counter() - t_all:.0f}s; Δ = paired bootstrap over the same users "
+          f"({args.bootstrap} resamples); Recall@200 = the top-200 list's recall (a ranker's ceiling)")
+    if args.out:
+        Path(args.out).write_text(json.dumps([{"protocol": r.protocol, "n_users": r.n_users, "timings": r.timings,
+                                               "rows": [{"name": x.name, "recall@20": x.recall.__dict__,
+                                                         "ndcg@20": x.ndcg.__dict__, "recall@200": x.recall200,
+                                                         "d_recall": x.d_recall and x.d_recall.__dict__,
+                                                         "d_ndcg": x.d_ndcg and x.d_ndcg.__dict__}
+                                                        for x in r.rows]} for r in results], indent=2))
+
+
+if __name__ == "__main__":
+    main()
