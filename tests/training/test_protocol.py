@@ -72,17 +72,16 @@ def test_versions_without_a_recorded_split_are_refused(tmp_path, small_dataset_d
 
 
 def test_history_order_is_the_same_in_training_and_the_online_store():
-    """The online store's recent items (written by ingest) must equal the training history row."""
-    from recsys.features.ingest import apply_event_to_user
+    """The online store's recent items must equal the training history row: the stream consumer's Lua
+    script LPUSHes "item:ts" per applied event (most recent first) and the reader keeps distinct items."""
+    from recsys.features.realtime import merge_user
 
     t0 = pd.Timestamp("2024-01-01", tz="UTC")
     seq = [(10, "view", 0), (11, "view", 60), (10, "click", 120), (12, "view", 180), (12, "click", 180),
            (13, "view", 240)]
+    raw_recent = [f"{item}:{int((t0 + pd.Timedelta(seconds=dt)).timestamp())}" for item, _, dt in reversed(seq)]
     row: dict = {}
-    for item, etype, dt in seq:
-        rec = {"user_id": 1, "item_id": item, "event_type": etype, "rating": None,
-               "timestamp": (t0 + pd.Timedelta(seconds=dt)).isoformat()}
-        row = apply_event_to_user(row, rec, [], now=(t0 + pd.Timedelta(seconds=300)).timestamp(), recent_items=20)
+    merge_user(row, {}, raw_recent, 20)
     events = pd.DataFrame({"user_id": 1, "item_id": [s[0] for s in seq], "event_type": [s[1] for s in seq],
                            "rating": np.float32(np.nan),
                            "timestamp": [t0 + pd.Timedelta(seconds=s[2]) for s in seq]}).astype(EVENT_COLUMNS)

@@ -125,6 +125,24 @@ def baselines(pcfg: PlatformConfig, data_dir, seed, num_workers, version, promot
     run_step(lambda: train_baselines(cfg, load_inputs(cfg), ModelStore(cfg.model_store_uri), version, promote))
 
 
+@cli.command("sequential")
+@common_options
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Default: SequentialConfig's (40).")
+@pass_config
+def sequential(pcfg: PlatformConfig, data_dir, seed, num_workers, version, promote, split, epochs, cluster) -> None:
+    """SASRec sequential retriever as a Ray Train job; a promoted version is a serving candidate source."""
+    from recsys.platform.model_store import ModelStore
+    from recsys.training.sequential.config import SequentialConfig
+    from recsys.training.sequential.workflow import train_sequential
+    from recsys.training.workflows import load_inputs
+
+    cfg = make_config(pcfg, data_dir, seed, num_workers, split, cluster=cluster)
+    sc = SequentialConfig(**({"epochs": epochs} if epochs else {}))
+    connect_cluster(cfg, cluster)
+    run_step(lambda: train_sequential(cfg, load_inputs(cfg), ModelStore(cfg.model_store_uri), version, promote,
+                                      sc=sc))
+
+
 @cli.command("retrieval")
 @common_options
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Default 3.")

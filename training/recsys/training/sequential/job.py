@@ -40,44 +40,49 @@ def validation_recall(model: SasRecModel, data: SequenceData, k: int = 20) -> fl
 
 
 def train_loop(config: dict[str, Any]) -> None:
-    """Per-worker loop (runs inside a Ray Train worker)."""
-    import ray.train.torch
-
-    from recsys.training.ray_job import report_epoch, unwrap, worker_setup
+    """Per-worker loop; device / equal shards / resume / checkpoints from :mod:`recsys.training.ray_job`."""
+    from recsys.training.ray_job import cpu_copy, local_batch_size, report_epoch, shard, worker_setup
 
     sc = SequentialConfig(**config["sequential"])
     seed = int(config["seed"])
-    data: SequenceData
-    data, rank, world = worker_setup(config)
-    model = ray.train.torch.prepare_model(build_model(data.n_items, sc))
+    ctx = worker_setup(config)
+    data: SequenceData = ctx.data
+    rank, world = ctx.rank, ctx.world
+    model = ctx.prepare(build_model(data.n_items, sc))
     opt = torch.optim.Adam(model.parameters(), lr=sc.learning_rate, weight_decay=sc.weight_decay)
+    start, history = ctx.resume(model, opt)
     rng = np.random.default_rng(seed + 1000 * rank)
-    history: list[dict[str, Any]] = []
-    n = len(data.inputs)
-    for epoch in range(sc.epochs):
+    bs = local_batch_size(sc.batch_size, world)
+    for epoch in range(start, sc.epochs):
+        ctx.maybe_fail(epoch)
         t0 = time.perf_counter()
-        order = np.random.default_rng(seed + epoch).permutation(n)[rank::world]
+        order = shard(len(data.inputs), rank, world, seed, epoch)
         if sc.max_windows_per_epoch:
             order = order[: sc.max_windows_per_epoch // world]
         total, steps = 0.0, 0
         model.train()
-        for s in range(0, len(order), sc.batch_size):
-            b = order[s:s + sc.batch_size]
-            negatives = torch.from_numpy(rng.integers(0, data.n_items, sc.negatives))
-            loss = model(torch.from_numpy(data.inputs[b]), torch.from_numpy(data.targets[b]), negatives)
+        for s in range(0, len(order), bs):
+            b = order[s:s + bs]
+            inputs, targets, negatives = ctx.to(torch.from_numpy(data.inputs[b]), torch.from_numpy(data.targets[b]),
+                                                torch.from_numpy(rng.integers(0, data.n_items, sc.negatives)))
+            loss = model(inputs, targets, negatives)
             opt.zero_grad()
             loss.backward()
             opt.step()
             total += float(loss.detach())
             steps += 1
-        metrics = {"epoch": epoch + 1, "loss": total / max(steps, 1), "seconds": time.perf_counter() - t0}
+        metrics = ctx.epoch_metrics(epoch, loss=total / max(steps, 1), seconds=time.perf_counter() - t0)
         if rank == 0:
-            metrics["val_recall@20"] = validation_recall(unwrap(model), data)
+            metrics["val_recall@20"] = validation_recall(cpu_copy(model), data)
             print(f"[sasrec] epoch {epoch + 1}/{sc.epochs} loss={metrics['loss']:.4f} "
-                  f"val_recall@20={metrics['val_recall@20']:.4f} ({metrics['seconds']:.1f}s, {steps} steps)",
-                  flush=True)
+                  f"val_recall@20={metrics['val_recall@20']:.4f} ({metrics['seconds']:.1f}s, {steps} steps "
+                  f"x {bs} x {world} worker(s))", flush=True)
         history.append(metrics)
-        report_epoch(model, metrics, history)
+        report_epoch(model, metrics, history, opt)
+
+
+BEST_BY = ("val_recall@20", "max")
+"""The validation metric that picks the exported epoch (CheckpointConfig score)."""
 
 
 @dataclass
@@ -90,11 +95,12 @@ class TrainedSasRec:
 
 def train_sasrec(sc: SequentialConfig, train_events: pd.DataFrame, validation_events: pd.DataFrame,
                  catalog: Catalog, *, seed: int = 42, num_workers: int = 1, cpus_per_worker: float = 1.0,
-                 torch_threads: int = 1, storage_path: str = "var/ray_results", name: str = "sasrec") -> TrainedSasRec:
+                 torch_threads: int = 1, storage_path: str = "var/ray_results", use_gpu: bool = False,
+                 name: str = "sasrec") -> TrainedSasRec:
     """Build windows on the driver, run the Ray Train job, return the trained model (CPU, eval mode)."""
     import ray
 
-    from recsys.training.ray_job import ensure_ray, run_torch_job
+    from recsys.training.ray_job import BestBy, JobResources, ensure_ray, run_torch_job, storage_uri
 
     t0 = time.perf_counter()
     data = build_sequence_data(train_events, validation_events, catalog, sc.max_length, sc.max_windows_per_user,
@@ -102,13 +108,16 @@ def train_sasrec(sc: SequentialConfig, train_events: pd.DataFrame, validation_ev
     if len(data.inputs) == 0:
         raise ValueError("no user has two or more distinct items in the training events: nothing to learn")
     ensure_ray()
-    state, history = run_torch_job(
+    job = run_torch_job(
         train_loop,
         {"sequential": sc.model_dump(), "seed": seed, "torch_threads": torch_threads, "data": ray.put(data)},
         name=f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{seed}",
-        num_workers=num_workers, cpus_per_worker=cpus_per_worker, storage_path=storage_path,
+        resources=JobResources(num_workers=num_workers, cpus_per_worker=cpus_per_worker, use_gpu=use_gpu,
+                               storage_path=storage_uri(storage_path)),
+        best_by=BestBy(*BEST_BY),
     )
     model = build_model(catalog.n_items, sc)
-    model.load_state_dict(state)
+    model.load_state_dict(job.state)
     model.eval()
+    history = job.history
     return TrainedSasRec(model=model, data=data, history=history, seconds=time.perf_counter() - t0)
