@@ -4,6 +4,7 @@ Graph (deployment handles, no HTTP hops between stages)::
 
     Ingress (FastAPI) ──handle──> RetrievalShard0 .. RetrievalShard{S-1}   (scatter-gather)
                       ──handle──> Ranker                                    (@serve.batch)
+                      (or ──HTTP──> KServe V2 ranker predictor, when ``ranker_endpoint`` is set)
 
 Deployment names are stable (``Ingress``, ``Ranker``, ``RetrievalShard<i>``) so a Serve config
 YAML / Helm values can override their replicas and resources by name.
@@ -54,12 +55,15 @@ def shard_name(i: int) -> str:
     return f"RetrievalShard{i}"
 
 
-def build_app(args: dict[str, Any] | ServingConfig | None = None) -> Application:
-    """Build the Serve application from builder ``args`` (validated as :class:`ServingConfig`)."""
-    cfg = parse_args(args)
+def build_graph(cfg: ServingConfig, ingress_cls: type, shard_cls: type, ranker_cls: type) -> Application:
+    """Ingress -> ``num_shards`` shard deployments + one ranker, with the deployment options of ``cfg``.
+
+    Shared by :func:`build_app` and the no-op graph of ``benchmarks/serve_overhead.py``, so the
+    framework-floor baseline has exactly our topology, replica counts, CPUs and queue limits.
+    """
     cfg_dict = cfg.model_dump(mode="json")
     shards = [
-        serve.deployment(RetrievalShard)
+        serve.deployment(shard_cls)
         .options(
             name=shard_name(i),
             num_replicas=cfg.shard_replicas,
@@ -70,8 +74,8 @@ def build_app(args: dict[str, Any] | ServingConfig | None = None) -> Application
         .bind(cfg_dict, i, cfg.num_shards)
         for i in range(cfg.num_shards)
     ]
-    ranker = (
-        serve.deployment(BatchedRanker)
+    ranker = None if cfg.ranker_endpoint else (  # a KServe predictor ranks instead (ingress.py)
+        serve.deployment(ranker_cls)
         .options(
             name="Ranker",
             num_replicas=cfg.ranker_replicas,
@@ -81,7 +85,7 @@ def build_app(args: dict[str, Any] | ServingConfig | None = None) -> Application
         .bind(cfg_dict)
     )
     return (
-        serve.deployment(Ingress)
+        serve.deployment(ingress_cls)
         .options(
             name="Ingress",
             num_replicas=cfg.ingress_replicas,
@@ -90,3 +94,8 @@ def build_app(args: dict[str, Any] | ServingConfig | None = None) -> Application
         )
         .bind(cfg_dict, shards, ranker)
     )
+
+
+def build_app(args: dict[str, Any] | ServingConfig | None = None) -> Application:
+    """Build the Serve application from builder ``args`` (validated as :class:`ServingConfig`)."""
+    return build_graph(parse_args(args), Ingress, RetrievalShard, BatchedRanker)

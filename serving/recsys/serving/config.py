@@ -89,6 +89,12 @@ class ServingConfig(BaseModel):
     reload_interval_s: float = Field(0.0, ge=0.0, description="Poll PROMOTED every N s (0 = only /admin/reload)")
     shard_timeout_s: float = Field(2.0, gt=0, le=60, description="Per-shard deadline before answering without it")
     ranker_timeout_s: float = Field(2.0, gt=0, le=60)
+    ranker_endpoint: str | None = Field(
+        None, pattern=r"^https?://[^\s/]+(/[^\s]*)?$",
+        description="Base URL of a KServe V2 ranker predictor (e.g. http://ranker-predictor.ns.svc); when set "
+                    "the ranking stage calls it over HTTP and the in-graph Ranker deployment is not deployed")
+    ranker_endpoint_model: str = Field("ranker", min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.-]+$",
+                                       description="Model name at ranker_endpoint (/v2/models/<name>/infer)")
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig, description="Redis result cache, per-user invalidation")
     security: SecurityConfig = Field(default_factory=SecurityConfig, description="API keys for write endpoints")
@@ -102,6 +108,12 @@ class ServingConfig(BaseModel):
         if v is None or (isinstance(v, str) and v.strip().lower() in ("", "latest", "promoted", "none")):
             return None
         return v
+
+    @field_validator("ranker_endpoint", mode="before")
+    @classmethod
+    def _empty_endpoint_is_none(cls, v: object) -> object:
+        """Helm renders an unset endpoint as an empty string: the in-graph ranker."""
+        return None if isinstance(v, str) and not v.strip() else v
 
     @field_validator("experiments_config", "feature_repo_dir", "catalog_path", mode="before")
     @classmethod

@@ -13,6 +13,7 @@ from ray import serve
 
 from recsys.serving.api import create_api
 from recsys.serving.config import ServingConfig
+from recsys.serving.kserve_client import KServeRankerClient
 from recsys.serving.observability import configure_access_log
 from recsys.serving.service import RecommendationService
 
@@ -22,6 +23,9 @@ class Ingress:
     async def __init__(self, cfg: dict[str, Any], shards: list[Any], ranker: Any | None):
         cfg_obj = ServingConfig(**cfg)
         configure_access_log(cfg_obj.access_log)
+        if cfg_obj.ranker_endpoint:  # ranking by a KServe predictor over HTTP (no Ranker deployment)
+            ranker = KServeRankerClient(cfg_obj.ranker_endpoint, cfg_obj.ranker_endpoint_model,
+                                        cfg_obj.ranker_timeout_s)
         self.service = RecommendationService(cfg_obj, shards, ranker)
         await self.service.start()
 

@@ -1,0 +1,412 @@
+"""Our serving graph vs a no-op graph of the same shape, on one Ray cluster behind one proxy.
+
+Why: on a small box most of a request's latency is the framework (HTTP proxy, handle hops,
+serialization), not our code. A no-op application with *our* topology and deployment options
+(FastAPI ingress -> ``num_shards`` retrieval shards scatter-gather -> ``@serve.batch`` ranker,
+every stage answering at once with the same payload types) is the floor; the ratios ours / no-op
+say how much of each request is our own work. Both apps run side by side and requests are
+interleaved, so load from other processes hits both alike:
+
+* c = 1: for each user, one request to each app, the order alternating from user to user;
+* c = 8, c = 32: back-to-back blocks (``--block-seconds`` or ``--block-requests``, whichever first)
+  alternating ours/no-op, ``--rounds`` times each.
+
+Then the pipeline alone: the same stages called in-process (no Ray, local shard/ranker objects),
+p50 for one request (~500 candidates). Everything on loopback; bounded request counts.
+
+    python benchmarks/serve_overhead.py                          # default catalog (4,000 items)
+    python benchmarks/serve_overhead.py --catalog 1m             # 1,000,000 items (IVF-PQ shards)
+    python benchmarks/serve_overhead.py --no-throughput-optimized
+    python benchmarks/serve_overhead.py --haproxy                # needs Debian's haproxy on PATH
+
+``RAY_SERVE_THROUGHPUT_OPTIMIZED`` / ``RAY_SERVE_ENABLE_HA_PROXY`` are read when Ray Serve starts,
+so the flags set them before Ray is imported (a fresh local cluster is always started).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # http_load's synthetic store builder
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ---------------------------------------------------------------------------------------- no-op graph
+NOOP_CANDIDATES = 400
+"""Rows of the ranker payload the no-op ingress sends (ours merges ~350-450 candidates per request)."""
+
+
+class NoopShard:
+    """Answers ``search`` at once with arrays of the shape a real shard returns."""
+
+    def __init__(self, cfg: dict, shard_id: int, num_shards: int):
+        k = int(cfg["retrieval_k"])
+        self._rows = np.arange(shard_id, shard_id + k * num_shards, num_shards, dtype=np.int64)[None, :]
+        self._scores = np.linspace(1.0, 0.0, k, dtype=np.float32)[None, :]
+
+    async def search(self, queries: np.ndarray, k: int, version: str) -> tuple[np.ndarray, np.ndarray]:
+        return self._rows[:, :k], self._scores[:, :k]
+
+    async def check_health(self) -> None:
+        return None
+
+
+def _noop_ranker_cls():
+    from ray import serve
+
+    class NoopRanker:
+        """Same ``score`` signature and ``@serve.batch`` settings as :class:`BatchedRanker`; returns zeros."""
+
+        def __init__(self, cfg: dict):
+            self.cfg = cfg
+
+        async def score(self, dense: np.ndarray, sparse: np.ndarray, version: str) -> np.ndarray:
+            return await self._score_one((dense, sparse, version))
+
+        @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
+        async def _score_one(self, requests: list[tuple[np.ndarray, np.ndarray, str]]) -> list[np.ndarray]:
+            return [np.zeros(len(d), np.float32) for d, _, _ in requests]
+
+    return NoopRanker
+
+
+def _noop_ingress_cls():
+    from ray import serve
+
+    @serve.ingress()
+    class NoopIngress:
+        """FastAPI app with our request/response models; scatters to the shards, then the ranker."""
+
+        def __init__(self, cfg: dict, shards: list[Any], ranker: Any):
+            self.shards, self.ranker = shards, ranker
+            self.k = int(cfg["retrieval_k"])
+            self.vec = np.ones((1, 64), np.float32) / 8.0
+            self.dense = np.zeros((NOOP_CANDIDATES, 3), np.float32)
+            self.sparse = np.zeros((NOOP_CANDIDATES, 1), np.int64)
+
+        def __serve_build_asgi_app__(self):
+            from fastapi import FastAPI
+
+            from recsys.serving.schemas import RecommendationRequest, RecommendationResponse, RecommendedItem
+
+            app = FastAPI()
+
+            async def recommend(body):
+                await asyncio.gather(*(s.search.remote(self.vec, self.k, "v1") for s in self.shards))
+                await self.ranker.score.remote(self.dense, self.sparse, "v1")
+                items = [RecommendedItem(item_id=i + 1, score=1.0 - i / 100, rank=i, sources=["ann"], genres=[])
+                         for i in range(body.n)]
+                return RecommendationResponse(request_id="noop", user_id=body.user_id, items=items,
+                                              model_versions={"retrieval": "v1"}, degraded=False,
+                                              degraded_reasons=[], cold_start=False)
+
+            # real classes, not the strings `from __future__ import annotations` would leave for FastAPI
+            recommend.__annotations__ = {"body": RecommendationRequest, "return": RecommendationResponse}
+            app.post("/v1/recommendations", response_model=RecommendationResponse)(recommend)
+
+            @app.get("/readyz")
+            async def readyz() -> dict:
+                return {"ready": True}
+
+            return app
+
+    return NoopIngress
+
+
+# ---------------------------------------------------------------------------------------- deployment
+def serving_args(root: Path, num_shards: int, redis_url: str) -> dict:
+    return {"model_store_uri": str(root / "models"), "catalog_path": str(root / "items.parquet"),
+            "num_shards": num_shards, "redis_url": redis_url, "exposure_log_dir": str(root / "exposures"),
+            "exploration_rate": 0.1, "exploration_seed": 0}
+
+
+def deploy_both(args: dict, port: int) -> tuple[str, str]:
+    import ray
+    from ray import serve
+
+    from recsys.serving.app import build_app, build_graph, parse_args
+
+    env = {k: v for k, v in os.environ.items() if k.startswith(("RAY_SERVE_", "PYTHONPATH", "OMP_", "RECSYS_"))}
+    env.setdefault("OMP_NUM_THREADS", "1")
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False, configure_logging=False,
+             runtime_env={"env_vars": env})
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    cfg = parse_args(args)
+    serve.run(build_app(cfg), name="ours", route_prefix="/ours", blocking=False)
+    serve.run(build_graph(cfg, _noop_ingress_cls(), NoopShard, _noop_ranker_cls()), name="noop",
+              route_prefix="/noop", blocking=False)
+    base = f"http://127.0.0.1:{port}"
+    return f"{base}/ours", f"{base}/noop"
+
+
+def wait_ready(url: str, timeout: float) -> None:
+    import httpx
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    raise SystemExit(f"{url} not ready after {timeout:.0f}s")
+
+
+# ---------------------------------------------------------------------------------------- load
+class Tally:
+    """Latencies (s), wall time and outcomes of one app over all its blocks."""
+
+    def __init__(self) -> None:
+        self.lat: list[float] = []
+        self.wall = 0.0
+        self.errors = 0
+        self.cached = 0
+        self.degraded = 0
+        self.first_error: str | None = None
+
+    def summary(self) -> dict[str, float]:
+        a = np.asarray(self.lat) * 1e3
+        return {"n": len(a), "p50": float(np.percentile(a, 50)) if len(a) else float("nan"),
+                "p99": float(np.percentile(a, 99)) if len(a) else float("nan"),
+                "rps": len(a) / self.wall if self.wall else float("nan"), "errors": self.errors,
+                "cached": self.cached, "degraded": self.degraded}
+
+
+class UserStream:
+    """Users in a fixed shuffled order (known ids, 10 % cold ids), never repeating before the list ends.
+
+    Both apps get the same sequence; each user appears once per app until wrap-around, so the
+    result cache of ours (per user, 60 s) is missed, and any hit is counted and printed.
+    """
+
+    def __init__(self, n_users: int, seed: int = 0):
+        rng = np.random.default_rng(seed)
+        users = rng.permutation(np.arange(1, n_users + 1))
+        cold = rng.random(n_users) < 0.1
+        users[cold] = 10**9 + np.arange(int(cold.sum()))
+        self.users = users.tolist()
+
+    def slice(self, start: int, n: int) -> list[int]:
+        return [self.users[(start + i) % len(self.users)] for i in range(n)]
+
+
+async def _post(session, url: str, user: int, n: int, tally: Tally) -> None:
+    import aiohttp
+
+    t0 = time.perf_counter()
+    try:
+        async with session.post(f"{url}/v1/recommendations", json={"user_id": user, "n": n}) as r:
+            body = await r.json(content_type=None)
+            ok = r.status == 200
+    except (TimeoutError, aiohttp.ClientError, ValueError) as e:
+        ok, body = False, {"error": repr(e)}
+    if ok:
+        tally.lat.append(time.perf_counter() - t0)
+        tally.cached += bool(body.get("cached"))
+        tally.degraded += bool(body.get("degraded"))
+    else:
+        tally.errors += 1
+        tally.first_error = tally.first_error or str(body)[:300]
+
+
+async def interleaved_c1(urls: dict[str, str], users: list[int], n: int) -> dict[str, Tally]:
+    import aiohttp
+
+    tallies = {name: Tally() for name in urls}
+    names = list(urls)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=2),
+                                     timeout=aiohttp.ClientTimeout(total=30)) as session:
+        for i, user in enumerate(users):
+            for name in (names if i % 2 == 0 else names[::-1]):
+                t0 = time.perf_counter()
+                await _post(session, urls[name], user, n, tallies[name])
+                tallies[name].wall += time.perf_counter() - t0
+    return tallies
+
+
+async def block(session, url: str, users: list[int], concurrency: int, seconds: float, n: int,
+                tally: Tally) -> int:
+    """``concurrency`` workers over ``users`` until they run out or ``seconds`` pass; returns requests sent."""
+    it = iter(users)
+    deadline = time.perf_counter() + seconds
+    sent = 0
+
+    async def worker() -> None:
+        nonlocal sent
+        while time.perf_counter() < deadline:
+            user = next(it, None)
+            if user is None:
+                return
+            sent += 1
+            await _post(session, url, user, n, tally)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    tally.wall += time.perf_counter() - t0
+    return sent
+
+
+async def interleaved_blocks(urls: dict[str, str], stream: UserStream, start: int, concurrency: int, rounds: int,
+                             seconds: float, max_requests: int, n: int) -> tuple[dict[str, Tally], int]:
+    import aiohttp
+
+    tallies = {name: Tally() for name in urls}
+    names = list(urls)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency),
+                                     timeout=aiohttp.ClientTimeout(total=60)) as session:
+        for r in range(rounds):
+            users = stream.slice(start, max_requests)
+            used = 0
+            for name in (names if r % 2 == 0 else names[::-1]):
+                used = max(used, await block(session, urls[name], users, concurrency, seconds, n, tallies[name]))
+            start += used
+    return tallies, start
+
+
+# ---------------------------------------------------------------------------------------- in-process
+def inprocess_pipeline(args: dict, users: list[int], n: int, repeats: int) -> dict[str, float]:
+    """p50/p99 of ``RecommendationService.recommend`` with local shard/ranker objects (no Ray, no HTTP)."""
+    from recsys.serving.app import parse_args
+    from recsys.serving.ranker import Ranker
+    from recsys.serving.retrieval_shard import RetrievalShard
+    from recsys.serving.schemas import RecommendationRequest
+    from recsys.serving.service import RecommendationService
+
+    cfg = parse_args({**args, "cache": {"enabled": False}})
+    shards = [RetrievalShard(cfg, i, cfg.num_shards) for i in range(cfg.num_shards)]
+    service = RecommendationService(cfg, shards, Ranker(cfg))
+
+    async def run() -> tuple[list[float], list[int]]:
+        await service.start()
+        for u in users[:5]:
+            await service.recommend(RecommendationRequest(user_id=u, n=n))
+        lat, cands = [], []
+        for _ in range(repeats):
+            for u in users:
+                t0 = time.perf_counter()
+                await service.recommend(RecommendationRequest(user_id=u, n=n))
+                lat.append(time.perf_counter() - t0)
+        return lat, cands
+
+    lat, _ = asyncio.run(run())
+    a = np.asarray(lat) * 1e3
+    return {"n": len(a), "p50": float(np.percentile(a, 50)), "p99": float(np.percentile(a, 99))}
+
+
+# ---------------------------------------------------------------------------------------- main
+def _ratio(a: float, b: float) -> float:
+    return a / b if b else float("nan")
+
+
+def _fmt_row(label: str, ours: dict, noop: dict) -> str:
+    return (f"{label:<6}{ours['n']:>6}{noop['n']:>6}{ours['p50']:>9.1f}{noop['p50']:>9.1f}"
+            f"{_ratio(ours['p50'], noop['p50']):>7.2f}x{ours['p99']:>9.1f}{noop['p99']:>9.1f}"
+            f"{ours['rps']:>8.1f}{noop['rps']:>8.1f}{_ratio(ours['rps'], noop['rps']):>7.2f}x"
+            f"{ours['errors'] + noop['errors']:>5}{ours['cached']:>5}{ours['degraded']:>5}")
+
+
+def _report(label: str, tallies: dict[str, Tally]) -> None:
+    print(_fmt_row(label, tallies["ours"].summary(), tallies["noop"].summary()), flush=True)
+    for name, t in tallies.items():
+        if t.first_error:
+            print(f"       first error of {name}: {t.first_error}", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--catalog", choices=["default", "1m"], default="default")
+    ap.add_argument("--store", default=None,
+                    help="Artifacts dir: reused when it holds a previous run's store, else built there.")
+    ap.add_argument("--num-shards", type=int, default=2)
+    ap.add_argument("--users", type=int, default=6000)
+    ap.add_argument("--redis-url", default=os.environ.get("RECSYS_BENCH_REDIS_URL", "redis://127.0.0.1:6379/15"))
+    ap.add_argument("--throughput-optimized", action=argparse.BooleanOptionalAction, default=True,
+                    help="RAY_SERVE_THROUGHPUT_OPTIMIZED=1 (direct gRPC between replicas).")
+    ap.add_argument("--haproxy", action="store_true", help="RAY_SERVE_ENABLE_HA_PROXY=1 (needs `haproxy`).")
+    ap.add_argument("--c1-requests", type=int, default=150, help="Users at c=1 (one request per app each).")
+    ap.add_argument("--concurrency", default="8,32")
+    ap.add_argument("--rounds", type=int, default=4, help="Alternating ours/no-op blocks per app and level.")
+    ap.add_argument("--block-seconds", type=float, default=4.0)
+    ap.add_argument("--block-requests", type=int, default=300)
+    ap.add_argument("--n", type=int, default=10)
+    ap.add_argument("--inprocess-requests", type=int, default=200, help="0 skips the in-process pipeline.")
+    ap.add_argument("--serve", action=argparse.BooleanOptionalAction, default=True, help="--no-serve: in-process only")
+    ap.add_argument("--ready-timeout", type=float, default=900.0)
+    args = ap.parse_args()
+
+    os.environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1" if args.throughput_optimized else "0"
+    if args.haproxy:
+        if shutil.which("haproxy") is None:
+            raise SystemExit("--haproxy: no `haproxy` binary on PATH (Debian: apt-get install haproxy)")
+        os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+    n_items = 4_000 if args.catalog == "default" else 1_000_000
+    root = Path(args.store) if args.store else Path(tempfile.mkdtemp(prefix="recsys-serve-overhead-"))
+    if not (root / "items.parquet").exists():
+        from http_load import write_synthetic_store
+
+        t0 = time.perf_counter()
+        write_synthetic_store(root, n_items, args.users, 64)
+        print(f"artifacts: {n_items:,} items x 64 in {time.perf_counter() - t0:.1f}s at {root}", flush=True)
+    sargs = serving_args(root, args.num_shards, args.redis_url)
+    stream = UserStream(args.users)
+    load0 = os.getloadavg()
+
+    if args.inprocess_requests:
+        res = inprocess_pipeline(sargs, stream.slice(0, args.inprocess_requests), args.n, 1)
+        print(f"in-process pipeline ({args.catalog}, no Ray): p50 {res['p50']:.2f} ms  p99 {res['p99']:.2f} ms "
+              f"over {res['n']} requests", flush=True)
+    if not args.serve:
+        return
+
+    t0 = time.perf_counter()
+    ours, noop = deploy_both(sargs, _free_port())
+    wait_ready(ours, args.ready_timeout)
+    wait_ready(noop, args.ready_timeout)
+    print(f"deployed ours + no-op ({args.num_shards} shards each) in {time.perf_counter() - t0:.1f}s; "
+          f"throughput_optimized={args.throughput_optimized} haproxy={args.haproxy}", flush=True)
+    urls = {"ours": ours, "noop": noop}
+    asyncio.run(interleaved_c1(urls, stream.slice(len(stream.users) - 10, 10), args.n))  # warm-up
+
+    print(f"{'conc':<6}{'n ours':>6}{'noop':>6}{'p50 ours':>9}{'noop':>9}{'ratio':>8}{'p99 ours':>9}{'noop':>9}"
+          f"{'rps ours':>8}{'noop':>8}{'ratio':>8}{'err':>5}{'hit':>5}{'degr':>5}")
+    start = args.inprocess_requests
+    tallies = asyncio.run(interleaved_c1(urls, stream.slice(start, args.c1_requests), args.n))
+    start += args.c1_requests
+    _report("1", tallies)
+    for c in (int(v) for v in args.concurrency.split(",") if v):
+        tallies, start = asyncio.run(interleaved_blocks(urls, stream, start, c, args.rounds, args.block_seconds,
+                                                        args.block_requests, args.n))
+        _report(str(c), tallies)
+    load1 = os.getloadavg()
+    print(f"load average (1 min) before/after: {load0[0]:.2f} / {load1[0]:.2f} on {os.cpu_count()} cores; "
+          "ratio = ours / no-op in the same run")
+
+    from ray import serve
+
+    serve.shutdown()
+    import ray
+
+    ray.shutdown()
+
+
+if __name__ == "__main__":
+    main()
