@@ -322,6 +322,30 @@ def _fmt_row(label: str, ours: dict, noop: dict) -> str:
             f"{ours['errors'] + noop['errors']:>5}{ours['cached']:>5}{ours['degraded']:>5}")
 
 
+def ingress_pid(app: str) -> int:
+    """PID of the first Ingress replica of ``app`` (for py-spy)."""
+    from ray.util.state import list_actors
+
+    for a in list_actors(filters=[("state", "=", "ALIVE")], limit=1000):
+        if a.class_name.startswith("ServeReplica") and f":{app}:Ingress" in a.class_name + ":" + str(a.name):
+            return int(a.pid)
+    for a in list_actors(filters=[("state", "=", "ALIVE")], limit=1000):  # names differ across Ray versions
+        if "Ingress" in str(a.name) and app in str(a.name):
+            return int(a.pid)
+    raise SystemExit(f"no Ingress replica of {app!r} found")
+
+
+def start_py_spy(out: str, app: str, seconds: float):
+    """``py-spy record`` of the ingress replica (sampling, 100 Hz, idle frames dropped) into a flame graph."""
+    import subprocess
+
+    exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    cmd = [exe, "record", "-p", str(ingress_pid(app)), "-o", out, "-d", str(int(seconds)), "-r", "100",
+           "--nonblocking"]
+    print("profiling:", " ".join(cmd), flush=True)
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
 def _report(label: str, tallies: dict[str, Tally]) -> None:
     print(_fmt_row(label, tallies["ours"].summary(), tallies["noop"].summary()), flush=True)
     for name, t in tallies.items():
@@ -348,6 +372,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=10)
     ap.add_argument("--inprocess-requests", type=int, default=200, help="0 skips the in-process pipeline.")
     ap.add_argument("--serve", action=argparse.BooleanOptionalAction, default=True, help="--no-serve: in-process only")
+    ap.add_argument("--py-spy", default=None, metavar="SVG",
+                    help="Record the ingress replica of ours with py-spy during the c=8 phase into this flame graph.")
     ap.add_argument("--ready-timeout", type=float, default=900.0)
     args = ap.parse_args()
 
@@ -393,9 +419,16 @@ def main() -> None:
     start += args.c1_requests
     _report("1", tallies)
     for c in (int(v) for v in args.concurrency.split(",") if v):
+        spy = None
+        if args.py_spy and c == 8:
+            spy = start_py_spy(args.py_spy, "ours", args.rounds * 2 * args.block_seconds)
         tallies, start = asyncio.run(interleaved_blocks(urls, stream, start, c, args.rounds, args.block_seconds,
                                                         args.block_requests, args.n))
         _report(str(c), tallies)
+        if spy is not None:
+            _, err = spy.communicate(timeout=120)
+            why = f": {err.decode()[-300:]}" if spy.returncode else ""
+            print(f"flame graph: {args.py_spy} (py-spy exit {spy.returncode}{why})", flush=True)
     load1 = os.getloadavg()
     print(f"load average (1 min) before/after: {load0[0]:.2f} / {load1[0]:.2f} on {os.cpu_count()} cores; "
           "ratio = ours / no-op in the same run")
