@@ -323,16 +323,13 @@ def _fmt_row(label: str, ours: dict, noop: dict) -> str:
 
 
 def ingress_pid(app: str) -> int:
-    """PID of the first Ingress replica of ``app`` (for py-spy)."""
-    from ray.util.state import list_actors
+    """PID of the Ingress replica of ``app``: Ray titles worker processes ``ray::ServeReplica:<app>:<name>``."""
+    import psutil
 
-    for a in list_actors(filters=[("state", "=", "ALIVE")], limit=1000):
-        if a.class_name.startswith("ServeReplica") and f":{app}:Ingress" in a.class_name + ":" + str(a.name):
-            return int(a.pid)
-    for a in list_actors(filters=[("state", "=", "ALIVE")], limit=1000):  # names differ across Ray versions
-        if "Ingress" in str(a.name) and app in str(a.name):
-            return int(a.pid)
-    raise SystemExit(f"no Ingress replica of {app!r} found")
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        if f"ServeReplica:{app}:Ingress" in " ".join(p.info["cmdline"] or []):
+            return int(p.info["pid"])
+    raise SystemExit(f"no Ingress replica process of {app!r} found")
 
 
 def start_py_spy(out: str, app: str, seconds: float):

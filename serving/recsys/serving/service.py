@@ -77,7 +77,7 @@ class RecommendationService:
         self._reload_task: asyncio.Task | None = None
         # the stages, in pipeline order
         self.cache = ResultCacheStage(ResultCache(cfg.cache, cfg.redis_url), m)
-        self.hydration = FeatureHydration(cfg, self.features, m)
+        self.hydration = FeatureHydration(cfg, self.features, m, self.catalog)
         self.retrieval = ShardedRetrieval(cfg, self.shards, m)
         self.candidates = CandidateGeneration(cfg, self.catalog, self.retrieval, m)
         self.scoring = Scoring(cfg, self.catalog, self.ranker, self.loader, self.hydration, m)

@@ -6,6 +6,7 @@ import asyncio
 
 import numpy as np
 
+from recsys.serving.artifacts import Catalog
 from recsys.serving.config import ServingConfig
 from recsys.serving.feature_client import FeatureGateway, FeatureReadError, FeatureStoreUnavailable, HydratedFeatures
 from recsys.serving.metrics import ServingMetrics
@@ -13,14 +14,24 @@ from recsys.serving.stages.base import RequestState
 
 
 class FeatureHydration:
-    """Reads the online store; Redis down -> a degraded reason and ``None``, never an exception."""
+    """Reads the online store; Redis down -> a degraded reason and ``None``, never an exception.
+
+    One Redis round trip per request: :meth:`history` reads the user's row (recent items and user
+    features) and keeps it on the request state; :meth:`__call__` combines it with the candidates'
+    item features from the in-process item cache (``item_feature_cache_s``), reading Redis again
+    only for items missing from the cache or older than that. A request that brings its own
+    ``history`` reads user and items together in the one round trip.
+    """
 
     name = "hydration"
 
-    def __init__(self, cfg: ServingConfig, features: FeatureGateway, metrics: ServingMetrics):
+    def __init__(self, cfg: ServingConfig, features: FeatureGateway, metrics: ServingMetrics,
+                 catalog: Catalog | None = None):
         self.cfg = cfg
         self.features = features
         self.metrics = metrics
+        if catalog is not None and len(catalog.index):
+            features.enable_item_cache(catalog.index.lookup, len(catalog.index))
 
     async def history(self, state: RequestState, user_id: int, given: list[int] | None) -> tuple[list[int], bool]:
         """(history, feature store down): the request's history, else the online store's recent items."""
@@ -28,19 +39,25 @@ class FeatureHydration:
             return list(given), False
         with self.metrics.stage("history", state.timings):
             try:
-                return (await asyncio.to_thread(self.features.fetch, user_id, [])).recent_item_ids, False
-            except FeatureStoreUnavailable:
+                user = await asyncio.wait_for(asyncio.to_thread(self.features.fetch_user, user_id),
+                                              self.cfg.feature_timeout_s * 5)
+            except (FeatureStoreUnavailable, TimeoutError):
                 state.degrade("feature_store_unavailable")
                 return [], True
             except FeatureReadError:
                 state.degrade("feature_read_failed")
                 return [], False
+        state.user_features = user
+        return user.recent_item_ids, False
 
     async def __call__(self, state: RequestState, user_id: int, item_ids: np.ndarray) -> HydratedFeatures | None:
         with self.metrics.stage(self.name, state.timings):
             try:
+                cached = self.features.items_from_cache(state.user_features, item_ids)  # numpy only, no I/O
+                if cached is not None:
+                    return cached
                 return await asyncio.wait_for(
-                    asyncio.to_thread(self.features.fetch, user_id, item_ids.tolist()),
+                    asyncio.to_thread(self.features.fetch_items, user_id, state.user_features, item_ids),
                     self.cfg.feature_timeout_s * 5,
                 )
             except (FeatureStoreUnavailable, TimeoutError):
