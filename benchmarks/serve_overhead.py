@@ -67,6 +67,13 @@ class NoopShard:
         return None
 
 
+class LocalNoopRanker:
+    """The no-op ranker in the ingress process (``stages.ranking.placement: local``)."""
+
+    async def score(self, dense: np.ndarray, sparse: np.ndarray, version: str) -> np.ndarray:
+        return np.zeros(len(dense), np.float32)
+
+
 def _noop_ranker_cls():
     from ray import serve
 
@@ -93,8 +100,12 @@ def _noop_ingress_cls():
     class NoopIngress:
         """FastAPI app with our request/response models; scatters to the shards, then the ranker."""
 
-        def __init__(self, cfg: dict, shards: list[Any], ranker: Any):
-            self.shards, self.ranker = shards, ranker
+        def __init__(self, cfg: dict, shards: list[Any] | None, ranker: Any | None):
+            from recsys.serving.stages import Target
+
+            # stages placed `local` (cfg.stages) are plain objects in this process, as in ours
+            self.shards = [Target.wrap(s) for s in (shards or [NoopShard(cfg, 0, 1)])]
+            self.ranker = Target.wrap(ranker or LocalNoopRanker())
             self.k = int(cfg["retrieval_k"])
             self.vec = np.ones((1, 64), np.float32) / 8.0
             self.dense = np.zeros((NOOP_CANDIDATES, 3), np.float32)
@@ -108,8 +119,8 @@ def _noop_ingress_cls():
             app = FastAPI()
 
             async def recommend(body):
-                await asyncio.gather(*(s.search.remote(self.vec, self.k, "v1") for s in self.shards))
-                await self.ranker.score.remote(self.dense, self.sparse, "v1")
+                await asyncio.gather(*(s.call("search", self.vec, self.k, "v1") for s in self.shards))
+                await self.ranker.call("score", self.dense, self.sparse, "v1")
                 items = [RecommendedItem(item_id=i + 1, score=1.0 - i / 100, rank=i, sources=["ann"], genres=[])
                          for i in range(body.n)]
                 return RecommendationResponse(request_id="noop", user_id=body.user_id, items=items,

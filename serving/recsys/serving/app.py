@@ -6,6 +6,9 @@ Graph (deployment handles, no HTTP hops between stages)::
                       ──handle──> Ranker                                    (@serve.batch)
                       (or ──HTTP──> KServe V2 ranker predictor, when ``ranker_endpoint`` is set)
 
+``stages.ranking.placement: local`` (the default) scores in the ingress process instead of the
+Ranker deployment; ``stages.retrieval.placement: local`` (only with ``num_shards: 1``) searches there.
+
 Deployment names are stable (``Ingress``, ``Ranker``, ``RetrievalShard<i>``) so a Serve config
 YAML / Helm values can override their replicas and resources by name.
 """
@@ -55,35 +58,48 @@ def shard_name(i: int) -> str:
     return f"RetrievalShard{i}"
 
 
-def build_graph(cfg: ServingConfig, ingress_cls: type, shard_cls: type, ranker_cls: type) -> Application:
-    """Ingress -> ``num_shards`` shard deployments + one ranker, with the deployment options of ``cfg``.
+INNER_LOGGING = {"enable_access_log": False}
+"""Serve's own per-call INFO access line is off on every deployment: on 2 cores writing it costs
+time on each hop; the ingress writes one JSON line per request itself (``access_log_sample``)."""
 
-    Shared by :func:`build_app` and the no-op graph of ``benchmarks/serve_overhead.py``, so the
-    framework-floor baseline has exactly our topology, replica counts, CPUs and queue limits.
+
+def build_graph(cfg: ServingConfig, ingress_cls: type, shard_cls: type, ranker_cls: type) -> Application:
+    """Ingress -> shard deployments + ranker deployment, with the deployment options of ``cfg``.
+
+    A stage placed ``local`` (``cfg.stages``) is not deployed: the ingress gets ``None`` for it and
+    builds the stage in its own process. Shared by :func:`build_app` and the no-op graph of
+    ``benchmarks/serve_overhead.py``, so the framework-floor baseline has exactly our topology,
+    replica counts, CPUs, queue limits and logging.
     """
     cfg_dict = cfg.model_dump(mode="json")
-    shards = [
-        serve.deployment(shard_cls)
-        .options(
-            name=shard_name(i),
-            num_replicas=cfg.shard_replicas,
-            ray_actor_options={"num_cpus": cfg.shard_num_cpus},
-            max_ongoing_requests=32,
-            health_check_period_s=10,
+    shards = None
+    if cfg.stages.retrieval.placement == "deployment":
+        shards = [
+            serve.deployment(shard_cls)
+            .options(
+                name=shard_name(i),
+                num_replicas=cfg.shard_replicas,
+                ray_actor_options={"num_cpus": cfg.shard_num_cpus},
+                max_ongoing_requests=32,
+                health_check_period_s=10,
+                logging_config=INNER_LOGGING,
+            )
+            .bind(cfg_dict, i, cfg.num_shards)
+            for i in range(cfg.num_shards)
+        ]
+    ranker = None
+    if cfg.stages.ranking.placement == "deployment" and not cfg.ranker_endpoint:
+        ranker = (
+            serve.deployment(ranker_cls)
+            .options(
+                name="Ranker",
+                num_replicas=cfg.ranker_replicas,
+                ray_actor_options={"num_cpus": cfg.ranker_num_cpus},
+                max_ongoing_requests=64,
+                logging_config=INNER_LOGGING,
+            )
+            .bind(cfg_dict)
         )
-        .bind(cfg_dict, i, cfg.num_shards)
-        for i in range(cfg.num_shards)
-    ]
-    ranker = None if cfg.ranker_endpoint else (  # a KServe predictor ranks instead (ingress.py)
-        serve.deployment(ranker_cls)
-        .options(
-            name="Ranker",
-            num_replicas=cfg.ranker_replicas,
-            ray_actor_options={"num_cpus": cfg.ranker_num_cpus},
-            max_ongoing_requests=64,
-        )
-        .bind(cfg_dict)
-    )
     return (
         serve.deployment(ingress_cls)
         .options(
@@ -91,6 +107,7 @@ def build_graph(cfg: ServingConfig, ingress_cls: type, shard_cls: type, ranker_c
             num_replicas=cfg.ingress_replicas,
             ray_actor_options={"num_cpus": cfg.ingress_num_cpus},
             max_ongoing_requests=64,
+            logging_config=INNER_LOGGING,
         )
         .bind(cfg_dict, shards, ranker)
     )

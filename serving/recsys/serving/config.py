@@ -44,6 +44,42 @@ class RerankDefaults(BaseModel):
     freshness_half_life_days: float = Field(30.0, gt=0.0, le=3650.0, description="Age at which the boost halves")
 
 
+class MovableStage(BaseModel):
+    """A stage that holds a model: in the ingress replica (``local``) or behind a Serve deployment handle."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    placement: Literal["local", "deployment"]
+
+
+class IngressStage(BaseModel):
+    """A stage that works on request-local arrays only; shipping them over a handle would only add a hop."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    placement: Literal["local"] = "local"
+
+
+class StagesConfig(BaseModel):
+    """``stages.<name>.placement``; defaults measured with benchmarks/serve_overhead.py (docs/serving.md).
+
+    On a 2-core box an in-process ranker beats a Ranker deployment: the handle hop (serialization,
+    scheduling, a second process competing for the cores) costs more than the forward pass it
+    moves. Retrieval stays in shard deployments whenever ``num_shards > 1`` (each shard is its own
+    index and replica set); with one shard it may run in the ingress.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    retrieval: MovableStage = Field(default_factory=lambda: MovableStage(placement="deployment"))
+    ranking: MovableStage = Field(default_factory=lambda: MovableStage(placement="local"))
+    cache: IngressStage = Field(default_factory=IngressStage)
+    hydration: IngressStage = Field(default_factory=IngressStage)
+    candidates: IngressStage = Field(default_factory=IngressStage)
+    reranking: IngressStage = Field(default_factory=IngressStage)
+    exploration: IngressStage = Field(default_factory=IngressStage)
+
+
 class ServingConfig(BaseModel):
     """Everything the Serve application needs; unknown keys are refused so typos fail fast."""
 
@@ -103,6 +139,10 @@ class ServingConfig(BaseModel):
     cache: CacheConfig = Field(default_factory=CacheConfig, description="Redis result cache, per-user invalidation")
     security: SecurityConfig = Field(default_factory=SecurityConfig, description="API keys for write endpoints")
     access_log: bool = Field(True, description="One JSON line per request on the recsys.serving.access logger")
+    access_log_sample: float = Field(
+        1.0, ge=0.0, le=1.0,
+        description="Share of successful, non-degraded requests logged (errors and degraded answers always are)")
+    stages: StagesConfig = Field(default_factory=StagesConfig, description="Where each pipeline stage runs")
     rerank: RerankDefaults = Field(default_factory=RerankDefaults)
 
     @field_validator("retrieval_version", "ranking_version", mode="before")
@@ -128,4 +168,7 @@ class ServingConfig(BaseModel):
     def _check_ann_bounds(self) -> ServingConfig:
         if self.hnsw_max_items < self.flat_max_items:
             raise ValueError("hnsw_max_items must be >= flat_max_items")
+        if self.num_shards > 1 and self.stages.retrieval.placement == "local":
+            raise ValueError("stages.retrieval.placement 'local' needs num_shards == 1 "
+                             "(sharded retrieval always runs as shard deployments)")
         return self
