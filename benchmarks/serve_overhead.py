@@ -300,7 +300,8 @@ async def interleaved_blocks(urls: dict[str, str], stream: UserStream, start: in
 def inprocess_pipeline(args: dict, users: list[int], n: int) -> dict[str, float]:
     """``RecommendationService.recommend`` with in-process shard/ranker objects (no Ray, no HTTP).
 
-    Wall time is what a request waits (Redis round trips included); CPU time (``process_time``,
+    The result cache is off (every request runs every stage). Wall time is what a request waits
+    (Redis round trips included); CPU time (``process_time``,
     all threads of this process) is the pipeline's own compute, which other load on a shared box
     inflates far less than wall time.
     """
@@ -310,7 +311,7 @@ def inprocess_pipeline(args: dict, users: list[int], n: int) -> dict[str, float]
     from recsys.serving.schemas import RecommendationRequest
     from recsys.serving.service import RecommendationService
 
-    cfg = parse_args(args)
+    cfg = parse_args({**args, "cache": {"enabled": False}})  # every request computed (no result-cache hits)
     shards = [RetrievalShard(cfg, i, cfg.num_shards) for i in range(cfg.num_shards)]
     service = RecommendationService(cfg, shards, Ranker(cfg))
 

@@ -56,19 +56,25 @@ def test_split_read_equals_one_shot_fetch(materialized, small_dataset):
         first = gw.fetch_items(int(u), user, cand)  # reads the uncached items, fills the cache
         np.testing.assert_allclose(first.items, direct.items, rtol=1e-5, atol=1e-4)
         known = cand[:-1]
-        hit = gw.items_from_cache(user, known)  # every item cached now: no I/O at all
-        assert hit is not None
+        hit, refresh = gw.items_from_cache(user, known)  # every item cached now: no I/O at all
+        assert hit is not None and len(refresh) == 0
         np.testing.assert_allclose(hit.items, gw.fetch(int(u), known).items, rtol=1e-5, atol=1e-4)
-        assert gw.items_from_cache(user, cand) is None  # the outside id is never cached
+        assert gw.items_from_cache(user, cand)[0] is None  # the outside id is never cached
     assert np.abs(direct.items).sum() > 0  # real feature values, not all zeros
 
 
-def test_item_cache_expires(materialized, small_dataset):
+def test_stale_items_are_served_and_refreshed(materialized, small_dataset):
+    """Entries older than the TTL keep serving (no round trip) and come back for a background re-read."""
     gw = _gateway(materialized, small_dataset, ttl_s=300)
     items = small_dataset.items["item_id"].to_numpy(np.int64)[:20]
     user = gw.fetch_user(int(small_dataset.users["user_id"].iloc[0]))
-    assert gw.items_from_cache(user, items) is None
+    assert gw.items_from_cache(user, items)[0] is None  # never cached: the caller must read them
     gw.fetch_items(0, user, items)
-    assert gw.items_from_cache(user, items) is not None
-    gw.item_cache.ttl_s = 0.0  # everything is older than a zero TTL
-    assert gw.items_from_cache(user, items) is None
+    hit, refresh = gw.items_from_cache(user, items)
+    assert hit is not None and len(refresh) == 0
+    gw.item_cache.ttl_s = 0.0  # everything is now older than the TTL
+    stale_hit, refresh = gw.items_from_cache(user, items)
+    assert stale_hit is not None and sorted(refresh.tolist()) == sorted(items.tolist())
+    before = gw.item_cache._filled_at.copy()
+    gw.refresh_items(refresh)
+    assert (gw.item_cache._filled_at >= before).all() and (gw.item_cache._filled_at > before).any()

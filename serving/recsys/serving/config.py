@@ -113,9 +113,10 @@ class ServingConfig(BaseModel):
     feature_project: str = Field("recsys", description="Feast project of that repo (prefix of online keys)")
     feature_timeout_s: float = Field(0.2, gt=0, le=30, description="Budget for one feature round trip")
     item_feature_cache_s: float = Field(
-        30.0, ge=0, le=3600,
-        description="Keep decoded online item features in the ingress this long (0 = read every request); "
-                    "bounds how stale streamed item counters may be in ranking")
+        60.0, ge=0, le=3600,
+        description="Decoded online item features are cached in the ingress and re-read in the background once "
+                    "older than this (0 = no cache: read every request); streamed item counters reach ranking "
+                    "within about this long")
     catalog_path: Path | None = Field(
         None, description="items.parquet (or a dataset dir holding it): genres, created_at, available"
     )

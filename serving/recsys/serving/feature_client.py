@@ -152,16 +152,33 @@ class FeatureGateway:
         """The user's row only (one Redis round trip); pass it to :meth:`items_from_cache` / :meth:`fetch_items`."""
         return self._convert(self._call(self._client.fetch, int(user_id), []), int(user_id))
 
-    def items_from_cache(self, user: HydratedFeatures | None, item_ids: np.ndarray) -> HydratedFeatures | None:
-        """Features of ``item_ids`` without any I/O when every one is cached and fresh, else None."""
+    def items_from_cache(self, user: HydratedFeatures | None,
+                         item_ids: np.ndarray) -> tuple[HydratedFeatures | None, np.ndarray]:
+        """(features of ``item_ids`` without any I/O, ids to refresh in the background).
+
+        None when an item was never cached (the caller reads it with :meth:`fetch_items`). Entries
+        older than ``item_feature_cache_s`` are served as they are and returned for a refresh.
+        """
         cache = self.item_cache
+        no_refresh = np.zeros(0, np.int64)
         if cache is None or user is None or user.raw_user is None:
-            return None
+            return None, no_refresh
         now = time.time()
-        rows, need = cache.stale(item_ids, now)
-        if need.any():
-            return None
-        return self._combine(user, item_ids, cache.assemble(rows, need, {}), now)
+        rows, missing, old = cache.status(item_ids, now)
+        if missing.any():
+            return None, no_refresh
+        cached = np.zeros(len(rows), bool)
+        return self._combine(user, item_ids, cache.assemble(rows, cached, {}), now), item_ids[old]
+
+    def refresh_items(self, item_ids: np.ndarray) -> None:
+        """Re-read items into the cache (blocking; the hydration stage runs it in the background)."""
+        cache = self.item_cache
+        if cache is None or len(item_ids) == 0:
+            return
+        now = time.time()
+        rows = cache.lookup_rows(np.asarray(item_ids, np.int64))
+        fresh, _missing = self._call(self._client.read_item_columns, np.asarray(item_ids, np.int64).tolist())
+        cache.put(rows, fresh, now)
 
     def fetch_items(self, user_id: int, user: HydratedFeatures | None, item_ids: np.ndarray) -> HydratedFeatures:
         """Features of ``item_ids`` for an already read user: Redis only for uncached/stale items (blocking).

@@ -2,9 +2,10 @@
 
 Why: a request ranks ~400 candidates; reading and decoding 400 item hashes from Redis per request
 is most of the feature cost, while item features change slowly (materialization, plus windowed
-counters from events). The cache keeps each catalog item's decoded columns for ``ttl_s`` seconds;
-a request then reads Redis only for its user row and for the candidates whose entry is missing or
-older than ``ttl_s`` (none, in steady state). Items outside the catalog are never cached.
+counters from events). The cache keeps each catalog item's decoded columns; a request reads Redis
+only for its user row and for candidates never seen before (none, in steady state). Entries older
+than ``ttl_s`` are still served while one background read refreshes them (stale-while-revalidate),
+so a refresh never adds a round trip to a request. Items outside the catalog are never cached.
 ``clear()`` drops everything (a new materialization, a test).
 
 Storage is columnar (one array per feature, indexed by catalog row), so lookups and fills are
@@ -58,11 +59,19 @@ class ItemFeatureCache:
 
     def stale(self, item_ids: np.ndarray, now: float) -> tuple[np.ndarray, np.ndarray]:
         """(catalog rows, mask of the items that must be read from the store)."""
+        rows, missing, old = self.status(item_ids, now)
+        return rows, missing | old
+
+    def status(self, item_ids: np.ndarray, now: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(catalog rows, never cached (or outside the catalog), cached but older than ``ttl_s``)."""
         rows = self.lookup_rows(np.asarray(item_ids, np.int64))
-        need = np.ones(len(rows), bool)
+        missing = np.ones(len(rows), bool)
+        old = np.zeros(len(rows), bool)
         ok = rows >= 0
-        need[ok] = self._filled_at[rows[ok]] < now - self.ttl_s
-        return rows, need
+        filled = self._filled_at[rows[ok]]
+        missing[ok] = ~np.isfinite(filled)
+        old[ok] = np.isfinite(filled) & (filled < now - self.ttl_s)
+        return rows, missing, old
 
     def put(self, rows: np.ndarray, cols: dict[str, np.ndarray | list], now: float) -> None:
         """Store freshly read columns for ``rows`` (rows < 0 are skipped)."""

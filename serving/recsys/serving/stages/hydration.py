@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import numpy as np
 
@@ -11,6 +12,8 @@ from recsys.serving.config import ServingConfig
 from recsys.serving.feature_client import FeatureGateway, FeatureReadError, FeatureStoreUnavailable, HydratedFeatures
 from recsys.serving.metrics import ServingMetrics
 from recsys.serving.stages.base import RequestState
+
+log = logging.getLogger(__name__)
 
 
 class FeatureHydration:
@@ -30,8 +33,22 @@ class FeatureHydration:
         self.cfg = cfg
         self.features = features
         self.metrics = metrics
+        self._refreshing: asyncio.Task | None = None
         if catalog is not None and len(catalog.index):
             features.enable_item_cache(catalog.index.lookup, len(catalog.index))
+
+    def _refresh_later(self, item_ids: np.ndarray) -> None:
+        """One background re-read of stale cached items at a time (no storm when many expire together)."""
+        if self._refreshing is not None and not self._refreshing.done():
+            return
+
+        async def refresh() -> None:
+            try:
+                await asyncio.to_thread(self.features.refresh_items, item_ids)
+            except (FeatureStoreUnavailable, FeatureReadError) as e:  # the stale values keep serving
+                log.info("item feature refresh failed: %s", e)
+
+        self._refreshing = asyncio.get_running_loop().create_task(refresh())
 
     async def history(self, state: RequestState, user_id: int, given: list[int] | None) -> tuple[list[int], bool]:
         """(history, feature store down): the request's history, else the online store's recent items."""
@@ -53,7 +70,9 @@ class FeatureHydration:
     async def __call__(self, state: RequestState, user_id: int, item_ids: np.ndarray) -> HydratedFeatures | None:
         with self.metrics.stage(self.name, state.timings):
             try:
-                cached = self.features.items_from_cache(state.user_features, item_ids)  # numpy only, no I/O
+                cached, refresh = self.features.items_from_cache(state.user_features, item_ids)  # no I/O
+                if len(refresh):
+                    self._refresh_later(refresh)
                 if cached is not None:
                     return cached
                 return await asyncio.wait_for(
