@@ -152,7 +152,8 @@ def serving_args(root: Path, num_shards: int, redis_url: str, retrieval_k: int =
             "stages": {"ranking": {"placement": ranking}, "retrieval": {"placement": retrieval}}}
 
 
-def deploy_both(args: dict, port: int) -> tuple[str, str]:
+def deploy_apps(args: dict, port: int, extra: dict[str, dict] | None = None) -> dict[str, str]:
+    """Ours and the no-op (same options) on one fresh local cluster behind one proxy, + ``extra`` variants of ours."""
     import ray
     from ray import serve
 
@@ -164,11 +165,15 @@ def deploy_both(args: dict, port: int) -> tuple[str, str]:
              runtime_env={"env_vars": env})
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     cfg = parse_args(args)
+    base = f"http://127.0.0.1:{port}"
     serve.run(build_app(cfg), name="ours", route_prefix="/ours", blocking=False)
     serve.run(build_graph(cfg, _noop_ingress_cls(), NoopShard, _noop_ranker_cls()), name="noop",
               route_prefix="/noop", blocking=False)
-    base = f"http://127.0.0.1:{port}"
-    return f"{base}/ours", f"{base}/noop"
+    urls = {"ours": f"{base}/ours", "noop": f"{base}/noop"}
+    for name, variant in (extra or {}).items():
+        serve.run(build_app(parse_args(variant)), name=name, route_prefix=f"/{name}", blocking=False)
+        urls[name] = f"{base}/{name}"
+    return urls
 
 
 def wait_ready(url: str, timeout: float) -> None:
@@ -242,6 +247,14 @@ async def _post(session, url: str, user: int, n: int, tally: Tally) -> None:
         tally.first_error = tally.first_error or str(body)[:300]
 
 
+def _rotated(names: list[str], i: int) -> list[str]:
+    """Alternate the order from one step to the next (reversed for two apps, rotated for more)."""
+    if len(names) == 2:
+        return names if i % 2 == 0 else names[::-1]
+    k = i % len(names)
+    return names[k:] + names[:k]
+
+
 async def interleaved_c1(urls: dict[str, str], users: list[int], n: int) -> dict[str, Tally]:
     import aiohttp
 
@@ -250,7 +263,7 @@ async def interleaved_c1(urls: dict[str, str], users: list[int], n: int) -> dict
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=2),
                                      timeout=aiohttp.ClientTimeout(total=30)) as session:
         for i, user in enumerate(users):
-            for name in (names if i % 2 == 0 else names[::-1]):
+            for name in _rotated(names, i):
                 t0 = time.perf_counter()
                 await _post(session, urls[name], user, n, tallies[name])
                 tallies[name].wall += time.perf_counter() - t0
@@ -290,7 +303,7 @@ async def interleaved_blocks(urls: dict[str, str], stream: UserStream, start: in
         for r in range(rounds):
             users = stream.slice(start, max_requests)
             used = 0
-            for name in (names if r % 2 == 0 else names[::-1]):
+            for name in _rotated(names, r):
                 used = max(used, await block(session, urls[name], users, concurrency, seconds, n, tallies[name]))
             start += used
     return tallies, start
@@ -370,7 +383,10 @@ def start_py_spy(out: str, app: str, seconds: float):
 
 
 def _report(label: str, tallies: dict[str, Tally]) -> None:
-    print(_fmt_row(label, tallies["ours"].summary(), tallies["noop"].summary()), flush=True)
+    noop = tallies["noop"].summary()
+    for name, t in tallies.items():
+        if name != "noop":
+            print(_fmt_row(label if name == "ours" else f"{label} {name}", t.summary(), noop), flush=True)
     for name, t in tallies.items():
         if t.first_error:
             print(f"       first error of {name}: {t.first_error}", flush=True)
@@ -387,6 +403,8 @@ def main() -> None:
                     help="ANN candidates (+ kNN of the history + 100 popularity): ~500 per request.")
     ap.add_argument("--ranking-placement", choices=["local", "deployment"], default="local",
                     help="stages.ranking.placement, for ours and the no-op alike.")
+    ap.add_argument("--also-ranking-deployment", action="store_true",
+                    help="Also deploy ours with stages.ranking.placement=deployment (app 'rankdep'), interleaved.")
     ap.add_argument("--retrieval-placement", choices=["local", "deployment"], default="deployment",
                     help="stages.retrieval.placement (local needs --num-shards 1).")
     ap.add_argument("--redis-url", default=os.environ.get("RECSYS_BENCH_REDIS_URL", "redis://127.0.0.1:6379/15"))
@@ -435,13 +453,16 @@ def main() -> None:
         return
 
     t0 = time.perf_counter()
-    ours, noop = deploy_both(sargs, _free_port())
-    wait_ready(ours, args.ready_timeout)
-    wait_ready(noop, args.ready_timeout)
+    extra = {}
+    if args.also_ranking_deployment:  # same run: is the in-ingress ranker really cheaper than the Ranker deployment?
+        extra["rankdep"] = {**sargs, "stages": {**sargs["stages"], "ranking": {"placement": "deployment"}},
+                            "cache": {"key_prefix": "recsys:rc-rankdep"}}
+    urls = deploy_apps(sargs, _free_port(), extra)
+    for url in urls.values():
+        wait_ready(url, args.ready_timeout)
     print(f"deployed ours + no-op ({args.num_shards} shards each) in {time.perf_counter() - t0:.1f}s; "
           f"throughput_optimized={args.throughput_optimized} haproxy={args.haproxy} "
           f"ranking={args.ranking_placement} retrieval={args.retrieval_placement}", flush=True)
-    urls = {"ours": ours, "noop": noop}
     asyncio.run(interleaved_c1(urls, stream.slice(len(stream.users) - 10, 10), args.n))  # warm-up
 
     print(f"{'conc':<6}{'n ours':>6}{'noop':>6}{'p50 ours':>9}{'noop':>9}{'ratio':>8}{'p99 ours':>9}{'noop':>9}"
@@ -453,7 +474,7 @@ def main() -> None:
     for c in (int(v) for v in args.concurrency.split(",") if v):
         spy = None
         if args.py_spy and c == 8:
-            spy = start_py_spy(args.py_spy, "ours", args.rounds * 2 * args.block_seconds)
+            spy = start_py_spy(args.py_spy, "ours", args.rounds * len(urls) * args.block_seconds)
         tallies, start = asyncio.run(interleaved_blocks(urls, stream, start, c, args.rounds, args.block_seconds,
                                                         args.block_requests, args.n))
         _report(str(c), tallies)
