@@ -118,7 +118,7 @@ def test_pipeline_ranks_through_kserve_predictor_like_the_in_graph_ranker(servin
     from recsys.serving.schemas import RecommendationRequest
     from recsys.serving.service import RecommendationService
 
-    base = {**serving_args, "cache": {"enabled": False}}
+    base = {**serving_args, "cache": {"enabled": False}, "feature_timeout_s": 5.0}  # parity, not timeouts
     cfg_graph = ServingConfig(**base)
     cfg_http = ServingConfig(**base, ranker_endpoint=predictor_url)
     shards = [RetrievalShard(cfg_graph, i, cfg_graph.num_shards) for i in range(cfg_graph.num_shards)]

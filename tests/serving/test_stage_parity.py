@@ -23,7 +23,9 @@ import pytest
 def neutral_cfg(serving_args):
     from recsys.serving.config import ServingConfig
 
+    # generous feature timeout: this test is about ranking parity, not about timeouts on a loaded box
     return ServingConfig(**{**serving_args, "cache": {"enabled": False}, "knn_k": 0, "popularity_k": 0,
+                            "feature_timeout_s": 5.0,
                             "retrieval_k": 200, "exploration_rate": 0.0,
                             "rerank": {"mmr_lambda": 1.0, "max_per_genre": 1000, "freshness_weight": 0.0}})
 
