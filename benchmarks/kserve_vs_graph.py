@@ -124,8 +124,7 @@ def main() -> None:
         print(f"{name:<26}{np.percentile(a, 50):>9.2f}{np.percentile(a, 99):>9.2f}"
               f"{np.percentile(a, 50) / (base * 1e3):>12.2f}x")
     print(f"load average (1 min): {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
-    serve.shutdown()
-    ray.shutdown()
+    ray.shutdown()  # not serve.shutdown(): the handle's router lived on asyncio.run's loop, closed by now
 
 
 if __name__ == "__main__":
