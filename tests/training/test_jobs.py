@@ -88,8 +88,13 @@ def test_ranker_artifacts_and_pipeline(trained):
     cfg, inputs, store, _, _, rk = trained
     d = store.local_path(rk)
     spec = json.loads((d / "feature_spec.json").read_text())
-    assert spec["dense"][-1] == "retrieval_score" and spec["retrieval_score"] is True
+    assert "two_tower_score" in spec["dense"] and "ui_in_recent" not in spec["dense"]  # list-constant: dropped
+    assert spec["loss"] == "listwise" and set(spec["cross_features"]) <= set(spec["dense"])
     assert [s["name"] for s in spec["sparse"]] == list(cfg.ranking.sparse_features)
+    # train_ranking(promote=True) went through the gate: promoted iff the gate passed, result stored
+    gate = rk.metrics["gate"]
+    assert set(gate["metrics"]) == set(cfg.ranking.gate_metrics)
+    assert (store.promoted("ranker") == rk.version) == gate["passed"]
     import warnings
 
     with warnings.catch_warnings():

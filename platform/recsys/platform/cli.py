@@ -163,6 +163,9 @@ def models_list(cfg: PlatformConfig, name: str | None) -> None:
         for mv in store.list_versions(n):
             star = "*" if mv.version == promoted else " "
             metrics = ", ".join(f"{k}={v:.4f}" for k, v in mv.metrics.items() if isinstance(v, int | float))
+            gate = mv.metrics.get("gate")
+            if isinstance(gate, dict):
+                metrics += f"{', ' if metrics else ''}gate={'passed' if gate.get('passed') else 'refused'}"
             click.echo(f"  {star} {mv.version}  kind={mv.kind}  {metrics}")
 
 
@@ -186,15 +189,24 @@ def models_promote(cfg: PlatformConfig, name: str, version: str) -> None:
 @models.command("show")
 @click.argument("name")
 @click.argument("version", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Only the raw metadata JSON.")
 @pass_config
-def models_show(cfg: PlatformConfig, name: str, version: str | None) -> None:
-    """Print a version's metadata (the promoted one by default)."""
-    from recsys.platform.model_store import ModelStore, ModelStoreError
+def models_show(cfg: PlatformConfig, name: str, version: str | None, as_json: bool) -> None:
+    """Print a version's metrics (gate result, test metrics) and its metadata (the promoted one by default)."""
+    from recsys.platform.model_store import ModelStore, ModelStoreError, metrics_lines
 
+    store = ModelStore(cfg.model_store_uri)
     try:
-        mv = ModelStore(cfg.model_store_uri).get(name, version)
+        mv = store.get(name, version)
     except ModelStoreError as e:
         raise UserError(str(e)) from e
+    if not as_json:
+        promoted = store.promoted(name)
+        click.echo(f"{name}/{mv.version}  kind={mv.kind}  {'PROMOTED' if promoted == mv.version else 'not promoted'}"
+                   f" (promoted: {promoted or 'nothing'})")
+        for line in metrics_lines(mv.metrics):
+            click.echo(f"  {line}")
+        click.echo("metadata:")
     click.echo(json.dumps(mv.metadata, indent=2))
 
 

@@ -69,6 +69,28 @@ def _sha256(fs: fsspec.AbstractFileSystem, path: str) -> str:
     return h.hexdigest()
 
 
+def metrics_lines(metrics: dict[str, Any]) -> list[str]:
+    """Readable lines of a version's metrics: scalars, the promotion gate's paired comparison, metric sets."""
+    lines = []
+    for key, value in metrics.items():
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            lines.append(f"{key}: {value:.4f}")
+        elif key == "gate" and isinstance(value, dict):
+            verdict = "PASSED" if value.get("passed") else "REFUSED"
+            lines.append(f"gate: {verdict} on {value.get('window')} ({value.get('n_users')} users): "
+                         f"{value.get('reason')}")
+            for m, v in (value.get("metrics") or {}).items():
+                lines.append(f"  {m}: pipeline {v['pipeline']:.4f} vs retrieval {v['retrieval']:.4f}, "
+                             f"diff {v['diff']:+.4f} CI [{v['lo']:+.4f}, {v['hi']:+.4f}]")
+            for m, v in (value.get("candidate_recall") or {}).items():
+                lines.append(f"  {m}: {v:.4f}")
+        elif isinstance(value, dict):
+            scalars = {k: v for k, v in value.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+            shown = [k for k in scalars if k.startswith(("recall@", "ndcg@"))] or list(scalars)[:6]
+            lines.append(f"{key}: " + ", ".join(f"{k}={scalars[k]:.4f}" for k in shown))
+    return lines
+
+
 class ModelStore:
     """Read/write versions; see module docstring for the layout and guarantees."""
 
@@ -212,6 +234,22 @@ class ModelStore:
             cache.mkdir(parents=True, exist_ok=True)
             self.fs.get(self._p(mv.name, mv.version) + "/", str(cache) + "/", recursive=True)
         return cache
+
+    def add_metrics(self, name: str, version: str, metrics: dict[str, Any]) -> ModelVersion:
+        """Merge evaluation results into a version's ``metadata["metrics"]`` (files stay untouched).
+
+        Artifacts are immutable; what we learn about them later (the promotion gate's paired
+        comparison, test-set metrics) is recorded next to them so ``recsys models show`` can print
+        every version's numbers.  ``metadata.json`` is replaced atomically (write + rename).
+        """
+        mv = self.get(name, version)
+        meta = dict(mv.metadata)
+        meta["metrics"] = {**meta.get("metrics", {}), **metrics}
+        tmp = self._p(name, version, f".{METADATA}.tmp")
+        with self.fs.open(tmp, "w") as fh:
+            fh.write(json.dumps(meta, indent=2, default=str))
+        self.fs.mv(tmp, self._p(name, version, METADATA))
+        return self.get(name, version)
 
     # --------------------------------------------------------------- promote
     def promoted(self, name: str) -> str | None:

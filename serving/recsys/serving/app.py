@@ -15,6 +15,9 @@ YAML / Helm values can override their replicas and resources by name.
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
+import json
 from typing import Any
 
 from pydantic import ValidationError
@@ -25,6 +28,7 @@ from recsys.serving.config import ServingConfig
 from recsys.serving.ingress import Ingress
 from recsys.serving.ranker import BatchedRanker
 from recsys.serving.retrieval_shard import RetrievalShard
+from recsys.serving.rollout import RolloutSpec, experiment_variant_versions
 
 
 class ServingConfigError(ValueError):
@@ -63,56 +67,93 @@ INNER_LOGGING = {"enable_access_log": False}
 time on each hop; the ingress writes one JSON line per request itself (``access_log_sample``)."""
 
 
-def build_graph(cfg: ServingConfig, ingress_cls: type, shard_cls: type, ranker_cls: type) -> Application:
+def code_version(cfg_dict: dict[str, Any]) -> str:
+    """A stable deployment version: same package + same config -> a user_config change updates in place.
+
+    Without it Serve gives every imperative ``serve.run`` a random version, so even a pure
+    ``user_config`` change (a rollout) would restart every replica.
+    """
+    try:
+        pkg = importlib.metadata.version("recsys-platform")
+    except importlib.metadata.PackageNotFoundError:
+        pkg = "dev"
+    blob = json.dumps({"package": pkg, "config": cfg_dict}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def rollout_spec(cfg: ServingConfig, rollout: dict[str, Any] | RolloutSpec | None = None) -> RolloutSpec:
+    """The ``user_config`` every deployment gets: explicit ``rollout`` args, else the config's versions."""
+    if isinstance(rollout, RolloutSpec):
+        return rollout
+    if rollout is not None:
+        try:
+            return RolloutSpec(**rollout)
+        except ValidationError as e:
+            first = e.errors()[0]
+            field = ".".join(str(x) for x in first["loc"]) or "rollout"
+            raise ServingConfigError(f"invalid serving arg 'rollout.{field}': {first['msg']}") from e
+    return RolloutSpec(retrieval_version=cfg.retrieval_version, ranking_version=cfg.ranking_version,
+                       preload=experiment_variant_versions(cfg.experiments_config))
+
+
+def build_graph(cfg: ServingConfig, ingress_cls: type, shard_cls: type, ranker_cls: type,
+                user_config: dict[str, Any] | None = None, version: str | None = None) -> Application:
     """Ingress -> shard deployments + ranker deployment, with the deployment options of ``cfg``.
 
     A stage placed ``local`` (``cfg.stages``) is not deployed: the ingress gets ``None`` for it and
     builds the stage in its own process. Shared by :func:`build_app` and the no-op graph of
     ``benchmarks/serve_overhead.py``, so the framework-floor baseline has exactly our topology,
-    replica counts, CPUs, queue limits and logging.
+    replica counts, CPUs, queue limits and logging (the no-op has no rollout ``user_config``).
     """
     cfg_dict = cfg.model_dump(mode="json")
+    extra: dict[str, Any] = {"logging_config": INNER_LOGGING}
+    if user_config is not None:
+        extra["user_config"] = user_config
+
+    def versioned(d: Any) -> Any:
+        return d.options(version=version, _internal=True) if version else d
+
     shards = None
     if cfg.stages.retrieval.placement == "deployment":
         shards = [
-            serve.deployment(shard_cls)
-            .options(
+            versioned(serve.deployment(shard_cls).options(
                 name=shard_name(i),
                 num_replicas=cfg.shard_replicas,
                 ray_actor_options={"num_cpus": cfg.shard_num_cpus},
                 max_ongoing_requests=32,
                 health_check_period_s=10,
-                logging_config=INNER_LOGGING,
-            )
-            .bind(cfg_dict, i, cfg.num_shards)
+                **extra,
+            )).bind(cfg_dict, i, cfg.num_shards)
             for i in range(cfg.num_shards)
         ]
     ranker = None
     if cfg.stages.ranking.placement == "deployment" and not cfg.ranker_endpoint:
-        ranker = (
-            serve.deployment(ranker_cls)
-            .options(
-                name="Ranker",
-                num_replicas=cfg.ranker_replicas,
-                ray_actor_options={"num_cpus": cfg.ranker_num_cpus},
-                max_ongoing_requests=64,
-                logging_config=INNER_LOGGING,
-            )
-            .bind(cfg_dict)
-        )
-    return (
-        serve.deployment(ingress_cls)
-        .options(
-            name="Ingress",
-            num_replicas=cfg.ingress_replicas,
-            ray_actor_options={"num_cpus": cfg.ingress_num_cpus},
+        ranker = versioned(serve.deployment(ranker_cls).options(
+            name="Ranker",
+            num_replicas=cfg.ranker_replicas,
+            ray_actor_options={"num_cpus": cfg.ranker_num_cpus},
             max_ongoing_requests=64,
-            logging_config=INNER_LOGGING,
-        )
-        .bind(cfg_dict, shards, ranker)
-    )
+            **extra,
+        )).bind(cfg_dict)
+    return versioned(serve.deployment(ingress_cls).options(
+        name="Ingress",
+        num_replicas=cfg.ingress_replicas,
+        ray_actor_options={"num_cpus": cfg.ingress_num_cpus},
+        max_ongoing_requests=64,
+        **extra,
+    )).bind(cfg_dict, shards, ranker)
 
 
-def build_app(args: dict[str, Any] | ServingConfig | None = None) -> Application:
-    """Build the Serve application from builder ``args`` (validated as :class:`ServingConfig`)."""
-    return build_graph(parse_args(args), Ingress, RetrievalShard, BatchedRanker)
+def build_app(args: dict[str, Any] | ServingConfig | None = None, rollout: RolloutSpec | None = None) -> Application:
+    """Build the Serve application from builder ``args`` (validated as :class:`ServingConfig`).
+
+    ``args["rollout"]`` (or ``rollout``) is the :class:`RolloutSpec` delivered to every replica as
+    ``user_config``; changing only it is an in-place update of the running app (see rollout.py).
+    """
+    if isinstance(args, dict) and "rollout" in args:
+        args = dict(args)
+        rollout = args.pop("rollout")
+    cfg = parse_args(args)
+    user_config = rollout_spec(cfg, rollout).model_dump(mode="json")
+    return build_graph(cfg, Ingress, RetrievalShard, BatchedRanker, user_config,
+                       code_version(cfg.model_dump(mode="json")))

@@ -106,10 +106,9 @@ class FeatureGateway:
         if cfg_cls is not None:
             try:
                 kwargs: dict[str, Any] = {"redis_url": cfg.redis_url, "connect_timeout_s": cfg.feature_timeout_s,
-                                          "read_timeout_s": cfg.feature_timeout_s}
+                                          "read_timeout_s": cfg.feature_timeout_s, "project": cfg.feature_project}
                 if cfg.feature_repo_dir is not None:
                     kwargs["repo_dir"] = cfg.feature_repo_dir
-                    kwargs["project"] = cfg.feature_project
                 self._store_cfg = cfg_cls(**kwargs)
             except Exception as e:  # noqa: BLE001
                 log.warning("feature store config rejected (%s); serving without features", e)
@@ -170,6 +169,18 @@ class FeatureGateway:
         cached = np.zeros(len(rows), bool)
         return self._combine(user, item_ids, cache.assemble(rows, cached, {}), now), item_ids[old]
 
+    def _read_item_columns(self, item_ids: list[int]) -> tuple[dict[str, Any], np.ndarray]:
+        """Item columns as ``fetch`` sees them: Feast rows plus the real-time overlay when the client has one."""
+        c = self._client
+        merge = _find("merge_items")
+        if merge is None or not hasattr(c, "overlay") or not hasattr(c, "_hmget_all"):
+            return c.read_item_columns(item_ids)
+        n = len(item_ids)
+        rows = c._hmget_all([], [c.layout.key("item_id", int(i)) for i in item_ids], overlay_items=item_ids)
+        cols, missing = c._item_columns(rows[:n])
+        merge(cols, missing, rows[n:])
+        return cols, missing
+
     def refresh_items(self, item_ids: np.ndarray) -> None:
         """Re-read items into the cache (blocking; the hydration stage runs it in the background)."""
         cache = self.item_cache
@@ -177,7 +188,7 @@ class FeatureGateway:
             return
         now = time.time()
         rows = cache.lookup_rows(np.asarray(item_ids, np.int64))
-        fresh, _missing = self._call(self._client.read_item_columns, np.asarray(item_ids, np.int64).tolist())
+        fresh, _missing = self._call(self._read_item_columns, np.asarray(item_ids, np.int64).tolist())
         cache.put(rows, fresh, now)
 
     def fetch_items(self, user_id: int, user: HydratedFeatures | None, item_ids: np.ndarray) -> HydratedFeatures:
@@ -192,7 +203,7 @@ class FeatureGateway:
         rows, need = cache.stale(item_ids, now)
         fresh: dict[str, Any] = {}
         if need.any():
-            fresh, _missing = self._call(self._client.read_item_columns, item_ids[need].tolist())
+            fresh, _missing = self._call(self._read_item_columns, item_ids[need].tolist())
             cache.put(rows[need], fresh, now)
         return self._combine(user, item_ids, cache.assemble(rows, need, fresh), now)
 

@@ -49,6 +49,11 @@ class ServingMetrics:
                                     registry=self.registry)
         self.model_version = Gauge("recsys_model_version_info", "Model version served (value 1)",
                                    ["model", "version"], registry=self.registry)
+        self.ranker_active = Gauge("recsys_ranker_active", "1 when a ranker version is loaded; 0: every response "
+                                   "is ranked by retrieval score (none promoted, e.g. refused by the gate)",
+                                   registry=self.registry)
+        self.ranking_mode = Counter("recsys_ranking_mode_total", "Responses by how they were ordered "
+                                    "(ranker, retrieval_only, cold_start)", ["mode"], registry=self.registry)
 
     @contextmanager
     def stage(self, name: str, timings: dict[str, float] | None = None) -> Iterator[None]:
@@ -73,6 +78,7 @@ class ServingMetrics:
         self.model_version.clear()
         for model, version in versions.items():
             self.model_version.labels(model, version).set(1)
+        self.ranker_active.set(1 if versions.get("ranking") else 0)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

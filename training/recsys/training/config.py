@@ -43,27 +43,37 @@ class RetrievalConfig(_Strict):
 
 
 class RankingConfig(_Strict):
-    embedding_dim: int = Field(16, ge=2)
-    hidden_dims: tuple[int, ...] = (128, 64)
-    candidates: int = Field(200, ge=10, description="Retrieval top-K the ranker reorders")
-    hard_negatives: int = Field(50, ge=0, description="Per user: retrieved items the user did not touch")
-    random_negatives: int = Field(10, ge=0)
+    """The ranker (docs/training.md "Ranker": what was tried on the validation window, and why these)."""
+
+    model: Literal["mlp", "deepfm"] = Field("mlp", description="Scorer: wide & deep MLP, or DeepFM")
+    loss: Literal["listwise", "bce"] = Field(
+        "listwise", description="Softmax over each user's candidate list, or pointwise BCE (comparison only)")
+    embedding_dim: int = Field(16, ge=2, description="Sparse-field embedding size")
+    hidden_dims: tuple[int, ...] = (64, 32)
+    candidates: int = Field(200, ge=10, description="Two-tower top-K the ranker reorders")
+    knn_candidates: int = Field(50, ge=0, description="Item-kNN (from recent history) candidates merged in")
+    popularity_candidates: int = Field(50, ge=0, description="Popularity candidates merged in")
+    list_negatives: int = Field(0, ge=0, description="Non-positive candidates kept per list (0 = all; chosen on the "
+                                "validation gate window, docs/training.md)")
+    random_negatives: int = Field(0, ge=0, description="Unseen random catalog items appended per list")
+    label_windows: int = Field(3, ge=2, description="Validation label windows; the last one is the gate window")
     sparse_features: tuple[str, ...] = Field(
-        (), description="Raw-id fields (item_id, user_id); none by default: an item-id field overfit the "
-        "validation-window labels and cost Recall@20 (docs/training.md)")
-    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay (regularises sparse embeddings)")
-    positives_from_candidates: bool = Field(True, description="Keep only positives the retrieval top-K contains")
-    max_users: int = Field(4000, ge=1, description="Label-window users sampled for examples")
+        (), description="Raw-id fields (item_id, user_id); none by default: an item-id field overfits the "
+        "label windows (docs/training.md)")
+    weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay")
+    max_users: int = Field(6000, ge=1, description="Label-window users sampled for examples (over all windows)")
     positive_events: tuple[str, ...] = Field(
         ("view", "click", "purchase"),
-        description="Label-window events that make a positive (plus ratings >= positive_min_rating). Views are "
-        "included by default: test targets are any interaction, and click-only labels measured no better than "
-        "popularity (docs/training.md)")
+        description="Label-window events that make a positive (plus ratings >= positive_min_rating); test "
+        "targets are any new interaction")
     positive_min_rating: float = 4.0
-    batch_size: int = Field(1024, ge=8)
-    learning_rate: float = Field(2e-3, gt=0)
-    epochs: int = Field(2, ge=1)
-    feature_source: Literal["auto", "inline", "feast"] = "auto"
+    batch_size: int = Field(64, ge=1, description="Lists (users) per step")
+    learning_rate: float = Field(3e-3, gt=0)
+    epochs: int = Field(8, ge=1)
+    feature_source: Literal["auto", "inline", "feast"] = "inline"
+    gate_metrics: tuple[str, ...] = Field(
+        ("recall@20", "ndcg@20"), description="Promotion gate: the pipeline must beat retrieval order on each")
+    gate_confidence: float = Field(0.95, gt=0, lt=1, description="Paired-bootstrap CI level of the gate")
 
 
 class EvaluationConfig(_Strict):

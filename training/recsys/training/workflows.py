@@ -161,8 +161,12 @@ def resolve_version(store: ModelStore, name: str, version: str | None) -> ModelV
 
 
 def _feature_source(cfg: TrainingConfig, inputs: Inputs, kind: str | None = None):
-    from recsys.training.ranking.features import make_feature_source
+    """The Feast source when asked for (or ``auto`` and built from this dataset), else None (inline per frame)."""
+    from recsys.training.ranking.features import FeastFeatureSource, make_feature_source
 
+    kind = kind or cfg.ranking.feature_source
+    if kind == "inline":
+        return None
     fs_cfg = None
     try:
         from recsys.features.config import FeatureStoreConfig
@@ -170,57 +174,138 @@ def _feature_source(cfg: TrainingConfig, inputs: Inputs, kind: str | None = None
         fs_cfg = FeatureStoreConfig(repo_dir=cfg.feature_repo_dir, redis_url=cfg.redis_url)
     except ImportError:
         pass
-    return make_feature_source(kind or cfg.ranking.feature_source, inputs.dataset, fs_cfg)
+    source = make_feature_source(kind, inputs.dataset, fs_cfg)
+    return source if isinstance(source, FeastFeatureSource) else None
+
+
+def _two_tower_at(store: ModelStore, tt_mv: ModelVersion, history: pd.DataFrame, catalog: Catalog):
+    """The stored two-tower model reading user histories from ``history`` (fold-in, as serving does)."""
+    from recsys.training.two_tower.artifacts import TwoTowerRecommender
+
+    path = store.local_path(tt_mv)
+    tt_cfg = json.loads((path / "config.json").read_text())
+    return TwoTowerRecommender.load(path, histories=user_histories(history, catalog, int(tt_cfg["history_length"])))
+
+
+def ranking_context(cfg: TrainingConfig, inputs: Inputs, store: ModelStore, tt_mv: ModelVersion,
+                    history: pd.DataFrame, rc=None):
+    """A :class:`RankingContext` as of the end of ``history`` (candidates + features, as serving computes them)."""
+    from recsys.training.ranking.context import RankingContext
+
+    return RankingContext(inputs.dataset, history, inputs.catalog, _two_tower_at(store, tt_mv, history, inputs.catalog),
+                          rc or cfg.ranking, knn_neighbors=cfg.baselines.knn_neighbors,
+                          store_source=_feature_source(cfg, inputs))
+
+
+def gate_window_check(cfg: TrainingConfig, inputs: Inputs, store: ModelStore, ranker_mv: ModelVersion,
+                      progress: bool = True):
+    """Pipeline vs retrieval order on the gate window (the last label window; no ranker trains on it)."""
+    from recsys.training.ranking.data import label_windows, window_targets
+    from recsys.training.ranking.gate import compare, decide
+
+    rc = cfg.ranking
+    windows = label_windows(inputs.split, rc.label_windows, cfg.seed)
+    if not windows:
+        raise TrainingInputError("the split has no validation events: no gate window to check the ranker on")
+    window = windows[-1]
+    rec = load_recommender(store, ranker_mv, inputs, cfg, history=window.history)
+    targets = window_targets(window, inputs.catalog, rc, positives_only=False)
+    users = np.flatnonzero(np.diff(targets.indptr) > 0)
+    sub = targets[users]
+    n = max(int(m.split("@")[1]) for m in rc.gate_metrics)
+    pipe, _ = rec.recommend(users, rec.ctx.seen, n=max(n, 200))
+    retr, _ = rec.ctx.retrieval.recommend(users, rec.ctx.seen, n=max(n, 200))
+    paired = compare(pipe[:, :n], retr[:, :n], sub, tuple(rc.gate_metrics), rc.gate_confidence, cfg.seed)
+    result = decide(window.name, len(users), paired, rc.gate_confidence)
+    from recsys.training.ranking.gate import per_user_metrics
+    from recsys.training.ranking.pipeline import CandidateRecallRecommender
+
+    merged, _ = CandidateRecallRecommender(rec.ctx).recommend(users, None, n=2000)
+    result.candidate_recall = {
+        "two_tower_recall@200": float(per_user_metrics(retr, sub, (200,))["recall@200"].mean()),
+        "merged_candidates_recall": float(per_user_metrics(merged, sub, (2000,))["recall@2000"].mean()),
+    }
+    _echo(f"[ranker] {result.summary()}; candidate recall: two-tower@200 "
+          f"{result.candidate_recall['two_tower_recall@200']:.4f}, merged "
+          f"{result.candidate_recall['merged_candidates_recall']:.4f}", progress)
+    return result
+
+
+def promote_if_gate_passes(store: ModelStore, mv: ModelVersion, gate, progress: bool = True) -> bool:
+    """Record the gate result with the version; promote only when it passed (else the previous one stays)."""
+    store.add_metrics(mv.name, mv.version, {"gate": gate.as_dict()})
+    if gate.passed:
+        store.promote(mv.name, mv.version)
+        _echo(f"[ranker] gate passed: promoted {mv.name}/{mv.version}", progress)
+        return True
+    previous = store.promoted(mv.name)
+    _echo(f"[ranker] gate REFUSED {mv.name}/{mv.version}: {gate.reason}; still promoted: {previous or 'nothing'} "
+          f"(serving ranks by retrieval score when no ranker is promoted)", progress)
+    return False
 
 
 # --------------------------------------------------------------------------------- ranking
 def train_ranking(cfg: TrainingConfig, inputs: Inputs, store: ModelStore, version: str | None = None,
                   promote: bool = False, retrieval_version: str | None = None,
-                  progress: bool = True) -> ModelVersion:
+                  progress: bool = True, use_ray: bool = True) -> ModelVersion:
+    """Listwise ranker on label windows inside validation; ``promote`` goes through the gate.
+
+    ``use_ray=False`` fits in this process (same epochs; for experiments on a busy machine).
+    """
     import torch
 
-    from recsys.training.ranking.data import build_ranking_examples
+    from recsys.training.ranking.data import build_ranking_examples, label_windows
     from recsys.training.ranking.job import feature_spec, train_ranker
-    from recsys.training.two_tower.artifacts import TwoTowerRecommender, _quiet_jit
+    from recsys.training.two_tower.artifacts import _quiet_jit
 
     t0 = time.perf_counter()
+    rc = cfg.ranking
     tt_mv = resolve_version(store, RETRIEVAL_NAME, retrieval_version)
-    tt_cfg = json.loads((store.local_path(tt_mv) / "config.json").read_text())
-    hist = user_histories(inputs.split.train, inputs.catalog, int(tt_cfg["history_length"]))
-    retrieval = TwoTowerRecommender.load(store.local_path(tt_mv), histories=hist)
-    source = _feature_source(cfg, inputs)
-    source_kind = type(source).__name__
-    examples = build_ranking_examples(retrieval, inputs.split.train, inputs.split.validation, inputs.catalog,
-                                      source, cfg.ranking, cfg.seed, max_users=cfg.ranking.max_users)
-    _echo(f"[ranker] {len(examples.label):,} examples ({examples.label.mean():.1%} positive), features from "
-          f"{source_kind}, candidates from {RETRIEVAL_NAME}/{tt_mv.version} "
-          f"({time.perf_counter() - t0:.1f}s)", progress)
-    trained = train_ranker(cfg, examples, inputs.catalog.n_items, inputs.catalog.n_users)
+    windows = label_windows(inputs.split, rc.label_windows, cfg.seed)
+    if len(windows) < 2:
+        raise TrainingInputError("the split has no validation events: the ranker learns from validation windows")
+    train_windows = windows[:-1]
+    contexts = [(w, ranking_context(cfg, inputs, store, tt_mv, w.history)) for w in train_windows]
+    source_kind = type(contexts[0][1].store).__name__
+    examples = build_ranking_examples(contexts, inputs.catalog, rc, cfg.seed)
+    n_groups = len(np.unique(examples.group))
+    _echo(f"[ranker] {len(examples.label):,} examples in {n_groups:,} lists ({examples.label.mean():.1%} positive) "
+          f"from windows {examples.windows}, features from {source_kind}, candidates from "
+          f"{RETRIEVAL_NAME}/{tt_mv.version} + item-kNN + popularity ({time.perf_counter() - t0:.1f}s)", progress)
+    trained = train_ranker(cfg, examples, inputs.catalog.n_items, inputs.catalog.n_users, use_ray=use_ray)
+    if trained.dropped:
+        _echo(f"[ranker] dropped columns: {trained.dropped}", progress)
     last = trained.history[-1] if trained.history else {}
     metrics = {k: v for k, v in last.items() if k in ("loss", "val_loss", "val_auc")}
-    params = {**cfg.ranking.model_dump(), "seed": cfg.seed, "split": cfg.split, "retrieval_version": tt_mv.version,
-              "feature_source": source_kind, "n_examples": trained.n_examples,
-              "positive_rate": trained.positive_rate, "label_window": "validation",
+    params = {**rc.model_dump(), "seed": cfg.seed, "split": cfg.split, "retrieval_version": tt_mv.version,
+              "feature_source": source_kind, "n_examples": trained.n_examples, "n_lists": trained.n_groups,
+              "positive_rate": trained.positive_rate, "label_windows": examples.windows,
+              "gate_window": windows[-1].name, "dropped_columns": trained.dropped,
               "train_seconds": round(time.perf_counter() - t0, 3), "history": trained.history}
-    spec = feature_spec(trained, source_kind, cfg.ranking.candidates)
+    spec = feature_spec(trained, source_kind, rc)
     version = version or ModelStore.new_version_id()
     with store.write_version(RANKER_NAME, version, kind="ranking", metrics=metrics, params=params,
                              data_hash=inputs.dataset.content_hash()) as d, _quiet_jit():
         torch.jit.save(torch.jit.script(trained.model), str(Path(d) / "ranker.pt"))
         (Path(d) / "feature_spec.json").write_text(json.dumps(spec, indent=2))
     mv = store.get(RANKER_NAME, version)
+    _echo(f"[ranker] trained in {time.perf_counter() - t0:.1f}s -> {RANKER_NAME}/{mv.version}", progress)
+    gate = gate_window_check(cfg, inputs, store, mv, progress)
     if promote:
-        store.promote(RANKER_NAME, mv.version)
-    _echo(f"[ranker] trained in {time.perf_counter() - t0:.1f}s -> {RANKER_NAME}/{mv.version}"
-          f"{' (promoted)' if promote else ''}", progress)
-    return mv
+        promote_if_gate_passes(store, mv, gate, progress)
+    else:
+        store.add_metrics(mv.name, mv.version, {"gate": gate.as_dict()})
+    return store.get(RANKER_NAME, version)
 
 
 # ------------------------------------------------------------------------------ evaluation
-def load_recommender(store: ModelStore, mv: ModelVersion, inputs: Inputs, cfg: TrainingConfig):
-    """A Recommender for a stored version, set up for the test protocol (history = train + validation)."""
-    from recsys.training.two_tower.artifacts import TwoTowerRecommender, load_torchscript
+def load_recommender(store: ModelStore, mv: ModelVersion, inputs: Inputs, cfg: TrainingConfig,
+                     history: pd.DataFrame | None = None):
+    """A Recommender for a stored version; ``history`` = the visible events (default: train + validation, the
+    test protocol)."""
+    from recsys.training.two_tower.artifacts import load_torchscript
 
+    history = inputs.history if history is None else history
     path = store.local_path(mv)
     if mv.name == "popularity":
         return PopularityRecommender.load(path)
@@ -229,20 +314,18 @@ def load_recommender(store: ModelStore, mv: ModelVersion, inputs: Inputs, cfg: T
     if mv.name == "als":
         return AlsRecommender.load(path)
     if mv.name == RETRIEVAL_NAME:
-        tt_cfg = json.loads((path / "config.json").read_text())
-        hist = user_histories(inputs.history, inputs.catalog, int(tt_cfg["history_length"]))
-        return TwoTowerRecommender.load(path, histories=hist)
+        return _two_tower_at(store, mv, history, inputs.catalog)
     if mv.name == RANKER_NAME:
         from recsys.training.ranking.pipeline import RetrievalRankerRecommender
 
         spec = json.loads((path / "feature_spec.json").read_text())
         tt_mv = resolve_version(store, RETRIEVAL_NAME, mv.metadata.get("params", {}).get("retrieval_version"))
-        retrieval = load_recommender(store, tt_mv, inputs, cfg)
-        kind = "feast" if spec.get("feature_source") == "FeastFeatureSource" else "inline"
-        t_test = int(inputs.split.test["timestamp"].min().value)
-        ranker = load_torchscript(path / "ranker.pt")
-        return RetrievalRankerRecommender(retrieval, ranker, _feature_source(cfg, inputs, kind), inputs.catalog,
-                                          t_test, candidates=int(spec.get("candidates", 200)),
+        counts = spec.get("candidate_sources", {})
+        rc = cfg.ranking.model_copy(update={"candidates": int(counts.get("two_tower", spec.get("candidates", 200))),
+                                            "knn_candidates": int(counts.get("item_knn", 0)),
+                                            "popularity_candidates": int(counts.get("popularity", 0))})
+        ctx = ranking_context(cfg, inputs, store, tt_mv, history, rc)
+        return RetrievalRankerRecommender(ctx, load_torchscript(path / "ranker.pt"), list(spec["dense"]),
                                           sparse_names=tuple(s["name"] for s in spec["sparse"]))
     raise TrainingInputError(f"don't know how to evaluate model {mv.name!r}")
 
@@ -268,6 +351,20 @@ def evaluate_models(cfg: TrainingConfig, inputs: Inputs, store: ModelStore,
         _echo(f"[evaluate] {display_name(mv)} ({mv.version}): recall@20={r.metrics['recall@20'].value:.4f} "
               f"ndcg@20={r.metrics['ndcg@20'].value:.4f} ({r.seconds:.1f}s)", progress)
     return report
+
+
+def candidate_recall(cfg: TrainingConfig, inputs: Inputs, store: ModelStore, ranker_mv: ModelVersion,
+                     part: str = "test") -> dict[str, float]:
+    """The ranker's ceiling on ``part``: two-tower Recall@200 and the recall of the merged candidate lists."""
+    from recsys.training.ranking.gate import per_user_metrics
+    from recsys.training.ranking.pipeline import CandidateRecallRecommender
+
+    rec = load_recommender(store, ranker_mv, inputs, cfg)
+    ev = Evaluator.from_split(inputs.dataset, inputs.split, inputs.catalog, part=part, ks=(20,),
+                              bootstrap_samples=10, seed=cfg.seed, max_users=cfg.evaluation.max_users)
+    tt = per_user_metrics(ev.recommendations(rec.ctx.retrieval, 200), ev.targets, (200,))["recall@200"]
+    merged = per_user_metrics(ev.recommendations(CandidateRecallRecommender(rec.ctx), 1000), ev.targets, (1000,))
+    return {"two_tower_recall@200": float(tt.mean()), "merged_candidates_recall": float(merged["recall@1000"].mean())}
 
 
 def promoted_versions(store: ModelStore, names: tuple[str, ...] = (*BASELINES, RETRIEVAL_NAME, RANKER_NAME)
@@ -299,6 +396,13 @@ def train_all(cfg: TrainingConfig, store: ModelStore, version: str | None = None
     timings["ranking_s"] = round(time.perf_counter() - t1, 1)
     t2 = time.perf_counter()
     report = evaluate_models(cfg, inputs, store, versions, progress=progress)
+    for mv, r in zip(versions, report.models, strict=True):  # every version keeps its test metrics
+        store.add_metrics(mv.name, mv.version, {f"test_{cfg.split}": r.flat()})
+    report.meta["candidate_recall"] = ceiling = candidate_recall(cfg, inputs, store, versions[-1])
+    store.add_metrics(versions[-1].name, versions[-1].version, {f"test_{cfg.split}_candidates": ceiling})
+    _echo(f"[evaluate] ranker ceiling on test: two-tower Recall@200 {ceiling['two_tower_recall@200']:.4f}, "
+          f"merged candidates (two-tower + item-kNN + popularity) recall {ceiling['merged_candidates_recall']:.4f}",
+          progress)
     timings["evaluate_s"] = round(time.perf_counter() - t2, 1)
     timings["total_s"] = round(time.perf_counter() - t0, 1)
     report.meta["timings"] = timings

@@ -22,6 +22,7 @@ from recsys.serving.bundle import Sources
 from recsys.serving.candidates import Candidates, merge_candidates
 from recsys.serving.config import ServingConfig
 from recsys.serving.metrics import ServingMetrics
+from recsys.serving.ranker_inputs import recent_items_for_similarity
 from recsys.serving.reranker import FilterSpec, business_filter
 from recsys.serving.schemas import RecommendationRequest
 from recsys.serving.stages.base import RequestState, Target, guarded
@@ -39,6 +40,8 @@ class CandidateSet:
     user_vec: np.ndarray  # (1, dim), L2-normalised
     cold: bool  # the user is unknown to the tower and has no usable history
     filters: FilterSpec
+    history: tuple[int, ...] = ()  # the user's recent items, most recent first (ranker cross features)
+    recent_vectors: np.ndarray | None = None  # vectors of the last distinct history items (ranker cross features)
 
     def __len__(self) -> int:
         return len(self.cands)
@@ -141,4 +144,5 @@ class CandidateGeneration:
         m.candidates.observe(len(cands))
         if self.retrieval.shards and "retrieval_shard_unavailable" in state.degraded and len(cands) == 0:
             state.degrade("no_candidates")
-        return CandidateSet(cands, cat_rows, genres, emb, emb @ vec[0], vec, cold, spec)
+        recent = item_vectors(art, recent_items_for_similarity(history))
+        return CandidateSet(cands, cat_rows, genres, emb, emb @ vec[0], vec, cold, spec, tuple(history), recent)

@@ -2,8 +2,11 @@
 
     cold user           -> popularity prior blended with content (context genres, else the generic embedding)
     features or ranker  -> retrieval similarity (the order the retriever chose), with a degraded reason
-      unavailable
+      unavailable          (no ranker promoted - e.g. the promotion gate refused every one - included)
     otherwise           -> the ranker deployment's scores (batched across requests there)
+
+The mode lands in ``state.ranking`` (the response's ``"ranking"`` field: ranker | retrieval_only |
+cold_start) and in ``recsys_ranking_mode_total``; ``recsys_ranker_active`` says whether a ranker is loaded.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from recsys.serving.artifacts import ArtifactError, Catalog
 from recsys.serving.bundle import BundleLoader, Sources
 from recsys.serving.config import ServingConfig
 from recsys.serving.metrics import ServingMetrics
-from recsys.serving.ranker import build_ranker_inputs
+from recsys.serving.ranker_inputs import build_ranker_inputs, cross_inputs
 from recsys.serving.reranker import normalize
 from recsys.serving.schemas import RecommendationRequest
 from recsys.serving.stages.base import RequestState, Target, guarded
@@ -51,6 +54,15 @@ class Scoring:
 
     async def __call__(self, state: RequestState, req: RecommendationRequest, cset: CandidateSet,
                        version: str | None, features_down: bool, sources: Sources) -> np.ndarray:
+        scores = await self._score(state, req, cset, version, features_down, sources)
+        if state.ranking != "ranker" or len(cset) == 0:
+            state.ranking = "cold_start" if cset.cold and len(cset) else "retrieval_only"
+        self.metrics.ranking_mode.labels(state.ranking).inc()
+        return scores
+
+    async def _score(self, state: RequestState, req: RecommendationRequest, cset: CandidateSet,
+                     version: str | None, features_down: bool, sources: Sources) -> np.ndarray:
+        state.ranking = "retrieval_only"  # until the ranker has answered
         n = len(cset)
         if n == 0:
             return np.zeros(0, np.float32)
@@ -68,10 +80,11 @@ class Scoring:
         except ArtifactError:
             state.degrade("ranker_unavailable")
             return fallback
+        cross = cross_inputs(cset.history, cset.cands.item_ids, cset.emb, cset.recent_vectors, sources)
         dense, sparse = build_ranker_inputs(
             spec, user_id=req.user_id, item_ids=cset.cands.item_ids, retrieval_scores=cset.retrieval_score,
             feature_names=hydrated.names, item_features=hydrated.items, user_features=hydrated.user,
-            context=req.context,
+            context=req.context, cross=cross,
         )
         with self.metrics.stage(self.name, state.timings):
             scores = await guarded(self.metrics, state, self.name, "ranker_unavailable",
@@ -79,4 +92,5 @@ class Scoring:
         if scores is None or len(scores) != n:
             state.degrade("ranker_unavailable")
             return fallback
+        state.ranking = "ranker"
         return np.asarray(scores, np.float32)

@@ -1,15 +1,22 @@
-"""Ranker training examples: labels from a later time window, features as of the window's start.
+"""Ranker training examples: listwise groups from several label windows, point-in-time features.
 
-For the users active in the label window (the validation split): positives are items they clicked,
-purchased or rated >= 4 there (and had not touched before); hard negatives are sampled from the
-two-tower top-K candidates they did not touch in the window; random negatives from the catalog.
+Label windows live inside the validation part of the split, because the two-tower model whose
+scores are features was trained on the train part (a window inside train would show the ranker
+scores the retriever had fitted to those very labels):
 
-By default only positives *among the top-K candidates* are kept: the ranker only ever reorders
-candidates, and positives from outside them (low retrieval score, long tail) next to hard
-negatives (chosen *because* their score is high) teach it that a high retrieval score or a popular
-item means "negative" — measured: that ranker halved Recall@20 of the two-tower model it reorders.
-Features come from a :class:`~recsys.training.ranking.features.FeatureSource` at the window start
-(point in time: nothing from the label window leaks in), plus the two-tower ``retrieval_score``.
+* ``global_time``: the validation period is cut into ``label_windows`` consecutive time slices;
+  window w's history is train + validation before it, its features are as of its start;
+* ``leave_last_out``: there is one validation item per user, so the "windows" are disjoint user
+  folds of it (history = train for all of them).
+
+The last window is the **gate window**: no ranker ever trains on it; ``train all --promote``
+compares the pipeline with retrieval order there (:mod:`recsys.training.ranking.gate`).
+
+One group per (window, user): the user's merged candidate list (what serving reorders) with
+label 1 on items the user interacted with positively in the window and had not seen before.
+Users whose list holds no positive are skipped (a softmax over the list needs one); non-positive
+candidates are subsampled to ``list_negatives`` per group; ``random_negatives`` unseen catalog
+items can be appended (off by default: serving never ranks items outside the candidate lists).
 """
 
 from __future__ import annotations
@@ -20,22 +27,35 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from recsys.platform.data.split import Split
 from recsys.training.base import Catalog, interaction_matrix
 from recsys.training.config import RankingConfig
+from recsys.training.ranking.context import CandidateLists, RankingContext
 
 SPARSE_FIELDS = ("item_id", "user_id")
 """Sparse fields the ranker can use (raw ids, hashed inside the model)."""
 
 
 @dataclass
+class LabelWindow:
+    """Labels of one window and the events visible at its start."""
+
+    name: str
+    history: pd.DataFrame
+    labels: pd.DataFrame
+
+
+@dataclass
 class RankingExamples:
-    dense: np.ndarray  # [N, F] float32 (raw: RANKER_FEATURES + retrieval_score)
+    dense: np.ndarray  # [N, F] float32 raw feature values
     sparse: np.ndarray  # [N, S] int64 raw ids (hashed inside the model)
     label: np.ndarray  # [N] float32
-    user: np.ndarray  # [N] user index (for per-user validation splits)
+    group: np.ndarray  # [N] one id per (window, user): the listwise softmax runs within a group
+    user: np.ndarray  # [N] user index
+    item: np.ndarray  # [N] item index
     dense_names: list[str]
-    t_ns: int
     sparse_names: list[str]
+    windows: list[str]
 
 
 def label_pairs(events: pd.DataFrame, catalog: Catalog, rc: RankingConfig) -> tuple[sp.csr_matrix, sp.csr_matrix]:
@@ -47,15 +67,39 @@ def label_pairs(events: pd.DataFrame, catalog: Catalog, rc: RankingConfig) -> tu
     return (pos > 0).astype(np.float32).tocsr(), (anyi > 0).astype(np.float32).tocsr()
 
 
-def features_for(source, t_ns: int, user_index: np.ndarray, item_index: np.ndarray, catalog: Catalog) -> np.ndarray:
-    """Feature-source matrix for (user, item) index pairs at one instant."""
-    if hasattr(source, "features_at"):
-        return source.features_at(int(t_ns), user_index, item_index)
-    entity_df = pd.DataFrame({
-        "user_id": catalog.users.id_of(user_index), "item_id": catalog.items.id_of(item_index),
-        "event_timestamp": pd.to_datetime(np.full(len(user_index), t_ns), utc=True),
-    })
-    return source.training_features(entity_df)
+def label_windows(split: Split, n_windows: int, seed: int) -> list[LabelWindow]:
+    """The windows described in the module docstring; the last one is the gate window."""
+    val = split.validation
+    if len(val) == 0:
+        return []
+    if split.protocol == "leave_last_out":
+        users = np.unique(val["user_id"].to_numpy())
+        rng = np.random.default_rng(seed)
+        fold = rng.permutation(len(users)) % n_windows
+        fold_of = dict(zip(users.tolist(), fold.tolist(), strict=True))
+        f = val["user_id"].map(fold_of).to_numpy()
+        return [LabelWindow(f"users-fold{k}", split.train, val[f == k]) for k in range(n_windows)]
+    ts = val["timestamp"].astype("int64").to_numpy()
+    cuts = np.quantile(ts, np.linspace(0, 1, n_windows + 1)[1:-1]).astype(np.int64)
+    bounds = [int(ts.min()), *cuts.tolist(), int(ts.max()) + 1]
+    out = []
+    for k in range(n_windows):
+        lo, hi = bounds[k], bounds[k + 1]
+        before = val[ts < lo]
+        out.append(LabelWindow(f"time{k}", pd.concat([split.train, before]) if len(before) else split.train,
+                               val[(ts >= lo) & (ts < hi)]))
+    return out
+
+
+def window_targets(window: LabelWindow, catalog: Catalog, rc: RankingConfig,
+                   positives_only: bool = True) -> sp.csr_matrix:
+    """Label-window items per user (positives, or any interaction as in evaluation), minus the history's."""
+    pos, anyi = label_pairs(window.labels, catalog, rc)
+    pos = pos if positives_only else anyi
+    seen = interaction_matrix(window.history, catalog)
+    pos = sp.csr_matrix(pos - pos.multiply(seen > 0))
+    pos.eliminate_zeros()
+    return pos
 
 
 def sparse_matrix(catalog: Catalog, user_index: np.ndarray, item_index: np.ndarray,
@@ -70,49 +114,71 @@ def sparse_matrix(catalog: Catalog, user_index: np.ndarray, item_index: np.ndarr
     return np.stack([cols[name]() for name in names], axis=1).astype(np.int64)
 
 
-def build_ranking_examples(
-    retrieval,
-    history_events: pd.DataFrame,
-    label_events: pd.DataFrame,
-    catalog: Catalog,
-    source,
-    rc: RankingConfig,
-    seed: int,
-    max_users: int = 3000,
-) -> RankingExamples:
-    rng = np.random.default_rng(seed)
-    t_ns = int(label_events["timestamp"].min().value)
-    seen = interaction_matrix(history_events, catalog)
-    pos, anyi = label_pairs(label_events, catalog, rc)
-    pos = sp.csr_matrix(pos - pos.multiply(seen > 0))
-    pos.eliminate_zeros()
-    users = np.flatnonzero(np.diff(pos.indptr) > 0)
+def _with_random_negatives(ctx: RankingContext, cands: CandidateLists, k: int,
+                           rng: np.random.Generator) -> CandidateLists:
+    """Append ``k`` random catalog items per user that are neither seen nor already candidates."""
+    if k <= 0:
+        return cands
+    extra = np.full((len(cands.users), k), -1, dtype=np.int64)
+    for j, u in enumerate(cands.users):
+        seen = ctx.seen.indices[ctx.seen.indptr[u]:ctx.seen.indptr[u + 1]]
+        draw = rng.integers(0, ctx.catalog.n_items, size=4 * k)
+        draw = draw[~np.isin(draw, seen) & ~np.isin(draw, cands.items[j])]
+        draw = np.unique(draw)[:k]
+        extra[j, :len(draw)] = draw
+    items = np.concatenate([cands.items, extra], axis=1)
+    return CandidateLists(users=cands.users, items=items, scores=ctx.source_scores(cands.users, items))
+
+
+def window_examples(ctx: RankingContext, targets: sp.csr_matrix, rc: RankingConfig, rng: np.random.Generator,
+                    group_offset: int, max_users: int) -> tuple[np.ndarray, ...] | None:
+    """(dense, label, group, user, item) rows of one window, or None when it has no usable group."""
+    users = np.flatnonzero(np.diff(targets.indptr) > 0)
     if len(users) > max_users:
         users = np.sort(rng.choice(users, size=max_users, replace=False))
-    cand, _ = retrieval.recommend(users, seen, n=rc.candidates)
-    rows_u, rows_i, labels = [], [], []
-    n_items = catalog.n_items
+    if len(users) == 0:
+        return None
+    cands = _with_random_negatives(ctx, ctx.candidates(users), rc.random_negatives, rng)
+    items, valid = cands.items, cands.valid
+    label = np.zeros(items.shape, dtype=np.float32)
     for j, u in enumerate(users):
-        p = pos.indices[pos.indptr[u]:pos.indptr[u + 1]]
-        touched = set(anyi.indices[anyi.indptr[u]:anyi.indptr[u + 1]].tolist())
-        c = cand[j][cand[j] >= 0]
-        if rc.positives_from_candidates:
-            p = p[np.isin(p, c)]
-        hard = np.array([i for i in c if i not in touched], dtype=np.int64)
-        if len(hard) > rc.hard_negatives:
-            hard = rng.choice(hard, size=rc.hard_negatives, replace=False)
-        rand = rng.integers(0, n_items, size=rc.random_negatives)
-        rand = rand[~np.isin(rand, list(touched))]
-        items = np.concatenate([p, hard, rand])
-        rows_u.append(np.full(len(items), u))
-        rows_i.append(items)
-        labels.append(np.concatenate([np.ones(len(p)), np.zeros(len(hard) + len(rand))]))
-    uu = np.concatenate(rows_u).astype(np.int64)
-    ii = np.concatenate(rows_i).astype(np.int64)
-    feats = features_for(source, t_ns, uu, ii, catalog)
-    score = np.einsum("nd,nd->n", retrieval.user_embeddings(uu), retrieval.item_embeddings[ii])
-    dense = np.concatenate([feats, score[:, None]], axis=1).astype(np.float32)
-    sparse = sparse_matrix(catalog, uu, ii, rc.sparse_features)
-    return RankingExamples(dense=dense, sparse=sparse, label=np.concatenate(labels).astype(np.float32), user=uu,
-                           dense_names=[*source.names, "retrieval_score"], t_ns=t_ns,
-                           sparse_names=list(rc.sparse_features))
+        t = targets.indices[targets.indptr[u]:targets.indptr[u + 1]]
+        label[j] = np.isin(items[j], t) & valid[j]
+    has_pos = label.sum(axis=1) > 0
+    feats = ctx.features(cands)
+    rows_d, rows_l, rows_g, rows_u, rows_i = [], [], [], [], []
+    for j in np.flatnonzero(has_pos):
+        pos = np.flatnonzero(label[j] > 0)
+        neg = np.flatnonzero((label[j] == 0) & valid[j])
+        if rc.list_negatives and len(neg) > rc.list_negatives:
+            neg = np.sort(rng.choice(neg, size=rc.list_negatives, replace=False))
+        keep = np.concatenate([pos, neg])
+        rows_d.append(feats[j, keep])
+        rows_l.append(label[j, keep])
+        rows_g.append(np.full(len(keep), group_offset + j, dtype=np.int64))
+        rows_u.append(np.full(len(keep), users[j], dtype=np.int64))
+        rows_i.append(items[j, keep])
+    if not rows_d:
+        return None
+    return (np.concatenate(rows_d), np.concatenate(rows_l), np.concatenate(rows_g), np.concatenate(rows_u),
+            np.concatenate(rows_i))
+
+
+def build_ranking_examples(contexts: list[tuple[LabelWindow, RankingContext]], catalog: Catalog,
+                           rc: RankingConfig, seed: int) -> RankingExamples:
+    """Groups from every (window, context) pair, in window order."""
+    rng = np.random.default_rng(seed)
+    parts, names = [], []
+    per_window = max(1, rc.max_users // max(len(contexts), 1))
+    for k, (window, ctx) in enumerate(contexts):
+        part = window_examples(ctx, window_targets(window, catalog, rc), rc, rng, k * 10_000_000, per_window)
+        if part is not None:
+            parts.append(part)
+            names.append(window.name)
+    if not parts:
+        raise ValueError("no label-window user has a positive among the retrieval candidates")
+    dense, label, group, user, item = (np.concatenate(x) for x in zip(*parts, strict=True))
+    sparse = sparse_matrix(catalog, user, item, rc.sparse_features)
+    return RankingExamples(dense=dense.astype(np.float32), sparse=sparse, label=label.astype(np.float32),
+                           group=group, user=user, item=item, dense_names=list(contexts[0][1].feature_names),
+                           sparse_names=list(rc.sparse_features), windows=names)

@@ -209,3 +209,14 @@ def make_feature_source(kind: str, dataset: Dataset, feature_store_config=None) 
         if kind == "feast":
             raise RuntimeError("feature source 'feast' requested but no feature store config was given")
     return InlineFeatureSource(dataset)
+
+
+def features_for(source, t_ns: int, user_index: np.ndarray, item_index: np.ndarray, catalog) -> np.ndarray:
+    """Feature-source matrix for (user, item) catalog-index pairs at one instant."""
+    if hasattr(source, "features_at"):
+        return source.features_at(int(t_ns), user_index, item_index)
+    entity_df = pd.DataFrame({
+        "user_id": catalog.users.id_of(user_index), "item_id": catalog.items.id_of(item_index),
+        "event_timestamp": pd.to_datetime(np.full(len(user_index), t_ns), utc=True),
+    })
+    return source.training_features(entity_df)

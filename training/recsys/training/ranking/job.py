@@ -1,4 +1,5 @@
-"""The ranking Ray Train job (DeepFM on feature-store features + retrieval score)."""
+"""The ranking Ray Train job: a listwise (softmax over each user's candidate list) or pointwise
+(BCE, kept as a comparison) ranker on cross features + feature-store features."""
 
 from __future__ import annotations
 
@@ -10,15 +11,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from recsys.platform.ranking_features import select_columns
 from recsys.training.config import RankingConfig, TrainingConfig
 from recsys.training.ranking.data import RankingExamples
-from recsys.training.ranking.model import DeepFmRanker
+from recsys.training.ranking.model import DeepFmRanker, MlpRanker
 
-_LOG_MARKERS = ("_views_", "_clicks_", "_purchases_", "_ratings_", "days", "age")
+_LOG_MARKERS = ("_views_", "_clicks_", "_purchases_", "_ratings_", "days", "age", "_rank")
 
 
 def log_columns(names: list[str]) -> list[int]:
-    """Count-like and duration columns get a signed log1p before standardisation."""
+    """Count-like, duration and rank columns get a signed log1p before standardisation."""
     return [j for j, n in enumerate(names) if any(m in n for m in _LOG_MARKERS)]
 
 
@@ -31,9 +33,32 @@ def sparse_vocab(n_items: int, n_users: int, names: list[str]) -> list[int]:
     return [sizes[name] for name in names]
 
 
-def build_ranker(n_dense: int, vocab: list[int], names: list[str], rc: RankingConfig) -> DeepFmRanker:
-    return DeepFmRanker(n_dense, vocab, dim=rc.embedding_dim, hidden=tuple(rc.hidden_dims),
-                        log_columns=log_columns(names))
+def build_ranker(n_dense: int, vocab: list[int], names: list[str], rc: RankingConfig) -> torch.nn.Module:
+    """The scorer; an MLP ranker starts out as exactly the retrieval order (see :func:`start_from_retrieval`)."""
+    cls = MlpRanker if rc.model == "mlp" else DeepFmRanker
+    model = cls(n_dense, vocab, dim=rc.embedding_dim, hidden=tuple(rc.hidden_dims), log_columns=log_columns(names))
+    if isinstance(model, MlpRanker):
+        start_from_retrieval(model, names)
+    return model
+
+
+def start_from_retrieval(model: MlpRanker, names: list[str], column: str = "two_tower_score") -> None:
+    """Linear part = the standardised two-tower score, MLP output 0: the untrained ranker IS retrieval order.
+
+    Training then moves away from it only as far as the label windows justify; with few lists
+    (MovieLens leave-last-out: ~200) a randomly initialised ranker stayed worse than retrieval.
+    """
+    if column not in names:
+        return
+    with torch.no_grad():
+        model.linear.weight.zero_()
+        model.linear.bias.zero_()
+        model.linear.weight[0, names.index(column)] = 1.0
+
+
+def effective_batch_size(rc: RankingConfig, n_lists: int, min_steps_per_epoch: int = 20) -> int:
+    """Lists per step, lowered on small data so an epoch still makes ``min_steps_per_epoch`` updates."""
+    return int(max(4, min(rc.batch_size, n_lists // min_steps_per_epoch)))
 
 
 def auc(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -48,6 +73,77 @@ def auc(labels: np.ndarray, scores: np.ndarray) -> float:
     return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
+def group_index(group: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """[G, M] row indices of each group among ``rows`` (-1 padded): the listwise batches."""
+    rows = rows[np.argsort(group[rows], kind="stable")]
+    g = group[rows]
+    starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]]) if len(rows) else np.zeros(0, np.int64)
+    sizes = np.diff(np.r_[starts, len(rows)])
+    out = np.full((len(starts), int(sizes.max(initial=1))), -1, dtype=np.int64)
+    for k, (s, n) in enumerate(zip(starts, sizes, strict=True)):
+        out[k, :n] = rows[s:s + n]
+    return out
+
+
+def listwise_loss(logits: torch.Tensor, label: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Softmax cross-entropy over each list, the target spread evenly over its positives (ListNet)."""
+    logp = torch.log_softmax(logits.masked_fill(~mask, float("-inf")), dim=1)
+    target = label * mask
+    target = target / target.sum(dim=1, keepdim=True).clamp_min(1.0)
+    return -(target * logp.masked_fill(~mask, 0.0)).sum(dim=1).mean()
+
+
+def fit_ranker(model: torch.nn.Module, data: dict[str, Any], rc: RankingConfig, seed: int, rank: int = 0,
+               world: int = 1, on_epoch=None, unwrap=lambda m: m) -> list[dict[str, Any]]:
+    """The epochs: AdamW over shuffled batches of lists (listwise) or of their rows (bce); per-epoch metrics.
+
+    Shared by the Ray Train loop (``on_epoch`` reports + checkpoints) and in-process training.
+    """
+    opt = torch.optim.AdamW(model.parameters(), lr=rc.learning_rate, weight_decay=rc.weight_decay)
+    dense, sparse, label = (torch.from_numpy(data[k]) for k in ("dense", "sparse", "label"))
+    train_groups, val_groups = data["train_groups"], data["val_groups"]
+    listwise = rc.loss == "listwise"
+    batch_size = effective_batch_size(rc, len(train_groups))
+
+    def batch_loss(m, groups: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        idx = torch.from_numpy(groups)
+        mask = idx >= 0
+        flat = idx.clamp_min(0).reshape(-1)
+        logits = m(dense[flat], sparse[flat]).reshape(idx.shape)
+        y = label[flat].reshape(idx.shape)
+        if listwise:
+            return listwise_loss(logits, y, mask), logits[mask], y[mask]
+        return F.binary_cross_entropy_with_logits(logits[mask], y[mask]), logits[mask], y[mask]
+
+    history: list[dict[str, Any]] = []
+    for epoch in range(rc.epochs):
+        t0 = time.perf_counter()
+        order = np.random.default_rng(seed + epoch).permutation(len(train_groups))[rank::world]
+        total, steps = 0.0, 0
+        model.train()
+        for s in range(0, len(order), batch_size):
+            loss, _, _ = batch_loss(model, train_groups[order[s:s + batch_size]])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += float(loss.detach())
+            steps += 1
+        metrics = {"epoch": epoch + 1, "loss": total / max(steps, 1), "seconds": time.perf_counter() - t0}
+        if rank == 0 and len(val_groups):
+            with torch.no_grad():
+                m = unwrap(model).eval()
+                vloss, vlogits, vy = batch_loss(m, val_groups)
+                metrics["val_loss"] = float(vloss)
+                metrics["val_auc"] = auc(vy.numpy(), vlogits.numpy())
+            print(f"[ranker] epoch {epoch + 1}/{rc.epochs} {rc.loss} loss={metrics['loss']:.4f} "
+                  f"val_loss={metrics['val_loss']:.4f} val_auc={metrics['val_auc']:.4f} "
+                  f"({metrics['seconds']:.1f}s, {steps} steps)", flush=True)
+        history.append(metrics)
+        if on_epoch is not None:
+            on_epoch(metrics, history)
+    return history
+
+
 def train_loop(config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
@@ -55,82 +151,71 @@ def train_loop(config: dict[str, Any]) -> None:
     from recsys.training.ray_job import report_epoch, unwrap, worker_setup
 
     rc = RankingConfig(**config["ranking"])
-    seed = int(config["seed"])
     data, rank, world = worker_setup(config)
     model = build_ranker(data["dense"].shape[1], config["vocab"], config["names"], rc)
     model.mean.copy_(torch.from_numpy(data["mean"]))
     model.std.copy_(torch.from_numpy(data["std"]))
     model = ray.train.torch.prepare_model(model)
-    opt = torch.optim.AdamW(model.parameters(), lr=rc.learning_rate, weight_decay=rc.weight_decay)
-    train_rows, val_rows = data["train_rows"], data["val_rows"]
-    dense, sparse, label = (torch.from_numpy(data[k]) for k in ("dense", "sparse", "label"))
-    history: list[dict[str, Any]] = []
-    for epoch in range(rc.epochs):
-        t0 = time.perf_counter()
-        order = np.random.default_rng(seed + epoch).permutation(train_rows)[rank::world]
-        total, steps = 0.0, 0
-        model.train()
-        for s in range(0, len(order), rc.batch_size):
-            b = torch.from_numpy(order[s:s + rc.batch_size])
-            loss = F.binary_cross_entropy_with_logits(model(dense[b], sparse[b]), label[b])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += float(loss.detach())
-            steps += 1
-        metrics = {"epoch": epoch + 1, "loss": total / max(steps, 1), "seconds": time.perf_counter() - t0}
-        if rank == 0 and len(val_rows):
-            with torch.no_grad():
-                m = unwrap(model).eval()
-                vb = torch.from_numpy(val_rows)
-                logits = m(dense[vb], sparse[vb])
-                metrics["val_loss"] = float(F.binary_cross_entropy_with_logits(logits, label[vb]))
-                metrics["val_auc"] = auc(data["label"][val_rows], logits.numpy())
-            print(f"[ranker] epoch {epoch + 1}/{rc.epochs} loss={metrics['loss']:.4f} "
-                  f"val_loss={metrics['val_loss']:.4f} val_auc={metrics['val_auc']:.4f} "
-                  f"({metrics['seconds']:.1f}s, {steps} steps)", flush=True)
-        history.append(metrics)
-        report_epoch(model, metrics, history)
+    fit_ranker(model, data, rc, int(config["seed"]), rank, world,
+               on_epoch=lambda metrics, history: report_epoch(model, metrics, history), unwrap=unwrap)
 
 
 @dataclass
 class TrainedRanker:
-    model: DeepFmRanker
+    model: torch.nn.Module
     dense_names: list[str]
     sparse_names: list[str]
     vocab: list[int]
     history: list[dict[str, Any]]
     n_examples: int
+    n_groups: int
     positive_rate: float
     seconds: float
+    dropped: dict[str, str]
 
 
 def train_ranker(cfg: TrainingConfig, examples: RankingExamples, n_items: int, n_users: int,
-                 name: str = "ranker") -> TrainedRanker:
-    """Standardisation stats on the driver, then the Ray Train job; returns the CPU model in eval mode."""
+                 name: str = "ranker", use_ray: bool = True) -> TrainedRanker:
+    """Column selection and standardisation stats on the driver, then the Ray Train job (CPU model, eval mode).
+
+    ``use_ray=False`` runs the same epochs in this process (tests, quick experiments).
+    """
     import ray
 
     from recsys.training.ray_job import ensure_ray, run_torch_job
 
     t0 = time.perf_counter()
     rc = cfg.ranking
-    names = examples.dense_names
+    keep, dropped = select_columns(examples.dense, examples.label, examples.group, examples.dense_names)
+    names = [examples.dense_names[j] for j in keep]
+    dense = np.ascontiguousarray(examples.dense[:, keep])
     vocab = sparse_vocab(n_items, n_users, examples.sparse_names)
-    # 10% of users held out for per-epoch validation loss / AUC
+    # 10% of groups held out for per-epoch validation loss / AUC
     rng = np.random.default_rng(cfg.seed)
-    users = np.unique(examples.user)
-    val_users = rng.choice(users, size=max(1, len(users) // 10), replace=False) if len(users) > 10 else users[:0]
-    is_val = np.isin(examples.user, val_users)
+    groups = np.unique(examples.group)
+    val_g = rng.choice(groups, size=len(groups) // 10, replace=False) if len(groups) > 10 else groups[:0]
+    is_val = np.isin(examples.group, val_g)
     probe = build_ranker(len(names), vocab, names, rc)
     with torch.no_grad():
-        x = probe.preprocess(torch.from_numpy(examples.dense[~is_val])).numpy()  # log only (mean 0, std 1)
+        x = probe.preprocess(torch.from_numpy(dense[~is_val])).numpy()  # log only (mean 0, std 1)
     mean, std = x.mean(axis=0), x.std(axis=0)
     std = np.where(std > 1e-6, std, 1.0).astype(np.float32)
     data = {
-        "dense": examples.dense, "sparse": examples.sparse, "label": examples.label,
+        "dense": dense, "sparse": examples.sparse, "label": examples.label,
         "mean": mean.astype(np.float32), "std": std,
-        "train_rows": np.flatnonzero(~is_val), "val_rows": np.flatnonzero(is_val),
+        "train_groups": group_index(examples.group, np.flatnonzero(~is_val)),
+        "val_groups": group_index(examples.group, np.flatnonzero(is_val)),
     }
+    if not use_ray:
+        torch.manual_seed(cfg.seed)
+        model = build_ranker(len(names), vocab, names, rc)
+        model.mean.copy_(torch.from_numpy(data["mean"]))
+        model.std.copy_(torch.from_numpy(data["std"]))
+        history = fit_ranker(model, data, rc, cfg.seed)
+        return TrainedRanker(model=model.eval(), dense_names=names, sparse_names=examples.sparse_names, vocab=vocab,
+                             history=history, n_examples=len(examples.label), n_groups=len(groups),
+                             positive_rate=float(examples.label.mean()), seconds=time.perf_counter() - t0,
+                             dropped=dropped)
     ensure_ray()
     state, history = run_torch_job(
         train_loop,
@@ -145,24 +230,36 @@ def train_ranker(cfg: TrainingConfig, examples: RankingExamples, n_items: int, n
     model.load_state_dict(state)
     model.eval()
     return TrainedRanker(model=model, dense_names=names, sparse_names=examples.sparse_names, vocab=vocab,
-                         history=history,
-                         n_examples=len(examples.label), positive_rate=float(examples.label.mean()),
-                         seconds=time.perf_counter() - t0)
+                         history=history, n_examples=len(examples.label), n_groups=len(groups),
+                         positive_rate=float(examples.label.mean()), seconds=time.perf_counter() - t0,
+                         dropped=dropped)
 
 
-def feature_spec(trained: TrainedRanker, source_kind: str, candidates: int) -> dict[str, Any]:
+def feature_spec(trained: TrainedRanker, source_kind: str, rc: RankingConfig) -> dict[str, Any]:
     """The ``feature_spec.json`` serving reads (docs/contracts.md)."""
+    from recsys.platform import ranking_features as rf
+
     return {
         "dense": trained.dense_names,
-        "sparse": [{"name": n, "vocab_size": v, "hash": True} for n, v in zip(trained.sparse_names, trained.vocab,
-                                                                                 strict=True)],
+        "sparse": [{"name": n, "vocab_size": v, "hash": True, "raw_ids": True}
+                   for n, v in zip(trained.sparse_names, trained.vocab, strict=True)],
         "normalization": {},
-        "retrieval_score": "retrieval_score" in trained.dense_names,
-        "notes": ("Feed RAW values: dense in this column order (retrieval_score = two-tower user.item inner "
-                  "product), sparse = raw ids. ranker.pt applies signed log1p to the columns listed in "
+        "retrieval_score": False,
+        "cross_features": [n for n in trained.dense_names if n in rf.CROSS_FEATURES],
+        "cross_feature_constants": {"sources": list(rf.SOURCES), "knn_recent_items": rf.KNN_RECENT_ITEMS,
+                                    "knn_recency_decay": rf.KNN_RECENCY_DECAY,
+                                    "recent_sim_items": rf.RECENT_SIM_ITEMS},
+        "notes": ("Feed RAW values in 'dense' order. Columns listed in 'cross_features' are computed per request "
+                  "by recsys.platform.ranking_features.cross_features (recsys.serving.ranker_inputs does it); "
+                  "the others are online feature-store columns read by name. ranker.pt applies signed log1p to "
                   "'log1p_columns', standardises with its own mean/std, and hashes sparse ids as raw_id mod "
                   "vocab_size; hence 'normalization' is empty (nothing for serving to apply)."),
         "log1p_columns": [trained.dense_names[j] for j in log_columns(trained.dense_names)],
+        "dropped_columns": trained.dropped,
         "feature_source": source_kind,
-        "candidates": candidates,
+        "candidates": rc.candidates,
+        "candidate_sources": {"two_tower": rc.candidates, "item_knn": rc.knn_candidates,
+                              "popularity": rc.popularity_candidates},
+        "loss": rc.loss,
+        "model": rc.model,
     }

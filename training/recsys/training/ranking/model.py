@@ -61,3 +61,57 @@ class DeepFmRanker(nn.Module):
         fm = 0.5 * (s * s - (e * e).sum(dim=1)).sum(dim=1)
         deep = self.mlp(e.flatten(1)).squeeze(-1)
         return first + fm + deep
+
+
+class MlpRanker(nn.Module):
+    """Wide & deep scorer of one (user, candidate) row: linear(x) + MLP(x [, sparse embeddings]).
+
+    The default listwise ranker: its inputs are mostly cross features (source scores, ranks,
+    similarities), where a plain MLP learns the interactions that matter; the linear part lets
+    it start from "trust the retrieval score" and stay there when nothing else helps.  Same
+    preprocessing and ``forward(dense, sparse)`` signature as :class:`DeepFmRanker`, so serving
+    treats both alike.
+    """
+
+    def __init__(self, n_dense: int, sparse_vocab: list[int], dim: int = 16, hidden: tuple[int, ...] = (64, 32),
+                 log_columns: list[int] | None = None):
+        super().__init__()
+        self.n_dense = n_dense
+        self.n_sparse = len(sparse_vocab)
+        mask = torch.zeros(n_dense)
+        for j in log_columns or []:
+            mask[j] = 1.0
+        self.register_buffer("log_mask", mask)
+        self.register_buffer("mean", torch.zeros(n_dense))
+        self.register_buffer("std", torch.ones(n_dense))
+        self.register_buffer("vocab", torch.tensor(sparse_vocab if sparse_vocab else [1], dtype=torch.long))
+        offsets = [0]
+        for v in sparse_vocab[:-1]:
+            offsets.append(offsets[-1] + v)
+        self.register_buffer("offsets", torch.tensor(offsets, dtype=torch.long))
+        self.sparse_embedding = nn.Embedding(max(sum(sparse_vocab), 1), dim)
+        nn.init.normal_(self.sparse_embedding.weight, std=0.01)
+        self.linear = nn.Linear(n_dense, 1)
+        layers: list[nn.Module] = []
+        d_in = n_dense + self.n_sparse * dim
+        for h in hidden:
+            layers += [nn.Linear(d_in, h), nn.ReLU()]
+            d_in = h
+        last = nn.Linear(d_in, 1)
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+        layers.append(last)
+        self.mlp = nn.Sequential(*layers)
+
+    def preprocess(self, dense: torch.Tensor) -> torch.Tensor:
+        logged = torch.sign(dense) * torch.log1p(dense.abs())
+        x = torch.where(self.log_mask > 0, logged, dense)
+        return (x - self.mean) / self.std
+
+    def forward(self, dense: torch.Tensor, sparse: torch.Tensor) -> torch.Tensor:
+        x = self.preprocess(dense)
+        parts = [x]
+        if self.n_sparse > 0:
+            idx = torch.remainder(sparse, self.vocab) + self.offsets
+            parts.append(self.sparse_embedding(idx).flatten(1))
+        return self.linear(x).squeeze(-1) + self.mlp(torch.cat(parts, dim=1)).squeeze(-1)

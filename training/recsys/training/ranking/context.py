@@ -1,0 +1,140 @@
+"""Everything the ranker can know about (user, candidate) pairs at one point in time.
+
+A :class:`RankingContext` is built from a *history frame* (the events visible at that instant)
+and does, offline, what serving does per request:
+
+* candidates = two-tower top-K ∪ item-kNN-from-recent-history top-k ∪ popularity top-k, the
+  user's history removed (serving merges the same three sources);
+* features = :func:`recsys.platform.ranking_features.cross_features` (scores and ranks of every
+  source, similarity to the recent items) + the feature-store columns
+  (``recsys.features.RANKER_FEATURES``, from events strictly before the instant).
+
+The instant is the end of the history frame (its newest event + 1 ns): for ``global_time`` that
+is the window / test start; for ``leave_last_out`` it is the end of the visible data.  Item-kNN
+and popularity are refitted on the frame (seconds), so a label window never sees its own labels
+through them; the two-tower model reads histories from the frame (fold-in, as serving does).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from recsys.platform.data.schema import Dataset
+from recsys.platform.ranking_features import (
+    CROSS_FEATURES,
+    KNN_RECENCY_DECAY,
+    KNN_RECENT_ITEMS,
+    RECENT_SIM_ITEMS,
+    cross_features,
+    knn_scores,
+)
+from recsys.training.base import Catalog, batched, interaction_matrix, top_n, user_histories
+from recsys.training.baselines import ItemKnnRecommender, PopularityRecommender
+from recsys.training.config import RankingConfig
+from recsys.training.ranking.features import InlineFeatureSource, features_for, ranker_feature_names
+
+
+@dataclass
+class CandidateLists:
+    """[U, C] item rows (-1 = padding) and each source's score of every slot."""
+
+    users: np.ndarray
+    items: np.ndarray
+    scores: dict[str, np.ndarray]
+
+    @property
+    def valid(self) -> np.ndarray:
+        return self.items >= 0
+
+
+class RankingContext:
+    """Sources and features as of the end of ``history`` (see module docstring)."""
+
+    def __init__(self, dataset: Dataset, history: pd.DataFrame, catalog: Catalog, retrieval,
+                 rc: RankingConfig, knn_neighbors: int = 100, store_source=None):
+        self.catalog, self.rc = catalog, rc
+        self.t_ns = int(history["timestamp"].max().value) + 1 if len(history) else 0
+        self.seen = interaction_matrix(history, catalog)
+        self.recent = user_histories(history, catalog, max(KNN_RECENT_ITEMS, RECENT_SIM_ITEMS))
+        self.retrieval = retrieval
+        self.knn = ItemKnnRecommender(knn_neighbors).fit(self.seen)
+        pop = PopularityRecommender().fit(self.seen).scores
+        self.popularity = (pop / max(float(pop.max(initial=0.0)), 1e-12)).astype(np.float32)
+        self.store = store_source if store_source is not None else InlineFeatureSource(
+            replace(dataset, events=history))
+        self.store_names = list(getattr(self.store, "names", ranker_feature_names()))
+        self.feature_names = [*CROSS_FEATURES, *self.store_names]
+        self._item_vectors = np.asarray(retrieval.item_embeddings, dtype=np.float32)
+
+    # ------------------------------------------------------------------ candidates
+    def _knn_matrix(self, users: np.ndarray) -> sp.csr_matrix:
+        """Users x items recency-weighted history (decay ** position), the item-kNN query."""
+        hist = self.recent[users, :KNN_RECENT_ITEMS]
+        r, p = np.nonzero(hist >= 0)
+        w = KNN_RECENCY_DECAY ** p.astype(np.float64)
+        return sp.csr_matrix((w.astype(np.float32), (r, hist[r, p])), shape=(len(users), self.catalog.n_items))
+
+    def candidates(self, users: np.ndarray, batch_size: int = 1024) -> CandidateLists:
+        """Merged candidate lists (two-tower first, then kNN, then popularity; de-duplicated)."""
+        users = np.asarray(users, dtype=np.int64)
+        rc = self.rc
+        parts: list[np.ndarray] = []
+        for sl in batched(len(users), batch_size):
+            u = users[sl]
+            seen = self.seen[u]
+            tt_vec = self.retrieval.user_embeddings(u)
+            tt_scores = tt_vec @ self._item_vectors.T
+            lists = [top_n(tt_scores, rc.candidates, seen)[0]]
+            if rc.knn_candidates:
+                knn = (self._knn_matrix(u) @ self.knn._w).toarray()
+                knn[knn <= 0] = -np.inf
+                lists.append(top_n(knn, rc.knn_candidates, seen)[0])
+            if rc.popularity_candidates:
+                pop = np.broadcast_to(self.popularity, (len(u), self.catalog.n_items))
+                lists.append(top_n(pop, rc.popularity_candidates, seen)[0])
+            merged = np.concatenate(lists, axis=1)
+            out = np.full(merged.shape, -1, dtype=np.int64)
+            for j in range(len(u)):
+                row = merged[j][merged[j] >= 0]
+                _, first = np.unique(row, return_index=True)
+                keep = row[np.sort(first)]
+                out[j, :len(keep)] = keep
+            parts.append(out)
+        width = max((p.shape[1] for p in parts), default=0)
+        items = np.concatenate([np.pad(p, ((0, 0), (0, width - p.shape[1])), constant_values=-1) for p in parts]) \
+            if parts else np.zeros((0, 0), np.int64)
+        keep_cols = (items >= 0).any(axis=0)
+        items = items[:, keep_cols] if items.size else items
+        return CandidateLists(users=users, items=items, scores=self.source_scores(users, items))
+
+    def source_scores(self, users: np.ndarray, items: np.ndarray) -> dict[str, np.ndarray]:
+        """Each source's score of each slot (NaN on padding)."""
+        valid = items >= 0
+        rows = np.maximum(items, 0)
+        tt = np.einsum("ud,ucd->uc", self.retrieval.user_embeddings(users), self._item_vectors[rows])
+        knn = knn_scores(self.recent[users], items, self.knn.neighbors, self.knn.weights)
+        pop = self.popularity[rows]
+        return {name: np.where(valid, s, np.nan).astype(np.float32)
+                for name, s in (("two_tower", tt), ("item_knn", knn), ("popularity", pop))}
+
+    # -------------------------------------------------------------------- features
+    def features(self, cands: CandidateLists) -> np.ndarray:
+        """[U, C, F] float32 in :attr:`feature_names` order (padding rows are zeros)."""
+        users, items, valid = cands.users, cands.items, cands.valid
+        recent = self.recent[users, :RECENT_SIM_ITEMS]
+        rmask = recent >= 0
+        cvec = self._item_vectors[np.maximum(items, 0)]
+        rvec = self._item_vectors[np.maximum(recent, 0)]
+        cross = cross_features(cands.scores, cvec, rvec, rmask, valid)
+        out = np.zeros((*items.shape, len(self.feature_names)), dtype=np.float32)
+        for j, name in enumerate(CROSS_FEATURES):
+            out[..., j] = cross[name]
+        uu = np.repeat(users, items.shape[1]).reshape(items.shape)[valid]
+        store = features_for(self.store, self.t_ns, uu, items[valid], self.catalog)
+        out[valid, len(CROSS_FEATURES):] = store
+        out[~valid] = 0.0
+        return out
