@@ -33,7 +33,8 @@ def rollout_url(serve_base_url, rollout_store, redis_url, tmp_path_factory, wait
     store, catalog = rollout_store
     args = {**base_args(store, catalog, redis_url, tmp_path_factory.mktemp("rollout_exp")), "num_shards": 1,
             "shard_replicas": 2, "ranker_replicas": 2, "ingress_replicas": 2, "shard_num_cpus": 0.1,
-            "ranker_num_cpus": 0.1, "ingress_num_cpus": 0.1, "cache": {"enabled": False}}
+            "ranker_num_cpus": 0.1, "ingress_num_cpus": 0.1, "cache": {"enabled": False},
+            "stages": {"ranking": {"placement": "deployment"}}}  # the Ranker deployment gets the rollout too
     serve.run(build_app(args), name=APP, route_prefix="/rollout", blocking=False)
     url = f"{serve_base_url}/rollout"
     wait_until_ready(url)

@@ -224,6 +224,8 @@ def test_serve_cli_status_reports_deployments(app_url):
 
     res = CliRunner().invoke(cli, ["status", "--json", "--app", APP])
     assert res.exit_code == 0, res.output
-    assert {"Ingress", "Ranker", "RetrievalShard0", "RetrievalShard1"} <= set(json.loads(res.output)["deployments"])
+    deployments = set(json.loads(res.output)["deployments"])
+    assert {"Ingress", "RetrievalShard0", "RetrievalShard1"} <= deployments
+    assert "Ranker" not in deployments  # stages.ranking.placement defaults to local: scored in the ingress
     res = CliRunner().invoke(cli, ["status", "--app", "no_such_app"])
     assert res.exit_code == 2 and "not deployed" in res.output

@@ -126,7 +126,7 @@ def create_api(service: RecommendationService) -> FastAPI:
     app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=service.cfg.limits.max_body_bytes)
     app.add_middleware(ApiKeyMiddleware, guard=ApiKeyGuard(load_api_keys(sec), tuple(sec.protected_prefixes),
                                                            insecure=sec.insecure))
-    app.add_middleware(AccessLogMiddleware, metrics=service.metrics)
+    app.add_middleware(AccessLogMiddleware, metrics=service.metrics, sample=service.cfg.access_log_sample)
 
     @app.post("/v1/recommendations", response_model=RecommendationResponse, responses=errors)
     async def recommend(request: Request, body: RecommendationRequest) -> RecommendationResponse:

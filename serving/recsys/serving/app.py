@@ -4,6 +4,10 @@ Graph (deployment handles, no HTTP hops between stages)::
 
     Ingress (FastAPI) ──handle──> RetrievalShard0 .. RetrievalShard{S-1}   (scatter-gather)
                       ──handle──> Ranker                                    (@serve.batch)
+                      (or ──HTTP──> KServe V2 ranker predictor, when ``ranker_endpoint`` is set)
+
+``stages.ranking.placement: local`` (the default) scores in the ingress process instead of the
+Ranker deployment; ``stages.retrieval.placement: local`` (only with ``num_shards: 1``) searches there.
 
 Deployment names are stable (``Ingress``, ``Ranker``, ``RetrievalShard<i>``) so a Serve config
 YAML / Helm values can override their replicas and resources by name.
@@ -58,6 +62,11 @@ def shard_name(i: int) -> str:
     return f"RetrievalShard{i}"
 
 
+INNER_LOGGING = {"enable_access_log": False}
+"""Serve's own per-call INFO access line is off on every deployment: on 2 cores writing it costs
+time on each hop; the ingress writes one JSON line per request itself (``access_log_sample``)."""
+
+
 def code_version(cfg_dict: dict[str, Any]) -> str:
     """A stable deployment version: same package + same config -> a user_config change updates in place.
 
@@ -87,6 +96,54 @@ def rollout_spec(cfg: ServingConfig, rollout: dict[str, Any] | RolloutSpec | Non
                        preload=experiment_variant_versions(cfg.experiments_config))
 
 
+def build_graph(cfg: ServingConfig, ingress_cls: type, shard_cls: type, ranker_cls: type,
+                user_config: dict[str, Any] | None = None, version: str | None = None) -> Application:
+    """Ingress -> shard deployments + ranker deployment, with the deployment options of ``cfg``.
+
+    A stage placed ``local`` (``cfg.stages``) is not deployed: the ingress gets ``None`` for it and
+    builds the stage in its own process. Shared by :func:`build_app` and the no-op graph of
+    ``benchmarks/serve_overhead.py``, so the framework-floor baseline has exactly our topology,
+    replica counts, CPUs, queue limits and logging (the no-op has no rollout ``user_config``).
+    """
+    cfg_dict = cfg.model_dump(mode="json")
+    extra: dict[str, Any] = {"logging_config": INNER_LOGGING}
+    if user_config is not None:
+        extra["user_config"] = user_config
+
+    def versioned(d: Any) -> Any:
+        return d.options(version=version, _internal=True) if version else d
+
+    shards = None
+    if cfg.stages.retrieval.placement == "deployment":
+        shards = [
+            versioned(serve.deployment(shard_cls).options(
+                name=shard_name(i),
+                num_replicas=cfg.shard_replicas,
+                ray_actor_options={"num_cpus": cfg.shard_num_cpus},
+                max_ongoing_requests=32,
+                health_check_period_s=10,
+                **extra,
+            )).bind(cfg_dict, i, cfg.num_shards)
+            for i in range(cfg.num_shards)
+        ]
+    ranker = None
+    if cfg.stages.ranking.placement == "deployment" and not cfg.ranker_endpoint:
+        ranker = versioned(serve.deployment(ranker_cls).options(
+            name="Ranker",
+            num_replicas=cfg.ranker_replicas,
+            ray_actor_options={"num_cpus": cfg.ranker_num_cpus},
+            max_ongoing_requests=64,
+            **extra,
+        )).bind(cfg_dict)
+    return versioned(serve.deployment(ingress_cls).options(
+        name="Ingress",
+        num_replicas=cfg.ingress_replicas,
+        ray_actor_options={"num_cpus": cfg.ingress_num_cpus},
+        max_ongoing_requests=64,
+        **extra,
+    )).bind(cfg_dict, shards, ranker)
+
+
 def build_app(args: dict[str, Any] | ServingConfig | None = None, rollout: RolloutSpec | None = None) -> Application:
     """Build the Serve application from builder ``args`` (validated as :class:`ServingConfig`).
 
@@ -97,45 +154,6 @@ def build_app(args: dict[str, Any] | ServingConfig | None = None, rollout: Rollo
         args = dict(args)
         rollout = args.pop("rollout")
     cfg = parse_args(args)
-    spec = rollout_spec(cfg, rollout)
-    user_config = spec.model_dump(mode="json")
-    cfg_dict = cfg.model_dump(mode="json")
-    version = code_version(cfg_dict)
-    shards = [
-        serve.deployment(RetrievalShard)
-        .options(
-            name=shard_name(i),
-            num_replicas=cfg.shard_replicas,
-            ray_actor_options={"num_cpus": cfg.shard_num_cpus},
-            max_ongoing_requests=32,
-            health_check_period_s=10,
-            user_config=user_config,
-        )
-        .options(version=version, _internal=True)
-        .bind(cfg_dict, i, cfg.num_shards)
-        for i in range(cfg.num_shards)
-    ]
-    ranker = (
-        serve.deployment(BatchedRanker)
-        .options(
-            name="Ranker",
-            num_replicas=cfg.ranker_replicas,
-            ray_actor_options={"num_cpus": cfg.ranker_num_cpus},
-            max_ongoing_requests=64,
-            user_config=user_config,
-        )
-        .options(version=version, _internal=True)
-        .bind(cfg_dict)
-    )
-    return (
-        serve.deployment(Ingress)
-        .options(
-            name="Ingress",
-            num_replicas=cfg.ingress_replicas,
-            ray_actor_options={"num_cpus": cfg.ingress_num_cpus},
-            max_ongoing_requests=64,
-            user_config=user_config,
-        )
-        .options(version=version, _internal=True)
-        .bind(cfg_dict, shards, ranker)
-    )
+    user_config = rollout_spec(cfg, rollout).model_dump(mode="json")
+    return build_graph(cfg, Ingress, RetrievalShard, BatchedRanker, user_config,
+                       code_version(cfg.model_dump(mode="json")))

@@ -44,10 +44,21 @@ def _need(path: Path) -> Path:
 class IdIndex:
     """Raw int64 id <-> dense row index, via a sorted copy (no Python dict: 1M ids stay cheap)."""
 
+    DENSE_SPAN = 4
+    """Ids spanning at most this many times their count get a direct id -> row table: one gather per
+    lookup instead of a binary search (at 1M ids, 500 random searches cost ~1 ms of cache misses)."""
+
     def __init__(self, ids: np.ndarray):
         self.ids = np.asarray(ids, dtype=np.int64)
         self._order = np.argsort(self.ids, kind="stable")
         self._sorted = self.ids[self._order]
+        self._table: np.ndarray | None = None
+        if len(self.ids):
+            lo, hi = int(self._sorted[0]), int(self._sorted[-1])
+            if hi - lo + 1 <= self.DENSE_SPAN * len(self.ids) and len(self.ids) < 2**31:
+                self._lo = lo
+                self._table = np.full(hi - lo + 1, -1, np.int32)
+                self._table[self.ids[::-1] - lo] = np.arange(len(self.ids) - 1, -1, -1, dtype=np.int32)  # first wins
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -57,6 +68,12 @@ class IdIndex:
         raw = np.asarray(raw, dtype=np.int64).reshape(-1)
         if len(self._sorted) == 0:
             return np.full(len(raw), -1, dtype=np.int64)
+        if self._table is not None:
+            pos = raw - self._lo
+            ok = (pos >= 0) & (pos < len(self._table))
+            out = np.full(len(raw), -1, np.int64)
+            out[ok] = self._table[pos[ok]]
+            return out
         pos = np.searchsorted(self._sorted, raw)
         pos = np.clip(pos, 0, len(self._sorted) - 1)
         found = self._sorted[pos] == raw

@@ -78,46 +78,61 @@ class ItemKnnCandidates:
 
 @dataclass
 class Candidates:
-    """Merged, de-duplicated candidates: one row per item, every source that proposed it."""
+    """Merged, de-duplicated candidates: one row per item, every source that proposed it.
+
+    Sources are a boolean matrix (row = candidate, column = ``source_names``), so merging,
+    filtering and subsetting stay vectorised; the per-item lists are built only for the few items
+    a response returns (:meth:`sources_of`).
+    """
 
     item_ids: np.ndarray
-    sources: list[list[str]]
+    source_names: tuple[str, ...] = ()
+    source_mask: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), bool))
     source_scores: dict[str, np.ndarray] = field(default_factory=dict)  # source -> score per row (NaN: absent)
 
     def __len__(self) -> int:
         return len(self.item_ids)
 
+    def sources_of(self, i: int) -> list[str]:
+        return [self.source_names[j] for j in np.flatnonzero(self.source_mask[i])]
+
+    @property
+    def sources(self) -> list[list[str]]:
+        return [self.sources_of(i) for i in range(len(self))]
+
     def subset(self, mask_or_idx: np.ndarray) -> Candidates:
         idx = np.flatnonzero(mask_or_idx) if mask_or_idx.dtype == bool else mask_or_idx
-        return Candidates(
-            self.item_ids[idx],
-            [self.sources[i] for i in idx],
-            {k: v[idx] for k, v in self.source_scores.items()},
-        )
+        return Candidates(self.item_ids[idx], self.source_names, self.source_mask[idx],
+                          {k: v[idx] for k, v in self.source_scores.items()})
 
 
 def merge_candidates(lists: list[tuple[str, np.ndarray, np.ndarray]]) -> Candidates:
-    """Union of (source, ids, scores) lists in order of first appearance, with source tags."""
-    position: dict[int, int] = {}
-    ids: list[int] = []
-    sources: list[list[str]] = []
-    per_source: dict[str, dict[int, float]] = {}
-    for source, item_ids, scores in lists:
-        seen = per_source.setdefault(source, {})
-        for item, score in zip(np.asarray(item_ids).tolist(), np.asarray(scores).tolist(), strict=True):
-            item = int(item)
-            if item not in position:
-                position[item] = len(ids)
-                ids.append(item)
-                sources.append([source])
-            elif source not in sources[position[item]]:
-                sources[position[item]].append(source)
-            seen.setdefault(item, float(score))
-    n = len(ids)
+    """Union of (source, ids, scores) lists in order of first appearance, with source tags.
+
+    An item's score under a source is the first one that source gave it; vectorised with
+    ``np.unique`` (no per-candidate Python loop).
+    """
+    names = tuple(dict.fromkeys(src for src, _, _ in lists))
+    ids_all = np.concatenate([np.asarray(ids, np.int64).reshape(-1) for _, ids, _ in lists]) if lists \
+        else np.zeros(0, np.int64)
+    if len(ids_all) == 0:
+        return Candidates(np.zeros(0, np.int64), names, np.zeros((0, len(names)), bool),
+                          {n: np.zeros(0, np.float32) for n in names})
+    scores_all = np.concatenate([np.asarray(sc, np.float32).reshape(-1) for _, _, sc in lists])
+    src_all = np.concatenate([np.full(len(np.asarray(ids).reshape(-1)), names.index(src))
+                              for src, ids, _ in lists])
+    uniq, first, inv = np.unique(ids_all, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")  # first-appearance order
+    rank = np.empty(len(uniq), np.int64)
+    rank[order] = np.arange(len(uniq))
+    pos = rank[inv.reshape(-1)]  # merged row of every input entry
+    n = len(uniq)
+    mask = np.zeros((n, len(names)), bool)
+    mask[pos, src_all] = True
     source_scores = {}
-    for source, seen in per_source.items():
+    for j, name in enumerate(names):
+        entries = np.flatnonzero(src_all == j)[::-1]  # reversed: the first entry is written last and wins
         col = np.full(n, np.nan, np.float32)
-        for item, score in seen.items():
-            col[position[item]] = score
-        source_scores[source] = col
-    return Candidates(np.asarray(ids, np.int64), sources, source_scores)
+        col[pos[entries]] = scores_all[entries]
+        source_scores[name] = col
+    return Candidates(uniq[order], names, mask, source_scores)

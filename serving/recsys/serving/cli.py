@@ -71,7 +71,24 @@ def _port_open(address: str) -> bool:
         return False
 
 
-def _connect(start_if_missing: bool, num_cpus: int | None = None) -> None:
+def serve_speed_env(throughput_optimized: bool, haproxy: bool) -> dict[str, str]:
+    """Ray Serve's speed switches as environment variables (read once, when Serve's processes start).
+
+    Throughput mode (Ray >= 2.56) moves handle calls to direct gRPC between replicas; HAProxy
+    replaces Serve's Python HTTP proxy. Both must be in the environment of the Ray head, so they
+    only apply to a head this command starts; joining a running cluster keeps its settings.
+    """
+    import shutil
+
+    if haproxy and shutil.which("haproxy") is None:
+        raise ServeCliError("--haproxy needs the `haproxy` binary on PATH (Debian: apt-get install haproxy)")
+    env = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1" if throughput_optimized else "0"}
+    if haproxy:
+        env["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
+    return env
+
+
+def _connect(start_if_missing: bool, num_cpus: int | None = None, extra_env: dict[str, str] | None = None) -> None:
     """Join the cluster in RAY_ADDRESS, else our local head on RAY_HEAD_PORT (started if missing)."""
     import os
 
@@ -82,6 +99,9 @@ def _connect(start_if_missing: bool, num_cpus: int | None = None) -> None:
     address = os.environ.get("RAY_ADDRESS") or _head_address()
     # ray.init retries an absent GCS for minutes: probe the port first so "not running" is instant.
     if os.environ.get("RAY_ADDRESS") or _port_open(address):
+        if extra_env:
+            click.echo(f"note: joining the running Ray cluster at {address}: its Serve speed settings stay as "
+                       f"started (`recsys serve stop --ray` first to apply {extra_env})", err=True)
         try:
             ray.init(address=address, namespace="serve", log_to_driver=False, configure_logging=False)
             return
@@ -100,7 +120,7 @@ def _connect(start_if_missing: bool, num_cpus: int | None = None) -> None:
         cmd[0] = str(ray_bin)
     # Ray 2.60's `ray start` turns token auth on by default while a driver defaults to off; the local
     # head started here uses the driver's mode (off unless RAY_AUTH_MODE says otherwise) so both agree.
-    env = {**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")}
+    env = {**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled"), **(extra_env or {})}
     res = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if res.returncode != 0:
         raise ServeCliError(f"could not start a Ray head: {res.stderr.strip()[-500:]}")
@@ -124,6 +144,12 @@ def cli() -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=8000, show_default=True)
 @click.option("--num-cpus", type=int, default=None, help="CPUs of a Ray head started by this command.")
+@click.option("--throughput-optimized/--no-throughput-optimized", "throughput_optimized", default=True,
+              show_default=True,
+              help="RAY_SERVE_THROUGHPUT_OPTIMIZED=1 for a Ray head started here (direct gRPC between replicas; "
+                   "measured: benchmarks/serve_overhead.py, docs/serving.md).")
+@click.option("--haproxy/--no-haproxy", "haproxy", default=False, show_default=True,
+              help="RAY_SERVE_ENABLE_HA_PROXY=1: HAProxy as the HTTP ingress (needs Debian's `haproxy` on PATH).")
 @click.option("--blocking/--detached", default=False, show_default=True,
               help="Stay in the foreground until Ctrl-C (default: return once ready).")
 @click.option("--timeout", type=float, default=300.0, show_default=True, help="Seconds to wait for /readyz.")
@@ -133,7 +159,8 @@ def cli() -> None:
               help="Leave /v1/events and /admin/* open when no API key is configured (local experiments only).")
 @click.pass_context
 def start(ctx: click.Context, serve_config, model_store_uri, retrieval_version, ranking_version, num_shards,
-          redis_url, experiments_config, host, port, num_cpus, blocking, timeout, api_key_file, insecure) -> None:
+          redis_url, experiments_config, host, port, num_cpus, throughput_optimized, haproxy, blocking,
+          timeout, api_key_file, insecure) -> None:
     """Deploy the application and wait until it is ready."""
     from ray import serve
 
@@ -176,7 +203,8 @@ def start(ctx: click.Context, serve_config, model_store_uri, retrieval_version, 
         raise ServeCliError(str(e)) from e
     except Exception as e:  # noqa: BLE001 - e.g. nothing trained yet: say so before starting anything
         raise ServeCliError(f"cannot serve: {e}") from e
-    _connect(start_if_missing=True, num_cpus=num_cpus)
+    speed_env = serve_speed_env(throughput_optimized, haproxy)
+    _connect(start_if_missing=True, num_cpus=num_cpus, extra_env=speed_env)
     serve.start(http_options={"host": host, "port": port})
     click.echo(f"deploying {APP_NAME} ({cfg.num_shards} shards) from {cfg.model_store_uri} ...")
     serve.run(build_app(cfg), name=APP_NAME, route_prefix="/", blocking=False)

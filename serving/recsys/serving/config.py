@@ -44,6 +44,42 @@ class RerankDefaults(BaseModel):
     freshness_half_life_days: float = Field(30.0, gt=0.0, le=3650.0, description="Age at which the boost halves")
 
 
+class MovableStage(BaseModel):
+    """A stage that holds a model: in the ingress replica (``local``) or behind a Serve deployment handle."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    placement: Literal["local", "deployment"]
+
+
+class IngressStage(BaseModel):
+    """A stage that works on request-local arrays only; shipping them over a handle would only add a hop."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    placement: Literal["local"] = "local"
+
+
+class StagesConfig(BaseModel):
+    """``stages.<name>.placement``; defaults measured with benchmarks/serve_overhead.py (docs/serving.md).
+
+    On a 2-core box an in-process ranker beats a Ranker deployment: the handle hop (serialization,
+    scheduling, a second process competing for the cores) costs more than the forward pass it
+    moves. Retrieval stays in shard deployments whenever ``num_shards > 1`` (each shard is its own
+    index and replica set); with one shard it may run in the ingress.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    retrieval: MovableStage = Field(default_factory=lambda: MovableStage(placement="deployment"))
+    ranking: MovableStage = Field(default_factory=lambda: MovableStage(placement="local"))
+    cache: IngressStage = Field(default_factory=IngressStage)
+    hydration: IngressStage = Field(default_factory=IngressStage)
+    candidates: IngressStage = Field(default_factory=IngressStage)
+    reranking: IngressStage = Field(default_factory=IngressStage)
+    exploration: IngressStage = Field(default_factory=IngressStage)
+
+
 class ServingConfig(BaseModel):
     """Everything the Serve application needs; unknown keys are refused so typos fail fast."""
 
@@ -81,6 +117,11 @@ class ServingConfig(BaseModel):
     feature_repo_dir: Path | None = Field(None, description="Feast repo dir for recsys.features")
     feature_project: str = Field("recsys", description="Feast project of that repo (prefix of online keys)")
     feature_timeout_s: float = Field(0.2, gt=0, le=30, description="Budget for one feature round trip")
+    item_feature_cache_s: float = Field(
+        60.0, ge=0, le=3600,
+        description="Decoded online item features are cached in the ingress and re-read in the background once "
+                    "older than this (0 = no cache: read every request); streamed item counters reach ranking "
+                    "within about this long")
     catalog_path: Path | None = Field(
         None, description="items.parquet (or a dataset dir holding it): genres, created_at, available"
     )
@@ -94,10 +135,20 @@ class ServingConfig(BaseModel):
     reload_interval_s: float = Field(0.0, ge=0.0, description="Poll PROMOTED every N s (0 = only /admin/reload)")
     shard_timeout_s: float = Field(2.0, gt=0, le=60, description="Per-shard deadline before answering without it")
     ranker_timeout_s: float = Field(2.0, gt=0, le=60)
+    ranker_endpoint: str | None = Field(
+        None, pattern=r"^https?://[^\s/]+(/[^\s]*)?$",
+        description="Base URL of a KServe V2 ranker predictor (e.g. http://ranker-predictor.ns.svc); when set "
+                    "the ranking stage calls it over HTTP and the in-graph Ranker deployment is not deployed")
+    ranker_endpoint_model: str = Field("ranker", min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.-]+$",
+                                       description="Model name at ranker_endpoint (/v2/models/<name>/infer)")
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig, description="Redis result cache, per-user invalidation")
     security: SecurityConfig = Field(default_factory=SecurityConfig, description="API keys for write endpoints")
     access_log: bool = Field(True, description="One JSON line per request on the recsys.serving.access logger")
+    access_log_sample: float = Field(
+        1.0, ge=0.0, le=1.0,
+        description="Share of successful, non-degraded requests logged (errors and degraded answers always are)")
+    stages: StagesConfig = Field(default_factory=StagesConfig, description="Where each pipeline stage runs")
     rerank: RerankDefaults = Field(default_factory=RerankDefaults)
 
     @field_validator("retrieval_version", "ranking_version", mode="before")
@@ -108,6 +159,12 @@ class ServingConfig(BaseModel):
             return None
         return v
 
+    @field_validator("ranker_endpoint", mode="before")
+    @classmethod
+    def _empty_endpoint_is_none(cls, v: object) -> object:
+        """Helm renders an unset endpoint as an empty string: the in-graph ranker."""
+        return None if isinstance(v, str) and not v.strip() else v
+
     @field_validator("experiments_config", "feature_repo_dir", "catalog_path", mode="before")
     @classmethod
     def _empty_path_is_none(cls, v: object) -> object:
@@ -117,4 +174,7 @@ class ServingConfig(BaseModel):
     def _check_ann_bounds(self) -> ServingConfig:
         if self.hnsw_max_items < self.flat_max_items:
             raise ValueError("hnsw_max_items must be >= flat_max_items")
+        if self.num_shards > 1 and self.stages.retrieval.placement == "local":
+            raise ValueError("stages.retrieval.placement 'local' needs num_shards == 1 "
+                             "(sharded retrieval always runs as shard deployments)")
         return self

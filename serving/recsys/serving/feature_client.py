@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -94,6 +95,8 @@ class HydratedFeatures:
     items: np.ndarray | None  # float32 [n_candidates, len(names)], None when not fetched
     user: dict[str, Any] = field(default_factory=dict)
     recent_item_ids: list[int] = field(default_factory=list)
+    raw_user: dict[str, Any] | None = None  # the online client's user row, to combine with cached item columns
+    user_id: int | None = None
 
 
 class RedisOnlyFeatures:
@@ -147,9 +150,10 @@ class FeatureGateway:
             self._client = RedisOnlyFeatures(cfg.redis_url, cfg.feature_timeout_s)
             self.mode = "redis-only"
 
-    def fetch(self, user_id: int, item_ids: Sequence[int]) -> HydratedFeatures:
+    def _call(self, fn: Any, *args: Any) -> Any:
+        """Run one client read; outages -> FeatureStoreUnavailable, anything else -> FeatureReadError."""
         try:
-            res = self._client.fetch(int(user_id), [int(i) for i in item_ids])
+            return fn(*args)
         except FeatureStoreUnavailable:
             raise
         except _dependency_errors() as e:
@@ -157,14 +161,102 @@ class FeatureGateway:
         except _data_errors() as e:
             log.warning("online features could not be decoded: %r", e)
             raise FeatureReadError(f"online feature read failed: {e!r}") from e
+
+    def enable_item_cache(self, lookup_rows: Any, n_rows: int) -> bool:
+        """Cache decoded item features by catalog row (``item_feature_cache_s``); needs the online client."""
+        client = self._client
+        if (self.cfg.item_feature_cache_s <= 0 or n_rows <= 0 or not hasattr(client, "read_item_columns")
+                or not hasattr(type(client), "_matrix")):
+            return False
+        from recsys.serving.item_feature_cache import ItemFeatureCache
+
+        self.item_cache = ItemFeatureCache(lookup_rows, n_rows, self.cfg.item_feature_cache_s)
+        return True
+
+    item_cache: Any = None
+
+    def fetch_user(self, user_id: int) -> HydratedFeatures:
+        """The user's row only (one Redis round trip); pass it to :meth:`items_from_cache` / :meth:`fetch_items`."""
+        return self._convert(self._call(self._client.fetch, int(user_id), []), int(user_id))
+
+    def items_from_cache(self, user: HydratedFeatures | None,
+                         item_ids: np.ndarray) -> tuple[HydratedFeatures | None, np.ndarray]:
+        """(features of ``item_ids`` without any I/O, ids to refresh in the background).
+
+        None when an item was never cached (the caller reads it with :meth:`fetch_items`). Entries
+        older than ``item_feature_cache_s`` are served as they are and returned for a refresh.
+        """
+        cache = self.item_cache
+        no_refresh = np.zeros(0, np.int64)
+        if cache is None or user is None or user.raw_user is None:
+            return None, no_refresh
+        now = time.time()
+        rows, missing, old = cache.status(item_ids, now)
+        if missing.any():
+            return None, no_refresh
+        cached = np.zeros(len(rows), bool)
+        return self._combine(user, item_ids, cache.assemble(rows, cached, {}), now), item_ids[old]
+
+    def _read_item_columns(self, item_ids: list[int]) -> tuple[dict[str, Any], np.ndarray]:
+        """Item columns as ``fetch`` sees them: Feast rows plus the real-time overlay when the client has one."""
+        c = self._client
+        merge = _find("merge_items")
+        if merge is None or not hasattr(c, "overlay") or not hasattr(c, "_hmget_all"):
+            return c.read_item_columns(item_ids)
+        n = len(item_ids)
+        rows = c._hmget_all([], [c.layout.key("item_id", int(i)) for i in item_ids], overlay_items=item_ids)
+        cols, missing = c._item_columns(rows[:n])
+        merge(cols, missing, rows[n:])
+        return cols, missing
+
+    def refresh_items(self, item_ids: np.ndarray) -> None:
+        """Re-read items into the cache (blocking; the hydration stage runs it in the background)."""
+        cache = self.item_cache
+        if cache is None or len(item_ids) == 0:
+            return
+        now = time.time()
+        rows = cache.lookup_rows(np.asarray(item_ids, np.int64))
+        fresh, _missing = self._call(self._read_item_columns, np.asarray(item_ids, np.int64).tolist())
+        cache.put(rows, fresh, now)
+
+    def fetch_items(self, user_id: int, user: HydratedFeatures | None, item_ids: np.ndarray) -> HydratedFeatures:
+        """Features of ``item_ids`` for an already read user: Redis only for uncached/stale items (blocking).
+
+        Without a usable user row or item cache this is the plain one-round-trip :meth:`fetch`.
+        """
+        cache = self.item_cache
+        if cache is None or user is None or user.raw_user is None:
+            return self.fetch(user_id, item_ids)
+        now = time.time()
+        rows, need = cache.stale(item_ids, now)
+        fresh: dict[str, Any] = {}
+        if need.any():
+            fresh, _missing = self._call(self._read_item_columns, item_ids[need].tolist())
+            cache.put(rows[need], fresh, now)
+        return self._combine(user, item_ids, cache.assemble(rows, need, fresh), now)
+
+    def _combine(self, user: HydratedFeatures, item_ids: np.ndarray, cols: dict[str, np.ndarray],
+                 now: float) -> HydratedFeatures:
+        mat = self._call(type(self._client)._matrix, user.raw_user, cols, np.asarray(item_ids, np.int64), now)
+        return HydratedFeatures(names=user.names, items=np.asarray(mat, np.float32), user=user.user,
+                                recent_item_ids=user.recent_item_ids, user_id=user.user_id)
+
+    def fetch(self, user_id: int, item_ids: Sequence[int]) -> HydratedFeatures:
+        ids = np.asarray(item_ids, np.int64).tolist()
+        return self._convert(self._call(self._client.fetch, int(user_id), ids), int(user_id))
+
+    def _convert(self, res: Any, user_id: int | None = None) -> HydratedFeatures:
         if isinstance(res, HydratedFeatures):
             return res
         items = getattr(res, "items", None)
+        user = getattr(res, "user", None)
         return HydratedFeatures(
             names=list(getattr(res, "feature_names", None) or self.names),
             items=None if items is None else np.asarray(items, np.float32),
-            user=dict(getattr(res, "user", {}) or {}),
+            user=dict(user or {}),
             recent_item_ids=[int(x) for x in (getattr(res, "recent_item_ids", None) or [])],
+            raw_user=user if isinstance(user, dict) else None,
+            user_id=user_id,
         )
 
     def ingest(self, event: dict[str, Any]) -> Any:

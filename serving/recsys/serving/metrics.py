@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -32,6 +33,7 @@ class ServingMetrics:
                                          ["endpoint"], buckets=STAGE_BUCKETS, registry=self.registry)
         self.stage_seconds = Histogram("recsys_stage_latency_seconds", "Latency of each pipeline stage", ["stage"],
                                        buckets=STAGE_BUCKETS, registry=self.registry)
+        self._stage_children: dict[str, Any] = {}
         self.cache_hits = Counter("recsys_cache_hits_total", "Result-cache hits", registry=self.registry)
         self.cache_misses = Counter("recsys_cache_misses_total", "Result-cache misses (errors included)",
                                     registry=self.registry)
@@ -60,7 +62,10 @@ class ServingMetrics:
             yield
         finally:
             dt = time.perf_counter() - t0
-            self.stage_seconds.labels(name).observe(dt)
+            child = self._stage_children.get(name)
+            if child is None:  # .labels() takes a lock and builds a key: once per stage name, not per call
+                child = self._stage_children[name] = self.stage_seconds.labels(name)
+            child.observe(dt)
             if timings is not None:
                 timings[name] = timings.get(name, 0.0) + dt
 

@@ -21,6 +21,7 @@ import contextlib
 import contextvars
 import json
 import logging
+import random
 import re
 import sys
 import time
@@ -139,11 +140,17 @@ class AccessLogMiddleware:
     """ASGI middleware: request id, request metrics and one JSON access-log line per HTTP request."""
 
     def __init__(self, app: Any, metrics: RequestMetrics | None = None, logger: logging.Logger | None = None,
-                 skip_log_paths: tuple[str, ...] = ("/metrics", "/healthz", "/readyz")):
+                 skip_log_paths: tuple[str, ...] = ("/metrics", "/healthz", "/readyz"), sample: float = 1.0):
         self.app = app
         self.metrics = metrics
         self.logger = logger or logging.getLogger(ACCESS_LOGGER)
         self.skip_log_paths = skip_log_paths
+        self.sample = sample  # share of plain successes logged; errors and degraded answers always are
+
+    def _should_log(self, ctx: RequestContext) -> bool:
+        if self.sample >= 1.0 or ctx.status >= 400 or ctx.degraded or ctx.error:
+            return True
+        return random.random() < self.sample
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope.get("type") != "http":
@@ -185,5 +192,6 @@ class AccessLogMiddleware:
             if self.metrics is not None:
                 with contextlib.suppress(Exception):  # metrics must never fail a request
                     self.metrics.observe_request(ctx, latency)
-            if local_path not in self.skip_log_paths and self.logger.isEnabledFor(logging.INFO):
+            if (local_path not in self.skip_log_paths and self.logger.isEnabledFor(logging.INFO)
+                    and self._should_log(ctx)):
                 self.logger.info("request", extra={"json": ctx.log_record(latency)})

@@ -100,16 +100,20 @@ def mmr_select(
     for _ in range(n):
         value = lam * rel - (1.0 - lam) * max_sim if use_mmr else rel.copy()
         value = np.where(chosen, -np.inf, value)
-        order = np.argsort(-value, kind="stable")
         pick = -1
         in_window = len(out) < params.genre_window
-        for idx in order:
+        best = int(np.argmax(value))  # = the first of a stable descending sort: usually the pick, no sort needed
+        if not in_window or all(counts.get(g, 0) < params.max_per_genre for g in genre_list[best]):
+            pick = best
+        order = np.argsort(-value, kind="stable") if pick < 0 else None
+        for idx in order if order is not None else ():
             if chosen[idx]:
                 break
             if not in_window or all(counts.get(g, 0) < params.max_per_genre for g in genre_list[idx]):
                 pick = int(idx)
                 break
         if pick < 0:  # the cap cannot be met with what is left
+            assert order is not None
             remaining = order[~chosen[order]]
             if len(remaining) == 0:
                 break

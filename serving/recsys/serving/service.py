@@ -80,7 +80,7 @@ class RecommendationService:
         self._preloaded: list[ActiveVersions] = []
         # the stages, in pipeline order
         self.cache = ResultCacheStage(ResultCache(cfg.cache, cfg.redis_url), m)
-        self.hydration = FeatureHydration(cfg, self.features, m)
+        self.hydration = FeatureHydration(cfg, self.features, m, self.catalog)
         self.retrieval = ShardedRetrieval(cfg, self.shards, m)
         self.candidates = CandidateGeneration(cfg, self.catalog, self.retrieval, m)
         self.scoring = Scoring(cfg, self.catalog, self.ranker, self.loader, self.hydration, m)
@@ -237,7 +237,11 @@ class RecommendationService:
         cache_variant = choice.cache_key
         shape = request_shape_hash({"req": req.model_dump(mode="json", exclude={"user_id"}),
                                     "versions": [r_version, k_version], "epoch": bundle.cache_epoch})
-        lookup = await self.cache(state, req.user_id, cache_variant, shape)
+        # the cache lookup and the user's online row (history) are independent Redis reads: overlap them
+        # (on a hit the user row goes unused; on a miss the two round trips cost one)
+        lookup, (history, features_down) = await asyncio.gather(
+            self.cache(state, req.user_id, cache_variant, shape),
+            self.hydration.history(state, req.user_id, req.history))
         if ctx is not None:
             ctx.cache = "hit" if lookup.hit else ("miss" if self.cache.enabled else "bypass")
         hit = self.cache.cached_response(lookup, state.request_id)
@@ -245,7 +249,6 @@ class RecommendationService:
             return self._finish(req, choice, state, hit, t_start)
 
         r_version, art = await self._retrieval_artifacts(state, r_version, bundle)
-        history, features_down = await self.hydration.history(state, req.user_id, req.history)
         cset = await self.candidates(state, req, art, r_version, history, bundle.sources)
         scores = await self.scoring(state, req, cset, k_version, features_down, bundle.sources)
         items = await self.reranking(state, req, cset, scores, self.reranking.params(req, choice))

@@ -26,6 +26,7 @@ class RequestState:
     request_id: str
     degraded: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    user_features: Any = None  # the user's online row, read once by FeatureHydration.history
     ranking: str = "ranker"  # how the list was ordered: ranker | retrieval_only | cold_start (set by Scoring)
 
     def degrade(self, reason: str) -> None:

@@ -111,6 +111,9 @@ class CandidateGeneration:
         self.catalog = catalog
         self.retrieval = retrieval
         self.metrics = metrics
+        # genres by catalog row as one object array (+ an empty set at -1): gathered per request without a loop
+        self._genres = np.empty(len(catalog.genres) + 1, dtype=object)
+        self._genres[:] = [*catalog.genres, frozenset()]
 
     async def __call__(self, state: RequestState, req: RecommendationRequest, art: RetrievalArtifacts,
                        version: str, history: list[int], sources: Sources) -> CandidateSet:
@@ -130,7 +133,7 @@ class CandidateGeneration:
                 lists.append(("popularity", *sources.popularity.top(cfg.popularity_k)))
             cands = merge_candidates(lists)
             cat_rows = self.catalog.rows(cands.item_ids)
-            genres = [self.catalog.genres[r] if r >= 0 else frozenset() for r in cat_rows]
+            genres = self._genres[cat_rows]  # row -1 (not in the catalog) picks the trailing empty set
             spec = FilterSpec(
                 exclude=frozenset(req.exclude),
                 seen=frozenset(history) if req.filters.exclude_seen else frozenset(),
@@ -141,7 +144,7 @@ class CandidateGeneration:
             keep = business_filter(cands.item_ids, genres, self.catalog.is_available(cat_rows), spec)
             cands = cands.subset(keep)
             cat_rows = cat_rows[keep]
-            genres = [g for g, kp in zip(genres, keep, strict=True) if kp]
+            genres = genres[keep]
             emb = item_vectors(art, cands.item_ids)
         m.candidates.observe(len(cands))
         if self.retrieval.shards and "retrieval_shard_unavailable" in state.degraded and len(cands) == 0:

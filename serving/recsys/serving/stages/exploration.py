@@ -20,6 +20,8 @@ class Exploration:
         self.cfg = cfg
         self.catalog = catalog
         self.metrics = metrics
+        self._genres = np.empty(len(catalog.genres) + 1, dtype=object)
+        self._genres[:] = [*catalog.genres, frozenset()]
 
     async def __call__(self, state: RequestState, req: RecommendationRequest, items: list[RecommendedItem],
                        explorer: ThompsonExplorer | None, filters: FilterSpec) -> list[RecommendedItem]:
@@ -36,7 +38,7 @@ class Exploration:
         cat = self.catalog
         pool = explorer.candidate_pool()
         rows = cat.rows(pool)
-        genres = [cat.genres[r] if r >= 0 else frozenset() for r in rows]
+        genres = self._genres[rows]  # row -1 picks the trailing empty set
         ok = business_filter(pool, genres, cat.is_available(rows), filters)
         ok &= ~np.isin(pool, np.asarray([it.item_id for it in items], np.int64))
         pick = explorer.pick(pool[ok], rate=1.0)

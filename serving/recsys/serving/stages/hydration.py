@@ -3,24 +3,52 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import numpy as np
 
+from recsys.serving.artifacts import Catalog
 from recsys.serving.config import ServingConfig
 from recsys.serving.feature_client import FeatureGateway, FeatureReadError, FeatureStoreUnavailable, HydratedFeatures
 from recsys.serving.metrics import ServingMetrics
 from recsys.serving.stages.base import RequestState
 
+log = logging.getLogger(__name__)
+
 
 class FeatureHydration:
-    """Reads the online store; Redis down -> a degraded reason and ``None``, never an exception."""
+    """Reads the online store; Redis down -> a degraded reason and ``None``, never an exception.
+
+    One Redis round trip per request: :meth:`history` reads the user's row (recent items and user
+    features) and keeps it on the request state; :meth:`__call__` combines it with the candidates'
+    item features from the in-process item cache (``item_feature_cache_s``), reading Redis again
+    only for items missing from the cache or older than that. A request that brings its own
+    ``history`` reads user and items together in the one round trip.
+    """
 
     name = "hydration"
 
-    def __init__(self, cfg: ServingConfig, features: FeatureGateway, metrics: ServingMetrics):
+    def __init__(self, cfg: ServingConfig, features: FeatureGateway, metrics: ServingMetrics,
+                 catalog: Catalog | None = None):
         self.cfg = cfg
         self.features = features
         self.metrics = metrics
+        self._refreshing: asyncio.Task | None = None
+        if catalog is not None and len(catalog.index):
+            features.enable_item_cache(catalog.index.lookup, len(catalog.index))
+
+    def _refresh_later(self, item_ids: np.ndarray) -> None:
+        """One background re-read of stale cached items at a time (no storm when many expire together)."""
+        if self._refreshing is not None and not self._refreshing.done():
+            return
+
+        async def refresh() -> None:
+            try:
+                await asyncio.to_thread(self.features.refresh_items, item_ids)
+            except (FeatureStoreUnavailable, FeatureReadError) as e:  # the stale values keep serving
+                log.info("item feature refresh failed: %s", e)
+
+        self._refreshing = asyncio.get_running_loop().create_task(refresh())
 
     async def history(self, state: RequestState, user_id: int, given: list[int] | None) -> tuple[list[int], bool]:
         """(history, feature store down): the request's history, else the online store's recent items."""
@@ -28,19 +56,27 @@ class FeatureHydration:
             return list(given), False
         with self.metrics.stage("history", state.timings):
             try:
-                return (await asyncio.to_thread(self.features.fetch, user_id, [])).recent_item_ids, False
-            except FeatureStoreUnavailable:
+                user = await asyncio.wait_for(asyncio.to_thread(self.features.fetch_user, user_id),
+                                              self.cfg.feature_timeout_s * 5)
+            except (FeatureStoreUnavailable, TimeoutError):
                 state.degrade("feature_store_unavailable")
                 return [], True
             except FeatureReadError:
                 state.degrade("feature_read_failed")
                 return [], False
+        state.user_features = user
+        return user.recent_item_ids, False
 
     async def __call__(self, state: RequestState, user_id: int, item_ids: np.ndarray) -> HydratedFeatures | None:
         with self.metrics.stage(self.name, state.timings):
             try:
+                cached, refresh = self.features.items_from_cache(state.user_features, item_ids)  # no I/O
+                if len(refresh):
+                    self._refresh_later(refresh)
+                if cached is not None:
+                    return cached
                 return await asyncio.wait_for(
-                    asyncio.to_thread(self.features.fetch, user_id, item_ids.tolist()),
+                    asyncio.to_thread(self.features.fetch_items, user_id, state.user_features, item_ids),
                     self.cfg.feature_timeout_s * 5,
                 )
             except (FeatureStoreUnavailable, TimeoutError):

@@ -27,6 +27,7 @@ class Reranking:
         self.cfg = cfg
         self.catalog = catalog
         self.metrics = metrics
+        self._newest_s = catalog.newest_created_s()  # a scan of the whole catalog: once, not per request
 
     def params(self, req: RecommendationRequest, choice: VariantChoice) -> RerankParams:
         """Config defaults, then the experiment variants' values (all layers, resolved), then the request's.
@@ -48,14 +49,13 @@ class Reranking:
             rows = cset.cat_rows
             created = np.where(rows >= 0, cat.created_at_s[np.clip(rows, 0, None)]
                                if len(cat.created_at_s) else np.nan, np.nan)
-            now_s = cat.newest_created_s()
-            now_s = time.time() if not np.isfinite(now_s) else max(now_s, 0.0)
+            now_s = time.time() if not np.isfinite(self._newest_s) else max(self._newest_s, 0.0)
             rel = normalize(scores) + freshness_boost(created, now_s, params.freshness_weight,
                                                       params.freshness_half_life_days)
             order = mmr_select(rel, req.n, cset.emb, cset.genres, params)
             ids = cset.cands.item_ids
             return [
-                RecommendedItem(item_id=int(ids[i]), score=float(rel[i]), rank=0, sources=list(cset.cands.sources[i]),
+                RecommendedItem(item_id=int(ids[i]), score=float(rel[i]), rank=0, sources=cset.cands.sources_of(i),
                                 genres=sorted(cset.genres[i]))
                 for i in order
             ]
