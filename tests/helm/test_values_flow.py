@@ -35,6 +35,8 @@ def test_default_serve_config(default_render):
         "redis_url": "redis://recsys-redis.recsys.svc:6379/0",
         # closed by default: without an API key the write endpoints answer 401
         "security": {"insecure": False},
+        # the chart autoscales the ranker as its own deployment, so the app must build one
+        "stages": {"ranking": {"placement": "deployment"}},
     }
     assert cfg["http_options"]["port"] == 8000
     assert set(_deployments(default_render)) == {"Ingress", "RetrievalShard0", "RetrievalShard1", "Ranker"}
