@@ -1,0 +1,150 @@
+"""New catalog items between trainings: the posted-item schema, a Redis stream shared by all replicas,
+and the overlays that add posted items to the in-memory catalog and display metadata.
+
+Why a stream: ``POST /v1/items`` reaches one ingress replica, but every replica must learn the item
+within seconds. The receiving replica appends the item to the Redis stream ``recsys:catalog:items``
+(``XADD``) and applies it at once; every replica polls the stream (``XREAD`` from its last id) every
+``catalog_poll_s`` and applies what it has not seen. A restarted replica replays the stream from the
+start, so posted items survive restarts until the next export of the catalog (trim the stream then).
+Applying an item twice is harmless: the content index replaces it in place.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from recsys.serving.artifacts import Catalog, IdIndex
+from recsys.serving.item_metadata import ItemMetadata
+from recsys.serving.schemas import INT64_MAX, INT64_MIN
+
+STREAM_KEY = "recsys:catalog:items"
+
+
+class ItemIn(BaseModel):
+    """One catalog item as posted to ``POST /v1/items`` or imported with ``recsys catalog import-items``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    item_id: int = Field(..., ge=INT64_MIN, le=INT64_MAX)
+    title: str = Field(..., min_length=1, max_length=500)
+    genres: list[str] = Field(default_factory=list, max_length=32, description="Genre names (or one '|' string)")
+    description: str = Field("", max_length=10_000)
+    year: int | None = Field(None, ge=1800, le=2200)
+    created_at: datetime | None = Field(None, description="ISO-8601; default: now (UTC)")
+    available: bool = True
+
+    @field_validator("genres", mode="before")
+    @classmethod
+    def _split_pipe_string(cls, v: object) -> object:
+        if isinstance(v, str):
+            return [g for g in v.split("|") if g.strip()]
+        return v
+
+    @field_validator("genres")
+    @classmethod
+    def _short_genres(cls, v: list[str]) -> list[str]:
+        for g in v:
+            if not g.strip() or len(g) > 64 or "|" in g:
+                raise ValueError("each genre must be 1-64 characters without '|'")
+        return [g.strip() for g in v]
+
+
+class ItemsIn(BaseModel):
+    """Body of ``POST /v1/items``: a batch of items (limits keep one request cheap)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[ItemIn] = Field(..., min_length=1, max_length=1000)
+
+
+class ItemsAccepted(BaseModel):
+    accepted: int
+    item_ids: list[int]
+    content_indexed: bool = Field(description="False when the content index is not built (no catalog configured)")
+
+
+def items_frame(items: list[ItemIn]) -> pd.DataFrame:
+    """Posted items as a frame in the dataset's item schema (genres '|'-joined, created_at UTC)."""
+    now = pd.Timestamp(datetime.now(tz=UTC))
+    rows = []
+    for it in items:
+        created = pd.Timestamp(it.created_at) if it.created_at is not None else now
+        created = created.tz_localize("UTC") if created.tzinfo is None else created.tz_convert("UTC")
+        rows.append({"item_id": it.item_id, "title": it.title, "genres": "|".join(it.genres),
+                     "description": it.description, "year": it.year, "created_at": created,
+                     "available": it.available})
+    return pd.DataFrame(rows, columns=["item_id", "title", "genres", "description", "year", "created_at",
+                                       "available"])
+
+
+class CatalogFeed:
+    """The Redis stream of posted items: ``publish`` (XADD) and ``read`` (XREAD from a stream id)."""
+
+    def __init__(self, redis_url: str, key: str = STREAM_KEY, maxlen: int = 1_000_000, timeout_s: float = 1.0):
+        import redis
+
+        self.key = key
+        self.maxlen = maxlen
+        self._r = redis.Redis.from_url(redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+
+    def publish(self, items: list[ItemIn]) -> list[str]:
+        """Append items (one stream entry each, in one round trip); returns their stream ids."""
+        pipe = self._r.pipeline(transaction=False)
+        for it in items:
+            pipe.xadd(self.key, {"item": it.model_dump_json()}, maxlen=self.maxlen, approximate=True)
+        return [i.decode() if isinstance(i, bytes) else str(i) for i in pipe.execute()]
+
+    def read(self, after: str = "0-0", count: int = 1000) -> tuple[str, list[ItemIn]]:
+        """Items appended after stream id ``after`` (at most ``count``) and the last id read."""
+        out: list[ItemIn] = []
+        last = after
+        resp = self._r.xread({self.key: after}, count=count)
+        for _, entries in resp or []:
+            for entry_id, fields in entries:
+                last = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+                raw = fields.get(b"item") or fields.get("item")
+                try:
+                    out.append(ItemIn.model_validate(json.loads(raw)))
+                except (TypeError, ValueError):
+                    continue  # a hand-written bad entry must not stop every replica's feed
+        return last, out
+
+    def clear(self) -> None:
+        """Drop the stream (after the catalog export that contains its items; tests)."""
+        self._r.delete(self.key)
+
+
+# ---------------------------------------------------------------------- in-memory overlays
+def extend_catalog(catalog: Catalog, items: pd.DataFrame) -> Catalog:
+    """A new :class:`Catalog` with ``items`` added (an id already present is replaced)."""
+    add = Catalog.from_items(items.drop_duplicates("item_id", keep="last"))
+    if len(catalog.index) == 0:
+        return add
+    keep = ~np.isin(catalog.index.ids, add.index.ids)
+    ids = np.concatenate([catalog.index.ids[keep], add.index.ids])
+    genres = [g for g, k in zip(catalog.genres, keep, strict=True) if k] + list(add.genres)
+    created = np.concatenate([catalog.created_at_s[keep], add.created_at_s])
+    available = np.concatenate([catalog.available[keep], add.available])
+    return Catalog(IdIndex(ids), genres, created, available)
+
+
+def extend_metadata(meta: ItemMetadata, items: pd.DataFrame) -> ItemMetadata:
+    """A new :class:`ItemMetadata` with the titles/genres of ``items`` added (replacing same ids)."""
+    items = items.drop_duplicates("item_id", keep="last")
+    add_ids = items["item_id"].to_numpy(np.int64)
+    keep = ~np.isin(meta.index.ids, add_ids)
+    titles = np.concatenate([meta.titles[keep], np.asarray(items["title"].astype(str).tolist(), object)])
+    genres = [g for g, k in zip(meta.genres, keep, strict=True) if k] + [
+        sorted(x for x in str(g).split("|") if x) for g in items["genres"]]
+    return ItemMetadata(np.concatenate([meta.index.ids[keep], add_ids]), titles, genres)
+
+
+def frame_of(records: list[dict[str, Any]] | list[ItemIn]) -> pd.DataFrame:
+    """Validate raw dicts (or pass ItemIn through) into an items frame."""
+    return items_frame([r if isinstance(r, ItemIn) else ItemIn.model_validate(r) for r in records])
