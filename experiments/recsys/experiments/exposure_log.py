@@ -33,7 +33,8 @@ if TYPE_CHECKING:  # pandas is only needed to read; writers (serving replicas) s
     import pandas as pd
 
 FsyncPolicy = Literal["always", "interval", "never"]
-EXPOSURE_COLUMNS = ["unit_id", "experiment", "variant", "layer", "request_id", "ts", "items", "is_holdout"]
+EXPOSURE_COLUMNS = ["unit_id", "experiment", "variant", "layer", "request_id", "ts", "items", "is_holdout",
+                    "propensities"]
 OUTCOME_COLUMNS = ["unit_id", "event_type", "value", "ts", "item_id"]
 
 
@@ -80,8 +81,15 @@ class ExposureLog:
         *,
         layer: str | None = None,
         is_holdout: bool = False,
+        propensities: Sequence[float] | None = None,
     ) -> None:
-        """Record that ``unit_id`` was served ``items`` under ``experiment``/``variant``."""
+        """Record that ``unit_id`` was served ``items`` under ``experiment``/``variant``.
+
+        ``propensities`` (optional, one per item): the probability the serving policy had of
+        showing that item in this response; off-policy evaluation (``ope.py``) needs it.
+        """
+        if propensities is not None and len(propensities) != len(items):
+            raise ValueError(f"propensities has {len(propensities)} values for {len(items)} items")
         record = {
             "unit_id": str(unit_id),
             "experiment": experiment,
@@ -92,6 +100,8 @@ class ExposureLog:
             "items": [i if isinstance(i, int | float) else str(i) for i in items],
             "is_holdout": bool(is_holdout),
         }
+        if propensities is not None:
+            record["propensities"] = [round(float(p), 6) for p in propensities]
         self._append("exposures", record)
 
     def log_assignment(
@@ -101,6 +111,7 @@ class ExposureLog:
         request_id: str,
         items: Sequence[Any] = (),
         ts: datetime | float | None = None,
+        propensities: Sequence[float] | None = None,
     ) -> None:
         """Convenience for serving: log an exposure straight from a router `Assignment`."""
         self.log_exposure(
@@ -112,6 +123,7 @@ class ExposureLog:
             items,
             layer=assignment.layer,
             is_holdout=assignment.is_holdout,
+            propensities=propensities,
         )
 
     def log_outcome(
