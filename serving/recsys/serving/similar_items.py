@@ -1,0 +1,42 @@
+"""``/v1/items/{id}/similar``: ANN neighbours of the item's vector merged with item-kNN co-occurrence."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from recsys.serving.artifacts import RetrievalArtifacts
+from recsys.serving.bundle import Bundle
+from recsys.serving.candidates import merge_candidates
+from recsys.serving.errors import UnknownItemError
+from recsys.serving.schemas import SimilarItem
+from recsys.serving.stages.base import RequestState
+from recsys.serving.stages.candidates import ShardedRetrieval, item_vectors
+
+
+class SimilarItems:
+    def __init__(self, retrieval: ShardedRetrieval):
+        self.retrieval = retrieval
+
+    async def __call__(self, state: RequestState, bundle: Bundle, art: RetrievalArtifacts, item_id: int,
+                       n: int) -> list[SimilarItem]:
+        knn_source = bundle.sources.item_knn
+        row = int(art.item_index.lookup([item_id])[0])
+        knn = knn_source.similar(item_id, n) if knn_source is not None else None
+        if row < 0 and (knn is None or len(knn[0]) == 0):
+            raise UnknownItemError(item_id)
+        lists = []
+        if row >= 0:
+            vec = np.asarray(art.item_embeddings[row : row + 1], np.float32)
+            rows, scores = await self.retrieval(state, vec, n + 1, bundle.versions.retrieval)
+            lists.append(("ann", art.item_ids[rows], scores))
+        if knn is not None:
+            lists.append(("item_knn", *knn))
+        cands = merge_candidates(lists)
+        cands = cands.subset(cands.item_ids != item_id)
+        if row >= 0:
+            score = item_vectors(art, cands.item_ids) @ np.asarray(art.item_embeddings[row], np.float32)
+        else:
+            score = np.nan_to_num(cands.source_scores.get("item_knn", np.zeros(len(cands))))
+        order = np.argsort(-score, kind="stable")[:n]
+        return [SimilarItem(item_id=int(cands.item_ids[i]), score=float(score[i]), sources=cands.sources[i])
+                for i in order]

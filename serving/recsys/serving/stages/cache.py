@@ -1,0 +1,53 @@
+"""Result-cache stage: the stored answer for the same user, variant, request shape and bundle."""
+
+from __future__ import annotations
+
+import asyncio
+
+from recsys.serving.metrics import ServingMetrics
+from recsys.serving.result_cache import CacheLookup, ResultCache
+from recsys.serving.schemas import RecommendationResponse
+from recsys.serving.stages.base import RequestState
+
+
+class ResultCacheStage:
+    """Looks up and stores complete answers; Redis calls run in a thread (redis-py is blocking)."""
+
+    name = "cache"
+
+    def __init__(self, cache: ResultCache, metrics: ServingMetrics):
+        self.cache = cache
+        self.metrics = metrics
+
+    @property
+    def enabled(self) -> bool:
+        return self.cache.enabled
+
+    async def __call__(self, state: RequestState, user_id: int, variant: str, shape: str) -> CacheLookup:
+        m = self.metrics
+        if not self.cache.enabled:
+            return CacheLookup(None, 0)
+        with m.stage(self.name, state.timings):
+            lookup = await asyncio.to_thread(self.cache.get, user_id, variant, shape)
+        (m.cache_hits if lookup.hit else m.cache_misses).inc()
+        if lookup.error:
+            m.cache_errors.inc()
+        return lookup
+
+    def cached_response(self, lookup: CacheLookup, request_id: str) -> RecommendationResponse | None:
+        """The stored payload as a response for this request, or None if it no longer parses."""
+        if not lookup.hit:
+            return None
+        try:
+            return RecommendationResponse.model_validate({**lookup.payload, "request_id": request_id, "cached": True})
+        except ValueError:
+            return None
+
+    async def store(self, state: RequestState, user_id: int, variant: str, shape: str, lookup: CacheLookup,
+                    response: RecommendationResponse) -> None:
+        """Only complete (non-degraded) answers are cached; awaited so a client's next call can hit it."""
+        if not self.cache.enabled or response.degraded or lookup.error:
+            return
+        payload = response.model_dump(mode="json", exclude={"request_id", "cached"})
+        with self.metrics.stage(self.name, state.timings):
+            await asyncio.to_thread(self.cache.put, user_id, variant, shape, lookup.generation, payload)

@@ -1,0 +1,141 @@
+"""Candidate generation: user embedding, sharded ANN scatter-gather, secondary sources, business filters.
+
+    embed user (TorchScript tower, once) ─┬─> retrieval shards (scatter-gather, merge top-K) ─┐
+                                          ├─> item-kNN from recent history ──────────────────┼─> merge + de-dup
+                                          └─> popularity ────────────────────────────────────┘      │
+                                                                                  business filters ─┘
+
+The output carries everything later stages need (item vectors, retrieval scores, catalog rows,
+genres, the filter), so no later stage touches the retrieval artifacts again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import numpy as np
+
+from recsys.serving.ann import merge_topk
+from recsys.serving.artifacts import Catalog, RetrievalArtifacts
+from recsys.serving.bundle import Sources
+from recsys.serving.candidates import Candidates, merge_candidates
+from recsys.serving.config import ServingConfig
+from recsys.serving.metrics import ServingMetrics
+from recsys.serving.reranker import FilterSpec, business_filter
+from recsys.serving.schemas import RecommendationRequest
+from recsys.serving.stages.base import RequestState, Target, guarded
+
+
+@dataclass
+class CandidateSet:
+    """The filtered candidates of one request plus what scoring and re-ranking read."""
+
+    cands: Candidates
+    cat_rows: np.ndarray
+    genres: list[frozenset[str]]
+    emb: np.ndarray  # (n, dim) item vectors of the candidates in the retrieval space
+    retrieval_score: np.ndarray  # emb @ user vector
+    user_vec: np.ndarray  # (1, dim), L2-normalised
+    cold: bool  # the user is unknown to the tower and has no usable history
+    filters: FilterSpec
+
+    def __len__(self) -> int:
+        return len(self.cands)
+
+
+def item_vectors(art: RetrievalArtifacts, item_ids: np.ndarray) -> np.ndarray:
+    """Item vectors for ``item_ids`` (zeros for ids the retrieval model does not know)."""
+    rows = art.item_index.lookup(item_ids)
+    emb = np.zeros((len(item_ids), art.dim), np.float32)
+    known = rows >= 0
+    if known.any():
+        idx = rows[known]
+        order = np.argsort(idx)  # sorted reads are friendlier to a memory-mapped matrix
+        vals = np.asarray(art.item_embeddings[idx[order]], np.float32)
+        tmp = np.empty_like(vals)
+        tmp[order] = vals
+        emb[known] = tmp
+    return emb
+
+
+def embed_user(art: RetrievalArtifacts, user_id: int, history: list[int]) -> tuple[np.ndarray, bool]:
+    """(L2-normalised user vector (1, dim), cold) from the user tower and the recent history."""
+    import torch
+
+    u = int(art.user_index.lookup([user_id])[0])
+    L = art.history_length
+    rows = art.item_index.lookup(history[:L]) if history else np.zeros(0, np.int64)
+    rows = rows[rows >= 0]
+    hist = np.full((1, L), -1, np.int64)
+    hist[0, : len(rows)] = rows
+    with torch.inference_mode():
+        vec = art.user_tower(torch.tensor([u], dtype=torch.long), torch.from_numpy(hist))
+    v = vec.reshape(1, -1).float().numpy()
+    norm = np.linalg.norm(v)
+    return (v / norm if norm > 0 else v).astype(np.float32), (u < 0 and len(rows) == 0)
+
+
+class ShardedRetrieval:
+    """Scatter one query vector to every shard, gather their top-k, merge; a shard failure degrades."""
+
+    name = "retrieval"
+
+    def __init__(self, cfg: ServingConfig, shards: list[Target], metrics: ServingMetrics):
+        self.cfg = cfg
+        self.shards = shards
+        self.metrics = metrics
+
+    async def __call__(self, state: RequestState, vec: np.ndarray, k: int, version: str):
+        calls = [
+            guarded(self.metrics, state, self.name, "retrieval_shard_unavailable", s.call("search", vec, k, version),
+                    self.cfg.shard_timeout_s)
+            for s in self.shards
+        ]
+        parts = [p for p in await asyncio.gather(*calls) if p is not None]
+        return merge_topk([(r[0], s[0]) for r, s in parts], k)
+
+
+class CandidateGeneration:
+    """All candidate sources for one request, merged and filtered by the business rules."""
+
+    name = "candidates"
+
+    def __init__(self, cfg: ServingConfig, catalog: Catalog, retrieval: ShardedRetrieval, metrics: ServingMetrics):
+        self.cfg = cfg
+        self.catalog = catalog
+        self.retrieval = retrieval
+        self.metrics = metrics
+
+    async def __call__(self, state: RequestState, req: RecommendationRequest, art: RetrievalArtifacts,
+                       version: str, history: list[int], sources: Sources) -> CandidateSet:
+        m, cfg = self.metrics, self.cfg
+        with m.stage("embed", state.timings):
+            vec, cold = embed_user(art, req.user_id, history)
+        with m.stage(self.retrieval.name, state.timings):
+            rows, ann_scores = await self.retrieval(state, vec, cfg.retrieval_k, version)
+        with m.stage(self.name, state.timings):
+            lists = [("ann", art.item_ids[rows], ann_scores)]
+            if sources.item_knn is not None and history and cfg.knn_k:
+                lists.append(("item_knn", *sources.item_knn.from_history(history, cfg.knn_k)))
+            if sources.popularity is not None and cfg.popularity_k:
+                lists.append(("popularity", *sources.popularity.top(cfg.popularity_k)))
+            cands = merge_candidates(lists)
+            cat_rows = self.catalog.rows(cands.item_ids)
+            genres = [self.catalog.genres[r] if r >= 0 else frozenset() for r in cat_rows]
+            spec = FilterSpec(
+                exclude=frozenset(req.exclude),
+                seen=frozenset(history) if req.filters.exclude_seen else frozenset(),
+                available_only=req.filters.available_only,
+                include_genres=frozenset(req.filters.include_genres),
+                exclude_genres=frozenset(req.filters.exclude_genres),
+            )
+            keep = business_filter(cands.item_ids, genres, self.catalog.is_available(cat_rows), spec)
+            cands = cands.subset(keep)
+            cat_rows = cat_rows[keep]
+            genres = [g for g, kp in zip(genres, keep, strict=True) if kp]
+            emb = item_vectors(art, cands.item_ids)
+        m.candidates.observe(len(cands))
+        if self.retrieval.shards and "retrieval_shard_unavailable" in state.degraded and len(cands) == 0:
+            state.degrade("no_candidates")
+        return CandidateSet(cands, cat_rows, genres, emb, emb @ vec[0], vec, cold, spec)
