@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from recsys.serving.auth import ApiKeyGuard, ApiKeyMiddleware, load_api_keys
+from recsys.serving.catalog_api import create_catalog_router
 from recsys.serving.feature_client import EventIngestionUnavailable, EventValidationError, FeatureStoreUnavailable
 from recsys.serving.observability import AccessLogMiddleware
 from recsys.serving.request_limits import BodySizeLimitMiddleware
@@ -184,4 +185,5 @@ def create_api(service: RecommendationService) -> FastAPI:
                                                           f"{service.active.as_dict() if service.active else {}}: "
                                                           f"{e}"})
 
+    app.include_router(create_catalog_router(service))  # POST /v1/items (issue 14)
     return app

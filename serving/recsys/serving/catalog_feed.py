@@ -148,3 +148,120 @@ def extend_metadata(meta: ItemMetadata, items: pd.DataFrame) -> ItemMetadata:
 def frame_of(records: list[dict[str, Any]] | list[ItemIn]) -> pd.DataFrame:
     """Validate raw dicts (or pass ItemIn through) into an items frame."""
     return items_frame([r if isinstance(r, ItemIn) else ItemIn.model_validate(r) for r in records])
+
+
+def replace_catalog_contents(target: Catalog, new: Catalog) -> None:
+    """Make ``target`` hold ``new``'s rows, in place: every stage keeps its reference to the one Catalog.
+
+    Four attribute writes with no await in between: atomic for requests on the event loop.
+    """
+    target.index, target.genres, target.created_at_s, target.available = (new.index, new.genres, new.created_at_s,
+                                                                           new.available)
+
+
+def read_catalog_items(path) -> pd.DataFrame | None:
+    """The catalog parquet (a file or a dataset dir holding items.parquet) as a frame; None if absent."""
+    from pathlib import Path
+
+    if path is None:
+        return None
+    p = Path(path)
+    if p.is_dir():
+        p = p / "items.parquet"
+    if not p.exists():
+        return None
+    return pd.read_parquet(p)
+
+
+class LiveCatalog:
+    """The catalog one ingress replica serves, growing with posted items between trainings.
+
+    Holds the content index (built from the catalog at start), the Redis feed and the in-memory
+    overlays. ``apply`` adds items everywhere they matter: content index (so ``/similar`` and the
+    content candidate source find them), the shared :class:`Catalog` (filters, genres, freshness),
+    display metadata, and the exploration pool of new items.
+    """
+
+    def __init__(self, catalog: Catalog, meta: ItemMetadata, redis_url: str, *, content_dim: int = 64,
+                 poll_s: float = 1.0, enabled: bool = True):
+        self.catalog = catalog
+        self.meta = meta
+        self.redis_url = redis_url
+        self.content_dim = content_dim
+        self.poll_s = poll_s
+        self.enabled = enabled
+        self.content: Any = None  # ContentIndex once built
+        self.feed: CatalogFeed | None = None
+        self.last_id = "0-0"
+        self.applied = 0
+        self._task: Any = None
+
+    def build(self, items: pd.DataFrame | None) -> None:
+        """Fit and fill the content index from the catalog frame (blocking; run in a thread)."""
+        from recsys.serving.content_index import ContentConfig, ContentIndex
+
+        if not self.enabled or items is None or len(items) < 2:
+            return
+        self.content = ContentIndex.build(items, ContentConfig(dim=self.content_dim))
+        try:
+            self.feed = CatalogFeed(self.redis_url)
+        except Exception as e:  # noqa: BLE001 - a bad Redis URL leaves the feed off, serving goes on
+            import logging
+
+            logging.getLogger(__name__).warning("catalog feed unavailable: %s", e)
+
+    async def start(self, items: pd.DataFrame | None, explorer_of: Any) -> None:
+        """Build the index, replay the feed once, then poll it every ``poll_s`` in the background."""
+        import asyncio
+
+        await asyncio.to_thread(self.build, items)
+        if self.content is None or self.feed is None:
+            return
+        await self.poll_once(explorer_of())
+        if self.poll_s > 0:
+            self._task = asyncio.get_running_loop().create_task(self._poll_loop(explorer_of))
+
+    async def _poll_loop(self, explorer_of: Any) -> None:
+        import asyncio
+        import logging
+
+        while True:
+            await asyncio.sleep(self.poll_s)
+            try:
+                await self.poll_once(explorer_of())
+            except Exception as e:  # noqa: BLE001 - Redis down: keep serving, try again next tick
+                logging.getLogger(__name__).warning("catalog feed poll failed: %s", e)
+
+    async def poll_once(self, explorer: Any) -> int:
+        import asyncio
+
+        if self.feed is None:
+            return 0
+        total = 0
+        while True:
+            last, items = await asyncio.to_thread(self.feed.read, self.last_id)
+            if items:
+                await self.apply(items_frame(items), explorer)
+                total += len(items)
+            self.last_id = last
+            if len(items) < 1000:
+                return total
+
+    async def apply(self, frame: pd.DataFrame, explorer: Any) -> None:
+        """Add ``frame``'s items to the content index, catalog, metadata and exploration pool."""
+        import asyncio
+
+        if self.content is not None:
+            await asyncio.to_thread(self.content.add, frame)
+        new_cat = await asyncio.to_thread(extend_catalog, self.catalog, frame)
+        new_meta = await asyncio.to_thread(extend_metadata, self.meta, frame)
+        replace_catalog_contents(self.catalog, new_cat)  # no await from here: atomic for the event loop
+        self.meta = new_meta
+        if explorer is not None:
+            explorer.add_new_items(frame.loc[frame["available"].astype(bool), "item_id"].to_numpy(np.int64))
+        self.applied += len(frame)
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None

@@ -68,13 +68,14 @@ class ExperimentGateway:
             is_holdout=a.is_holdout,
         )
 
-    def log_exposure(self, user_id: int, choice: VariantChoice, request_id: str, items: list[int]) -> None:
+    def log_exposure(self, user_id: int, choice: VariantChoice, request_id: str, items: list[int],
+                     propensities: list[float] | None = None) -> None:
         if self.log is None or choice.experiment is None:
             return
         try:
             self.log.log_exposure(
                 str(user_id), choice.experiment, choice.variant, request_id, time.time(), items,
-                layer=choice.layer, is_holdout=choice.is_holdout,
+                layer=choice.layer, is_holdout=choice.is_holdout, propensities=propensities,
             )
         except Exception as e:  # noqa: BLE001 - a full disk must not fail the recommendation itself
             log.warning("exposure log write failed: %s", e)
