@@ -149,5 +149,6 @@ def test_thompson_propensity_matches_pick_frequency_and_variant_params_are_cappe
     assert exploration_rate({"exploration_rate": 0.9}, 0.1, 0.2) == 0.2
     assert exploration_rate({"exploration_rate": "x"}, 0.1, 0.2) == 0.1
     assert exploration_rate({}, 0.1, 0.2) == 0.1
+    assert exploration_rate({}, 0.5, 0.2) == 0.5  # the operator's setting is not capped, a variant's is
     assert slate_propensities(3, 0.1, True).tolist() == [1.0, 1.0, 0.9]
     assert slate_propensities(3, 0.1, False).tolist() == [1.0, 1.0, 1.0]

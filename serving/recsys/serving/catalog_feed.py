@@ -217,7 +217,12 @@ class LiveCatalog:
         await asyncio.to_thread(self.build, items)
         if self.content is None or self.feed is None:
             return
-        await self.poll_once(explorer_of())
+        try:
+            await self.poll_once(explorer_of())
+        except Exception as e:  # noqa: BLE001 - Redis down at start: serve the exported catalog, retry later
+            import logging
+
+            logging.getLogger(__name__).warning("catalog feed replay failed, will retry: %s", e)
         if self.poll_s > 0:
             self._task = asyncio.get_running_loop().create_task(self._poll_loop(explorer_of))
 

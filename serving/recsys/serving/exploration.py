@@ -109,17 +109,19 @@ def exploration_policy(params: dict, default: str = "thompson") -> str:
 
 
 def exploration_rate(params: dict, default: float, max_rate: float) -> float:
-    """The share of requests given the slot: the variant's ``exploration_rate`` (else ``default``), capped.
+    """The share of requests given the slot: the variant's ``exploration_rate`` capped, else ``default``.
 
-    The cap (``ServingConfig.exploration_max_rate``) bounds what any experiment can spend on exploring.
+    The cap (``ServingConfig.exploration_max_rate``) bounds what any experiment variant can spend on
+    exploring; ``default`` is the operator's ``exploration_rate`` and is used as configured.
     """
-    raw = params.get("exploration_rate", default)
+    if "exploration_rate" not in params:
+        return float(default)  # the operator's own setting is not an experiment: not capped
     try:
-        rate = float(raw)
+        rate = float(params["exploration_rate"])
     except (TypeError, ValueError):
-        rate = default
+        return float(min(default, max_rate))
     if not np.isfinite(rate):
-        rate = default
+        return float(min(default, max_rate))
     return float(min(max(rate, 0.0), max_rate))
 
 
