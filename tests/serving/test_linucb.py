@@ -152,3 +152,65 @@ def test_thompson_propensity_matches_pick_frequency_and_variant_params_are_cappe
     assert exploration_rate({}, 0.5, 0.2) == 0.5  # the operator's setting is not capped, a variant's is
     assert slate_propensities(3, 0.1, True).tolist() == [1.0, 1.0, 0.9]
     assert slate_propensities(3, 0.1, False).tolist() == [1.0, 1.0, 1.0]
+
+
+def test_linucb_variant_in_the_service_logs_propensities_and_learns_from_clicks(serving_args, tmp_path, redis_url):
+    """A variant with `exploration: linucb` gets the LinUCB slot; exposures carry propensities; a click rewards."""
+    import asyncio
+
+    from starlette.testclient import TestClient
+
+    from recsys.experiments.exposure_log import read_log
+    from recsys.serving.api import create_api
+    from recsys.serving.config import ServingConfig
+    from recsys.serving.ranker import Ranker
+    from recsys.serving.retrieval_shard import RetrievalShard
+    from recsys.serving.service import RecommendationService
+
+    exp_file = tmp_path / "experiments.yaml"
+    exp_file.write_text(
+        "version: 1\nexperiments:\n  - name: explore\n    variants:\n"
+        "      - {name: control, weight: 50}\n"
+        "      - {name: bandit, weight: 50, reranking: {exploration: linucb, exploration_rate: 0.9}}\n"
+    )
+    key = f"test:linucb:{uuid.uuid4().hex}"
+    cfg = ServingConfig(**{**serving_args, "experiments_config": str(exp_file), "exposure_log_dir": str(tmp_path / "x"),
+                           "exploration_rate": 1.0, "exploration_max_rate": 0.5, "exploration_slot": 1,
+                           "linucb": {"key": key, "refresh_s": 0}, "catalog_poll_s": 0})
+    svc = RecommendationService(cfg, [RetrievalShard(cfg, i, cfg.num_shards) for i in range(cfg.num_shards)],
+                                Ranker(cfg))
+    asyncio.run(svc.start())
+    shown: dict[int, int] = {}
+    try:
+        with TestClient(create_api(svc)) as c:
+            for user in range(1, 41):
+                body = c.post("/v1/recommendations", json={"user_id": user, "n": 5}).json()
+                slot = [it for it in body["items"] if "exploration" in it["sources"]]
+                if body["variant"] == "bandit" and slot:
+                    assert slot[0]["sources"] == ["exploration", "linucb"] and slot[0]["rank"] == 1
+                    shown[user] = slot[0]["item_id"]
+                elif slot:
+                    assert slot[0]["sources"] == ["exploration"]  # control: Thompson at the operator's rate
+            assert shown, "no LinUCB slot in 40 requests"
+            user, item = next(iter(shown.items()))
+            c.post("/v1/events", json={"user_id": user, "item_id": item, "event_type": "click"})
+        svc.experiments.log.flush()
+        ex = read_log(tmp_path / "x").exposures
+        assert len(ex) == 40
+        for _, row in ex.iterrows():
+            props = row["propensities"]
+            assert isinstance(props, list) and len(props) == len(row["items"])
+            assert all(0 < p <= 1 for p in props)
+            if row["variant"] == "bandit" and int(row["unit_id"]) in shown:
+                # the slot item: the variant's capped rate (0.5) times its pick probability; the ranked
+                # items left are always shown (the one the slot could displace was displaced)
+                assert props[1] <= 0.5 + 1e-9
+                assert [p for i, p in enumerate(props) if i != 1] == [1.0] * (len(props) - 1)
+            elif row["variant"] == "bandit":
+                assert props[:-1] == [1.0] * (len(props) - 1) and props[-1] == pytest.approx(0.5)
+        model = svc.exploration.linucb
+        model.refresh(force=True)
+        assert model.impressions == len(shown)
+        assert float(model._r.hget(model.state_key, "clicks")) == pytest.approx(1.0)
+    finally:
+        svc.exploration.linucb.reset()

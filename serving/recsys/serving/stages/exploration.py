@@ -65,6 +65,8 @@ class Exploration:
                 if len(props) >= req.n:
                     props.pop()
                 props.insert(slot, rate * prob)
+            elif props:
+                props[-1] = 1.0  # nothing eligible to explore with: the last item could not be displaced
         for rank, it in enumerate(items):
             it.rank = rank
         return items, props
