@@ -268,6 +268,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--cold-max-events", type=int, default=5)
     p.add_argument("--max-users", type=int, default=None)
     p.add_argument("--hidden-items", type=int, default=50)
+    p.add_argument("--steps", default="0,25,100,400", help="events of each hidden item kept, comma-separated")
     p.add_argument("--part", choices=("test", "validation"), default="test")
     p.add_argument("--seed", type=int, default=42)
     args = p.parse_args(argv)
@@ -295,7 +296,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{ds.name}: split=global_time part={args.part}, {len(ev.users)} users, cold = <= {args.cold_max_events} "
           f"history events, {int(sl.new_items.sum())} items first seen in the window; 95% bootstrap CIs\n")
     print(slice_table(reports))
-    points = new_item_recovery(history, window, catalog, sources(), k_items=args.hidden_items, seed=args.seed)
+    steps = tuple(int(x) for x in args.steps.split(","))
+    points = new_item_recovery(history, window, catalog, sources(), k_items=args.hidden_items, steps=steps,
+                               seed=args.seed)
     print(f"\nsimulated new items: {args.hidden_items} items hidden, recall@20 of them among their test users\n")
     print(recovery_table(points))
     print(f"\n({time.perf_counter() - t0:.0f}s)")
