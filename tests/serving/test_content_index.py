@@ -143,3 +143,31 @@ def test_catalog_and_metadata_overlays(small_dataset):
     meta2 = extend_metadata(meta, frame)
     assert meta2.lookup([99_999, existing]) == [("New One", ["War"]), ("Renamed", ["Comedy"])]
     assert extend_catalog(Catalog.empty(), frame).genres_of(99_999) == frozenset({"War"})
+
+
+def test_cli_import_items_validates_and_publishes(redis_url, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from recsys.platform.cli import root
+    from recsys.serving.catalog_feed import STREAM_KEY
+
+    feed = CatalogFeed(redis_url)
+    last_before = feed.read()[0]
+    (tmp_path / "items.csv").write_text("item_id,title,genres,year\n500001,Space Robots,Sci-Fi|Action,1999\n"
+                                        "500002,Quiet Garden,Drama,\n")
+    runner = CliRunner()
+    res = runner.invoke(root, ["catalog", "import-items", str(tmp_path / "items.csv"), "--redis-url", redis_url])
+    assert res.exit_code == 0, res.output
+    assert "published 2 item(s)" in res.output
+    _, got = feed.read(last_before)
+    assert [(g.item_id, g.genres, g.year) for g in got] == [(500001, ["Sci-Fi", "Action"], 1999),
+                                                            (500002, ["Drama"], None)]
+    (tmp_path / "bad.jsonl").write_text('{"item_id": 1, "title": "ok"}\n{"item_id": 2, "title": "x", "year": 5}\n')
+    res = runner.invoke(root, ["catalog", "import-items", str(tmp_path / "bad.jsonl"), "--redis-url", redis_url])
+    assert res.exit_code == 2 and "row 2" in res.output and "'year'" in res.output
+    res = runner.invoke(root, ["catalog", "import-items", str(tmp_path / "items.csv"), "--dry-run"])
+    assert res.exit_code == 0 and "2 item(s) valid" in res.output
+    res = runner.invoke(root, ["catalog", "import-items", str(tmp_path / "items.csv"),
+                               "--redis-url", "redis://127.0.0.1:1/0"])
+    assert res.exit_code == 2 and "cannot publish" in res.output
+    feed._r.delete(STREAM_KEY)
