@@ -171,3 +171,19 @@ def test_cli_import_items_validates_and_publishes(redis_url, tmp_path, monkeypat
                                "--redis-url", "redis://127.0.0.1:1/0"])
     assert res.exit_code == 2 and "cannot publish" in res.output
     feed._r.delete(STREAM_KEY)
+
+
+def test_item_in_refuses_negative_ids_and_implausible_dates(tmp_path):
+    from recsys.serving.catalog_feed import catalog_stream_id
+
+    with pytest.raises(ValidationError) as e:
+        ItemIn(item_id=-1, title="x")
+    assert e.value.errors()[0]["loc"] == ("item_id",)
+    with pytest.raises(ValidationError) as e:
+        ItemIn(item_id=1, title="x", created_at="0001-01-01T00:00:00Z")
+    assert e.value.errors()[0]["loc"] == ("created_at",)
+    # replay starts at the catalog export's write time (stream ids are milliseconds)
+    (tmp_path / "items.parquet").write_bytes(b"x")
+    sid = catalog_stream_id(tmp_path)
+    assert sid.endswith("-0") and abs(int(sid[:-2]) / 1000 - time.time()) < 60
+    assert catalog_stream_id(None) == "0-0" and catalog_stream_id(tmp_path / "nope.parquet") == "0-0"

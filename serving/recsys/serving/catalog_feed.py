@@ -5,7 +5,8 @@ Why a stream: ``POST /v1/items`` reaches one ingress replica, but every replica 
 within seconds. The receiving replica appends the item to the Redis stream ``recsys:catalog:items``
 (``XADD``) and applies it at once; every replica polls the stream (``XREAD`` from its last id) every
 ``catalog_poll_s`` and applies what it has not seen. A restarted replica replays the stream from the
-start, so posted items survive restarts until the next export of the catalog (trim the stream then).
+start of the stream *after the catalog file was written* (stream ids are millisecond timestamps), so
+posted items survive restarts until the next export of the catalog contains them.
 Applying an item twice is harmless: the content index replaces it in place.
 """
 
@@ -21,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from recsys.serving.artifacts import Catalog, IdIndex
 from recsys.serving.item_metadata import ItemMetadata
-from recsys.serving.schemas import INT64_MAX, INT64_MIN
+from recsys.serving.schemas import INT64_MAX
 
 STREAM_KEY = "recsys:catalog:items"
 
@@ -31,7 +32,7 @@ class ItemIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    item_id: int = Field(..., ge=INT64_MIN, le=INT64_MAX)
+    item_id: int = Field(..., ge=0, le=INT64_MAX, description="Non-negative (FAISS reserves -1)")
     title: str = Field(..., min_length=1, max_length=500)
     genres: list[str] = Field(default_factory=list, max_length=32, description="Genre names (or one '|' string)")
     description: str = Field("", max_length=10_000)
@@ -44,6 +45,13 @@ class ItemIn(BaseModel):
     def _split_pipe_string(cls, v: object) -> object:
         if isinstance(v, str):
             return [g for g in v.split("|") if g.strip()]
+        return v
+
+    @field_validator("created_at")
+    @classmethod
+    def _plausible_date(cls, v: datetime | None) -> datetime | None:
+        if v is not None and not 1800 <= v.year <= 2200:
+            raise ValueError("created_at must be between the years 1800 and 2200")
         return v
 
     @field_validator("genres")
@@ -159,6 +167,18 @@ def replace_catalog_contents(target: Catalog, new: Catalog) -> None:
                                                                            new.available)
 
 
+def catalog_stream_id(path) -> str:
+    """The feed position matching the catalog file's write time: entries before it are in the export."""
+    from pathlib import Path
+
+    if path is None:
+        return "0-0"
+    p = Path(path)
+    if p.is_dir():
+        p = p / "items.parquet"
+    return f"{int(p.stat().st_mtime * 1000)}-0" if p.exists() else "0-0"
+
+
 def read_catalog_items(path) -> pd.DataFrame | None:
     """The catalog parquet (a file or a dataset dir holding items.parquet) as a frame; None if absent."""
     from pathlib import Path
@@ -210,10 +230,11 @@ class LiveCatalog:
 
             logging.getLogger(__name__).warning("catalog feed unavailable: %s", e)
 
-    async def start(self, items: pd.DataFrame | None, explorer_of: Any) -> None:
-        """Build the index, replay the feed once, then poll it every ``poll_s`` in the background."""
+    async def start(self, items: pd.DataFrame | None, explorer_of: Any, since_id: str = "0-0") -> None:
+        """Build the index, replay the feed after ``since_id`` once, then poll it every ``poll_s``."""
         import asyncio
 
+        self.last_id = since_id
         await asyncio.to_thread(self.build, items)
         if self.content is None or self.feed is None:
             return

@@ -21,7 +21,7 @@ from typing import Any
 from recsys.platform.model_store import ModelStore
 from recsys.serving.artifacts import ArtifactError, Catalog, RetrievalArtifacts
 from recsys.serving.bundle import ActiveVersions, Bundle, BundleLoader
-from recsys.serving.catalog_feed import LiveCatalog, read_catalog_items
+from recsys.serving.catalog_feed import LiveCatalog, catalog_stream_id, read_catalog_items
 from recsys.serving.config import ServingConfig
 from recsys.serving.errors import NotReadyError, RequestLimitError, UnknownItemError
 from recsys.serving.experiment_client import NO_EXPERIMENT, ExperimentGateway, VariantChoice
@@ -116,7 +116,7 @@ class RecommendationService:
         versions = self.loader.resolve(self.cfg.retrieval_version, self.cfg.ranking_version)
         self._activate(await asyncio.to_thread(self.loader.load, versions))
         items = await asyncio.to_thread(read_catalog_items, self.cfg.catalog_path)
-        await self.live.start(items, lambda: self.explorer)
+        await self.live.start(items, lambda: self.explorer, catalog_stream_id(self.cfg.catalog_path))
         if self.cfg.reload_interval_s > 0 and self._reload_task is None:
             self._reload_task = asyncio.get_running_loop().create_task(self._reload_loop())
 
