@@ -122,8 +122,47 @@ def test_new_item_served_by_every_replica_within_5s(replicas, small_dataset):
                     assert got[new_id]["title"] == f"{src['title']} Returns"
                     seen[(url, "recs")] = time.perf_counter() - t0
         time.sleep(0.1)
+    print(f"new item served after (s): {seen}")
     assert len(seen) == 4, f"served within 5 s only: {seen}"
     assert max(seen.values()) < 5.0
     # the item's own metadata neighbours now include it (the index is symmetric)
     r = httpx.get(f"{b}/v1/items/{src_id}/similar", params={"n": 10})
     assert r.status_code == 200
+
+
+@pytest.mark.slow
+def test_fuzz_post_items_no_5xx_and_4xx_name_the_field(replicas):
+    """schemathesis on POST /v1/items (positive and negative cases): never a 5xx, every 4xx names a field.
+
+    Slow (~50 s here); tests/hardening's fuzz of every operation covers the route in the default run.
+    """
+    import schemathesis
+    from hypothesis import HealthCheck, given, settings
+    from schemathesis import GenerationMode
+
+    a = replicas[0].url
+    schema = schemathesis.openapi.from_url(f"{a}/openapi.json")
+    op = next(o.ok() for o in schema.get_all_operations()
+              if o.ok().method.upper() == "POST" and o.ok().path == "/v1/items")
+    failures: list[str] = []
+    statuses: set[int] = set()
+    for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+        @given(case=op.as_strategy(generation_mode=mode))
+        @settings(max_examples=30, deadline=None, database=None, derandomize=True,
+                  suppress_health_check=list(HealthCheck))
+        def run(case) -> None:
+            try:
+                r = case.call(base_url=a, headers={"X-API-Key": "s3cret"}, timeout=30)
+            except (ValueError, UnicodeError):
+                return
+            statuses.add(r.status_code)
+            if r.status_code >= 500:
+                failures.append(f"{r.status_code}: {case.as_curl_command()} -> {r.text[:300]}")
+            elif r.status_code >= 400:
+                detail = r.json().get("detail")
+                if not (isinstance(detail, list) and detail and all(d.get("loc") for d in detail)):
+                    failures.append(f"{r.status_code} without a field: {r.text[:300]}")
+
+        run()
+    assert not failures, "\n".join(failures[:10])
+    assert 201 in statuses and 422 in statuses, statuses
