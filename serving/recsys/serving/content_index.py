@@ -36,7 +36,7 @@ _YEAR_RE = re.compile(r"\((\d{4})\)")
 
 @dataclass(frozen=True)
 class ContentConfig:
-    """Knobs of the content profile and its index (defaults chosen on the synthetic validation catalog)."""
+    """Knobs of the content profile and its index (defaults are reasonable guesses, not tuned on any window)."""
 
     dim: int = 64
     hash_features: int = 2**18
