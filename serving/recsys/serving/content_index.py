@@ -147,6 +147,9 @@ class ContentIndex:
     def __init__(self, encoder: ContentEncoder):
         import faiss
 
+        # one query at a time over a few thousand rows: OpenMP threads only contend (18 ms -> 2 ms
+        # per request measured on the shared box); process-wide, as retrieval_shard.py does
+        faiss.omp_set_num_threads(1)
         self.encoder = encoder
         self.dim = encoder.dim
         self._index = faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))

@@ -136,7 +136,7 @@ class CandidateGeneration:
                 lists.append(("item_knn", *sources.item_knn.from_history(history, cfg.knn_k)))
             content = self.live.content if self.live is not None else None
             if content is not None and history and cfg.content_k:
-                lists.append(("content", *content.from_history(history, cfg.content_k)))
+                lists.append(("content", *content.from_history(history[:20], cfg.content_k)))
             if sources.popularity is not None and cfg.popularity_k:
                 lists.append(("popularity", *sources.popularity.top(cfg.popularity_k)))
             cands = merge_candidates(lists)
