@@ -22,5 +22,6 @@ fi
 if [ -f scripts/install_helm.sh ]; then
   bash scripts/install_helm.sh >/dev/null
 fi
+bash scripts/k8s_testenv.sh install || echo "==> WARNING: no local Kubernetes API server (see above); the k8s tests will skip"
 bash scripts/ensure_redis.sh
 echo "==> environment ready (.venv, helm in .tools/bin, Redis on 127.0.0.1:6379)"

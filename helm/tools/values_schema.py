@@ -144,11 +144,19 @@ defs = {
                     "replicas": I(0),
                     "minReplicas": I(0),
                     "maxReplicas": I(1),
-                    "gpus": I(0),
+                    "gpus": I(0, desc="GPUs per worker pod; > 0 adds --use-gpu to the entrypoint"),
+                    "numWorkers": I(0, desc="Ray Train workers (--num-workers); 0: replicas x max(1, gpus)"),
+                    "cpusPerWorker": {
+                        "type": "number",
+                        "minimum": 0,
+                        "description": "CPUs per Ray Train worker (--cpus-per-worker); 0: pod CPUs / max(1, gpus)",
+                    },
                     "resources": REF("resources"),
                     "nodeSelector": REF("nodeSelector"),
                     "tolerations": REF("tolerations"),
-                }
+                },
+                required=["groupName", "replicas", "minReplicas", "maxReplicas", "gpus", "resources",
+                          "nodeSelector", "tolerations"],
             ),
         }
     ),
@@ -286,6 +294,8 @@ props = {
             ),
             "autoscaler": REF("rayAutoscaler"),
             "probes": obj({"readiness": REF("probe"), "liveness": REF("livenessProbe")}),
+            "throughputOptimized": B("RAY_SERVE_THROUGHPUT_OPTIMIZED=1 in the serving pods (Ray >= 2.56)"),
+            "haproxyIngress": B("RAY_SERVE_ENABLE_HA_PROXY=1 in the serving pods (image must contain haproxy)"),
             "upgradeStrategy": {"enum": ["NewCluster", "None"]},
             "rayClusterDeletionDelaySeconds": I(0),
             "service": obj({"type": {"enum": ["ClusterIP", "NodePort", "LoadBalancer"]}, "annotations": REF("labels")}),
@@ -313,6 +323,10 @@ props = {
             "ttlSecondsAfterFinished": I(0),
             "activeDeadlineSeconds": I(1),
             "backoffLimit": I(0),
+            "storagePath": S(
+                "Ray Train storage (--storage-path): a URI every pod reaches, or empty for the CLI default",
+                pattern=r"^([a-z][a-z0-9+.-]*://\S+|/\S*)?$",
+            ),
             "head": obj({"rayStartParams": REF("rayStartParams"), "resources": REF("resources")}),
             "autoscaler": REF("rayAutoscaler"),
             "jobs": {

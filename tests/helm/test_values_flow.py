@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
+from recsys.platform.k8s.chart import HelmError
+
 
 def _ray_cluster(rendered):
     return rendered.get("RayService")["spec"]["rayClusterConfig"]
@@ -142,7 +144,9 @@ def test_training_jobs_flow(render):
     jobs = r.training_job_manifests()
     assert set(jobs) == {"ranking"}
     spec = jobs["ranking"]["spec"]
-    assert spec["entrypoint"] == "recsys train ranking --epochs 5 --fast"
+    # 2 pods x 2 GPUs -> 4 Ray Train workers, each with half of a pod's 2 CPUs; job args come last
+    assert spec["entrypoint"] == ("recsys train ranking --num-workers 4 --cpus-per-worker 1 --use-gpu "
+                                  "--storage-path s3://recsys-models/ray-results --epochs 5 --fast")
     (workers,) = spec["rayClusterSpec"]["workerGroupSpecs"]
     assert workers["maxReplicas"] == 9
     assert workers["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 2
@@ -151,6 +155,49 @@ def test_training_jobs_flow(render):
     assert cron["spec"]["schedule"] == "15 4 * * 1"
     args = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args == ["--in-cluster", "--configmap=recsys-training-jobs", "--job=ranking"]
+
+
+def test_training_entrypoint_scale_out_flags(render):
+    """--num-workers/--cpus-per-worker/--use-gpu/--storage-path follow the worker group and training values."""
+    r = render(set_values={"training.storagePath": "gs://bucket/ray", "training.jobs.retrieval.workers.replicas": "3",
+                           "training.jobs.retrieval.workers.resources.limits.cpu": "1500m"})
+    jobs = r.training_job_manifests()
+    assert jobs["retrieval"]["spec"]["entrypoint"] == (
+        "recsys train retrieval --num-workers 3 --cpus-per-worker 1.5 --storage-path gs://bucket/ray")
+    assert "--use-gpu" not in jobs["ranking"]["spec"]["entrypoint"]
+    r = render(set_values={"training.storagePath": ""}, set_json={"training.jobs.ranking.workers.numWorkers": 8,
+                                                                  "training.jobs.ranking.workers.cpusPerWorker": 0.5})
+    assert r.training_job_manifests()["ranking"]["spec"]["entrypoint"] == (
+        "recsys train ranking --num-workers 8 --cpus-per-worker 0.5")
+
+
+@pytest.mark.parametrize(("set_json", "message"), [
+    ({"training.jobs.retrieval.workers.numWorkers": 9},
+     "training.jobs.retrieval.workers: 9 Ray Train workers (numWorkers) do not fit into maxReplicas=4 pods of 2 CPUs"),
+    ({"training.jobs.retrieval.workers.cpusPerWorker": 3},
+     "training.jobs.retrieval.workers: cpusPerWorker (3) exceeds the CPUs of one worker pod (2)"),
+    ({"training.jobs.ranking.workers.gpus": 1, "training.jobs.ranking.workers.numWorkers": 5},
+     "training.jobs.ranking.workers: 5 Ray Train workers (numWorkers) do not fit into maxReplicas=4 pods"),
+])
+def test_training_sizes_that_cannot_fit_fail_at_render(render, set_json, message):
+    with pytest.raises(HelmError) as err:
+        render(set_json=set_json)
+    assert message in err.value.stderr
+
+
+def test_serve_speed_switches_in_serving_pod_env(render, default_render):
+    def env_of(r):
+        cluster = _ray_cluster(r)
+        pods = [cluster["headGroupSpec"]["template"]] + [g["template"] for g in cluster["workerGroupSpecs"]]
+        return [{e["name"]: e.get("value") for e in p["spec"]["containers"][0]["env"]} for p in pods]
+
+    for env in env_of(default_render):  # defaults: throughput mode on, HAProxy off
+        assert env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "1" and "RAY_SERVE_ENABLE_HA_PROXY" not in env
+    for env in env_of(render(set_values={"serving.throughputOptimized": "false", "serving.haproxyIngress": "true"})):
+        assert "RAY_SERVE_THROUGHPUT_OPTIMIZED" not in env and env["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
+    for job in default_render.training_job_manifests().values():  # training clusters run no Serve
+        pod = job["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+        assert "RAY_SERVE_THROUGHPUT_OPTIMIZED" not in {e["name"] for e in pod["env"]}
 
 
 def test_run_on_install_renders_named_rayjobs(all_features_render):

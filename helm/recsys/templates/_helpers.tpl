@@ -207,6 +207,16 @@ spec:
       {{- end }}
       env:
         {{- include "recsys.commonEnv" $ctx | nindent 8 }}
+        {{- if and .serving $v.serving.throughputOptimized }}
+        # Ray Serve throughput mode (Ray >= 2.56): replicas call each other over direct gRPC.
+        - name: RAY_SERVE_THROUGHPUT_OPTIMIZED
+          value: "1"
+        {{- end }}
+        {{- if and .serving $v.serving.haproxyIngress }}
+        # HAProxy as Serve's HTTP ingress (the image must contain haproxy).
+        - name: RAY_SERVE_ENABLE_HA_PROXY
+          value: "1"
+        {{- end }}
         {{- if and .serving $v.serving.apiKey.existingSecret }}
         - name: RECSYS_API_KEY
           valueFrom:
@@ -262,6 +272,44 @@ spec:
     {{- end }}
 {{- end }}
 
+{{/* A CPU quantity ("2", 2, "1.5", "500m") as a number of CPUs. */}}
+{{- define "recsys.cpuCount" -}}
+{{- $q := toString . -}}
+{{- if hasSuffix "m" $q }}{{ divf (trimSuffix "m" $q | float64) 1000 }}{{ else }}{{ $q | float64 }}{{ end }}
+{{- end }}
+
+{{/*
+Ray Train sizing of one training job, as "numWorkers cpusPerWorker podCpus workersPerPod" (space separated).
+One Ray Train worker per worker pod, or one per GPU when pods have several; each worker reserves the pod's
+CPUs (limit, else request) divided among the workers of that pod. numWorkers/cpusPerWorker override (0: derive).
+Ray Train's controller needs no CPU, so it fits on the head (num-cpus 0).
+*/}}
+{{- define "recsys.training.sizing" -}}
+{{- $w := .workers -}}
+{{- $res := default dict $w.resources -}}
+{{- $cpu := coalesce (default dict $res.limits).cpu (default dict $res.requests).cpu -}}
+{{- if not $cpu }}{{ fail (printf "training.jobs.%s.workers.resources needs a cpu limit or request (it sizes --cpus-per-worker)" .name) }}{{ end -}}
+{{- $podCpus := include "recsys.cpuCount" $cpu | float64 -}}
+{{- $perPod := max 1 (int $w.gpus) -}}
+{{- $num := int $w.numWorkers | default (mul (int $w.replicas) $perPod) | max 1 -}}
+{{- $cpus := float64 $w.cpusPerWorker | default (divf $podCpus $perPod) -}}
+{{- printf "%d %v %v %d" $num $cpus $podCpus $perPod -}}
+{{- end }}
+
+{{/*
+Entrypoint of a training job: the command, the scale-out flags of `recsys train` (from the values) and the
+job's extra args last (click keeps the last occurrence, so args can still override a flag).
+*/}}
+{{- define "recsys.training.entrypoint" -}}
+{{- $t := .ctx.Values.training -}}
+{{- $sizing := splitList " " (include "recsys.training.sizing" (dict "name" .name "workers" .job.workers)) -}}
+{{- $flags := list .job.command "--num-workers" (index $sizing 0) "--cpus-per-worker" (index $sizing 1) -}}
+{{- if gt (int .job.workers.gpus) 0 }}{{- $flags = append $flags "--use-gpu" -}}{{- end }}
+{{- with $t.storagePath }}{{- $flags = concat $flags (list "--storage-path" .) -}}{{- end }}
+{{- range .job.args }}{{- $flags = append $flags (toString .) -}}{{- end }}
+{{- join " " $flags -}}
+{{- end }}
+
 {{/*
 A training RayJob. Args (dict): ctx, name (job key), job (values of the job), generateName (bool).
 With generateName the object gets a fresh name per submission (used by the schedule and the CLI).
@@ -284,7 +332,7 @@ metadata:
     {{- include "recsys.componentLabels" (dict "ctx" $ctx "component" "training") | nindent 4 }}
     recsys.io/training-job: {{ .name }}
 spec:
-  entrypoint: {{ (trim (printf "%s %s" $job.command (join " " $job.args))) | quote }}
+  entrypoint: {{ include "recsys.training.entrypoint" . | quote }}
   shutdownAfterJobFinishes: {{ $t.shutdownAfterJobFinishes }}
   ttlSecondsAfterFinished: {{ $t.ttlSecondsAfterFinished }}
   activeDeadlineSeconds: {{ $t.activeDeadlineSeconds }}
@@ -358,4 +406,53 @@ spec:
       key: {{ .Values.redis.urlSecret.feastConnectionKey }}
 - name: FEAST_REPO_PATH
   value: /etc/feast
+{{- end }}
+
+{{/*
+apiVersion of a built-in kind whose GA version arrived after Kubernetes 1.20, chosen the way widely used
+charts do: the GA version when the server serves it (`.Capabilities.APIVersions.Has "<group/version>/<Kind>"`,
+which `helm install/upgrade` fills from the live server) or when the Kubernetes version says it must exist
+(`helm template` only knows group/versions, not kinds, and defaults to a current Kubernetes); otherwise the
+beta version. Args (dict): ctx, kind, ga, beta, since (first Kubernetes minor serving ga, e.g. "1.21").
+*/}}
+{{- define "recsys.apiVersionFor" -}}
+{{- $caps := .ctx.Capabilities -}}
+{{- if or ($caps.APIVersions.Has (printf "%s/%s" .ga .kind)) (semverCompare (printf ">=%s-0" .since) $caps.KubeVersion.Version) -}}
+{{- .ga -}}
+{{- else -}}
+{{- .beta -}}
+{{- end -}}
+{{- end }}
+
+{{- define "recsys.cronJobApiVersion" -}}
+{{- include "recsys.apiVersionFor" (dict "ctx" . "kind" "CronJob" "ga" "batch/v1" "beta" "batch/v1beta1" "since" "1.21") -}}
+{{- end }}
+
+{{- define "recsys.pdbApiVersion" -}}
+{{- include "recsys.apiVersionFor" (dict "ctx" . "kind" "PodDisruptionBudget" "ga" "policy/v1" "beta" "policy/v1beta1" "since" "1.21") -}}
+{{- end }}
+
+{{- define "recsys.hpaApiVersion" -}}
+{{- include "recsys.apiVersionFor" (dict "ctx" . "kind" "HorizontalPodAutoscaler" "ga" "autoscaling/v2" "beta" "autoscaling/v2beta2" "since" "1.23") -}}
+{{- end }}
+
+{{/*
+Schedule and time zone of a CronJob: include "recsys.cronSchedule" (dict "ctx" $ "cron" "0 3 * * *" "timeZone" "Etc/UTC").
+`spec.timeZone` exists from Kubernetes 1.25 (GA 1.27); older API servers reject the unknown field under
+server-side apply and their cron parser knows no CRON_TZ= prefix either. There the schedule runs in the
+kube-controller-manager's zone (UTC on managed clusters) and the wanted zone is kept in an annotation
+(the chart's NOTES print a warning), so nothing is silently reinterpreted without a trace.
+*/}}
+{{- define "recsys.cronSchedule" -}}
+schedule: {{ .cron | quote }}
+{{- if semverCompare ">=1.25-0" .ctx.Capabilities.KubeVersion.Version }}
+timeZone: {{ .timeZone | quote }}
+{{- end }}
+{{- end }}
+
+{{/* Annotation naming the time zone a CronJob could not set (Kubernetes < 1.25); empty otherwise. */}}
+{{- define "recsys.cronTimeZoneAnnotation" -}}
+{{- if not (semverCompare ">=1.25-0" .ctx.Capabilities.KubeVersion.Version) }}
+recsys.io/schedule-time-zone: {{ printf "%s (not applied: Kubernetes %s has no CronJob timeZone; the schedule runs in the controller-manager's zone)" .timeZone .ctx.Capabilities.KubeVersion.Version | quote }}
+{{- end }}
 {{- end }}

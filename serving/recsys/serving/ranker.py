@@ -19,6 +19,7 @@ from ray import serve
 from recsys.platform.model_store import ModelStore
 from recsys.serving.artifacts import ArtifactError, RankerArtifacts, RankerSpec, load_ranker, resolve_version
 from recsys.serving.config import ServingConfig
+from recsys.serving.rollout import RolloutSpec, VersionSet
 
 
 def _sparse_value(value: Any, vocab_size: int, hashed: bool) -> int:
@@ -100,6 +101,13 @@ class RankerCore:
                     self._models = {**self._models, mv.version: load_ranker(self.store, mv)}
         return mv.version
 
+    def has_promoted(self) -> bool:
+        try:
+            resolve_version(self.store, self.cfg.ranking_model, None)
+        except ArtifactError:
+            return False
+        return True
+
     def spec(self, version: str) -> RankerSpec:
         if version not in self._models:
             self.load(version)
@@ -145,13 +153,22 @@ class Ranker:
     def __init__(self, cfg: ServingConfig | dict):
         cfg = cfg if isinstance(cfg, ServingConfig) else ServingConfig(**cfg)
         self.core = RankerCore(cfg)
+        self.versions = VersionSet()
         try:
-            self.core.load(cfg.ranking_version)
+            self.versions.active = self.core.load(cfg.ranking_version)
         except ArtifactError:
             if cfg.ranking_version is not None:  # a pinned version must exist
                 raise
             # nothing promoted yet: start empty; the ingress ranks by retrieval score (degraded)
             # until a ranker is promoted and /admin/reload loads it
+
+    async def reconfigure(self, user_config: dict) -> None:
+        """Fleet-wide rollout (every replica): load the spec's ranker versions, keep the previous active one."""
+        spec = RolloutSpec(**user_config)
+        wanted = spec.ranking_versions()
+        if wanted[0] is None and not self.core.has_promoted():
+            return  # nothing promoted yet: stay empty, the ingress ranks by retrieval score
+        await asyncio.to_thread(self.versions.apply, wanted, self.core.load, self.core.retain)
 
     async def load(self, version: str | None) -> str:
         return await asyncio.to_thread(self.core.load, version)

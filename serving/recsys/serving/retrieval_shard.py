@@ -22,6 +22,7 @@ from recsys.platform.model_store import ModelStore
 from recsys.serving.ann import AnnParams, FaissShard, shard_rows
 from recsys.serving.artifacts import load_retrieval, resolve_version
 from recsys.serving.config import ServingConfig
+from recsys.serving.rollout import RolloutSpec, VersionSet
 
 
 def ann_params(cfg: ServingConfig) -> AnnParams:
@@ -97,7 +98,13 @@ class RetrievalShard:
         faiss.omp_set_num_threads(1)  # many small actors on few cores: intra-query threads only contend
         cfg = cfg if isinstance(cfg, ServingConfig) else ServingConfig(**cfg)
         self.core = RetrievalShardCore(cfg, shard_id, num_shards)
-        self.core.load(cfg.retrieval_version)
+        self.versions = VersionSet()
+        self.versions.active = self.core.load(cfg.retrieval_version)
+
+    async def reconfigure(self, user_config: dict) -> None:
+        """Fleet-wide rollout (every replica): load the spec's versions, keep the previous active one."""
+        spec = RolloutSpec(**user_config)
+        await asyncio.to_thread(self.versions.apply, spec.retrieval_versions(), self.core.load, self.core.retain)
 
     async def load(self, version: str | None) -> str:
         return await asyncio.to_thread(self.core.load, version)

@@ -31,6 +31,7 @@ from recsys.serving.item_metadata import ItemMetadata
 from recsys.serving.metrics import ServingMetrics
 from recsys.serving.observability import current_request
 from recsys.serving.result_cache import ResultCache, request_shape_hash
+from recsys.serving.rollout import RolloutSpec, redeploy_with_rollout, wait_for_inner_deployments
 from recsys.serving.schemas import (
     RecommendationRequest,
     RecommendationResponse,
@@ -78,6 +79,8 @@ class RecommendationService:
         self.bundle: Bundle | None = None
         self._load_lock = asyncio.Lock()
         self._reload_task: asyncio.Task | None = None
+        self._rollout: RolloutSpec | None = None  # the last spec this replica applied (user_config)
+        self._preloaded: list[ActiveVersions] = []
         # the stages, in pipeline order
         self.cache = ResultCacheStage(ResultCache(cfg.cache, cfg.redis_url), m)
         self.hydration = FeatureHydration(cfg, self.features, m)
@@ -132,31 +135,71 @@ class RecommendationService:
             except Exception as e:  # noqa: BLE001 - a bad promotion must never stop the poller
                 log.warning("periodic reload failed, keeping current versions: %s", e)
 
-    async def reload(self, retrieval_version: str | None = None, ranking_version: str | None = None) -> ReloadResponse:
-        """Hot swap: load the new versions everywhere first, then switch the bundle in one assignment.
+    async def apply_rollout(self, spec: RolloutSpec) -> ReloadResponse:
+        """This replica's part of a fleet-wide rollout (``Ingress.reconfigure``): warm, then swap.
 
-        Requests already running keep the bundle they started with (each remote call names its
-        version); the previous versions stay loaded until the next swap, so nothing in flight ever
-        finds its version gone.
+        The shard and ranker deployments get the same spec; waiting for them to finish updating
+        first means the new pair is loaded on every inner replica before any answer uses it.
         """
         async with self._load_lock:
             previous = self.active
-            versions = self.loader.resolve(retrieval_version or self.cfg.retrieval_version,
-                                           ranking_version or self.cfg.ranking_version)
-            if previous == versions:
+            versions = self.loader.resolve(spec.retrieval_version, spec.ranking_version)
+            preload = [self.loader.resolve(p.retrieval_version or versions.retrieval,
+                                           p.ranking_version or versions.ranking) for p in spec.preload]
+            if previous == versions and self._preloaded == preload:
+                self._rollout = spec
                 return ReloadResponse(changed=False, model_versions=versions.as_dict(), previous=versions.as_dict())
+            await wait_for_inner_deployments(self._app_name(), "Ingress", spec.settle_timeout_s)
             await asyncio.gather(*(s.call("load", versions.retrieval) for s in self.shards))
             if self.ranker is not None and versions.ranking:
                 await self.ranker.call("load", versions.ranking)
+            for p in preload:  # variant bundles: ingress-side artifacts ready before any treatment request
+                await asyncio.to_thread(self.loader.retrieval, p.retrieval)
+                if p.ranking:
+                    await asyncio.to_thread(self.loader.spec, p.ranking)
             self._activate(await asyncio.to_thread(self.loader.load, versions))
-            keep_r = sorted({versions.retrieval, previous.retrieval} if previous else {versions.retrieval})
-            keep_k = sorted({v for v in (versions.ranking, previous.ranking if previous else None) if v})
-            self.loader.retain(keep_r)
-            await asyncio.gather(*(s.call("retain", keep_r) for s in self.shards), return_exceptions=True)
-            if self.ranker is not None and keep_k:
-                await asyncio.gather(self.ranker.call("retain", keep_k), return_exceptions=True)
-            return ReloadResponse(changed=True, model_versions=versions.as_dict(),
+            self._rollout, self._preloaded = spec, preload
+            keep = {versions.retrieval, *(p.retrieval for p in preload)}
+            if previous is not None:
+                keep.add(previous.retrieval)
+            self.loader.retain(sorted(keep))
+            return ReloadResponse(changed=previous != versions, model_versions=versions.as_dict(),
                                   previous=previous.as_dict() if previous else {})
+
+    async def reload(self, retrieval_version: str | None = None, ranking_version: str | None = None) -> ReloadResponse:
+        """Roll the given (default: promoted) versions out to every replica of the app.
+
+        Inside Serve this redeploys the app with a new ``user_config`` (an in-place update that
+        reaches every replica of every deployment) and returns once this replica serves the new
+        bundle; outside Serve (plain-class tests) it applies the spec to this instance only.
+        Unknown versions are refused here, before anything changes.
+        """
+        versions = self.loader.resolve(retrieval_version or self.cfg.retrieval_version,
+                                       ranking_version or self.cfg.ranking_version)
+        spec = RolloutSpec(retrieval_version=versions.retrieval, ranking_version=versions.ranking,
+                           preload=self._rollout.preload if self._rollout else [])
+        app_name = self._app_name()
+        if app_name is None:
+            return await self.apply_rollout(spec)
+        # preflight on this replica: a corrupt or incomplete version is refused before any replica sees it
+        await asyncio.to_thread(self.loader.load, versions)
+        previous = self.active
+        await asyncio.to_thread(redeploy_with_rollout, self.cfg, spec, app_name)
+        deadline = time.monotonic() + spec.settle_timeout_s
+        while self.active != versions and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        return ReloadResponse(changed=previous != versions, model_versions=versions.as_dict(),
+                              previous=previous.as_dict() if previous else {})
+
+    @staticmethod
+    def _app_name() -> str | None:
+        """The Serve application this replica belongs to; None outside Serve."""
+        try:
+            from ray import serve
+
+            return serve.get_replica_context().replica_id.deployment_id.app_name
+        except Exception:  # noqa: BLE001 - not running inside a Serve replica
+            return None
 
     def invalidate_user(self, user_id: int) -> bool:
         """A new event of the user: all their cached answers are stale (blocking; call in a thread)."""

@@ -6,6 +6,7 @@ answer to "what does this values file produce".
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -84,11 +85,25 @@ def render_chart(
     release: str = "recsys",
     namespace: str = "recsys",
     paths: ChartPaths | None = None,
+    set_json: Mapping[str, Any] | None = None,
 ) -> Rendered:
-    """`helm template` the chart; `set_values` become `--set key=value` (helm's own type parsing)."""
+    """`helm template` the chart; `set_values` become `--set key=value` (helm's own type parsing),
+    `set_json` become `--set-json key=<json>` (exact types, e.g. a float)."""
     paths = paths or ChartPaths()
-    args = ["template", release, str(paths.chart_dir), "--namespace", namespace]
+    args = ["template", release, str(paths.chart_dir), "--namespace", namespace, *values_args(values_files,
+                                                                                             set_values, set_json)]
+    return Rendered([d for d in yaml.safe_load_all(run_helm(args, paths)) if d])
+
+
+def values_args(
+    values_files: Iterable[Path | str] = (),
+    set_values: Mapping[str, Any] | None = None,
+    set_json: Mapping[str, Any] | None = None,
+) -> list[str]:
+    """helm's -f/--set/--set-json arguments, shared by `helm template` and `helm install/upgrade`."""
+    args: list[str] = []
     for f in values_files:
         args += ["-f", str(f)]
     args += [f"--set={k}={v}" for k, v in (set_values or {}).items()]
-    return Rendered([d for d in yaml.safe_load_all(run_helm(args, paths)) if d])
+    args += [f"--set-json={k}={json.dumps(v)}" for k, v in (set_json or {}).items()]
+    return args
