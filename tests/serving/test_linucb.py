@@ -208,6 +208,21 @@ def test_linucb_variant_in_the_service_logs_propensities_and_learns_from_clicks(
                 assert [p for i, p in enumerate(props) if i != 1] == [1.0] * (len(props) - 1)
             elif row["variant"] == "bandit":
                 assert props[:-1] == [1.0] * (len(props) - 1) and props[-1] == pytest.approx(0.5)
+        # the serving log is what off-policy evaluation reads: every request is a decision with propensities
+        import json
+
+        import pandas as pd
+        from click.testing import CliRunner
+
+        from recsys.experiments.cli import cli as experiments_cli
+
+        shown_items = sorted({int(i) for items in ex["items"] for i in items})
+        pd.DataFrame({"item_id": shown_items, "probability": 0.1}).to_csv(tmp_path / "target.csv", index=False)
+        res = CliRunner().invoke(experiments_cli, ["ope", "--log", str(tmp_path / "x"), "--policy",
+                                                   str(tmp_path / "target.csv"), "--variant", "bandit", "--json"])
+        assert res.exit_code == 0, res.output
+        out = json.loads(res.output)
+        assert out["requests"] == int((ex["variant"] == "bandit").sum()) and out["skipped_without_propensities"] == 0
         model = svc.exploration.linucb
         model.refresh(force=True)
         assert model.impressions == len(shown)
