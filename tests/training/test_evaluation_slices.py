@@ -55,6 +55,12 @@ def test_slices_partition_users_and_reproduce_the_overall_numbers(setup, small_d
     # popularity never recommends an item without history events, so it cannot hit new-item targets
     assert rep.metrics["new_items"]["recall@20"].value == 0.0
     assert rep.metrics["all"]["new_item_share@20"].value == 0.0
+    # attached to the evaluator, slices come with every evaluate() without running the model again
+    attached = sl.attach()
+    ev.evaluate("popularity", model)
+    assert len(attached) == 1 and attached[0].metrics["cold_users"]["recall@20"].value == pytest.approx(
+        rep.metrics["cold_users"]["recall@20"].value)
+    ev.recommendation_hooks.clear()
     table = slice_table([rep])
     assert "| popularity | cold_users |" in table and "new_item_share@20" in table
 

@@ -106,6 +106,20 @@ class SliceEvaluator:
         keep = self.new_items[nz.col]
         self.new_targets = sp.csr_matrix((nz.data[keep], (nz.row[keep], nz.col[keep])), shape=self.ev.targets.shape)
 
+    def attach(self) -> list[SliceReport]:
+        """Slice every model the evaluator evaluates from now on (its recommendations, no re-run).
+
+        Returns the list the reports are appended to, e.g. for ``recsys evaluate``:
+        ``reports = SliceEvaluator(ev, new_items).attach(); evaluate_models(...); slice_table(reports)``.
+        """
+        reports: list[SliceReport] = []
+
+        def hook(name: str, recs: np.ndarray) -> None:
+            reports.append(self.evaluate_recommendations(name, recs))
+
+        self.ev.recommendation_hooks.append(hook)
+        return reports
+
     def slice_rows(self) -> dict[str, np.ndarray]:
         cold = self.user_events <= self.cold_max_events
         return {"all": np.arange(len(self.ev.users)), "cold_users": np.flatnonzero(cold),
