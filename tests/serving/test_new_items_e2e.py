@@ -166,3 +166,44 @@ def test_fuzz_post_items_no_5xx_and_4xx_name_the_field(replicas):
         run()
     assert not failures, "\n".join(failures[:10])
     assert 201 in statuses and 422 in statuses, statuses
+
+
+@pytest.mark.slow
+def test_new_item_through_the_ray_serve_app_within_5s(serve_base_url, small_dataset, redis_url, tmp_path,
+                                                      wait_until_ready):
+    """The same promise through the real Serve application: 2 ingress replicas behind the Serve proxy."""
+    import redis
+    from ray import serve
+
+    from recsys.serving.app import build_app
+    from recsys.serving.catalog_feed import STREAM_KEY
+
+    redis.Redis.from_url(redis_url).delete(STREAM_KEY)
+    store, catalog = build_store(small_dataset, tmp_path)
+    (tmp_path / "key").write_text("s3cret\n")
+    args = {**base_args(store, catalog, redis_url, tmp_path / "exposures"), "catalog_poll_s": 0.5,
+            "ingress_replicas": 2, "security": {"api_key_file": str(tmp_path / "key")}}
+    serve.run(build_app(args), name="h8_new_items", route_prefix="/h8", blocking=False)
+    url = f"{serve_base_url}/h8"
+    try:
+        wait_until_ready(url)
+        src = small_dataset.items.iloc[7]
+        new_id = int(small_dataset.items["item_id"].max()) + 7000
+        t0 = time.perf_counter()
+        r = httpx.post(f"{url}/v1/items", headers={"X-API-Key": "s3cret"}, timeout=30,
+                       json={"items": [{"item_id": new_id, "title": f"{src['title']} II",
+                                        "genres": str(src["genres"]), "description": str(src["description"])}]})
+        assert r.status_code == 201, r.text
+        streak = 0  # consecutive successes: the proxy spreads them over both replicas
+        while streak < 10 and time.perf_counter() - t0 < 5.0:
+            sim = httpx.get(f"{url}/v1/items/{new_id}/similar", params={"n": 5}, timeout=30)
+            recs = httpx.post(f"{url}/v1/recommendations", timeout=30,
+                              json={"user_id": 10**12 + 7, "n": 20, "history": [int(src["item_id"])]})
+            ok = sim.status_code == 200 and new_id in {it["item_id"] for it in recs.json()["items"]}
+            streak = streak + 1 if ok else 0
+        elapsed = time.perf_counter() - t0
+        print(f"Serve app: new item served 10x in a row after {elapsed:.2f} s")
+        assert streak >= 10, f"only {streak} consecutive successes after {elapsed:.1f} s"
+    finally:
+        serve.delete("h8_new_items")
+        redis.Redis.from_url(redis_url).delete(STREAM_KEY)
