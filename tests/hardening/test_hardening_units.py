@@ -108,7 +108,8 @@ def test_cache_config_refuses_generation_ttl_below_result_ttl():
 
 
 # ---------------------------------------------------------------------------- middlewares
-def _app(keys: frozenset[str], max_body: int = 1000, log_stream: io.StringIO | None = None):
+def _app(keys: frozenset[str], max_body: int = 1000, log_stream: io.StringIO | None = None,
+         insecure: bool = False):
     api = FastAPI()
 
     @api.post("/v1/events")
@@ -135,7 +136,7 @@ def _app(keys: frozenset[str], max_body: int = 1000, log_stream: io.StringIO | N
     handler = logging.StreamHandler(log_stream or io.StringIO())
     handler.setFormatter(JsonLogFormatter())
     logger.addHandler(handler)
-    guard = ApiKeyGuard(keys, SecurityConfig().protected_prefixes)
+    guard = ApiKeyGuard(keys, SecurityConfig().protected_prefixes, insecure=insecure)
     app = ApiKeyMiddleware(BodySizeLimitMiddleware(api, max_body), guard)
     return AccessLogMiddleware(app, logger=logger)
 
@@ -180,8 +181,10 @@ def test_route_prefix_is_not_part_of_the_protected_path():
     assert not guard.protects(app_path({"path": "/p/v1/recommendations", "root_path": "/p"}))
 
 
-def test_no_keys_means_auth_off():
-    c = _SyncASGI(_app(frozenset()))
+def test_no_keys_means_closed_unless_insecure():
+    r = _SyncASGI(_app(frozenset())).request("POST", "/v1/events", json={"user_id": 1})
+    assert r.status_code == 401 and "no API key is configured" in r.json()["detail"][0]["msg"]
+    c = _SyncASGI(_app(frozenset(), insecure=True))
     assert c.request("POST", "/v1/events", json={"user_id": 1}).status_code == 200
 
 

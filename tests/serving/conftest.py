@@ -123,7 +123,13 @@ def build_store(dataset, root: Path):
 
 
 def base_args(store, catalog: Path, redis_url: str, exposures: Path) -> dict:
-    """build_app args for a test store: 2 shards, exploration off, short feature timeout."""
+    """build_app args for a test store: 2 shards, exploration off, short feature timeout.
+
+    Write endpoints open (``security.insecure``: these tests are not about auth) and a private feature
+    project, so events posted by one app never reach another app's online features.
+    """
+    import uuid
+
     return {
         "model_store_uri": store.root,
         "num_shards": 2,
@@ -133,6 +139,8 @@ def base_args(store, catalog: Path, redis_url: str, exposures: Path) -> dict:
         "exploration_rate": 0.0,
         "exploration_seed": 3,
         "feature_timeout_s": 0.2,
+        "security": {"insecure": True},
+        "feature_project": f"srv{uuid.uuid4().hex[:8]}",
     }
 
 

@@ -56,7 +56,7 @@ def apply_cmd(platform_cfg) -> None:
 
     cfg = _cfg(platform_cfg)
     _run(apply, cfg)
-    click.echo(f"applied feature repo {cfg.repo_dir} (project {cfg.project}, online store {cfg.redis_url})")
+    click.echo(f"applied feature repo {cfg.repo_dir} (project {cfg.project}, online store {cfg.redis_target})")
 
 
 @cli.command("materialize")
@@ -92,8 +92,9 @@ def ingest_cmd(platform_cfg, path) -> None:
         result = _run(ingest_events, _cfg(platform_cfg), events)
     except UserError as e:
         raise UserError(f"nothing ingested: {e.message}") from e
-    click.echo(f"ingested {len(result.event_ids)} events (log offset {result.log_offset}); "
-               f"online update: {'ok' if result.pushed else 'FAILED - ' + str(result.online_error)}")
+    first = result.stream_ids[0] if result.stream_ids else "-"
+    click.echo(f"ingested {len(result.event_ids)} events (event stream from id {first}); "
+               f"online update: {'ok' if result.pushed else 'PENDING - ' + str(result.online_error)}")
     if not result.pushed:
         sys.exit(3)
 

@@ -7,6 +7,7 @@ the one users write (``redis://host:port/db``); Feast wants its own connection-s
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -59,6 +60,11 @@ class FeatureStoreConfig(BaseModel):
         return Path(self.event_log_path) if self.event_log_path else Path(self.repo_dir) / "events.jsonl"
 
     # ------------------------------------------------------------------ redis
+    @property
+    def redis_target(self) -> str:
+        """``host:port/db`` of the Redis URL: safe for logs and errors (no password, no user)."""
+        return redact_redis_url(self.redis_url)
+
     def redis_kwargs(self, socket_timeout: float | None = None) -> dict:
         """Keyword arguments for ``redis.Redis`` (host, port, db, password, ssl, timeouts)."""
         kw = parse_redis_url(self.redis_url)
@@ -77,19 +83,24 @@ class FeatureStoreConfig(BaseModel):
         return ",".join(parts)
 
 
+def _masked(url: str) -> str:
+    """The URL with any credentials replaced by ``***`` (for error messages about a malformed URL)."""
+    return re.sub(r"://[^@/]*@", "://***@", url)
+
+
 def parse_redis_url(url: str) -> dict:
     """``redis://[:pw@]host[:port][/db]`` (or ``rediss://``) -> redis.Redis keyword arguments."""
     u = urlparse(url)
     if u.scheme not in ("redis", "rediss"):
-        raise ValueError(f"redis_url must start with redis:// or rediss://, got {url!r}")
+        raise ValueError(f"redis_url must start with redis:// or rediss://, got {_masked(url)!r}")
     if not u.hostname:
-        raise ValueError(f"redis_url has no host: {url!r}")
+        raise ValueError(f"redis_url has no host: {_masked(url)!r}")
     path = u.path.strip("/")
     try:
         db = int(path) if path else 0
         port = u.port or 6379
     except ValueError as e:
-        raise ValueError(f"redis_url {url!r}: {e}") from e
+        raise ValueError(f"redis_url {_masked(url)!r}: {e}") from e
     kw: dict = {"host": u.hostname, "port": port, "db": db}
     if u.password:
         if "," in u.password:
@@ -100,3 +111,12 @@ def parse_redis_url(url: str) -> dict:
     if u.scheme == "rediss":
         kw["ssl"] = True
     return kw
+
+
+def redact_redis_url(url: str) -> str:
+    """``redis://:secret@host:6379/2`` -> ``host:6379/2``: what messages and logs may show of a Redis URL."""
+    try:
+        kw = parse_redis_url(url)
+    except ValueError:
+        return "<redis>"
+    return f"{kw['host']}:{kw['port']}/{kw['db']}"

@@ -24,6 +24,7 @@ import numpy as np
 
 from recsys.features.config import FeatureStoreConfig
 from recsys.features.errors import FeatureStoreUnavailable
+from recsys.features.realtime import READ_ITEMS_SCRIPT, OverlayKeys, merge_items, merge_user
 from recsys.features.schema import (
     DAYS_OF_WEEK,
     HOUR_BUCKETS,
@@ -154,6 +155,7 @@ class OnlineFeatureClient:
         self._redis_errors = (redis.exceptions.RedisError, OSError)
         self.redis = redis.Redis(**cfg.redis_kwargs(), retry=Retry(NoBackoff(), 0), health_check_interval=0)
         self.layout = RedisLayout(cfg.project)
+        self.overlay = OverlayKeys(cfg.project)
         item_views = {n: v for v in (ITEM_STATS_VIEW, ITEM_PROFILE_VIEW) for n in VIEW_FEATURES[v]}
         unknown = [n for n in item_features if n not in item_views]
         if unknown:
@@ -170,7 +172,9 @@ class OnlineFeatureClient:
         return plan
 
     # ------------------------------------------------------------------ reads
-    def _hmget_all(self, user_keys: list[bytes], item_keys: list[bytes]) -> list:
+    def _hmget_all(self, user_keys: list[bytes], item_keys: list[bytes], overlay_users: Sequence[int] = (),
+                   overlay_items: Sequence[int] = ()) -> list:
+        """One pipelined round trip: Feast rows (HMGET), then the real-time overlay of the given ids."""
         ufields = [f for *_, f in self._user_fields]
         ifields = [f for *_, f in self._item_fields]
         try:
@@ -179,9 +183,19 @@ class OnlineFeatureClient:
                     pipe.hmget(k, ufields)
                 for k in item_keys:
                     pipe.hmget(k, ifields)
-                return pipe.execute()
+                for u in overlay_users:
+                    pipe.hgetall(self.overlay.user(u))
+                    pipe.lrange(self.overlay.recent(u), 0, self.cfg.recent_items - 1)
+                if overlay_items:
+                    keys = [self.overlay.item(i) for i in overlay_items]
+                    pipe.eval(READ_ITEMS_SCRIPT, len(keys), *keys)
+                out = pipe.execute()
+                if overlay_items:  # the script's one reply -> one entry per item, like the other commands
+                    out = [*out[:-1], *out[-1]]
+                return out
         except self._redis_errors as e:
-            raise FeatureStoreUnavailable(f"online store {self.cfg.redis_url} unavailable: {e}") from e
+            raise FeatureStoreUnavailable(f"online store {self.cfg.redis_target} unavailable: "
+                                          f"{type(e).__name__}") from e
 
     def read_user_rows(self, user_ids: Sequence[int]) -> list[dict | None]:
         """Raw user feature dicts (None when the user has no online row), plus ``_ts`` per view."""
@@ -239,14 +253,20 @@ class OnlineFeatureClient:
         """
         t0 = time.perf_counter()
         item_ids = np.asarray(item_ids, dtype=np.int64)
+        n = len(item_ids)
         rows = self._hmget_all([self.layout.key("user_id", int(user_id))],
-                               [self.layout.key("item_id", int(i)) for i in item_ids])
+                               [self.layout.key("item_id", int(i)) for i in item_ids],
+                               overlay_users=[int(user_id)], overlay_items=[int(i) for i in item_ids])
         user = self._user_dict(rows[0])
         user_missing = user is None
         if user is None:
             user = self._user_dict([None] * len(self._user_fields)) or {
                 n: ([] if k.endswith("[]") else 0.0) for _, n, k, _ in self._user_fields if k != "ts"}
-        cols, missing = self._item_columns(rows[1:])
+        cols, missing = self._item_columns(rows[1:1 + n])
+        u_hash, u_recent = rows[1 + n], rows[2 + n]
+        if merge_user(user, u_hash, u_recent, self.cfg.recent_items):
+            user_missing = False  # a user seen only through real-time events is not a cold start
+        merge_items(cols, missing, rows[3 + n:])
         mat = self._matrix(user, cols, item_ids, time.time() if at is None else at)
         return OnlineFeatures(
             user=user, items=mat, missing=missing,
@@ -282,14 +302,16 @@ class OnlineFeatureClient:
         try:
             return bool(self.redis.ping())
         except self._redis_errors as e:
-            raise FeatureStoreUnavailable(f"online store {self.cfg.redis_url} unavailable: {e}") from e
+            raise FeatureStoreUnavailable(f"online store {self.cfg.redis_target} unavailable: "
+                                          f"{type(e).__name__}") from e
 
     def close(self) -> None:
         self.redis.close()
 
 
 def delete_project_keys(cfg: FeatureStoreConfig) -> int:
-    """Remove every online key of ``cfg.project`` (all Feast keys end with the project name).
+    """Remove every online key of ``cfg.project`` (Feast keys end with the project name; the event
+    stream and real-time overlay live under ``recsys:rt:{project}:``).
 
     For tests and benchmarks that share a Redis db: no FLUSHDB, only this project's rows.
     """
@@ -298,6 +320,7 @@ def delete_project_keys(cfg: FeatureStoreConfig) -> int:
     r = redis.Redis(**cfg.redis_kwargs(socket_timeout=cfg.batch_timeout_s))
     suffix = cfg.project.encode()
     keys = [k for k in r.scan_iter(count=1000) if k.endswith(suffix)]
+    keys += list(r.scan_iter(match=f"{OverlayKeys(cfg.project).prefix}:*", count=1000))  # stream + overlay
     for i in range(0, len(keys), 500):
         r.delete(*keys[i:i + 500])
     return len(keys)

@@ -123,7 +123,8 @@ def apply(cfg: FeatureStoreConfig) -> None:
     try:
         store.apply(objects)
     except _REDIS_ERRORS as e:
-        raise FeatureStoreUnavailable(f"online store {cfg.redis_url} unreachable during apply: {e}") from e
+        raise FeatureStoreUnavailable(
+            f"online store {cfg.redis_target} unreachable during apply: {type(e).__name__}") from e
 
 
 def _rows_in_interval(cfg: FeatureStoreConfig, view: str, start: datetime, end: datetime) -> tuple[int, int]:
@@ -175,7 +176,8 @@ def materialize(cfg: FeatureStoreConfig, end: datetime | None = None, start: dat
             else:
                 store.materialize(start_date=start, end_date=end, feature_views=views)
     except _REDIS_ERRORS as e:
-        raise FeatureStoreUnavailable(f"online store {cfg.redis_url} unreachable while materializing: {e}") from e
+        raise FeatureStoreUnavailable(
+            f"online store {cfg.redis_target} unreachable while materializing: {type(e).__name__}") from e
     stats = MaterializeStats(start=start, end=end, rows_by_view=rows, seconds=time.perf_counter() - t0,
                              scanned_rows=sum(c[1] for c in counts.values()))
     if progress:

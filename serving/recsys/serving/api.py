@@ -8,10 +8,10 @@ dependency outages are 503 or a degraded 200, never a 500.
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
-from typing import Any
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
 
 from fastapi import Body, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -21,14 +21,17 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from recsys.serving.auth import ApiKeyGuard, ApiKeyMiddleware, load_api_keys
 from recsys.serving.catalog_api import create_catalog_router
-from recsys.serving.feature_client import EventIngestionUnavailable, EventValidationError, FeatureStoreUnavailable
+from recsys.serving.events import EventPipeline, EventsNotConfigured
+from recsys.serving.feature_client import EventValidationError, FeatureStoreUnavailable
 from recsys.serving.observability import AccessLogMiddleware
 from recsys.serving.request_limits import BodySizeLimitMiddleware
 from recsys.serving.schemas import (
     INT64_MAX,
     INT64_MIN,
+    MAX_EVENTS_PER_CALL,
     ErrorResponse,
     EventAccepted,
+    EventBatch,
     EventIn,
     Health,
     Readiness,
@@ -42,8 +45,12 @@ from recsys.serving.service import NotReadyError, RecommendationService, Request
 log = logging.getLogger(__name__)
 
 
+RETRY_AFTER_S = 1
+"""Retry-After of a 503 from /v1/events: the event log (Redis) was not writable; nothing was accepted."""
+
+
 class ReloadRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     retrieval_version: str | None = Field(None, description="Version to switch to; None = promoted")
     ranking_version: str | None = Field(None, description="Version to switch to; None = promoted")
@@ -59,15 +66,36 @@ def _request_id(request: Request) -> str:
     return getattr(request.state, "request_id", None) or uuid.uuid4().hex
 
 
+def _unavailable(msg: str) -> JSONResponse:
+    return JSONResponse(status_code=503, content={"detail": msg}, headers={"Retry-After": str(RETRY_AFTER_S)})
+
+
 def create_api(service: RecommendationService) -> FastAPI:
+    events_pipeline = EventPipeline(service)
+    events_pipeline.start()
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):
+        yield
+        events_pipeline.stop()
+
     app = FastAPI(
         title="recsys serving",
         version="1.0",
         description="Two-stage recommendations: sharded FAISS retrieval -> ranking -> re-ranking.",
+        lifespan=lifespan,
     )
+    app.state.events = events_pipeline
+    lim = service.cfg.limits
+    err = {"model": ErrorResponse}
     errors: dict[int | str, dict[str, Any]] = {
-        422: {"model": ErrorResponse, "description": "Invalid request; detail names the field"},
-        503: {"model": ErrorResponse, "description": "Models loading or dependency down"},
+        400: {**err, "description": "Body is not valid JSON"},
+        413: {**err, "description": f"Body larger than {lim.max_body_bytes} bytes"},
+        422: {**err, "description": "Invalid request; detail names the field"},
+        503: {**err, "description": "Models loading or dependency down"},
+    }
+    protected: dict[int | str, dict[str, Any]] = {
+        401: {**err, "description": "API key missing or wrong (header X-API-Key or Authorization: Bearer)"},
     }
 
     @app.exception_handler(RequestLimitError)
@@ -97,7 +125,8 @@ def create_api(service: RecommendationService) -> FastAPI:
     # outermost last: access log (request id, metrics, JSON line) -> API key -> body size -> app
     sec = service.cfg.security
     app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=service.cfg.limits.max_body_bytes)
-    app.add_middleware(ApiKeyMiddleware, guard=ApiKeyGuard(load_api_keys(sec), tuple(sec.protected_prefixes)))
+    app.add_middleware(ApiKeyMiddleware, guard=ApiKeyGuard(load_api_keys(sec), tuple(sec.protected_prefixes),
+                                                           insecure=sec.insecure))
     app.add_middleware(AccessLogMiddleware, metrics=service.metrics)
 
     @app.post("/v1/recommendations", response_model=RecommendationResponse, responses=errors)
@@ -109,7 +138,7 @@ def create_api(service: RecommendationService) -> FastAPI:
              responses={**errors, 404: {"model": ErrorResponse, "description": "Unknown item"}})
     async def similar(
         item_id: int = Path(..., ge=INT64_MIN, le=INT64_MAX),
-        n: int = Query(10, ge=1, description="Number of similar items (<= limits.max_similar_n)"),
+        n: int = Query(10, ge=1, le=lim.max_similar_n, description="Number of similar items"),
     ) -> Any:
         """Items closest to ``item_id`` in the retrieval embedding space, plus item-kNN neighbours."""
         try:
@@ -119,38 +148,36 @@ def create_api(service: RecommendationService) -> FastAPI:
         except UnknownItemError:
             return JSONResponse(status_code=404, content={"detail": f"item {item_id} not found"})
 
-    @app.post("/v1/events", response_model=EventAccepted, status_code=202,
-              responses={**errors, 400: {"model": ErrorResponse}})
-    async def events(event: EventIn) -> Any:
-        """Forward an interaction to the feature store's ingestion (and the experiment outcome log)."""
-        payload = event.model_dump(mode="json", exclude_none=True)
-        import asyncio
+    events_doc = (f"Record interactions: one event object, or a list of up to {MAX_EVENTS_PER_CALL} (all validate "
+                  "or none is accepted). 202 means the events are in the durable event log; the user's online "
+                  "features and cached answers follow within about a second. Users and items never seen before "
+                  "are welcome. 503 + Retry-After: the log could not be written and nothing was accepted.")
 
-        failure: JSONResponse | None = None
-        result = None
+    @app.post("/v1/events", response_model=EventAccepted, status_code=202, description=events_doc,
+              responses={**errors, **protected})
+    async def events(body: Annotated[EventIn | EventBatch, Body()]) -> Any:
+        """Append events to the durable log (202), or 503 + Retry-After when it cannot be written."""
+        batch = body.root if isinstance(body, EventBatch) else [body]
+        payloads = [e.model_dump(mode="json", exclude_none=True) for e in batch]
         try:
-            result = await asyncio.to_thread(service.features.ingest, payload)
-        except EventIngestionUnavailable as e:
-            failure = JSONResponse(status_code=503, content={"detail": str(e)})
-        except FeatureStoreUnavailable as e:
-            failure = JSONResponse(status_code=503, content={"detail": f"feature store unavailable: {e}"})
-        except Exception as e:  # noqa: BLE001 - an ingestion bug is an outage to the client, not a 500
+            result = await events_pipeline.accept(payloads)
+        except EventsNotConfigured:
+            return _unavailable("event ingestion is not configured on this server")
+        except FeatureStoreUnavailable:
+            return _unavailable("event log unavailable; nothing was accepted, retry")
+        except Exception as e:  # noqa: BLE001 - validation -> 422; anything else is an outage, never a 500
             if EventValidationError is not None and isinstance(e, EventValidationError):
-                return _field_error(str(getattr(e, "field", "event")), str(e))
-            log.warning("event ingestion failed: %s: %s", type(e).__name__, e)
-            failure = JSONResponse(status_code=503, content={"detail": f"event ingestion failed: {type(e).__name__}"})
-        # invalidate after the ingest attempt, never before (a request in between could re-cache old features)
-        await asyncio.to_thread(service.invalidate_user, event.user_id)
-        service.record_event(payload)
-        if failure is not None:
-            return failure
-        detail = None
-        if result is not None:
-            try:
-                detail = json.dumps(getattr(result, "__dict__", None) or str(result), default=str)[:500]
-            except (TypeError, ValueError):
-                detail = None
-        return EventAccepted(accepted=True, detail=detail)
+                index = getattr(e, "index", None)
+                loc = ["body", *([index] if index is not None else []), str(getattr(e, "field", "event"))]
+                return JSONResponse(status_code=422, content={"detail": [
+                    {"loc": loc, "msg": str(e), "type": "value_error"}]})
+            log.warning("event ingestion failed: %s", type(e).__name__)
+            return _unavailable("event ingestion failed; nothing was accepted, retry")
+        # Only now is the event accepted: exploration posteriors and the experiment outcome log
+        # (the outcome carries the event id, so a client retry of the same event is not a second outcome).
+        for rec in result.records:
+            service.record_event(rec)
+        return EventAccepted(accepted=len(result.event_ids), event_ids=result.event_ids)
 
     @app.get("/healthz", response_model=Health)
     async def healthz() -> Health:
@@ -173,17 +200,59 @@ def create_api(service: RecommendationService) -> FastAPI:
         """Prometheus text exposition."""
         return Response(content=service.metrics.render(), media_type=service.metrics.content_type)
 
-    @app.post("/admin/reload", response_model=ReloadResponse, responses=errors)
+    @app.post("/admin/reload", response_model=ReloadResponse,
+              responses={**errors, **protected,
+                         409: {**err, "description": "Reload refused; the old versions keep serving"}})
     async def reload(body: ReloadRequest | None = Body(None)) -> Any:
         """Load the promoted (or given) versions everywhere, then switch atomically; old keeps serving on error."""
         body = body or ReloadRequest()
         try:
             return await service.reload(body.retrieval_version, body.ranking_version)
         except Exception as e:  # noqa: BLE001 - e.g. a corrupt artifact: report, keep serving the old one
-            log.warning("reload failed: %s", e)
-            return JSONResponse(status_code=409, content={"detail": f"reload failed, still serving "
-                                                          f"{service.active.as_dict() if service.active else {}}: "
-                                                          f"{e}"})
+            log.warning("reload failed: %s", e)  # the message may name store paths: server log only
+            serving = service.active.as_dict() if service.active else {}
+            return JSONResponse(status_code=409, content={
+                "detail": f"reload failed ({type(e).__name__}); still serving {serving}; see the server log"})
 
     app.include_router(create_catalog_router(service))  # POST /v1/items (issue 14)
+    _publish_limits(app, service)
     return app
+
+
+def _integer_bounds(node: Any) -> None:
+    """Integer fields get integer bounds (pydantic's strict mode emits floats, and 9.223372036854776e18
+    is 2**63, one past int64: a client trusting it would send ids the server refuses)."""
+    if isinstance(node, dict):
+        if node.get("type") == "integer":
+            for key, edge in (("minimum", INT64_MIN), ("maximum", INT64_MAX)):
+                v = node.get(key)
+                if isinstance(v, float):
+                    node[key] = edge if abs(v) >= 2.0**62 else int(v)
+        for v in node.values():
+            _integer_bounds(v)
+    elif isinstance(node, list):
+        for v in node:
+            _integer_bounds(v)
+
+
+def _publish_limits(app: FastAPI, service: RecommendationService) -> None:
+    """Put the configured request limits into the OpenAPI schema, so it promises exactly what is served."""
+    lim = service.cfg.limits
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = generate()  # cached by FastAPI after the first call; the edits below are idempotent
+        props = schema.get("components", {}).get("schemas", {}).get("RecommendationRequest", {}).get("properties", {})
+        if "n" in props:
+            props["n"]["maximum"] = lim.max_n
+        if "exclude" in props:
+            props["exclude"]["maxItems"] = lim.max_exclude
+        for variant in props.get("history", {}).get("anyOf", []):
+            if variant.get("type") == "array":
+                variant["maxItems"] = lim.max_history
+        if "context" in props:
+            props["context"]["maxProperties"] = lim.max_context_keys
+        _integer_bounds(schema)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

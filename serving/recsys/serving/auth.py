@@ -1,10 +1,13 @@
-"""Optional API-key auth for the write endpoints (``/v1/events``, ``/admin/*``).
+"""API-key auth for the write endpoints (``/v1/events``, ``/admin/*``): closed by default.
 
 Keys never travel through the Serve config (which Ray shows in its dashboard and logs): the config
 names *where* they are — an environment variable (the Helm chart maps its optional Secret to
 ``RECSYS_API_KEY``) and/or a file (a Secret mounted as a volume) — and the ingress replica reads
 them once at start-up. Several comma/newline-separated keys are accepted, so a key can be rotated
-without downtime. No key configured = auth off (reads stay open either way).
+without downtime. No key configured = the write endpoints answer 401 ("no API key is configured on
+this server") unless the operator explicitly opted out with ``security.insecure`` (``recsys serve start
+--insecure``, Helm ``serving.security.insecure``), which the server logs as a warning at start-up.
+Reads stay open either way.
 
 A client sends ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``. Missing or wrong ->
 401 JSON ``{"detail": [{"loc": ["header", "x-api-key"], ...}]}``; comparisons are constant-time and
@@ -35,7 +38,9 @@ class SecurityConfig(BaseModel):
                              description="Env var holding the key(s); the Helm chart's apiKey Secret sets it")
     api_key_file: Path | None = Field(None, description="File holding the key(s), e.g. a mounted Secret")
     protected_prefixes: tuple[str, ...] = Field(("/v1/events", "/admin/"),
-                                                description="Path prefixes that need a key when one is set")
+                                                description="Path prefixes that need a key")
+    insecure: bool = Field(False, description="Explicit opt-out: with no key configured, leave the write "
+                                              "endpoints open (local experiments only)")
 
 
 def load_api_keys(cfg: SecurityConfig, environ: Mapping[str, str] | None = None) -> frozenset[str]:
@@ -55,12 +60,20 @@ def load_api_keys(cfg: SecurityConfig, environ: Mapping[str, str] | None = None)
 class ApiKeyGuard:
     """Constant-time check of a presented key against the configured set."""
 
-    def __init__(self, keys: frozenset[str], protected_prefixes: tuple[str, ...]):
+    def __init__(self, keys: frozenset[str], protected_prefixes: tuple[str, ...], insecure: bool = False):
         self._keys = tuple(k.encode() for k in keys)
         self.protected_prefixes = protected_prefixes
+        self.insecure = insecure
+        if not self._keys and insecure:
+            log.warning("no API key configured and security.insecure is set: /v1/events and /admin/* are OPEN")
 
     @property
     def enabled(self) -> bool:
+        """Protected paths need a key: always, unless no key is configured and insecure was chosen."""
+        return bool(self._keys) or not self.insecure
+
+    @property
+    def configured(self) -> bool:
         return bool(self._keys)
 
     def protects(self, path: str) -> bool:
@@ -85,8 +98,12 @@ def presented_key(headers: list[tuple[bytes, bytes]]) -> bytes | None:
     return None
 
 
-def _unauthorized(missing: bool) -> tuple[bytes, list[tuple[bytes, bytes]]]:
-    msg = "API key required for this endpoint" if missing else "API key is not valid"
+def _unauthorized(missing: bool, configured: bool = True) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+    if not configured:
+        msg = ("API key required, and no API key is configured on this server: the operator sets one "
+               "(RECSYS_API_KEY / security.api_key_file) or starts it with --insecure")
+    else:
+        msg = "API key required for this endpoint" if missing else "API key is not valid"
     body = json.dumps({"detail": [{"loc": ["header", "x-api-key"], "msg": msg, "type": "unauthorized"}]}).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                (b"www-authenticate", b'Bearer realm="recsys"')]
@@ -112,7 +129,7 @@ class ApiKeyMiddleware:
         if scope.get("type") == "http" and self.guard.protects(app_path(scope)):
             key = presented_key(scope.get("headers") or [])
             if not self.guard.accepts(key):
-                body, headers = _unauthorized(missing=key is None)
+                body, headers = _unauthorized(missing=key is None, configured=self.guard.configured)
                 await send({"type": "http.response.start", "status": 401, "headers": headers})
                 await send({"type": "http.response.body", "body": body})
                 return

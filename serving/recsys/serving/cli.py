@@ -127,9 +127,13 @@ def cli() -> None:
 @click.option("--blocking/--detached", default=False, show_default=True,
               help="Stay in the foreground until Ctrl-C (default: return once ready).")
 @click.option("--timeout", type=float, default=300.0, show_default=True, help="Seconds to wait for /readyz.")
+@click.option("--api-key-file", type=click.Path(dir_okay=False, exists=True), envvar="RECSYS_API_KEY_FILE",
+              default=None, help="File holding the API key(s) of /v1/events and /admin/* [env RECSYS_API_KEY_FILE].")
+@click.option("--insecure", is_flag=True, default=False,
+              help="Leave /v1/events and /admin/* open when no API key is configured (local experiments only).")
 @click.pass_context
 def start(ctx: click.Context, serve_config, model_store_uri, retrieval_version, ranking_version, num_shards,
-          redis_url, experiments_config, host, port, num_cpus, blocking, timeout) -> None:
+          redis_url, experiments_config, host, port, num_cpus, blocking, timeout, api_key_file, insecure) -> None:
     """Deploy the application and wait until it is ready."""
     from ray import serve
 
@@ -155,6 +159,13 @@ def start(ctx: click.Context, serve_config, model_store_uri, retrieval_version, 
              "ranking_version": ranking_version, "num_shards": num_shards, "redis_url": redis_url,
              "experiments_config": experiments_config}
     args.update({k: v for k, v in flags.items() if v is not None})
+    if api_key_file or insecure:
+        security = dict(args.get("security") or {})
+        if api_key_file:
+            security["api_key_file"] = str(Path(api_key_file).resolve())
+        if insecure:
+            security["insecure"] = True
+        args["security"] = security
     try:
         cfg = parse_args(args)
         from recsys.platform.model_store import ModelStore

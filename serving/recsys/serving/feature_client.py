@@ -103,10 +103,9 @@ class FeatureGateway:
         if cfg_cls is not None:
             try:
                 kwargs: dict[str, Any] = {"redis_url": cfg.redis_url, "connect_timeout_s": cfg.feature_timeout_s,
-                                          "read_timeout_s": cfg.feature_timeout_s}
+                                          "read_timeout_s": cfg.feature_timeout_s, "project": cfg.feature_project}
                 if cfg.feature_repo_dir is not None:
                     kwargs["repo_dir"] = cfg.feature_repo_dir
-                    kwargs["project"] = cfg.feature_project
                 self._store_cfg = cfg_cls(**kwargs)
             except Exception as e:  # noqa: BLE001
                 log.warning("feature store config rejected (%s); serving without features", e)

@@ -7,18 +7,39 @@ and reported in the same 422 shape FastAPI uses, so clients parse one error form
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, RootModel
 
 EventType = Literal["view", "click", "purchase", "rating"]
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
-ItemId = Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX)]
+
+
+def _integral_number(v: Any) -> Any:
+    """JSON ``51.0`` is an integer to JSON Schema: accept it as 51. Everything else is left to the strict
+    int check, so ``true``, ``"51"`` and ``51.5`` are refused (the schema says integer, the server agrees)."""
+    return int(v) if isinstance(v, float) and v.is_integer() else v
+
+
+JsonInt = Annotated[int, BeforeValidator(_integral_number)]
+"""An integer field of a request: integral numbers only, never a boolean or a string."""
+ItemId = Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX), BeforeValidator(_integral_number)]
+WindowInt = Annotated[int, Field(ge=1, le=1000), BeforeValidator(_integral_number)]
+# (bounds before the validator in one Annotated: nested Annotated + Optional makes pydantic publish raw "ge"/"le")
+MAX_EVENTS_PER_CALL = 1000
+"""Most events one ``POST /v1/events`` may carry (the ingestion module enforces the same number)."""
+RATING_MIN, RATING_MAX = 1.0, 5.0
+TIMESTAMP_PATTERN = (r"^20[0-9]{2}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
+                     r"(\.[0-9]{1,6})?(Z|[+-](0[0-9]|1[0-3]):[0-5][0-9])$")
+"""RFC 3339 date-time in years 2000-2099 (days 01-28 in the pattern: every match is a real date).
+
+Why a pattern and not ``format: date-time`` alone: the schema must promise exactly what the server
+accepts, and the server refuses times before 2000 (unix-seconds-vs-ms mistakes)."""
+_STRICT = ConfigDict(extra="forbid", strict=True)  # JSON true is not 1, "5" is not 5
 
 
 class Filters(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = _STRICT
 
     include_genres: list[str] = Field(default_factory=list, max_length=100,
                                       description="Keep only items having at least one of these genres")
@@ -31,20 +52,20 @@ class Filters(BaseModel):
 class DiversityOverrides(BaseModel):
     """Per-request re-ranking knobs; unset fields use the experiment variant's or the server defaults."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = _STRICT
 
     mmr_lambda: float | None = Field(None, ge=0.0, le=1.0, description="1 = relevance only, 0 = diversity only")
-    max_per_genre: int | None = Field(None, ge=1, le=1000, description="Genre cap inside the first genre_window")
-    genre_window: int | None = Field(None, ge=1, le=1000)
+    max_per_genre: WindowInt | None = Field(None, description="Genre cap inside the first genre_window")
+    genre_window: WindowInt | None = None
     freshness_weight: float | None = Field(None, ge=0.0, le=1.0)
     exploration: bool | None = Field(None, description="False disables the exploration slot for this request")
 
 
 class RecommendationRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = _STRICT
 
-    user_id: int = Field(..., ge=INT64_MIN, le=INT64_MAX, description="Raw user id (unknown ids = cold start)")
-    n: int = Field(10, ge=1, description="Number of items (<= limits.max_n)")
+    user_id: JsonInt = Field(..., ge=INT64_MIN, le=INT64_MAX, description="Raw user id (unknown ids = cold start)")
+    n: JsonInt = Field(10, ge=1, description="Number of items (<= limits.max_n)")
     context: dict[str, Any] = Field(default_factory=dict, description="Request context, e.g. {'genres': [...]}")
     exclude: list[ItemId] = Field(default_factory=list, description="Item ids never to return (<= limits.max_exclude)")
     history: list[ItemId] | None = Field(None, description="Recent item ids, most recent first (else: feature store)")
@@ -90,19 +111,47 @@ class SimilarItemsResponse(BaseModel):
     degraded_reasons: list[str] = Field(default_factory=list)
 
 
-class EventIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class _EventBase(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
 
-    user_id: int = Field(..., ge=INT64_MIN, le=INT64_MAX)
-    item_id: int = Field(..., ge=INT64_MIN, le=INT64_MAX)
-    event_type: EventType
-    rating: float | None = Field(None, ge=0.0, le=10.0, description="Only for event_type=rating")
-    timestamp: datetime | None = Field(None, description="ISO-8601; default: now (UTC)")
+    user_id: JsonInt = Field(..., ge=INT64_MIN, le=INT64_MAX, description="Any user id; new users are welcome")
+    item_id: JsonInt = Field(..., ge=INT64_MIN, le=INT64_MAX, description="Any item id")
+    timestamp: str | None = Field(None, pattern=TIMESTAMP_PATTERN,
+                                  description="RFC 3339 time, years 2000-2099; default: now. A time ahead of the "
+                                              "server clock (beyond the allowed skew) counts as now.")
+    event_id: str | None = Field(None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$",
+                                 description="Client id of the event (default: generated)")
+    request_id: str | None = Field(None, max_length=128, description="Recommendation request this event follows")
+
+
+class InteractionEvent(_EventBase):
+    """An implicit event (no rating)."""
+
+    event_type: Literal["view", "click", "purchase"]
+
+
+class RatingEvent(_EventBase):
+    """An explicit rating."""
+
+    event_type: Literal["rating"]
+    rating: float = Field(..., ge=RATING_MIN, le=RATING_MAX)
+
+
+EventIn = Annotated[InteractionEvent | RatingEvent, Field(discriminator="event_type")]
+"""One event; ``event_type`` decides whether ``rating`` is required (rating) or not allowed (the others)."""
+
+
+class EventBatch(RootModel[list[EventIn]]):
+    """A batch: all events validate or none is accepted."""
+
+    root: list[EventIn] = Field(..., min_length=1, max_length=MAX_EVENTS_PER_CALL)
 
 
 class EventAccepted(BaseModel):
-    accepted: bool
-    detail: str | None = None
+    """202: the events are in the durable event log; online features follow within about a second."""
+
+    accepted: int = Field(description="Number of events accepted")
+    event_ids: list[str] = Field(description="One id per event, in request order")
 
 
 class Health(BaseModel):

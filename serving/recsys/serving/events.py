@@ -1,0 +1,84 @@
+"""Serving side of ``POST /v1/events``: accept into the durable stream, apply in this replica's consumer.
+
+Where the consumer runs: inside every ingress replica, as one daemon thread started with the app
+(consumer name ``hostname-pid``, so one name per replica process). All replicas share one consumer
+group, so Redis spreads the entries over them; a replica that dies leaves its unacknowledged entries
+pending, and the others take them over (XAUTOCLAIM) after ``reclaim_idle_ms``. Applying an entry also
+bumps the user's result-cache generation in the same Lua script (when the cache lives on the same
+Redis), so a cached answer never outlives the event that made it stale; with a separate cache Redis
+the consumer invalidates after applying and retries until that succeeds.
+
+Event ingestion needs only the feature store's Redis (stream + overlay); ``feature_repo_dir`` adds
+the JSON-lines archive of applied events for offline use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+class EventsNotConfigured(RuntimeError):
+    """recsys.features is missing or its config was rejected: /v1/events answers 503."""
+
+
+class EventPipeline:
+    """One per ingress replica: the ingestor (request path) and the stream consumer (background)."""
+
+    def __init__(self, service: Any):
+        self.service = service
+        self.ingestor = None
+        self.consumer = None
+        store_cfg = getattr(service.features, "_store_cfg", None)
+        if store_cfg is None:
+            return
+        try:
+            from recsys.features.event_log import EventLog
+            from recsys.features.ingest import EventIngestor
+            from recsys.features.stream import StreamConsumer
+        except ImportError as e:  # pragma: no cover - features package not installed
+            log.warning("event ingestion unavailable: %s", e)
+            return
+        self.ingestor = EventIngestor(store_cfg)
+        cache = self._result_cache()
+        same_redis = cache.cfg.redis_url in (None, service.cfg.redis_url)
+        prefix = f"{cache.cfg.key_prefix}:gen:" if cache.enabled and same_redis else ""
+        on_applied = None
+        if cache.enabled and not same_redis:
+            on_applied = self._invalidate
+        archive = EventLog(store_cfg.log_path) if service.cfg.feature_repo_dir is not None else None
+        self.consumer = StreamConsumer(store_cfg, invalidate_prefix=prefix,
+                                       invalidate_ttl_s=int(cache.cfg.generation_ttl_s),
+                                       on_applied=on_applied, archive=archive)
+
+    @property
+    def enabled(self) -> bool:
+        return self.ingestor is not None
+
+    def _result_cache(self) -> Any:
+        """The ResultCache (the service holds it inside its cache stage)."""
+        cache = self.service.cache
+        return getattr(cache, "cache", cache)
+
+    def _invalidate(self, records: list[dict]) -> None:
+        for user in dict.fromkeys(int(r["user_id"]) for r in records):
+            if not self._result_cache().invalidate_user(user):
+                raise ConnectionError("result cache invalidation failed")  # retried with the entries
+
+    def start(self) -> None:
+        if self.consumer is not None:
+            self.consumer.start()
+
+    def stop(self) -> None:
+        if self.consumer is not None:
+            self.consumer.stop()
+
+    async def accept(self, events: Sequence[dict]) -> Any:
+        """Validate and append (durable); raises EventValidationError / EventLogUnavailable."""
+        if self.ingestor is None:
+            raise EventsNotConfigured("event ingestion is not configured on this server")
+        return await asyncio.to_thread(self.ingestor.accept, events)
