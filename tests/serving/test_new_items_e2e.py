@@ -94,7 +94,7 @@ def test_new_item_served_by_every_replica_within_5s(replicas, small_dataset):
     src = items.iloc[42]
     src_id = int(src["item_id"])
     new_id = int(items["item_id"].max()) + 5000
-    body = {"items": [{"item_id": new_id, "title": f"{src['title']} Returns", "genres": str(src["genres"]),
+    body = {"items": [{"item_id": new_id, "title": f"{src['title']} Returns", "genres": str(src["genres"]).split("|"),
                        "description": str(src["description"])}]}
     a, b = (rep.url for rep in replicas)
     t0 = time.perf_counter()
@@ -192,7 +192,8 @@ def test_new_item_through_the_ray_serve_app_within_5s(serve_base_url, small_data
         t0 = time.perf_counter()
         r = httpx.post(f"{url}/v1/items", headers={"X-API-Key": "s3cret"}, timeout=30,
                        json={"items": [{"item_id": new_id, "title": f"{src['title']} II",
-                                        "genres": str(src["genres"]), "description": str(src["description"])}]})
+                                        "genres": str(src["genres"]).split("|"),
+                                        "description": str(src["description"])}]})
         assert r.status_code == 201, r.text
         streak = 0  # consecutive successes: the proxy spreads them over both replicas
         while streak < 10 and time.perf_counter() - t0 < 5.0:

@@ -5,9 +5,10 @@ appended to the Redis catalog feed so every replica picks the items up within ``
 and applied to this replica at once, so the answer means "retrievable now": ``/v1/items/{id}/similar``
 and the content candidate source find the items on the next request.
 
-Writes need the API key whenever one is configured, whatever ``security.protected_prefixes`` says:
-the path shares its prefix with the public ``GET /v1/items/{id}/similar``, so the key is checked
-here rather than by the path-prefix middleware.
+Writes need the API key like every write endpoint (refused when none is configured, unless the
+operator chose ``security.insecure``), whatever ``security.protected_prefixes`` says: the path shares
+its prefix with the public ``GET /v1/items/{id}/similar``, so the key is checked here rather than by
+the path-prefix middleware.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ import logging
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
-from recsys.serving.auth import ApiKeyGuard, load_api_keys, presented_key
+from recsys.serving.auth import ApiKeyGuard, _unauthorized, load_api_keys, presented_key
 from recsys.serving.catalog_feed import ItemsAccepted, ItemsIn, items_frame
 from recsys.serving.schemas import ErrorResponse
 
@@ -29,7 +30,8 @@ log = logging.getLogger(__name__)
 def create_catalog_router(service: Any) -> APIRouter:
     """The catalog write routes over a :class:`~recsys.serving.service.RecommendationService`."""
     router = APIRouter()
-    guard = ApiKeyGuard(load_api_keys(service.cfg.security), ("/v1/items",))
+    sec = service.cfg.security
+    guard = ApiKeyGuard(load_api_keys(sec), ("/v1/items",), insecure=sec.insecure)
 
     @router.post("/v1/items", response_model=ItemsAccepted, status_code=201,
                  responses={401: {"model": ErrorResponse}, 422: {"model": ErrorResponse},
@@ -39,10 +41,9 @@ def create_catalog_router(service: Any) -> APIRouter:
         if guard.enabled:
             key = presented_key(list(request.scope.get("headers") or []))
             if not guard.accepts(key):
-                msg = "API key required for this endpoint" if key is None else "API key is not valid"
-                return JSONResponse(status_code=401, headers={"www-authenticate": 'Bearer realm="recsys"'},
-                                    content={"detail": [{"loc": ["header", "x-api-key"], "msg": msg,
-                                                         "type": "unauthorized"}]})
+                body, headers = _unauthorized(missing=key is None, configured=guard.configured)
+                return Response(content=body, status_code=401,
+                                headers={k.decode(): v.decode() for k, v in headers if k != b"content-length"})
         live = service.live
         if live.content is None:
             return JSONResponse(status_code=503, content={"detail": "content index not built: serving has no "

@@ -34,7 +34,11 @@ def _read(path: Path) -> list[dict[str, Any]]:
     else:
         frame = pd.read_csv(path, keep_default_na=False, na_values=[""])
     rows = frame.to_dict("records")
-    return [{k: v for k, v in r.items() if not (isinstance(v, float) and math.isnan(v))} for r in rows]
+    out = [{k: v for k, v in r.items() if not (isinstance(v, float) and math.isnan(v))} for r in rows]
+    for r in out:  # files keep genres the catalog's way, "A|B"; the API takes a list
+        if isinstance(r.get("genres"), str):
+            r["genres"] = [g.strip() for g in r["genres"].split("|") if g.strip()]
+    return out
 
 
 @click.group(help="The live item catalog: add items between trainings.")

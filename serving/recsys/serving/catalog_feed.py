@@ -14,17 +14,20 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from recsys.serving.artifacts import Catalog, IdIndex
 from recsys.serving.item_metadata import ItemMetadata
 from recsys.serving.schemas import INT64_MAX
 
 STREAM_KEY = "recsys:catalog:items"
+
+# 1-64 characters, no '|' (the catalog's genre separator), not only whitespace: in the OpenAPI schema too
+Genre = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[^|]*[^|\s][^|]*$")]
 
 
 class ItemIn(BaseModel):
@@ -34,33 +37,12 @@ class ItemIn(BaseModel):
 
     item_id: int = Field(..., ge=0, le=INT64_MAX, description="Non-negative (FAISS reserves -1)")
     title: str = Field(..., min_length=1, max_length=500)
-    genres: list[str] = Field(default_factory=list, max_length=32, description="Genre names (or one '|' string)")
-    description: str = Field("", max_length=10_000)
+    genres: list[Genre] = Field(default_factory=list, max_length=32, description="Genre names")
+    description: str = Field("", max_length=5_000)
     year: int | None = Field(None, ge=1800, le=2200)
-    created_at: datetime | None = Field(None, description="ISO-8601; default: now (UTC)")
+    created_at: datetime | None = Field(None, description="ISO-8601; default: now (UTC); dates outside "
+                                                          "1678-2261 are kept as unknown")
     available: bool = True
-
-    @field_validator("genres", mode="before")
-    @classmethod
-    def _split_pipe_string(cls, v: object) -> object:
-        if isinstance(v, str):
-            return [g for g in v.split("|") if g.strip()]
-        return v
-
-    @field_validator("created_at")
-    @classmethod
-    def _plausible_date(cls, v: datetime | None) -> datetime | None:
-        if v is not None and not 1800 <= v.year <= 2200:
-            raise ValueError("created_at must be between the years 1800 and 2200")
-        return v
-
-    @field_validator("genres")
-    @classmethod
-    def _short_genres(cls, v: list[str]) -> list[str]:
-        for g in v:
-            if not g.strip() or len(g) > 64 or "|" in g:
-                raise ValueError("each genre must be 1-64 characters without '|'")
-        return [g.strip() for g in v]
 
 
 class ItemsIn(BaseModel):
@@ -68,7 +50,7 @@ class ItemsIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    items: list[ItemIn] = Field(..., min_length=1, max_length=1000)
+    items: list[ItemIn] = Field(..., min_length=1, max_length=100)
 
 
 class ItemsAccepted(BaseModel):
@@ -82,9 +64,14 @@ def items_frame(items: list[ItemIn]) -> pd.DataFrame:
     now = pd.Timestamp(datetime.now(tz=UTC))
     rows = []
     for it in items:
-        created = pd.Timestamp(it.created_at) if it.created_at is not None else now
-        created = created.tz_localize("UTC") if created.tzinfo is None else created.tz_convert("UTC")
-        rows.append({"item_id": it.item_id, "title": it.title, "genres": "|".join(it.genres),
+        if it.created_at is None:
+            created = now
+        elif not 1678 <= it.created_at.year <= 2261:  # outside pandas' nanosecond range: unknown creation date
+            created = pd.NaT
+        else:
+            created = pd.Timestamp(it.created_at)
+            created = created.tz_localize("UTC") if created.tzinfo is None else created.tz_convert("UTC")
+        rows.append({"item_id": it.item_id, "title": it.title, "genres": "|".join(g.strip() for g in it.genres),
                      "description": it.description, "year": it.year, "created_at": created,
                      "available": it.available})
     return pd.DataFrame(rows, columns=["item_id", "title", "genres", "description", "year", "created_at",
