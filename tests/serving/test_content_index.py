@@ -165,6 +165,10 @@ def test_cli_import_items_validates_and_publishes(redis_url, tmp_path, monkeypat
     _, got = feed.read(last_before)
     assert [(g.item_id, g.genres, g.year) for g in got] == [(500001, ["Sci-Fi", "Action"], 1999),
                                                             (500002, ["Drama"], None)]
+    pd.DataFrame({"item_id": [500003], "title": ["Dated"], "genres": ["War"],
+                  "created_at": [pd.Timestamp("2026-11-02T08:00:00Z")]}).to_parquet(tmp_path / "items.parquet")
+    res = runner.invoke(root, ["catalog", "import-items", str(tmp_path / "items.parquet"), "--redis-url", redis_url])
+    assert res.exit_code == 0, res.output
     (tmp_path / "bad.jsonl").write_text('{"item_id": 1, "title": "ok"}\n{"item_id": 2, "title": "x", "year": 5}\n')
     res = runner.invoke(root, ["catalog", "import-items", str(tmp_path / "bad.jsonl"), "--redis-url", redis_url])
     assert res.exit_code == 2 and "row 2" in res.output and "'year'" in res.output
@@ -182,10 +186,14 @@ def test_item_in_refuses_negative_ids_and_implausible_dates(tmp_path):
     with pytest.raises(ValidationError) as e:
         ItemIn(item_id=-1, title="x")
     assert e.value.errors()[0]["loc"] == ("item_id",)
-    # a date pandas cannot hold is kept as unknown, not refused (the schema cannot express the range)
-    frame = items_frame([ItemIn(item_id=1, title="x", created_at="0001-01-01T00:00:00Z")])
-    assert frame["created_at"].isna().all()
-    assert not np.isfinite(extend_catalog(Catalog.empty(), frame).created_at_s).any()
+    with pytest.raises(ValidationError) as e:
+        ItemIn(item_id=1, title="x", created_at="0001-01-01T00:00:00Z")
+    assert e.value.errors()[0]["loc"] == ("created_at",)
+    for bad in ({"available": 0}, {"item_id": True}, {"item_id": "5"}, {"year": "1999"}):
+        with pytest.raises(ValidationError):
+            ItemIn.model_validate({"item_id": 1, "title": "x", **bad})
+    frame = items_frame([ItemIn(item_id=1, title="x", created_at="1995-06-01T12:00:00+02:00", year=1995.0)])
+    assert frame["created_at"].iloc[0] == pd.Timestamp("1995-06-01T10:00:00Z")
     # replay starts at the catalog export's write time (stream ids are milliseconds)
     (tmp_path / "items.parquet").write_bytes(b"x")
     sid = catalog_stream_id(tmp_path)

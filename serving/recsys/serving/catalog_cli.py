@@ -36,6 +36,10 @@ def _read(path: Path) -> list[dict[str, Any]]:
     rows = frame.to_dict("records")
     out = [{k: v for k, v in r.items() if not (isinstance(v, float) and math.isnan(v))} for r in rows]
     for r in out:  # files keep genres the catalog's way, "A|B"; the API takes a list
+        ts = r.get("created_at")
+        if isinstance(ts, pd.Timestamp):  # parquet/JSON readers parse dates; the schema takes RFC 3339 text
+            ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+            r["created_at"] = ts.strftime("%Y-%m-%dT%H:%M:%SZ")
         if isinstance(r.get("genres"), str):
             r["genres"] = [g.strip() for g in r["genres"].split("|") if g.strip()]
     return out

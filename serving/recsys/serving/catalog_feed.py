@@ -18,15 +18,19 @@ from typing import Annotated, Any
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StringConstraints
 
 from recsys.serving.artifacts import Catalog, IdIndex
 from recsys.serving.item_metadata import ItemMetadata
-from recsys.serving.schemas import INT64_MAX
+from recsys.serving.schemas import INT64_MAX, TIMESTAMP_PATTERN, _integral_number
 
 STREAM_KEY = "recsys:catalog:items"
 
 # 1-64 characters, no '|' (the catalog's genre separator), not only whitespace: in the OpenAPI schema too
+# strict ints (no booleans, no strings), the schema's own date-time pattern with years 1800-2199
+StrictId = Annotated[int, Field(ge=0, le=INT64_MAX, strict=True), BeforeValidator(_integral_number)]
+StrictYear = Annotated[int, Field(ge=1800, le=2200, strict=True), BeforeValidator(_integral_number)]
+CREATED_PATTERN = TIMESTAMP_PATTERN.replace("^20[0-9]{2}", "^(1[89][0-9]{2}|2[01][0-9]{2})")
 Genre = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[^|]*[^|\s][^|]*$")]
 
 
@@ -35,14 +39,14 @@ class ItemIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    item_id: int = Field(..., ge=0, le=INT64_MAX, description="Non-negative (FAISS reserves -1)")
+    item_id: StrictId = Field(..., description="Non-negative (FAISS reserves -1)")
     title: str = Field(..., min_length=1, max_length=500)
     genres: list[Genre] = Field(default_factory=list, max_length=32, description="Genre names")
     description: str = Field("", max_length=5_000)
-    year: int | None = Field(None, ge=1800, le=2200)
-    created_at: datetime | None = Field(None, description="ISO-8601; default: now (UTC); dates outside "
-                                                          "1678-2261 are kept as unknown")
-    available: bool = True
+    year: StrictYear | None = None
+    created_at: str | None = Field(None, pattern=CREATED_PATTERN,
+                                   description="RFC 3339 date-time, years 1800-2199; default: now (UTC)")
+    available: StrictBool = True
 
 
 class ItemsIn(BaseModel):
@@ -64,13 +68,7 @@ def items_frame(items: list[ItemIn]) -> pd.DataFrame:
     now = pd.Timestamp(datetime.now(tz=UTC))
     rows = []
     for it in items:
-        if it.created_at is None:
-            created = now
-        elif not 1678 <= it.created_at.year <= 2261:  # outside pandas' nanosecond range: unknown creation date
-            created = pd.NaT
-        else:
-            created = pd.Timestamp(it.created_at)
-            created = created.tz_localize("UTC") if created.tzinfo is None else created.tz_convert("UTC")
+        created = now if it.created_at is None else pd.Timestamp(it.created_at).tz_convert("UTC")
         rows.append({"item_id": it.item_id, "title": it.title, "genres": "|".join(g.strip() for g in it.genres),
                      "description": it.description, "year": it.year, "created_at": created,
                      "available": it.available})
