@@ -34,8 +34,9 @@ def create_catalog_router(service: Any) -> APIRouter:
     guard = ApiKeyGuard(load_api_keys(sec), ("/v1/items",), insecure=sec.insecure)
 
     @router.post("/v1/items", response_model=ItemsAccepted, status_code=201,
-                 responses={401: {"model": ErrorResponse}, 422: {"model": ErrorResponse},
-                            503: {"model": ErrorResponse}})
+                 responses={400: {"model": ErrorResponse, "description": "Body is not valid JSON"},
+                            401: {"model": ErrorResponse}, 413: {"model": ErrorResponse},
+                            422: {"model": ErrorResponse}, 503: {"model": ErrorResponse}})
     async def post_items(request: Request, body: ItemsIn) -> Any:
         """Add or replace catalog items (title, genres, description, year, created_at, available)."""
         if guard.enabled:
