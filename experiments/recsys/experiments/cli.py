@@ -148,3 +148,58 @@ def simulate(file: str, log_dir: str, units: int, lift: float, seed: int) -> Non
     }
     written = write_synthetic_log(config, log_dir, units=units, click_rate=rates, seed=seed)
     click.echo(f"wrote {written} exposures for {units} units to {log_dir}")
+
+
+@cli.command()
+@click.option("--log", "log_dir", required=True, type=click.Path(file_okay=False), help="exposure log directory")
+@click.option("--policy", "policy_file", required=True, type=click.Path(dir_okay=False),
+              help="target policy: CSV/parquet/JSON with item_id, probability (chance of being shown per request)")
+@click.option("--experiment", default=None, help="only exposures of this experiment (the logging policy)")
+@click.option("--variant", default=None, help="only exposures of this variant")
+@click.option("--window-s", default=3600.0, show_default=True, type=click.FloatRange(min=0),
+              help="a click counts for an exposure up to this many seconds after it")
+@click.option("--confidence", default=0.95, show_default=True, type=click.FloatRange(0.5, 0.999))
+@click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
+def ope(log_dir: str, policy_file: str, experiment: str | None, variant: str | None, window_s: float,
+        confidence: float, as_json: bool) -> None:
+    """Off-policy estimate (IPS, SNIPS, doubly robust) of a candidate policy's CTR from logged propensities."""
+    import json
+
+    from recsys.experiments.ope import _read_policy, decisions_from_log, estimate_from_log
+
+    try:
+        target = _read_policy(policy_file)
+    except (FileNotFoundError, ValueError) as exc:
+        raise click.ClickException(f"--policy: {exc}") from None
+    frames = _frames(log_dir)
+    ex = frames.exposures
+    if experiment is not None:
+        ex = ex[ex["experiment"] == experiment]
+    if variant is not None:
+        ex = ex[ex["variant"] == variant]
+    if ex.empty:
+        raise click.ClickException("no exposures match --experiment/--variant in the log")
+    try:
+        decisions = decisions_from_log(ex, frames.outcomes, target, window_s=window_s)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    estimates = estimate_from_log(decisions, confidence)
+    size = decisions.slate_size
+    if as_json:
+        click.echo(json.dumps({"requests": decisions.n_requests, "slate_size": size,
+                               "skipped_without_propensities": decisions.skipped_without_propensities,
+                               "target_mass_logged": decisions.target_mass_logged,
+                               "estimates": [e.to_dict() for e in estimates]}, indent=2))
+        return
+    click.echo(f"{decisions.n_requests} requests with propensities ({decisions.skipped_without_propensities} "
+               f"exposures without them skipped); target shows {size:.2f} items/request; "
+               f"{decisions.target_mass_logged:.1%} of its mass on items seen in the log")
+    click.echo(f"{'estimator':<9} {'clicks/request':>15} {f'{confidence:.0%} CI':>21} {'CTR/item':>9} "
+               f"{'max w':>8} {'eff. n':>8}")
+    for e in estimates:
+        ctr = e.value / size if size > 0 else float("nan")
+        click.echo(f"{e.estimator:<9} {e.value:>15.4f} [{e.lo:>8.4f}, {e.hi:>8.4f}] {ctr:>9.4f} "
+                   f"{e.max_weight:>8.2f} {e.effective_n:>8.0f}")
+    if decisions.target_mass_logged < 0.999:
+        click.echo("warning: the target puts mass on items the logging policy never showed; IPS/SNIPS/DR are "
+                   "biased low there (no support)", err=True)

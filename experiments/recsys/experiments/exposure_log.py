@@ -42,7 +42,7 @@ if TYPE_CHECKING:  # pandas is only needed to read; writers (serving replicas) s
 FsyncPolicy = Literal["always", "interval", "never"]
 EXPOSURE_COLUMNS = [
     "unit_id", "experiment", "variant", "layer", "request_id", "ts", "items", "is_holdout",
-    "assigned_variant", "fallback_reason",
+    "assigned_variant", "fallback_reason", "propensities",
 ]
 OUTCOME_COLUMNS = ["unit_id", "event_type", "value", "ts", "item_id", "event_id"]
 RECENT_EVENT_IDS = 100_000  # per writer; the reader de-duplicates the rest
@@ -94,12 +94,17 @@ class ExposureLog:
         is_holdout: bool = False,
         assigned_variant: str | None = None,
         fallback_reason: str | None = None,
+        propensities: Sequence[float] | None = None,
     ) -> None:
         """Record that ``unit_id`` was served ``items`` under ``experiment``/``variant``.
 
         Serving logs ``variant="fallback"`` with the ``assigned_variant`` and a ``fallback_reason`` when
         the assigned variant's setting did not reach the answer (a missing version, a failing stage).
+        ``propensities`` (optional, one per item): the probability the serving policy had of showing
+        that item in this response; off-policy evaluation (``ope.py``) needs it.
         """
+        if propensities is not None and len(propensities) != len(items):
+            raise ValueError(f"propensities has {len(propensities)} values for {len(items)} items")
         record = {
             "unit_id": str(unit_id),
             "experiment": experiment,
@@ -113,6 +118,8 @@ class ExposureLog:
         if fallback_reason is not None:
             record["assigned_variant"] = assigned_variant
             record["fallback_reason"] = fallback_reason
+        if propensities is not None:
+            record["propensities"] = [round(float(p), 6) for p in propensities]
         self._append("exposures", record)
 
     def log_assignment(
@@ -122,6 +129,7 @@ class ExposureLog:
         request_id: str,
         items: Sequence[Any] = (),
         ts: datetime | float | None = None,
+        propensities: Sequence[float] | None = None,
     ) -> None:
         """Convenience for serving: log an exposure straight from a router `Assignment`."""
         self.log_exposure(
@@ -133,6 +141,7 @@ class ExposureLog:
             items,
             layer=assignment.layer,
             is_holdout=assignment.is_holdout,
+            propensities=propensities,
         )
 
     def log_outcome(

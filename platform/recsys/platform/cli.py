@@ -21,6 +21,7 @@ COMPONENT_GROUPS: tuple[tuple[str, str], ...] = (
     ("features", "recsys.features.cli"),
     ("serve", "recsys.serving.cli"),
     ("recommend", "recsys.serving.recommend_cli"),
+    ("catalog", "recsys.serving.catalog_cli"),
     ("experiments", "recsys.experiments.cli"),
     ("k8s", "recsys.platform.k8s.cli"),
 )

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from recsys.serving.auth import ApiKeyGuard, ApiKeyMiddleware, load_api_keys
+from recsys.serving.catalog_api import create_catalog_router
 from recsys.serving.events import EventPipeline, EventsNotConfigured
 from recsys.serving.feature_client import EventValidationError, FeatureStoreUnavailable
 from recsys.serving.observability import AccessLogMiddleware
@@ -213,6 +214,7 @@ def create_api(service: RecommendationService) -> FastAPI:
             return JSONResponse(status_code=409, content={
                 "detail": f"reload failed ({type(e).__name__}); still serving {serving}; see the server log"})
 
+    app.include_router(create_catalog_router(service))  # POST /v1/items (issue 14)
     _publish_limits(app, service)
     return app
 

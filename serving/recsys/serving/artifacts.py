@@ -213,6 +213,20 @@ class Catalog:
     created_at_s: np.ndarray  # epoch seconds, NaN unknown
     available: np.ndarray  # bool
 
+    def genres_at(self, rows: np.ndarray) -> np.ndarray:
+        """Genre sets of catalog ``rows`` as one object-array gather (row -1: the empty set).
+
+        The lookup array is rebuilt when ``genres`` is replaced (the live catalog grows with posted
+        items), so a stage never indexes a stale, shorter array.
+        """
+        cached = self.__dict__.get("_genre_array")
+        if cached is None or cached[0] is not self.genres or len(cached[1]) != len(self.genres) + 1:
+            arr = np.empty(len(self.genres) + 1, dtype=object)
+            arr[:] = [*self.genres, frozenset()]
+            cached = (self.genres, arr)
+            self.__dict__["_genre_array"] = cached
+        return cached[1][rows]
+
     @classmethod
     def empty(cls) -> Catalog:
         return cls(IdIndex(np.zeros(0, np.int64)), [], np.zeros(0), np.zeros(0, bool))

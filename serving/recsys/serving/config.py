@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from recsys.serving.auth import SecurityConfig
+from recsys.serving.linucb import LinUCBConfig
 from recsys.serving.result_cache import CacheConfig
 
 AnnKind = Literal["auto", "flat", "hnsw", "ivfpq"]
@@ -131,6 +132,14 @@ class ServingConfig(BaseModel):
     exploration_slot: int = Field(3, ge=0, le=1000, description="0-based position of the exploration item")
     new_item_days: float = Field(14.0, ge=0.0, description="Items created this recently (vs newest) count as new")
     exploration_seed: int | None = Field(None, description="Seed of the Thompson sampler (tests); None = random")
+    exploration_max_rate: float = Field(0.2, ge=0.0, le=1.0,
+                                        description="Cap on a variant's `exploration_rate` (exploration budget)")
+    linucb: LinUCBConfig = Field(default_factory=LinUCBConfig,
+                                 description="LinUCB slot (variant `exploration: linucb`)")
+    content_k: int = Field(50, ge=0, le=5000, description="Content-based candidates from recent history (0 = off)")
+    content_dim: int = Field(64, ge=2, le=512, description="Dimensions of the content (metadata) item vectors")
+    catalog_poll_s: float = Field(1.0, ge=0.0, le=3600.0,
+                                  description="Poll the Redis catalog feed for posted items every N s (0 = off)")
     cold_start_popularity_weight: float = Field(0.7, ge=0.0, le=1.0, description="Popularity share for cold users")
     reload_interval_s: float = Field(0.0, ge=0.0, description="Poll PROMOTED every N s (0 = only /admin/reload)")
     shard_timeout_s: float = Field(2.0, gt=0, le=60, description="Per-shard deadline before answering without it")

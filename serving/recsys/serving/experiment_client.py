@@ -153,6 +153,7 @@ class ExperimentGateway:
         items: list[int],
         served: dict[str, str] | None = None,
         degraded: Sequence[str] = (),
+        propensities: list[float] | None = None,
     ) -> None:
         """One exposure per layer, with the variant actually served (``fallback`` + reason otherwise)."""
         if self.log is None or not choice.layers:
@@ -165,6 +166,7 @@ class ExperimentGateway:
                     str(user_id), layer.experiment, FALLBACK if reason else layer.variant, request_id, now, items,
                     layer=layer.layer, is_holdout=layer.is_holdout,
                     assigned_variant=layer.variant if reason else None, fallback_reason=reason,
+                    propensities=propensities,
                 )
             except OSError as e:  # a full or read-only disk must not fail the recommendation itself
                 log.warning("exposure log write failed: %s", e)

@@ -1,4 +1,7 @@
-"""Thompson-sampling exploration slot for brand-new items (cold-start items).
+"""Exploration slot for brand-new items (cold-start items): Thompson sampling, or LinUCB per variant.
+
+LinUCB (contextual, shared across items, state in Redis) lives in :mod:`recsys.serving.linucb`;
+:func:`exploration_policy` reads which one a request uses from the experiment variant's parameters.
 
 New items have no interactions, so no model can rank them well. With probability
 ``rate`` a request gets one exploration slot: every eligible new item draws from its
@@ -57,6 +60,31 @@ class ThompsonExplorer:
             draws = self._rng.beta(a, b)
             return int(eligible[int(np.argmax(draws))])
 
+    def pick_with_propensity(self, eligible: np.ndarray, mc_draws: int = 256) -> tuple[int, float] | None:
+        """(item, probability that Thompson sampling picks it from ``eligible``), or None for an empty pool.
+
+        The probability has no closed form for many Beta arms, so it is the share of ``mc_draws``
+        further posterior draws that the picked item wins (plus the real draw): unbiased, standard
+        error <= 0.5 / sqrt(mc_draws). Off-policy evaluation divides by it, so it is floored at
+        1 / (mc_draws + 1) rather than logged as 0.
+        """
+        eligible = np.asarray(eligible, np.int64)
+        if len(eligible) == 0:
+            return None
+        with self._lock:
+            a = np.array([1 + self._clicks.get(int(i), 0) for i in eligible], np.float64)
+            shown = np.array([self._impressions.get(int(i), 0) for i in eligible], np.float64)
+            b = 1 + np.maximum(shown - (a - 1), 0)
+            draws = self._rng.beta(a, b, size=(mc_draws + 1, len(eligible)))
+        winners = np.argmax(draws, axis=1)
+        j = int(winners[0])
+        return int(eligible[j]), float((winners == j).sum() / (mc_draws + 1))
+
+    def add_new_items(self, item_ids: np.ndarray) -> None:
+        """Items posted to the catalog after start-up join the new-item pool at once."""
+        with self._lock:
+            self.new_item_ids = np.union1d(self.new_item_ids, np.asarray(item_ids, np.int64))
+
     def record_impression(self, item_id: int) -> None:
         with self._lock:
             self._impressions[int(item_id)] = self._impressions.get(int(item_id), 0) + 1
@@ -69,3 +97,41 @@ class ThompsonExplorer:
         """(alpha, beta) of the item's Beta posterior."""
         c, n = self._clicks.get(int(item_id), 0), self._impressions.get(int(item_id), 0)
         return 1 + c, 1 + max(n - c, 0)
+
+
+EXPLORATION_POLICIES = ("thompson", "linucb")
+
+
+def exploration_policy(params: dict, default: str = "thompson") -> str:
+    """The slot's policy for a request: the variant's ``exploration`` parameter if valid, else ``default``."""
+    value = str(params.get("exploration", default)).lower()
+    return value if value in EXPLORATION_POLICIES else default
+
+
+def exploration_rate(params: dict, default: float, max_rate: float) -> float:
+    """The share of requests given the slot: the variant's ``exploration_rate`` capped, else ``default``.
+
+    The cap (``ServingConfig.exploration_max_rate``) bounds what any experiment variant can spend on
+    exploring; ``default`` is the operator's ``exploration_rate`` and is used as configured.
+    """
+    if "exploration_rate" not in params:
+        return float(default)  # the operator's own setting is not an experiment: not capped
+    try:
+        rate = float(params["exploration_rate"])
+    except (TypeError, ValueError):
+        return float(min(default, max_rate))
+    if not np.isfinite(rate):
+        return float(min(default, max_rate))
+    return float(min(max(rate, 0.0), max_rate))
+
+
+def slate_propensities(n_ranked: int, slot_rate: float, pool_nonempty: bool) -> np.ndarray:
+    """Propensity of each ranked item being in the shown list when a slot may displace the last one.
+
+    The ranked list is deterministic given the request, so every item is shown with probability 1,
+    except the last, which the exploration item pushes out with probability ``slot_rate``.
+    """
+    p = np.ones(n_ranked)
+    if n_ranked and pool_nonempty:
+        p[-1] = 1.0 - slot_rate
+    return p

@@ -21,6 +21,7 @@ from typing import Any
 from recsys.platform.model_store import ModelStore
 from recsys.serving.artifacts import ArtifactError, Catalog, RetrievalArtifacts
 from recsys.serving.bundle import ActiveVersions, Bundle, BundleLoader
+from recsys.serving.catalog_feed import LiveCatalog, catalog_stream_id, read_catalog_items
 from recsys.serving.config import ServingConfig
 from recsys.serving.errors import NotReadyError, RequestLimitError, UnknownItemError
 from recsys.serving.experiment_client import NO_EXPERIMENT, ExperimentGateway, VariantChoice
@@ -71,7 +72,9 @@ class RecommendationService:
         self.experiments = experiments or ExperimentGateway(cfg)
         self.metrics = m = ServingMetrics()
         self.catalog = Catalog.load(cfg.catalog_path)
-        self.item_meta = ItemMetadata.load(cfg.catalog_path)
+        # posted items (POST /v1/items, the Redis catalog feed) grow catalog, metadata and content index
+        self.live = LiveCatalog(self.catalog, ItemMetadata.load(cfg.catalog_path), cfg.redis_url,
+                                content_dim=cfg.content_dim, poll_s=cfg.catalog_poll_s)
         self.loader = BundleLoader(cfg, ModelStore(cfg.model_store_uri), self.catalog, self.ranker is not None)
         self.bundle: Bundle | None = None
         self._load_lock = asyncio.Lock()
@@ -82,11 +85,11 @@ class RecommendationService:
         self.cache = ResultCacheStage(ResultCache(cfg.cache, cfg.redis_url), m)
         self.hydration = FeatureHydration(cfg, self.features, m, self.catalog)
         self.retrieval = ShardedRetrieval(cfg, self.shards, m)
-        self.candidates = CandidateGeneration(cfg, self.catalog, self.retrieval, m)
+        self.candidates = CandidateGeneration(cfg, self.catalog, self.retrieval, m, self.live)
         self.scoring = Scoring(cfg, self.catalog, self.ranker, self.loader, self.hydration, m)
         self.reranking = Reranking(cfg, self.catalog, m)
-        self.exploration = Exploration(cfg, self.catalog, m)
-        self.similar_items = SimilarItems(self.retrieval)
+        self.exploration = Exploration(cfg, self.catalog, m, self.live)
+        self.similar_items = SimilarItems(self.retrieval, self.live)
 
     # ------------------------------------------------------------------ state
     @property
@@ -96,6 +99,10 @@ class RecommendationService:
     @property
     def active(self) -> ActiveVersions | None:
         return self.bundle.versions if self.bundle is not None else None
+
+    @property
+    def item_meta(self) -> ItemMetadata:
+        return self.live.meta
 
     @property
     def explorer(self) -> ThompsonExplorer | None:
@@ -111,6 +118,8 @@ class RecommendationService:
         """Resolve and load the configured versions; shards/ranker load theirs in their constructors."""
         versions = self.loader.resolve(self.cfg.retrieval_version, self.cfg.ranking_version)
         self._activate(await asyncio.to_thread(self.loader.load, versions))
+        items = await asyncio.to_thread(read_catalog_items, self.cfg.catalog_path)
+        await self.live.start(items, lambda: self.explorer, catalog_stream_id(self.cfg.catalog_path))
         if self.cfg.reload_interval_s > 0 and self._reload_task is None:
             self._reload_task = asyncio.get_running_loop().create_task(self._reload_loop())
 
@@ -252,7 +261,8 @@ class RecommendationService:
         cset = await self.candidates(state, req, art, r_version, history, bundle.sources)
         scores = await self.scoring(state, req, cset, k_version, features_down, bundle.sources)
         items = await self.reranking(state, req, cset, scores, self.reranking.params(req, choice))
-        items = await self.exploration(state, req, items, bundle.explorer, cset.filters)
+        items, propensities = await self.exploration(state, req, items, bundle.explorer, cset.filters,
+                                                     choice.reranking, history)
 
         versions = {"retrieval": r_version, **({"ranking": k_version} if k_version else {}),
                     **{k: v for k, v in bundle.versions.as_dict().items()
@@ -266,13 +276,15 @@ class RecommendationService:
             ranking=state.ranking, experiment=choice.experiment, variant=choice.variant,
         )
         await self.cache.store(state, req.user_id, cache_variant, shape, lookup, response)
-        return self._finish(req, choice, state, response, t_start)
+        return self._finish(req, choice, state, response, t_start, propensities)
 
     def _finish(self, req: RecommendationRequest, choice: VariantChoice, state: RequestState,
-                response: RecommendationResponse, t_start: float) -> RecommendationResponse:
+                response: RecommendationResponse, t_start: float,
+                propensities: list[float] | None = None) -> RecommendationResponse:
         """Exposure log, per-variant counter, total latency: the same for computed and cached answers."""
         self.experiments.log_exposure(req.user_id, choice, state.request_id, [it.item_id for it in response.items],
-                                      served=response.model_versions, degraded=response.degraded_reasons)
+                                      served=response.model_versions, degraded=response.degraded_reasons,
+                                      propensities=propensities)
         if choice.experiment:
             self.metrics.variant_requests.labels(choice.experiment, choice.variant or "").inc()
         self.metrics.stage_seconds.labels("total").observe(time.perf_counter() - t_start)
@@ -314,6 +326,7 @@ class RecommendationService:
         item_id = int(event["item_id"])
         if explorer is not None and event.get("event_type") in ("click", "purchase") and explorer.is_new(item_id):
             explorer.record_click(item_id)
+            self.exploration.record_click(int(event["user_id"]), item_id)
         value = event.get("rating") if event.get("event_type") == "rating" else 1.0
         self.experiments.log_outcome(int(event["user_id"]), str(event["event_type"]),
                                      float(value if value is not None else 1.0), item_id,

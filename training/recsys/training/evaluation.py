@@ -255,6 +255,7 @@ class Evaluator:
         self.ks = tuple(sorted(ks))
         self.bootstrap_samples, self.confidence, self.seed = bootstrap_samples, confidence, seed
         self.batch_size = batch_size
+        self.recommendation_hooks: list = []  # f(name, recs) per evaluated model (evaluation_slices.SliceEvaluator)
         self.meta = {"n_users": int(len(users)), "ks": list(self.ks), "bootstrap_samples": bootstrap_samples,
                      "confidence": confidence, "seed": seed, **(meta or {})}
         boot_rng = np.random.default_rng(seed + 1)
@@ -321,6 +322,8 @@ class Evaluator:
 
         t0 = time.perf_counter()
         recs = self.recommendations(model, max(self.ks), progress=progress)
+        for hook in self.recommendation_hooks:
+            hook(name, recs)
         return self.evaluate_recommendations(name, recs, seconds=time.perf_counter() - t0)
 
     def evaluate_all(self, models: dict, progress: bool = False) -> EvaluationReport:

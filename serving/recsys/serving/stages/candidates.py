@@ -3,17 +3,22 @@
     embed user (TorchScript tower, once) ─┬─> retrieval shards (scatter-gather, merge top-K) ─┐
                                           ├─> item-kNN from recent history ──────────────────┼─> merge + de-dup
                                           ├─> SASRec from the recent sequence ───────────────┤
+                                          ├─> content neighbours of recent history (metadata) ┤      │
                                           └─> popularity ────────────────────────────────────┘      │
                                                                                   business filters ─┘
 
-The output carries everything later stages need (item vectors, retrieval scores, catalog rows,
-genres, the filter), so no later stage touches the retrieval artifacts again.
+Items the retrieval model has no embedding for (posted after its training) get one borrowed from
+their content neighbours (:func:`recsys.serving.content_index.borrow_embeddings`), so scoring and
+MMR treat them like any other candidate. The output carries everything later stages need (item
+vectors, retrieval scores, catalog rows, genres, the filter), so no later stage touches the
+retrieval artifacts again.
 """
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -22,6 +27,7 @@ from recsys.serving.artifacts import Catalog, RetrievalArtifacts
 from recsys.serving.bundle import Sources
 from recsys.serving.candidates import Candidates, merge_candidates
 from recsys.serving.config import ServingConfig
+from recsys.serving.content_index import borrow_embeddings
 from recsys.serving.metrics import ServingMetrics
 from recsys.serving.ranker_inputs import recent_items_for_similarity
 from recsys.serving.reranker import FilterSpec, business_filter
@@ -81,6 +87,14 @@ def embed_user(art: RetrievalArtifacts, user_id: int, history: list[int]) -> tup
     return (v / norm if norm > 0 else v).astype(np.float32), (u < 0 and len(rows) == 0)
 
 
+def fill_from_content(emb: np.ndarray, art: RetrievalArtifacts, item_ids: np.ndarray, content: Any) -> None:
+    """Borrowed vectors for the rows of ``emb`` whose item the retrieval model does not know (in place)."""
+    missing = np.flatnonzero(art.item_index.lookup(item_ids) < 0)
+    if len(missing):
+        vecs, found = borrow_embeddings(content, item_ids[missing], art.item_index, art.item_embeddings)
+        emb[missing[found]] = vecs[found]
+
+
 class ShardedRetrieval:
     """Scatter one query vector to every shard, gather their top-k, merge; a shard failure degrades."""
 
@@ -106,14 +120,13 @@ class CandidateGeneration:
 
     name = "candidates"
 
-    def __init__(self, cfg: ServingConfig, catalog: Catalog, retrieval: ShardedRetrieval, metrics: ServingMetrics):
+    def __init__(self, cfg: ServingConfig, catalog: Catalog, retrieval: ShardedRetrieval, metrics: ServingMetrics,
+                 live: Any = None):
         self.cfg = cfg
         self.catalog = catalog
         self.retrieval = retrieval
         self.metrics = metrics
-        # genres by catalog row as one object array (+ an empty set at -1): gathered per request without a loop
-        self._genres = np.empty(len(catalog.genres) + 1, dtype=object)
-        self._genres[:] = [*catalog.genres, frozenset()]
+        self.live = live  # LiveCatalog: its content index (None until built, or without a catalog)
 
     async def __call__(self, state: RequestState, req: RecommendationRequest, art: RetrievalArtifacts,
                        version: str, history: list[int], sources: Sources) -> CandidateSet:
@@ -129,11 +142,14 @@ class CandidateGeneration:
                 lists.append(("item_knn", *sources.item_knn.from_history(history, cfg.knn_k)))
             if sources.sequential is not None and history and cfg.sequential_k:
                 lists.append(("sasrec", *sources.sequential.from_history(history, cfg.sequential_k)))
+            content = self.live.content if self.live is not None else None
+            if content is not None and history and cfg.content_k:
+                lists.append(("content", *content.from_history(history[:20], cfg.content_k)))
             if sources.popularity is not None and cfg.popularity_k:
                 lists.append(("popularity", *sources.popularity.top(cfg.popularity_k)))
             cands = merge_candidates(lists)
             cat_rows = self.catalog.rows(cands.item_ids)
-            genres = self._genres[cat_rows]  # row -1 (not in the catalog) picks the trailing empty set
+            genres = self.catalog.genres_at(cat_rows)  # row -1 (not in the catalog) picks the trailing empty set
             spec = FilterSpec(
                 exclude=frozenset(req.exclude),
                 seen=frozenset(history) if req.filters.exclude_seen else frozenset(),
@@ -146,6 +162,8 @@ class CandidateGeneration:
             cat_rows = cat_rows[keep]
             genres = genres[keep]
             emb = item_vectors(art, cands.item_ids)
+            if content is not None:
+                fill_from_content(emb, art, cands.item_ids, content)
         m.candidates.observe(len(cands))
         if self.retrieval.shards and "retrieval_shard_unavailable" in state.degraded and len(cands) == 0:
             state.degrade("no_candidates")
