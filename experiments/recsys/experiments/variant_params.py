@@ -12,7 +12,7 @@ where a float is expected.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -27,6 +27,9 @@ class RerankingParams(BaseModel):
     genre_window: int | None = Field(None, ge=1, le=1000, description="how many top slots the genre cap covers")
     freshness_weight: float | None = Field(None, ge=0.0, le=1.0, description="boost for recently created items")
     freshness_half_life_days: float | None = Field(None, gt=0.0, le=3650.0, description="age at which it halves")
+    # the exploration slot (serving's Exploration stage reads these; the rate is capped by exploration_max_rate)
+    exploration: Literal["thompson", "linucb"] | None = Field(None, description="policy of the exploration slot")
+    exploration_rate: float | None = Field(None, ge=0.0, le=1.0, description="share of requests given the slot")
 
     def overrides(self) -> dict[str, Any]:
         """Only the fields the variant set (what `Assignment.reranking` carries)."""
@@ -37,4 +40,6 @@ class RerankingParams(BaseModel):
         return {**defaults, **self.overrides()}
 
 
-RERANKING_FIELDS = tuple(RerankingParams.model_fields)
+EXPLORATION_FIELDS = ("exploration", "exploration_rate")
+RERANKING_FIELDS = tuple(f for f in RerankingParams.model_fields if f not in EXPLORATION_FIELDS)
+"""The knobs of the re-ranker itself (``RerankParams``); the exploration fields go to the Exploration stage."""

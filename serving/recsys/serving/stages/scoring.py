@@ -70,7 +70,8 @@ class Scoring:
             return self.cold_start(req, cset, sources)
         fallback = cset.retrieval_score
         if self.ranker is None or not version:
-            state.degrade("ranker_unavailable")
+            # no ranker promoted (e.g. the promotion gate refused every version): retrieval order is the
+            # intended answer, reported as ranking="retrieval_only", not as a failed dependency
             return fallback
         hydrated = None if features_down else await self.hydration(state, req.user_id, cset.cands.item_ids)
         if hydrated is None:
