@@ -21,17 +21,22 @@ def delete_project_keys(redis_url: str, project: str) -> None:
 @pytest.fixture(scope="session")
 def feature_cfg(small_dataset, redis_url, tmp_path_factory):
     """FeatureStoreConfig for the small dataset: offline tables built, Feast applied, materialized."""
+    cfg = materialized_repo(small_dataset, redis_url, tmp_path_factory.mktemp("feature_repo"), "recsys_t")
+    yield cfg
+    delete_project_keys(redis_url, cfg.project)
+
+
+def materialized_repo(dataset, redis_url: str, repo, prefix: str):
+    """A Feast repo for ``dataset`` under ``repo`` in a fresh project: offline tables built, applied,
+    materialized into Redis. Callers delete the project's keys when done."""
     from recsys.features import FeatureStoreConfig, apply, build_offline_features, materialize
 
-    project = f"recsys_t{uuid.uuid4().hex[:8]}"
-    repo = tmp_path_factory.mktemp("feature_repo")
-    cfg = FeatureStoreConfig(repo_dir=repo, redis_url=redis_url, project=project,
+    cfg = FeatureStoreConfig(repo_dir=repo, redis_url=redis_url, project=f"{prefix}{uuid.uuid4().hex[:8]}",
                              event_log_path=repo / "log" / "events.jsonl")
-    build_offline_features(small_dataset, cfg, progress=False)
+    build_offline_features(dataset, cfg, progress=False)
     apply(cfg)
     materialize(cfg, progress=False)
-    yield cfg
-    delete_project_keys(redis_url, project)
+    return cfg
 
 
 @pytest.fixture(scope="module")

@@ -7,24 +7,16 @@ for cached, uncached and out-of-catalog items alike, and the cache must expire a
 
 from __future__ import annotations
 
-import uuid
-
 import numpy as np
 import pytest
 
 
 @pytest.fixture(scope="module")
 def materialized(small_dataset, redis_url, tmp_path_factory):
-    from recsys.features import FeatureStoreConfig, apply, build_offline_features, materialize
     from recsys.features.online import delete_project_keys
+    from tests.features.conftest import materialized_repo
 
-    project = f"recsys_s{uuid.uuid4().hex[:8]}"
-    repo = tmp_path_factory.mktemp("serving_feature_repo")
-    cfg = FeatureStoreConfig(repo_dir=repo, redis_url=redis_url, project=project,
-                             event_log_path=repo / "log" / "events.jsonl")
-    build_offline_features(small_dataset, cfg, progress=False)
-    apply(cfg)
-    materialize(cfg, progress=False)
+    cfg = materialized_repo(small_dataset, redis_url, tmp_path_factory.mktemp("serving_feature_repo"), "recsys_s")
     yield cfg
     delete_project_keys(cfg)
 
