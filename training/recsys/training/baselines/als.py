@@ -84,6 +84,15 @@ def conjugate_gradient_solve(
     return x.numpy()
 
 
+def cosine_similar_items(item_factors: np.ndarray, item_indices, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``n`` items by cosine of their factor vectors (the item itself excluded)."""
+    items = np.asarray(item_indices, dtype=np.int64)
+    norm = item_factors / np.maximum(np.linalg.norm(item_factors, axis=1, keepdims=True), 1e-12)
+    scores = norm[items] @ norm.T
+    scores[np.arange(len(items)), items] = -np.inf
+    return top_n(scores, n)
+
+
 class AlsRecommender:
     def __init__(
         self,
@@ -137,11 +146,7 @@ class AlsRecommender:
         return top_n(scores, n, user_items if filter_already_liked else None, users)
 
     def similar_items(self, item_indices, n: int = 20):
-        items = np.asarray(item_indices, dtype=np.int64)
-        norm = self.item_factors / np.maximum(np.linalg.norm(self.item_factors, axis=1, keepdims=True), 1e-12)
-        scores = norm[items] @ norm.T
-        scores[np.arange(len(items)), items] = -np.inf
-        return top_n(scores, n)
+        return cosine_similar_items(self.item_factors, item_indices, n)
 
     def save(self, directory: str | Path, item_ids: np.ndarray, user_ids: np.ndarray) -> Path:
         return save_npz(directory, item_ids=np.asarray(item_ids, np.int64), user_ids=np.asarray(user_ids, np.int64),

@@ -18,6 +18,7 @@ import scipy.sparse as sp
 import torch
 
 from recsys.training.base import top_n
+from recsys.training.baselines.als import cosine_similar_items
 from recsys.training.baselines.npz import load_npz, save_npz
 
 
@@ -89,12 +90,7 @@ class BprRecommender:
         return top_n(scores, n, user_items if filter_already_liked else None, users)
 
     def similar_items(self, item_indices, n: int = 20):
-        items = np.asarray(item_indices, dtype=np.int64)
-        f = self.item_factors[:, :-1]
-        norm = f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
-        scores = norm[items] @ norm.T
-        scores[np.arange(len(items)), items] = -np.inf
-        return top_n(scores, n)
+        return cosine_similar_items(self.item_factors[:, :-1], item_indices, n)  # without the bias column
 
     def save(self, directory: str | Path, item_ids: np.ndarray, user_ids: np.ndarray) -> Path:
         """Same ``model.npz`` keys as ALS (factors incl. a bias column), so the MF source can serve it."""

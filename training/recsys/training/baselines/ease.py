@@ -21,6 +21,7 @@ import scipy.sparse as sp
 import torch
 
 from recsys.training.base import top_n
+from recsys.training.baselines.item_knn import neighbor_matrix
 from recsys.training.baselines.npz import load_npz, save_npz
 
 
@@ -60,10 +61,7 @@ class EaseRecommender:
         return self
 
     def _build_matrix(self) -> None:
-        n, k = self.neighbors.shape
-        ok = self.neighbors >= 0
-        rows = np.repeat(np.arange(n), k).reshape(n, k)[ok]
-        self._b = sp.csr_matrix((self.weights[ok], (rows, self.neighbors[ok])), shape=(n, n), dtype=np.float32)
+        self._b = neighbor_matrix(self.neighbors, self.weights)
 
     def recommend(self, user_indices, user_items, n: int = 20, filter_already_liked: bool = True):
         users = np.asarray(user_indices, dtype=np.int64)

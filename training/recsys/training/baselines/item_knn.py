@@ -16,6 +16,14 @@ from recsys.training.base import batched, top_n
 from recsys.training.baselines.npz import load_npz, save_npz
 
 
+def neighbor_matrix(neighbors: np.ndarray, weights: np.ndarray) -> sp.csr_matrix:
+    """(n, n) sparse item-item matrix from top-k neighbour lists (-1 = no neighbour); user scores = x @ it."""
+    n, k = neighbors.shape
+    ok = neighbors >= 0
+    rows = np.repeat(np.arange(n), k).reshape(n, k)[ok]
+    return sp.csr_matrix((weights[ok], (rows, neighbors[ok])), shape=(n, n), dtype=np.float32)
+
+
 class ItemKnnRecommender:
     def __init__(self, neighbors: int = 100, block_size: int = 512) -> None:
         self.k = neighbors
@@ -46,10 +54,7 @@ class ItemKnnRecommender:
         return self
 
     def _build_matrix(self) -> None:
-        n, k = self.neighbors.shape
-        ok = self.neighbors >= 0
-        rows = np.repeat(np.arange(n), k).reshape(n, k)[ok]
-        self._w = sp.csr_matrix((self.weights[ok], (rows, self.neighbors[ok])), shape=(n, n), dtype=np.float32)
+        self._w = neighbor_matrix(self.neighbors, self.weights)
 
     def recommend(self, user_indices, user_items, n: int = 20, filter_already_liked: bool = True):
         users = np.asarray(user_indices, dtype=np.int64)
