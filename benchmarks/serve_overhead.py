@@ -371,13 +371,54 @@ def ingress_pid(app: str) -> int:
     raise SystemExit(f"no Ingress replica process of {app!r} found")
 
 
+def replica_cpu_seconds() -> dict[str, float]:
+    """CPU seconds (user + system) so far of every Serve replica, the proxy and redis-server, by role.
+
+    Roles: ``<app>:<deployment>`` for replicas (Ray titles them ``ray::ServeReplica:<app>:<name>``),
+    ``proxy`` and ``redis``. The difference of two snapshots divided by the requests served says where
+    each request's CPU goes, which the latency ratios alone cannot.
+    """
+    import psutil
+
+    out: dict[str, float] = {}
+    for p in psutil.process_iter(["cmdline", "name"]):
+        cmd = " ".join(p.info["cmdline"] or [])
+        if "ServeReplica:" in cmd:
+            role = cmd.split("ServeReplica:", 1)[1].split()[0]
+        elif "ProxyActor" in cmd:
+            role = "proxy"
+        elif (p.info["name"] or "").startswith("redis-server"):
+            role = "redis"
+        else:
+            continue
+        try:
+            t = p.cpu_times()
+        except psutil.Error:
+            continue
+        out[role] = out.get(role, 0.0) + t.user + t.system
+    return out
+
+
+def _report_cpu(before: dict[str, float], after: dict[str, float], requests: dict[str, int]) -> None:
+    """CPU ms per request by process role (shared roles divided by all requests of the phase)."""
+    total = sum(requests.values())
+    parts = []
+    for role in sorted(after):
+        used = after[role] - before.get(role, 0.0)
+        app = role.split(":", 1)[0]
+        n = requests.get(app, total) if ":" in role else total
+        if n and used > 0.005:
+            parts.append(f"{role} {used / n * 1e3:.2f}")
+    print("       CPU ms/request: " + ", ".join(parts) + "  (proxy/redis: over both apps' requests)", flush=True)
+
+
 def start_py_spy(out: str, app: str, seconds: float):
     """``py-spy record`` of the ingress replica (sampling, 100 Hz, idle frames dropped) into a flame graph."""
     import subprocess
 
     exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     cmd = [exe, "record", "-p", str(ingress_pid(app)), "-o", out, "-d", str(int(seconds)), "-r", "100",
-           "--nonblocking"]
+           "--nonblocking"] + (["--format", "raw"] if out.endswith(".txt") else [])  # .txt: collapsed stacks
     print("profiling:", " ".join(cmd), flush=True)
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
@@ -420,7 +461,9 @@ def main() -> None:
     ap.add_argument("--inprocess-requests", type=int, default=200, help="0 skips the in-process pipeline.")
     ap.add_argument("--serve", action=argparse.BooleanOptionalAction, default=True, help="--no-serve: in-process only")
     ap.add_argument("--py-spy", default=None, metavar="SVG",
-                    help="Record the ingress replica of ours with py-spy during the c=8 phase into this flame graph.")
+                    help="Record the ingress replica of ours with py-spy during the c=8 phase into this flame graph "
+                         "(.svg), or as collapsed stacks (.txt).")
+    ap.add_argument("--py-spy-app", default="ours", help="Whose ingress replica --py-spy records (ours | noop).")
     ap.add_argument("--ready-timeout", type=float, default=900.0)
     args = ap.parse_args()
 
@@ -468,16 +511,20 @@ def main() -> None:
     print(f"{'conc':<6}{'n ours':>6}{'noop':>6}{'p50 ours':>9}{'noop':>9}{'ratio':>8}{'p99 ours':>9}{'noop':>9}"
           f"{'rps ours':>8}{'noop':>8}{'ratio':>8}{'err':>5}{'hit':>5}{'degr':>5}")
     start = args.inprocess_requests
+    cpu0 = replica_cpu_seconds()
     tallies = asyncio.run(interleaved_c1(urls, stream.slice(start, args.c1_requests), args.n))
     start += args.c1_requests
     _report("1", tallies)
+    _report_cpu(cpu0, replica_cpu_seconds(), {k: len(t.lat) for k, t in tallies.items()})
     for c in (int(v) for v in args.concurrency.split(",") if v):
         spy = None
         if args.py_spy and c == 8:
-            spy = start_py_spy(args.py_spy, "ours", args.rounds * len(urls) * args.block_seconds)
+            spy = start_py_spy(args.py_spy, args.py_spy_app, args.rounds * len(urls) * args.block_seconds)
+        cpu0 = replica_cpu_seconds()
         tallies, start = asyncio.run(interleaved_blocks(urls, stream, start, c, args.rounds, args.block_seconds,
                                                         args.block_requests, args.n))
         _report(str(c), tallies)
+        _report_cpu(cpu0, replica_cpu_seconds(), {k: len(t.lat) for k, t in tallies.items()})
         if spy is not None:
             _, err = spy.communicate(timeout=120)
             why = f": {err.decode()[-300:]}" if spy.returncode else ""

@@ -37,6 +37,7 @@ from recsys.features.schema import (
     pad_lists,
     ranker_matrix,
 )
+from recsys.platform.redis_async import LoopBoundRedis
 
 ENTITY_KEY_SERIALIZATION_VERSION = 3
 _F32_TAG, _F64_TAG = 0x35, 0x29  # Value.float_val / Value.double_val wire tags (field 6 / 5)
@@ -154,6 +155,7 @@ class OnlineFeatureClient:
         # Any client-side Redis failure (refused, timeout, garbage on the wire) means "no features now".
         self._redis_errors = (redis.exceptions.RedisError, OSError)
         self.redis = redis.Redis(**cfg.redis_kwargs(), retry=Retry(NoBackoff(), 0), health_check_interval=0)
+        self._aredis = LoopBoundRedis(**cfg.redis_kwargs())  # fetch_async: the request's own event loop
         self.layout = RedisLayout(cfg.project)
         self.overlay = OverlayKeys(cfg.project)
         item_views = {n: v for v in (ITEM_STATS_VIEW, ITEM_PROFILE_VIEW) for n in VIEW_FEATURES[v]}
@@ -172,30 +174,49 @@ class OnlineFeatureClient:
         return plan
 
     # ------------------------------------------------------------------ reads
+    def _queue_reads(self, pipe, user_keys: list[bytes], item_keys: list[bytes], overlay_users: Sequence[int],
+                     overlay_items: Sequence[int]) -> None:
+        """Feast rows (HMGET), then the real-time overlay of the given ids, on a sync or asyncio pipeline."""
+        ufields = [f for *_, f in self._user_fields]
+        ifields = [f for *_, f in self._item_fields]
+        for k in user_keys:
+            pipe.hmget(k, ufields)
+        for k in item_keys:
+            pipe.hmget(k, ifields)
+        for u in overlay_users:
+            pipe.hgetall(self.overlay.user(u))
+            pipe.lrange(self.overlay.recent(u), 0, self.cfg.recent_items - 1)
+        if overlay_items:
+            keys = [self.overlay.item(i) for i in overlay_items]
+            pipe.eval(READ_ITEMS_SCRIPT, len(keys), *keys)
+
+    @staticmethod
+    def _replies(out: list, overlay_items: Sequence[int]) -> list:
+        # the item script's one reply -> one entry per item, like the other commands
+        return [*out[:-1], *out[-1]] if overlay_items else out
+
+    def _unavailable(self, e: BaseException) -> FeatureStoreUnavailable:
+        return FeatureStoreUnavailable(f"online store {self.cfg.redis_target} unavailable: {type(e).__name__}")
+
     def _hmget_all(self, user_keys: list[bytes], item_keys: list[bytes], overlay_users: Sequence[int] = (),
                    overlay_items: Sequence[int] = ()) -> list:
         """One pipelined round trip: Feast rows (HMGET), then the real-time overlay of the given ids."""
-        ufields = [f for *_, f in self._user_fields]
-        ifields = [f for *_, f in self._item_fields]
         try:
             with self.redis.pipeline(transaction=False) as pipe:
-                for k in user_keys:
-                    pipe.hmget(k, ufields)
-                for k in item_keys:
-                    pipe.hmget(k, ifields)
-                for u in overlay_users:
-                    pipe.hgetall(self.overlay.user(u))
-                    pipe.lrange(self.overlay.recent(u), 0, self.cfg.recent_items - 1)
-                if overlay_items:
-                    keys = [self.overlay.item(i) for i in overlay_items]
-                    pipe.eval(READ_ITEMS_SCRIPT, len(keys), *keys)
-                out = pipe.execute()
-                if overlay_items:  # the script's one reply -> one entry per item, like the other commands
-                    out = [*out[:-1], *out[-1]]
-                return out
+                self._queue_reads(pipe, user_keys, item_keys, overlay_users, overlay_items)
+                return self._replies(pipe.execute(), overlay_items)
         except self._redis_errors as e:
-            raise FeatureStoreUnavailable(f"online store {self.cfg.redis_target} unavailable: "
-                                          f"{type(e).__name__}") from e
+            raise self._unavailable(e) from e
+
+    async def _ahmget_all(self, user_keys: list[bytes], item_keys: list[bytes], overlay_users: Sequence[int] = (),
+                          overlay_items: Sequence[int] = ()) -> list:
+        """:meth:`_hmget_all` with redis.asyncio on the caller's event loop (no thread hop)."""
+        try:
+            async with self._aredis.get().pipeline(transaction=False) as pipe:
+                self._queue_reads(pipe, user_keys, item_keys, overlay_users, overlay_items)
+                return self._replies(await pipe.execute(), overlay_items)
+        except self._redis_errors as e:
+            raise self._unavailable(e) from e
 
     def read_user_rows(self, user_ids: Sequence[int]) -> list[dict | None]:
         """Raw user feature dicts (None when the user has no online row), plus ``_ts`` per view."""
@@ -253,10 +274,24 @@ class OnlineFeatureClient:
         """
         t0 = time.perf_counter()
         item_ids = np.asarray(item_ids, dtype=np.int64)
+        rows = self._hmget_all(*self._fetch_keys(user_id, item_ids))
+        return self._features(rows, item_ids, at, t0)
+
+    async def fetch_async(self, user_id: int, item_ids: Sequence[int] = (), at: float | None = None
+                          ) -> OnlineFeatures:
+        """:meth:`fetch` on the caller's event loop (redis.asyncio): the serving request path."""
+        t0 = time.perf_counter()
+        item_ids = np.asarray(item_ids, dtype=np.int64)
+        rows = await self._ahmget_all(*self._fetch_keys(user_id, item_ids))
+        return self._features(rows, item_ids, at, t0)
+
+    def _fetch_keys(self, user_id: int, item_ids: np.ndarray) -> tuple:
+        ids = item_ids.tolist()
+        return ([self.layout.key("user_id", int(user_id))], [self.layout.key("item_id", i) for i in ids],
+                [int(user_id)], ids)
+
+    def _features(self, rows: list, item_ids: np.ndarray, at: float | None, t0: float) -> OnlineFeatures:
         n = len(item_ids)
-        rows = self._hmget_all([self.layout.key("user_id", int(user_id))],
-                               [self.layout.key("item_id", int(i)) for i in item_ids],
-                               overlay_users=[int(user_id)], overlay_items=[int(i) for i in item_ids])
         user = self._user_dict(rows[0])
         user_missing = user is None
         if user is None:
@@ -267,7 +302,8 @@ class OnlineFeatureClient:
         if merge_user(user, u_hash, u_recent, self.cfg.recent_items):
             user_missing = False  # a user seen only through real-time events is not a cold start
         merge_items(cols, missing, rows[3 + n:])
-        mat = self._matrix(user, cols, item_ids, time.time() if at is None else at)
+        mat = (self._matrix(user, cols, item_ids, time.time() if at is None else at) if n
+               else np.zeros((0, len(RANKER_FEATURES)), np.float32))  # a user-only read (serving's history)
         return OnlineFeatures(
             user=user, items=mat, missing=missing,
             recent_item_ids=[int(x) for x in user.get("user_recent_item_ids") or []],

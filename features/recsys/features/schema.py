@@ -139,37 +139,48 @@ def ranker_matrix(raw: Mapping[str, np.ndarray], item_ids: np.ndarray, request_s
     (``user_recent_item_ids`` padded with -1); user arrays may have a leading dimension of 1 and
     are broadcast over the N candidate items.  ``request_s`` is the request (or training label)
     time in unix seconds, scalar or [N].
+
+    User-only columns are computed on the user's own rows (1 at serving time, N in training) and
+    broadcast once, when written into the output: serving pays O(N) only for the item columns.
     """
     n = len(item_ids)
-    req = np.broadcast_to(np.asarray(request_s, dtype=np.float64), (n,))
+    req = np.asarray(request_s, dtype=np.float64).reshape(-1)  # [1] or [N]
     cols: dict[str, np.ndarray] = {}
 
-    last = np.broadcast_to(np.asarray(raw["user_last_event_at"], dtype=np.float64), (n,))
+    last = np.asarray(raw["user_last_event_at"], dtype=np.float64).reshape(-1)
     days = np.clip((req - last) / 86400.0, 0.0, MAX_DAYS_SINCE)
     cols["user_days_since_last_event"] = np.where(last > 0, days, MAX_DAYS_SINCE)
-    created = np.broadcast_to(np.asarray(raw["item_created_at"], dtype=np.float64), (n,))
+    created = np.asarray(raw["item_created_at"], dtype=np.float64).reshape(-1)
     cols["item_age_days"] = np.where(created > 0, np.maximum((req - created) / 86400.0, 0.0), 0.0)
 
     gw = np.asarray(raw["user_genre_weights"], dtype=np.float32)
+    gw = gw.reshape(1, -1) if gw.ndim == 1 else gw
     mh = np.asarray(raw["item_genre_multihot"], dtype=np.float32)
     g = min(gw.shape[-1], mh.shape[-1])
     share = gw[:, :g] / np.maximum(gw[:, :g].sum(axis=1, keepdims=True), 1e-9)
-    n_genres = np.maximum(np.broadcast_to(np.asarray(raw["item_n_genres"], dtype=np.float32), (n,)), 1.0)
-    cols["ui_genre_affinity"] = (np.broadcast_to(share, (n, g)) * mh[:, :g]).sum(axis=1) / n_genres
+    n_genres = np.maximum(np.asarray(raw["item_n_genres"], dtype=np.float32).reshape(-1), 1.0)
+    affinity = mh[:, :g] @ share[0] if len(share) == 1 else (share * mh[:, :g]).sum(axis=1)
+    cols["ui_genre_affinity"] = affinity / n_genres
 
     recent = np.asarray(raw["user_recent_item_ids"], dtype=np.int64)
-    recent = np.broadcast_to(recent, (n, recent.shape[-1])) if recent.ndim == 2 else recent.reshape(n, -1)
-    cols["ui_in_recent"] = (recent == np.asarray(item_ids, dtype=np.int64)[:, None]).any(axis=1)
+    recent = recent if recent.ndim == 2 else recent.reshape(n, -1)
+    ids = np.asarray(item_ids, dtype=np.int64)
+    if len(recent) == 1:  # one user: a set lookup, not an [N, L] comparison
+        cols["ui_in_recent"] = np.isin(ids, recent[0][recent[0] >= 0])
+    else:
+        cols["ui_in_recent"] = (recent == ids[:, None]).any(axis=1)
 
     for name, key, idx in (("ctx_hour_affinity", "user_hour_counts", hour_bucket(req)),
                            ("ctx_dow_affinity", "user_dow_counts", day_of_week(req))):
         counts = np.asarray(raw[key], dtype=np.float32)
-        counts = np.broadcast_to(counts, (n, counts.shape[-1]))
+        counts = counts.reshape(1, -1) if counts.ndim == 1 else counts
+        m = max(len(counts), len(idx))
+        counts, idx = np.broadcast_to(counts, (m, counts.shape[-1])), np.broadcast_to(idx, (m,))
         total = counts.sum(axis=1)
-        cols[name] = np.where(total > 0, counts[np.arange(n), idx] / np.maximum(total, 1e-9), 0.0)
+        cols[name] = np.where(total > 0, counts[np.arange(m), idx] / np.maximum(total, 1e-9), 0.0)
 
     out = np.empty((n, len(RANKER_FEATURES)), dtype=np.float32)
     for j, name in enumerate(RANKER_FEATURES):
         col = cols[name] if name in cols else raw[name]
-        out[:, j] = np.broadcast_to(np.asarray(col, dtype=np.float32), (n,))
+        out[:, j] = np.asarray(col, dtype=np.float32).reshape(-1)  # [1] broadcasts over the N rows
     return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)

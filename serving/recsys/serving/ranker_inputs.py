@@ -16,6 +16,7 @@ of <= ``RECENT_SIM_ITEMS`` history items — no extra remote call.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -79,6 +80,43 @@ def cross_inputs(history_item_ids: Sequence[int], item_ids: np.ndarray, candidat
     if pop is not None:
         scores["popularity"] = pop.normalized_scores(np.asarray(item_ids, np.int64))
     return CrossInputs(source_scores=scores, candidate_vectors=candidate_vectors, recent_vectors=recent_vectors)
+
+
+class _HashMemo:
+    """murmur3 buckets of item ids, memoised as sorted arrays: a request hashes ~500 ids with one
+    ``searchsorted`` instead of ~500 Python calls; ids never seen before are hashed once and merged in."""
+
+    def __init__(self, vocab_size: int):
+        self.vocab_size = vocab_size
+        self.ids = np.zeros(0, np.int64)
+        self.buckets = np.zeros(0, np.int64)
+        self._lock = threading.Lock()
+
+    def __call__(self, item_ids: np.ndarray) -> np.ndarray:
+        ids, buckets = self.ids, self.buckets  # one consistent pair (replaced together below)
+        pos = np.minimum(np.searchsorted(ids, item_ids), max(len(ids) - 1, 0))
+        known = (ids[pos] == item_ids) if len(ids) else np.zeros(len(item_ids), bool)
+        if known.all():
+            return buckets[pos]
+        new = np.unique(item_ids[~known])
+        new_buckets = np.array([mmh3.hash(str(i), 0, False) % self.vocab_size for i in new.tolist()], np.int64)
+        with self._lock:
+            all_ids = np.concatenate([self.ids, new])
+            order = np.argsort(all_ids, kind="stable")
+            all_ids, keep = all_ids[order], np.ones(len(all_ids), bool)
+            keep[1:] = all_ids[1:] != all_ids[:-1]  # another thread may have added the same ids
+            all_buckets = np.concatenate([self.buckets, new_buckets])[order]
+            self.ids, self.buckets = all_ids[keep], all_buckets[keep]
+        return self(item_ids)
+
+
+_HASH_MEMOS: dict[int, _HashMemo] = {}
+
+
+def hashed_item_ids(item_ids: np.ndarray, vocab_size: int) -> np.ndarray:
+    """``murmur3(str(id)) % vocab_size`` for every id (the same buckets training used)."""
+    memo = _HASH_MEMOS.get(vocab_size) or _HASH_MEMOS.setdefault(vocab_size, _HashMemo(vocab_size))
+    return memo(np.asarray(item_ids, np.int64))
 
 
 def _sparse_value(value: Any, vocab_size: int, hashed: bool) -> int:
@@ -155,7 +193,11 @@ def build_ranker_inputs(
                 sparse[:, j] = np.asarray(item_ids, np.int64) if name == "item_id" else int(user_id)
             continue
         if name == "item_id":
-            sparse[:, j] = [_sparse_value(int(i), vocab, hashed) for i in item_ids]
+            ids = np.asarray(item_ids, np.int64)
+            if hashed and vocab > 0:
+                sparse[:, j] = hashed_item_ids(ids, vocab)
+            else:
+                sparse[:, j] = np.where((ids >= 0) & (ids < vocab), ids, 0)
         else:
             v = user_id if name == "user_id" else context.get(name, user_features.get(name))
             sparse[:, j] = _sparse_value(v, vocab, hashed)

@@ -32,6 +32,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from recsys.platform.redis_async import LoopBoundRedis
+
 log = logging.getLogger(__name__)
 
 
@@ -81,7 +83,8 @@ _DISABLED = CacheLookup(None, 0, error=False)
 
 
 class ResultCache:
-    """Synchronous redis-py client (call it via ``asyncio.to_thread``); thread-safe breaker state."""
+    """``aget``/``aput`` for the request path (redis.asyncio, no thread hop); blocking ``get``/``put``/
+    ``invalidate_user`` for threads and tools. The breaker state is shared and thread-safe."""
 
     def __init__(self, cfg: CacheConfig, default_redis_url: str):
         import redis
@@ -99,6 +102,8 @@ class ResultCache:
             retry=Retry(NoBackoff(), 0),
             health_check_interval=0,
         )
+        self._aredis = LoopBoundRedis(cfg.redis_url or default_redis_url, socket_connect_timeout=cfg.socket_timeout_s,
+                                      socket_timeout=cfg.socket_timeout_s)
         self._lock = threading.Lock()
         self._open_until = 0.0
         self._timeouts_in_a_row = 0
@@ -134,7 +139,7 @@ class ResultCache:
 
     # ------------------------------------------------------------------ operations
     def get(self, user_id: int, variant: str, shape_hash: str) -> CacheLookup:
-        """Cached response for this (user, variant, shape) if still current; errors -> miss."""
+        """Cached response for this (user, variant, shape) if still current; errors -> miss (blocking)."""
         if not self._available():
             return _DISABLED
         try:
@@ -142,6 +147,21 @@ class ResultCache:
         except Exception as e:  # noqa: BLE001 - any cache failure is a miss, never a request failure
             self._failed("get", e)
             return CacheLookup(None, 0, error=True)
+        return self._lookup(gen_raw, blob)
+
+    async def aget(self, user_id: int, variant: str, shape_hash: str) -> CacheLookup:
+        """:meth:`get` on the request's event loop (no thread hop)."""
+        if not self._available():
+            return _DISABLED
+        try:
+            gen_raw, blob = await self._aredis.get().mget(self._gen_key(user_id),
+                                                          self._res_key(user_id, variant, shape_hash))
+        except Exception as e:  # noqa: BLE001 - any cache failure is a miss, never a request failure
+            self._failed("get", e)
+            return CacheLookup(None, 0, error=True)
+        return self._lookup(gen_raw, blob)
+
+    def _lookup(self, gen_raw: bytes | None, blob: bytes | None) -> CacheLookup:
         self._ok()
         generation = int(gen_raw or 0)
         if blob is None:
@@ -154,15 +174,35 @@ class ResultCache:
             return CacheLookup(None, generation)
         return CacheLookup(entry["r"], generation)
 
+    def _entry(self, generation: int, payload: dict[str, Any]) -> str | None:
+        blob = json.dumps({"g": int(generation), "r": payload}, separators=(",", ":"))
+        return blob if len(blob) <= self.cfg.max_entry_bytes else None
+
     def put(self, user_id: int, variant: str, shape_hash: str, generation: int, payload: dict[str, Any]) -> bool:
-        """Store ``payload`` under the generation read before computing it; False if skipped/failed."""
+        """Store ``payload`` under the generation read before computing it; False if skipped/failed (blocking)."""
         if not self._available():
             return False
-        blob = json.dumps({"g": int(generation), "r": payload}, separators=(",", ":"))
-        if len(blob) > self.cfg.max_entry_bytes:
+        blob = self._entry(generation, payload)
+        if blob is None:
             return False
         try:
             self._redis.set(self._res_key(user_id, variant, shape_hash), blob, px=int(self.cfg.ttl_s * 1000))
+        except Exception as e:  # noqa: BLE001
+            self._failed("put", e)
+            return False
+        return True
+
+    async def aput(self, user_id: int, variant: str, shape_hash: str, generation: int,
+                   payload: dict[str, Any]) -> bool:
+        """:meth:`put` on the request's event loop (no thread hop)."""
+        if not self._available():
+            return False
+        blob = self._entry(generation, payload)
+        if blob is None:
+            return False
+        try:
+            await self._aredis.get().set(self._res_key(user_id, variant, shape_hash), blob,
+                                         px=int(self.cfg.ttl_s * 1000))
         except Exception as e:  # noqa: BLE001
             self._failed("put", e)
             return False

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from recsys.serving.metrics import ServingMetrics
 from recsys.serving.result_cache import CacheLookup, ResultCache
 from recsys.serving.schemas import RecommendationResponse
@@ -11,7 +9,7 @@ from recsys.serving.stages.base import RequestState
 
 
 class ResultCacheStage:
-    """Looks up and stores complete answers; Redis calls run in a thread (redis-py is blocking)."""
+    """Looks up and stores complete answers (redis.asyncio on the request's loop)."""
 
     name = "cache"
 
@@ -28,7 +26,7 @@ class ResultCacheStage:
         if not self.cache.enabled:
             return CacheLookup(None, 0)
         with m.stage(self.name, state.timings):
-            lookup = await asyncio.to_thread(self.cache.get, user_id, variant, shape)
+            lookup = await self.cache.aget(user_id, variant, shape)
         (m.cache_hits if lookup.hit else m.cache_misses).inc()
         if lookup.error:
             m.cache_errors.inc()
@@ -50,4 +48,4 @@ class ResultCacheStage:
             return
         payload = response.model_dump(mode="json", exclude={"request_id", "cached"})
         with self.metrics.stage(self.name, state.timings):
-            await asyncio.to_thread(self.cache.put, user_id, variant, shape, lookup.generation, payload)
+            await self.cache.aput(user_id, variant, shape, lookup.generation, payload)

@@ -56,8 +56,8 @@ class FeatureHydration:
             return list(given), False
         with self.metrics.stage("history", state.timings):
             try:
-                user = await asyncio.wait_for(asyncio.to_thread(self.features.fetch_user, user_id),
-                                              self.cfg.feature_timeout_s * 5)
+                async with asyncio.timeout(self.cfg.feature_timeout_s * 5):
+                    user = await self.features.fetch_user_async(user_id)
             except (FeatureStoreUnavailable, TimeoutError):
                 state.degrade("feature_store_unavailable")
                 return [], True
