@@ -22,10 +22,11 @@ COPY experiments/ experiments/
 RUN pip install --no-cache-dir .
 
 FROM ${PYTHON_IMAGE} AS runtime
-# wget: KubeRay's injected health probes call it inside Ray containers.
+# wget: KubeRay's injected health probes call it inside Ray containers. haproxy: Ray Serve's optional
+# HTTP ingress (Helm `serving.haproxyIngress`; ~2x the proxy's throughput on 2 cores, docs/serving.md).
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends wget \
+    && apt-get install -y --no-install-recommends wget haproxy \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --gid 10001 recsys \
     && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /tmp --shell /usr/sbin/nologin recsys

@@ -81,11 +81,19 @@ def read_cost(redis_url: str, project: str, reps: int = 60) -> tuple[float, floa
 
 async def post_events(url: str, api_key: str, users: list[int], total: int, batch: int,
                       concurrency: int) -> tuple[int, int, float]:
-    """(accepted, refused, seconds): ``total`` events in requests of ``batch``, ``concurrency`` at a time."""
-    import httpx
+    """(accepted, refused, seconds): ``total`` events in requests of ``batch``, ``concurrency`` at a time.
+
+    aiohttp, as serve_overhead.py's load: the client shares the 2 cores with the server, and httpx
+    costs about twice its CPU per request.
+    """
+    import aiohttp
+
+    from collections import Counter
 
     sent = 0
     accepted = refused = 0
+    statuses: Counter[int] = Counter()
+    odd: list = []
     headers = {"X-API-Key": api_key} if api_key else {}
 
     def next_body() -> object | None:
@@ -98,21 +106,29 @@ async def post_events(url: str, api_key: str, users: list[int], total: int, batc
         sent += k
         return events[0] if batch == 1 else events
 
-    async def worker(c: httpx.AsyncClient) -> None:
+    async def worker(session: aiohttp.ClientSession) -> None:
         nonlocal accepted, refused
         while (body := next_body()) is not None:
             n = 1 if isinstance(body, dict) else len(body)
-            r = await c.post("/v1/events", json=body, headers=headers)
-            if r.status_code == 202:
-                accepted += r.json()["accepted"]
-            else:
-                refused += n
+            async with session.post(f"{url}/v1/events", json=body, headers=headers) as r:
+                statuses[r.status] += 1
+                if r.status == 202:
+                    got = await r.json(content_type=None)
+                    accepted += got["accepted"]
+                    if got["accepted"] != n:
+                        odd.append((n, got))
+                else:
+                    await r.read()
+                    refused += n
 
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as c:
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency),
+                                     timeout=aiohttp.ClientTimeout(total=60)) as session:
         t0 = time.perf_counter()
-        await asyncio.gather(*(worker(c) for _ in range(concurrency)))
-        return accepted, refused, time.perf_counter() - t0
+        await asyncio.gather(*(worker(session) for _ in range(concurrency)))
+        secs = time.perf_counter() - t0
+    print(f"  {total} events in requests of {batch}: HTTP statuses {dict(statuses)}; odd {len(odd)} {odd[:3]}",
+          flush=True)
+    return accepted, refused, secs
 
 
 def applied(redis_url: str, project: str, users: list[int], expected: int, timeout: float) -> tuple[int, float]:
@@ -144,8 +160,9 @@ def deploy(root: Path, redis_url: str, project: str, api_key: str, port: int) ->
     write_synthetic_store(root, n_items=300, n_users=500, dim=16)
     key_file = root / "api-key"
     key_file.write_text(api_key)
+    env = {k: v for k, v in os.environ.items() if k.startswith("RAY_SERVE_")}
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
-             runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
+             runtime_env={"env_vars": {"OMP_NUM_THREADS": "1", **env}})
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     args = {"model_store_uri": str(root / "models"), "catalog_path": str(root / "items.parquet"), "num_shards": 1,
             "redis_url": redis_url, "feature_project": project, "exposure_log_dir": str(root / "exposures"),
@@ -168,7 +185,18 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=32, help="Clients posting single events")
     ap.add_argument("--batch-concurrency", type=int, default=4, help="Clients posting batches")
     ap.add_argument("--port", type=int, default=8123)
+    ap.add_argument("--throughput-optimized", action=argparse.BooleanOptionalAction, default=True,
+                    help="RAY_SERVE_THROUGHPUT_OPTIMIZED (on by default, as `recsys serve start` runs it)")
+    ap.add_argument("--haproxy", action="store_true", help="RAY_SERVE_ENABLE_HA_PROXY=1 (needs `haproxy`)")
     a = ap.parse_args()
+    if a.url is None:  # read when Serve starts: set before the local cluster is created
+        os.environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1" if a.throughput_optimized else "0"
+        if a.haproxy:
+            import shutil
+
+            if shutil.which("haproxy") is None:
+                raise SystemExit("--haproxy: no `haproxy` binary on PATH (Debian: apt-get install haproxy)")
+            os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
 
     project = a.project or ("recsys" if a.url else f"bench{uuid.uuid4().hex[:6]}")
     tmp = None
@@ -191,7 +219,10 @@ def main() -> None:
             ok, refused, secs = asyncio.run(post_events(url, api_key, users, total, batch, conc))
             got, waited = applied(a.redis_url, project, users, ok, timeout=60)
             rows.append((name, ok, refused, ok / secs, got, waited))
-        print(f"\nevent ingestion, same run (1-min load average at start: {load:.1f} on {os.cpu_count()} cores)")
+        mode = (f"throughput_optimized={os.environ.get('RAY_SERVE_THROUGHPUT_OPTIMIZED', '?')} "
+                f"haproxy={os.environ.get('RAY_SERVE_ENABLE_HA_PROXY', '0')}") if a.url is None else a.url
+        print(f"\nevent ingestion, same run (1-min load average at start: {load:.1f} on {os.cpu_count()} cores; "
+              f"{mode})")
         print(f"{'path':<40}{'events/s':>10}{'vs floor':>10}   count in -> applied")
         print(f"{'floor: raw redis-py pipeline':<40}{fl:>10.0f}{1.0:>10.3f}")
         for name, ok, refused, rate, got, waited in rows:

@@ -173,6 +173,14 @@ class EventIngestor:
         return IngestResult(event_ids=[r["event_id"] for r in records], stream_ids=ids, records=records,
                             latency_ms=(time.perf_counter() - t0) * 1000)
 
+    async def accept_async(self, events: Sequence[Mapping]) -> IngestResult:
+        """:meth:`accept` on the caller's event loop (the HTTP path: no thread hop per request)."""
+        t0 = time.perf_counter()
+        records = self.validate(events)  # raises before anything is written
+        ids = await self.stream.append_async(records)
+        return IngestResult(event_ids=[r["event_id"] for r in records], stream_ids=ids, records=records,
+                            latency_ms=(time.perf_counter() - t0) * 1000)
+
     def ingest(self, events: Sequence[Mapping], timeout_s: float = 10.0) -> IngestResult:
         """``accept`` + apply in-process: the online features include the events when this returns."""
         result = self.accept(events)

@@ -37,6 +37,7 @@ from recsys.features.errors import FeatureStoreUnavailable
 from recsys.features.event_log import EventLog
 from recsys.features.realtime import APPLY_SCRIPT, KEEP_DAYS, OverlayKeys, event_args
 from recsys.platform.data.schema import EVENT_WEIGHTS
+from recsys.platform.redis_async import LoopBoundRedis
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,7 @@ class EventStream:
         self.stream_cfg = stream_cfg or StreamConfig()
         self.keys = OverlayKeys(cfg.project)
         self.redis = _redis(cfg, self.stream_cfg.append_timeout_s)
+        self._aredis = LoopBoundRedis(**cfg.redis_kwargs(socket_timeout=self.stream_cfg.append_timeout_s))
         self._errors = _redis_errors()
 
     def append(self, records: Sequence[dict]) -> list[str]:
@@ -101,8 +103,32 @@ class EventStream:
                     pipe.xadd(self.keys.stream, {"e": json.dumps(r, separators=(",", ":"))})
                 ids = pipe.execute()
         except self._errors as e:
-            raise EventLogUnavailable(f"event log {self.cfg.redis_target} unavailable: {type(e).__name__}") from e
+            raise self._unavailable(e) from e
         return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
+
+    async def append_async(self, records: Sequence[dict]) -> list[str]:
+        """:meth:`append` on the caller's event loop (redis.asyncio): the ``POST /v1/events`` path.
+
+        One record is a plain XADD (atomic by itself); several go in one MULTI/EXEC, as in :meth:`append`.
+        """
+        if not records:
+            return []
+        blobs = [json.dumps(r, separators=(",", ":")) for r in records]
+        try:
+            client = self._aredis.get()
+            if len(blobs) == 1:
+                ids = [await client.xadd(self.keys.stream, {"e": blobs[0]})]
+            else:
+                async with client.pipeline(transaction=True) as pipe:
+                    for b in blobs:
+                        pipe.xadd(self.keys.stream, {"e": b})
+                    ids = await pipe.execute()
+        except self._errors as e:
+            raise self._unavailable(e) from e
+        return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
+
+    def _unavailable(self, e: BaseException) -> EventLogUnavailable:
+        return EventLogUnavailable(f"event log {self.cfg.redis_target} unavailable: {type(e).__name__}")
 
     def close(self) -> None:
         with contextlib.suppress(Exception):

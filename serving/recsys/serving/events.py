@@ -14,7 +14,6 @@ the JSON-lines archive of applied events for offline use.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -81,4 +80,4 @@ class EventPipeline:
         """Validate and append (durable); raises EventValidationError / EventLogUnavailable."""
         if self.ingestor is None:
             raise EventsNotConfigured("event ingestion is not configured on this server")
-        return await asyncio.to_thread(self.ingestor.accept, events)
+        return await self.ingestor.accept_async(events)  # redis.asyncio: no thread hop per request

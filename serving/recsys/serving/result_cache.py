@@ -174,8 +174,12 @@ class ResultCache:
             return CacheLookup(None, generation)
         return CacheLookup(entry["r"], generation)
 
-    def _entry(self, generation: int, payload: dict[str, Any]) -> str | None:
-        blob = json.dumps({"g": int(generation), "r": payload}, separators=(",", ":"))
+    def _entry(self, generation: int, payload: dict[str, Any] | str) -> str | None:
+        """The stored JSON; ``payload`` may come already serialized (pydantic's ``model_dump_json``)."""
+        if isinstance(payload, str):
+            blob = f'{{"g":{int(generation)},"r":{payload}}}'
+        else:
+            blob = json.dumps({"g": int(generation), "r": payload}, separators=(",", ":"))
         return blob if len(blob) <= self.cfg.max_entry_bytes else None
 
     def put(self, user_id: int, variant: str, shape_hash: str, generation: int, payload: dict[str, Any]) -> bool:
@@ -193,7 +197,7 @@ class ResultCache:
         return True
 
     async def aput(self, user_id: int, variant: str, shape_hash: str, generation: int,
-                   payload: dict[str, Any]) -> bool:
+                   payload: dict[str, Any] | str) -> bool:
         """:meth:`put` on the request's event loop (no thread hop)."""
         if not self._available():
             return False
