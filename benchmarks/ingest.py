@@ -86,9 +86,9 @@ async def post_events(url: str, api_key: str, users: list[int], total: int, batc
     aiohttp, as serve_overhead.py's load: the client shares the 2 cores with the server, and httpx
     costs about twice its CPU per request.
     """
-    import aiohttp
-
     from collections import Counter
+
+    import aiohttp
 
     sent = 0
     accepted = refused = 0
