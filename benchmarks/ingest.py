@@ -187,16 +187,17 @@ def main() -> None:
     ap.add_argument("--port", type=int, default=8123)
     ap.add_argument("--throughput-optimized", action=argparse.BooleanOptionalAction, default=True,
                     help="RAY_SERVE_THROUGHPUT_OPTIMIZED (on by default, as `recsys serve start` runs it)")
-    ap.add_argument("--haproxy", action="store_true", help="RAY_SERVE_ENABLE_HA_PROXY=1 (needs `haproxy`)")
+    ap.add_argument("--haproxy", action="store_true",
+                    help="RAY_SERVE_ENABLE_HA_PROXY=1 (needs `haproxy`; what `recsys serve start` uses for a "
+                         "network-facing --host when installed; the app here listens on loopback)")
     a = ap.parse_args()
     if a.url is None:  # read when Serve starts: set before the local cluster is created
         os.environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1" if a.throughput_optimized else "0"
-        if a.haproxy:
-            import shutil
+        import shutil
 
-            if shutil.which("haproxy") is None:
-                raise SystemExit("--haproxy: no `haproxy` binary on PATH (Debian: apt-get install haproxy)")
-            os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
+        if a.haproxy and shutil.which("haproxy") is None:
+            raise SystemExit("--haproxy: no `haproxy` binary on PATH (Debian: apt-get install haproxy)")
+        os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1" if a.haproxy else "0"
 
     project = a.project or ("recsys" if a.url else f"bench{uuid.uuid4().hex[:6]}")
     tmp = None

@@ -47,6 +47,30 @@ def test_serve_speed_env_flags():
     assert serve_speed_env(False, False) == {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "0"}
 
 
+def test_haproxy_defaults_to_on_only_for_network_facing_hosts(monkeypatch, tmp_path):
+    """HAProxy mode binds replica ports on all interfaces: never switched on silently for a loopback server."""
+    import os
+
+    from recsys.serving.cli import ServeCliError, serve_speed_env
+
+    fake = tmp_path / "haproxy"
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    assert serve_speed_env(True, None, "0.0.0.0").get("RAY_SERVE_ENABLE_HA_PROXY") == "1"
+    assert "RAY_SERVE_ENABLE_HA_PROXY" not in serve_speed_env(True, None, "127.0.0.1")
+    assert serve_speed_env(True, True, "127.0.0.1")["RAY_SERVE_ENABLE_HA_PROXY"] == "1"  # explicit wins
+    assert "RAY_SERVE_ENABLE_HA_PROXY" not in serve_speed_env(True, False, "0.0.0.0")
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert "RAY_SERVE_ENABLE_HA_PROXY" not in serve_speed_env(True, None, "0.0.0.0")  # not installed: proxy
+    try:
+        serve_speed_env(True, True, "0.0.0.0")
+    except ServeCliError as e:
+        assert "haproxy" in str(e)
+    else:
+        raise AssertionError("--haproxy without the binary must be refused")
+
+
 def test_serve_start_help_lists_speed_flags():
     from click.testing import CliRunner
 

@@ -71,25 +71,35 @@ def _port_open(address: str) -> bool:
         return False
 
 
-def serve_speed_env(throughput_optimized: bool, haproxy: bool | None) -> dict[str, str]:
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def serve_speed_env(throughput_optimized: bool, haproxy: bool | None, host: str = "0.0.0.0") -> dict[str, str]:
     """Ray Serve's speed switches as environment variables (read once, when Serve's processes start).
 
     Throughput mode (Ray >= 2.56) moves handle calls to direct gRPC between replicas; HAProxy
     replaces Serve's Python HTTP proxy. Both must be in the environment of the Ray head, so they
     only apply to a head this command starts; joining a running cluster keeps its settings.
-    ``haproxy=None`` (the default) means "when the binary is installed": measured on 2 cores it
-    doubles recommendation throughput and takes single-event ingestion from ~260 to ~1,200/s
-    (docs/serving.md, docs/operations.md).
+
+    ``haproxy=None`` (the default) means "when the binary is installed and the server is meant to be
+    reachable from the network": measured on 2 cores HAProxy doubles recommendation throughput and
+    takes single-event ingestion from ~270 to ~1,100/s (docs/serving.md, docs/operations.md), but in
+    that mode Ray binds every ingress replica's own HTTP port (and HAProxy's metrics port) on all
+    interfaces, whatever ``--host`` says. So a loopback-only server keeps Serve's proxy unless
+    ``--haproxy`` is given explicitly.
     """
     import shutil
 
     if haproxy is None:
-        haproxy = shutil.which("haproxy") is not None
+        haproxy = shutil.which("haproxy") is not None and host not in LOOPBACK_HOSTS
     elif haproxy and shutil.which("haproxy") is None:
         raise ServeCliError("--haproxy needs the `haproxy` binary on PATH (Debian: apt-get install haproxy)")
     env = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1" if throughput_optimized else "0"}
     if haproxy:
         env["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
+        if host in LOOPBACK_HOSTS:
+            click.echo("note: with --haproxy Ray binds the ingress replicas' HTTP ports and HAProxy's metrics port "
+                       "on all interfaces, not only on --host (writes still need the API key)")
     return env
 
 
@@ -155,7 +165,8 @@ def cli() -> None:
                    "measured: benchmarks/serve_overhead.py, docs/serving.md).")
 @click.option("--haproxy/--no-haproxy", "haproxy", default=None,
               help="RAY_SERVE_ENABLE_HA_PROXY=1: HAProxy as the HTTP ingress (Debian's `haproxy`; scripts/setup.sh "
-                   "installs it). Default: on when `haproxy` is on PATH.")
+                   "installs it; ~2x requests/s). Default: on when `haproxy` is on PATH and --host is not loopback "
+                   "(the mode binds replica ports on all interfaces).")
 @click.option("--blocking/--detached", default=False, show_default=True,
               help="Stay in the foreground until Ctrl-C (default: return once ready).")
 @click.option("--timeout", type=float, default=300.0, show_default=True, help="Seconds to wait for /readyz.")
@@ -209,7 +220,7 @@ def start(ctx: click.Context, serve_config, model_store_uri, retrieval_version, 
         raise ServeCliError(str(e)) from e
     except Exception as e:  # noqa: BLE001 - e.g. nothing trained yet: say so before starting anything
         raise ServeCliError(f"cannot serve: {e}") from e
-    speed_env = serve_speed_env(throughput_optimized, haproxy)
+    speed_env = serve_speed_env(throughput_optimized, haproxy, host)
     _connect(start_if_missing=True, num_cpus=num_cpus, extra_env=speed_env)
     serve.start(http_options={"host": host, "port": port})
     ingress = "HAProxy" if speed_env.get("RAY_SERVE_ENABLE_HA_PROXY") == "1" else "Serve's proxy"
