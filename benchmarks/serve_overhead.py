@@ -334,7 +334,12 @@ def inprocess_pipeline(args: dict, users: list[int], n: int) -> dict[str, float]
     service = RecommendationService(cfg, shards, Ranker(cfg))
 
     async def run() -> tuple[list[float], list[float], int]:
+        t0 = time.perf_counter()
         await service.start()
+        if service.hydration.snapshot_enabled:
+            print(f"  item-feature snapshot: start() took {time.perf_counter() - t0:.1f} s "
+                  f"({len(service.catalog.index):,} items; one background pass every "
+                  f"{service.hydration.snapshot_period_s():.0f} s)", flush=True)
         for u in users[-WARMUP_USERS:]:  # warm-up (its users are not timed)
             await service.recommend(RecommendationRequest(user_id=u, n=n))
         wall, cpu, degraded = [], [], 0

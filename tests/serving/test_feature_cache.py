@@ -70,3 +70,53 @@ def test_stale_items_are_served_and_refreshed(materialized, small_dataset):
     before = gw.item_cache._filled_at.copy()
     gw.refresh_items(refresh)
     assert (gw.item_cache._filled_at >= before).all() and (gw.item_cache._filled_at > before).any()
+
+
+def test_snapshot_loads_the_whole_catalog_before_serving(materialized, small_dataset):
+    """After ``FeatureHydration.start`` every catalog item is served from memory (no read, no refresh),
+    with the one-shot fetch's values; later passes re-read the rows; a store that is down at start-up
+    leaves the per-request read in place instead of failing the replica."""
+    import asyncio
+
+    from recsys.serving.artifacts import Catalog
+    from recsys.serving.config import ServingConfig
+    from recsys.serving.feature_client import FeatureGateway
+    from recsys.serving.metrics import ServingMetrics
+    from recsys.serving.stages.hydration import FeatureHydration
+
+    catalog = Catalog.from_items(small_dataset.items)
+    items = small_dataset.items["item_id"].to_numpy(np.int64)
+    uid = int(small_dataset.users["user_id"].iloc[3])
+
+    async def run(redis_url: str):
+        cfg = ServingConfig(redis_url=redis_url, feature_repo_dir=materialized.repo_dir,
+                            feature_project=materialized.project, feature_timeout_s=0.5)
+        gw = FeatureGateway(cfg)
+        stage = FeatureHydration(cfg, gw, ServingMetrics(), catalog)
+        stage.SNAPSHOT_CHUNK = 97  # several chunks even on the small catalog
+        try:
+            loaded = await stage.start()
+            if not loaded:
+                return loaded, gw, None, None
+            user = gw.fetch_user(uid)
+            hit, refresh = gw.items_from_cache(user, items)
+            before = gw.item_cache._filled_at.copy()
+            assert await stage.snapshot_pass(paced=False)
+            return loaded, gw, (user, hit, refresh), before
+        finally:
+            await stage.stop()
+
+    loaded, gw, (user, hit, refresh), before = asyncio.run(run(materialized.redis_url))
+    assert loaded and stage_filled_everything(gw, len(items))
+    assert hit is not None and len(refresh) == 0  # every catalog item, straight from memory
+    np.testing.assert_allclose(hit.items, gw.fetch(uid, items).items, rtol=1e-5, atol=1e-4)
+    assert (gw.item_cache._filled_at > before).all()  # the second pass re-read every row
+    assert np.isinf(gw.item_cache.ttl_s)  # rows no longer expire one by one: the passes refresh them
+
+    down, gw_down, _, _ = asyncio.run(run("redis://127.0.0.1:1/0"))  # nothing listens on port 1
+    assert down is False and gw_down.mode == "online" and gw_down.item_cache is not None
+    assert not np.isfinite(gw_down.item_cache._filled_at).any()  # nothing loaded; requests read on demand
+
+
+def stage_filled_everything(gw, n: int) -> bool:
+    return bool(np.isfinite(gw.item_cache._filled_at).sum() == n)
