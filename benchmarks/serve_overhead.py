@@ -336,10 +336,11 @@ def inprocess_pipeline(args: dict, users: list[int], n: int) -> dict[str, float]
     async def run() -> tuple[list[float], list[float], int]:
         t0 = time.perf_counter()
         await service.start()
-        if service.hydration.snapshot_enabled:
+        if service.hydration.snapshot.enabled:
             print(f"  item-feature snapshot: start() took {time.perf_counter() - t0:.1f} s "
                   f"({len(service.catalog.index):,} items; one background pass every "
-                  f"{service.hydration.snapshot_period_s():.0f} s)", flush=True)
+                  f"{service.hydration.snapshot.period_s():.0f} s; "
+                  f"{service.features.item_cache.nbytes / 2**20:.0f} MiB of decoded columns)", flush=True)
         for u in users[-WARMUP_USERS:]:  # warm-up (its users are not timed)
             await service.recommend(RecommendationRequest(user_id=u, n=n))
         wall, cpu, degraded = [], [], 0
@@ -458,6 +459,8 @@ def main() -> None:
                     help="Also deploy ours with stages.ranking.placement=deployment (app 'rankdep'), interleaved.")
     ap.add_argument("--retrieval-placement", choices=["local", "deployment"], default="deployment",
                     help="stages.retrieval.placement (local needs --num-shards 1).")
+    ap.add_argument("--ingress-replicas", type=int, default=None,
+                    help="Ingress replicas of both apps (default: ServingConfig's, 1).")
     ap.add_argument("--redis-url", default=os.environ.get("RECSYS_BENCH_REDIS_URL", "redis://127.0.0.1:6379/15"))
     ap.add_argument("--throughput-optimized", action=argparse.BooleanOptionalAction, default=True,
                     help="RAY_SERVE_THROUGHPUT_OPTIMIZED=1 (direct gRPC between replicas).")
@@ -495,6 +498,8 @@ def main() -> None:
         print(f"artifacts: {n_items:,} items x 64 in {time.perf_counter() - t0:.1f}s at {root}", flush=True)
     sargs = serving_args(root, args.num_shards, args.redis_url, args.retrieval_k, args.ranking_placement,
                          args.retrieval_placement)
+    if args.ingress_replicas:
+        sargs["ingress_replicas"] = args.ingress_replicas
     stream = UserStream(args.users)
     load0 = os.getloadavg()
 

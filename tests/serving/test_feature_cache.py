@@ -81,6 +81,7 @@ def test_snapshot_loads_the_whole_catalog_before_serving(materialized, small_dat
     from recsys.serving.artifacts import Catalog
     from recsys.serving.config import ServingConfig
     from recsys.serving.feature_client import FeatureGateway
+    from recsys.serving.item_snapshot import PassResult
     from recsys.serving.metrics import ServingMetrics
     from recsys.serving.stages.hydration import FeatureHydration
 
@@ -93,7 +94,7 @@ def test_snapshot_loads_the_whole_catalog_before_serving(materialized, small_dat
                             feature_project=materialized.project, feature_timeout_s=0.5)
         gw = FeatureGateway(cfg)
         stage = FeatureHydration(cfg, gw, ServingMetrics(), catalog)
-        stage.SNAPSHOT_CHUNK = 97  # several chunks even on the small catalog
+        stage.snapshot.CHUNK = 97  # several chunks even on the small catalog
         try:
             loaded = await stage.start()
             if not loaded:
@@ -101,7 +102,7 @@ def test_snapshot_loads_the_whole_catalog_before_serving(materialized, small_dat
             user = gw.fetch_user(uid)
             hit, refresh = gw.items_from_cache(user, items)
             before = gw.item_cache._filled_at.copy()
-            assert await stage.snapshot_pass(paced=False)
+            assert await stage.snapshot.run_pass(paced=False) is PassResult.DONE
             return loaded, gw, (user, hit, refresh), before
         finally:
             await stage.stop()
@@ -120,3 +121,48 @@ def test_snapshot_loads_the_whole_catalog_before_serving(materialized, small_dat
 
 def stage_filled_everything(gw, n: int) -> bool:
     return bool(np.isfinite(gw.item_cache._filled_at).sum() == n)
+
+
+def test_a_new_materialization_is_read_at_once(materialized, small_dataset):
+    """``recsys features materialize`` bumps the project's counter; the snapshot loop notices it between
+    paced chunks and re-reads the whole catalog at full speed instead of finishing its slow pass."""
+    import asyncio
+    import time
+
+    import redis
+
+    from recsys.features.online import materialization_key
+    from recsys.serving.artifacts import Catalog
+    from recsys.serving.config import ServingConfig
+    from recsys.serving.feature_client import FeatureGateway
+    from recsys.serving.metrics import ServingMetrics
+    from recsys.serving.stages.hydration import FeatureHydration
+
+    catalog = Catalog.from_items(small_dataset.items)
+    # one paced pass would take ~len(catalog) / 0.5 s: only the version bump can refresh everything in time
+    cfg = ServingConfig(redis_url=materialized.redis_url, feature_repo_dir=materialized.repo_dir,
+                        feature_project=materialized.project, item_feature_refresh_items_per_s=0.5,
+                        item_feature_version_poll_s=0.05)
+    gw = FeatureGateway(cfg)
+    assert gw.materialization_version() >= 1  # the fixture's materialize marked its run
+    r = redis.Redis.from_url(materialized.redis_url)
+
+    async def run():
+        stage = FeatureHydration(cfg, gw, ServingMetrics(), catalog)
+        stage.snapshot.CHUNK = 50
+        try:
+            assert await stage.start()
+            first = gw.item_cache._filled_at.copy()
+            await asyncio.sleep(0.3)  # the paced pass has read its first chunk and sleeps
+            before = gw.item_cache._filled_at.copy()
+            assert (before == first).any()  # rows the slow pass has not reached yet
+            r.incr(materialization_key(materialized.project))
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and not (gw.item_cache._filled_at > before).all():
+                await asyncio.sleep(0.05)
+            return before
+        finally:
+            await stage.stop()
+
+    before = asyncio.run(run())
+    assert (gw.item_cache._filled_at > before).all()  # every row re-read after the bump

@@ -141,6 +141,14 @@ def _decode_column(values: list, kind: str, value_cls) -> tuple[np.ndarray | lis
     return col, present
 
 
+def materialization_key(project: str) -> str:
+    """Redis counter bumped after every successful materialization of ``project`` (see
+    :func:`recsys.features.store.materialize`): readers that cache item rows (the serving ingress's
+    item-feature snapshot) poll it and re-read everything at once when it moves, instead of waiting
+    for their periodic pass."""
+    return f"recsys:features:{project}:materialization"
+
+
 class OnlineFeatureClient:
     """Batch reader of online features; safe to share within a process (redis-py pools connections)."""
 
@@ -333,6 +341,13 @@ class OnlineFeatureClient:
         if "item_genre_multihot" not in raw:
             raw["item_genre_multihot"] = np.zeros((n, 1), np.float32)
         return ranker_matrix(raw, item_ids, np.float64(at))
+
+    def materialization_version(self) -> int:
+        """The project's materialization counter (0 before the first marked materialization)."""
+        try:
+            return int(self.redis.get(materialization_key(self.cfg.project)) or 0)
+        except self._redis_errors as e:
+            raise self._unavailable(e) from e
 
     def ping(self) -> bool:
         try:

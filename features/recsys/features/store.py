@@ -63,6 +63,7 @@ class MaterializeStats:
     rows_by_view: dict[str, int]
     seconds: float
     scanned_rows: int = 0  # offline snapshot rows in [start, end] that Feast read to find the latest ones
+    version: int = 0  # the project's materialization counter after this run (readers re-read on a change)
 
     @property
     def rows(self) -> int:
@@ -76,7 +77,9 @@ class MaterializeStats:
         per_view = ", ".join(f"{k}={v:,}" for k, v in self.rows_by_view.items())
         return (f"materialized {self.rows:,} rows ({per_view}) for {self.start:%Y-%m-%d %H:%M} .. "
                 f"{self.end:%Y-%m-%d %H:%M} in {self.seconds:.2f}s = {self.rows_per_s:,.0f} rows/s "
-                f"(scanned {self.scanned_rows:,} snapshot rows = {self.scanned_rows / max(self.seconds, 1e-9):,.0f}/s)")
+                f"(scanned {self.scanned_rows:,} snapshot rows = "
+                f"{self.scanned_rows / max(self.seconds, 1e-9):,.0f}/s); "
+                f"materialization version {self.version}")
 
 
 # ------------------------------------------------------------------ repo files
@@ -178,11 +181,28 @@ def materialize(cfg: FeatureStoreConfig, end: datetime | None = None, start: dat
     except _REDIS_ERRORS as e:
         raise FeatureStoreUnavailable(
             f"online store {cfg.redis_target} unreachable while materializing: {type(e).__name__}") from e
+    try:  # after the rows: a reader that sees the new version finds them all written
+        stats_version = _bump_materialization_version(cfg)
+    except _REDIS_ERRORS as e:
+        raise FeatureStoreUnavailable(
+            f"online store {cfg.redis_target} unreachable after materializing (rows written, readers "
+            f"not notified; re-run materialize): {type(e).__name__}") from e
     stats = MaterializeStats(start=start, end=end, rows_by_view=rows, seconds=time.perf_counter() - t0,
-                             scanned_rows=sum(c[1] for c in counts.values()))
+                             scanned_rows=sum(c[1] for c in counts.values()), version=stats_version)
     if progress:
         print(stats.summary(), flush=True)
     return stats
+
+
+def _bump_materialization_version(cfg: FeatureStoreConfig) -> int:
+    """INCR the project's materialization counter (:func:`recsys.features.online.materialization_key`)."""
+    from recsys.features.online import materialization_key
+
+    r = redis.Redis(**cfg.redis_kwargs(socket_timeout=cfg.batch_timeout_s))
+    try:
+        return int(r.incr(materialization_key(cfg.project)))
+    finally:
+        r.close()
 
 
 # ------------------------------------------------------------------ training data

@@ -225,6 +225,11 @@ class FeatureGateway:
         merge(cols, missing, rows[n:])
         return cols, missing
 
+    def materialization_version(self) -> int | None:
+        """The feature project's materialization counter; None when the client cannot tell (blocking)."""
+        read = getattr(self._client, "materialization_version", None)
+        return None if read is None else int(self._call(read))
+
     def refresh_items(self, item_ids: np.ndarray) -> None:
         """Re-read items into the cache (blocking; the hydration stage runs it in the background)."""
         cache = self.item_cache

@@ -52,6 +52,11 @@ class ItemFeatureCache:
         self._cols: dict[str, np.ndarray] = {}
         self._lock = threading.Lock()
 
+    @property
+    def nbytes(self) -> int:
+        """Memory the cached columns hold (the snapshot's footprint per ingress replica)."""
+        return int(self._filled_at.nbytes + sum(c.nbytes for c in self._cols.values()))
+
     def clear(self) -> None:
         with self._lock:
             self._filled_at[:] = -np.inf
