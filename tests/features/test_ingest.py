@@ -322,3 +322,18 @@ def test_a_retried_client_event_id_counts_once(ingest_cfg, small_dataset):
     ev = {"user_id": user, "item_id": item, "event_type": "purchase", "event_id": f"client-{uuid.uuid4().hex}"}
     assert ingest_event(ingest_cfg, ev).pushed and ingest_event(ingest_cfg, ev).pushed  # e.g. a retry after a 503
     assert OnlineFeatureClient(ingest_cfg).fetch(user, []).user["user_purchases_all"] == 1
+
+
+def test_applied_events_mark_their_items_as_touched(ingest_cfg, small_dataset):
+    """The apply script records each event's item with the Redis time it was applied, so readers that hold
+    item rows in memory (serving's snapshot) can re-read exactly those."""
+    user, item = _known(small_dataset, 7)
+    client = OnlineFeatureClient(ingest_cfg)
+    none, cursor = client.touched_items_since(None)
+    assert none == [] and cursor > 1.7e9  # the Redis server's clock
+    assert ingest_event(ingest_cfg, {"user_id": user, "item_id": item, "event_type": "view",
+                                     "timestamp": _now_iso()}).pushed
+    touched, later = client.touched_items_since(cursor)
+    assert item in touched and later >= cursor
+    old, _ = client.touched_items_since(cursor + 3600)  # a cursor after the event: not listed
+    assert item not in old

@@ -166,3 +166,53 @@ def test_a_new_materialization_is_read_at_once(materialized, small_dataset):
 
     before = asyncio.run(run())
     assert (gw.item_cache._filled_at > before).all()  # every row re-read after the bump
+
+
+def test_items_with_real_time_events_are_re_read_within_a_poll(materialized, small_dataset):
+    """A streamed event changes an item's counters in Redis; the snapshot re-reads that item (and only the
+    touched ones) at its next poll instead of waiting for the slow full pass."""
+    import asyncio
+    import time
+
+    import pandas as pd
+
+    from recsys.features import RANKER_FEATURES, ingest_event
+    from recsys.serving.artifacts import Catalog
+    from recsys.serving.config import ServingConfig
+    from recsys.serving.feature_client import FeatureGateway
+    from recsys.serving.metrics import ServingMetrics
+    from recsys.serving.stages.hydration import FeatureHydration
+
+    catalog = Catalog.from_items(small_dataset.items)
+    items = small_dataset.items["item_id"].to_numpy(np.int64)
+    uid, item = int(small_dataset.users["user_id"].iloc[2]), int(items[5])
+    cfg = ServingConfig(redis_url=materialized.redis_url, feature_repo_dir=materialized.repo_dir,
+                        feature_project=materialized.project, item_feature_refresh_items_per_s=0.5,
+                        item_feature_version_poll_s=0.05)
+    gw = FeatureGateway(cfg)
+    col = RANKER_FEATURES.index("item_clicks_all")
+
+    async def run():
+        stage = FeatureHydration(cfg, gw, ServingMetrics(), catalog)
+        stage.snapshot.CHUNK = 50
+        try:
+            assert await stage.start()
+            user = gw.fetch_user(uid)
+            before = gw.items_from_cache(user, np.array([item]))[0].items[0, col]
+            filled = gw.item_cache._filled_at.copy()
+            ts = pd.Timestamp.now(tz="UTC").isoformat()
+            assert ingest_event(materialized, {"user_id": uid, "item_id": item, "event_type": "click",
+                                               "timestamp": ts}).pushed
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and stage.snapshot.touched_refreshed == 0:
+                await asyncio.sleep(0.05)
+            after = gw.items_from_cache(user, np.array([item]))[0].items[0, col]
+            return before, after, filled, stage.snapshot.touched_refreshed
+        finally:
+            await stage.stop()
+
+    before, after, filled, refreshed = asyncio.run(run())
+    assert after == before + 1  # the cached row now carries the streamed click
+    row = catalog.index.lookup(np.array([item]))[0]
+    assert gw.item_cache._filled_at[row] > filled[row]
+    assert 1 <= refreshed < len(items)  # the touched items, not the catalog

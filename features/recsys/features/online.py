@@ -349,6 +349,23 @@ class OnlineFeatureClient:
         except self._redis_errors as e:
             raise self._unavailable(e) from e
 
+    def touched_items_since(self, since: float | None) -> tuple[list[int], float]:
+        """(items whose real-time overlay changed at or after Redis server time ``since``, the server's time now);
+        ``since=None`` only reads the time (a reader's first cursor).
+
+        Pass the returned time as the next ``since``: the overlay scores items by whole server seconds, so
+        reading from that second on again re-reads a few items twice but never misses one.
+        """
+        try:
+            with self.redis.pipeline(transaction=False) as pipe:
+                pipe.time()
+                if since is not None:
+                    pipe.zrangebyscore(self.overlay.touched, int(since), "+inf")
+                (secs, _micros), *found = pipe.execute()
+        except self._redis_errors as e:
+            raise self._unavailable(e) from e
+        return [int(i) for i in (found[0] if found else [])], float(secs)
+
     def ping(self) -> bool:
         try:
             return bool(self.redis.ping())

@@ -14,6 +14,8 @@ Layout, all under ``recsys:rt:{project}`` (``P``)::
     P:u:{user}          hash: c:{clicks|views|...}:{day|all} counts, rsum, last, h:{hour}, w:{dow}, g:{genre}
     P:u:{user}:r        list "item:ts", most recent first (LTRIM'd to recent_items)
     P:i:{item}          hash: c:{...}:{day|all} counts, rsum
+    P:touched           sorted set item -> Redis server time (s) of its last applied event, last hour only:
+                        readers holding item rows in memory re-read just these (serving's item snapshot)
     P:seen:{event_id}   marker of a client-supplied event id (24 h): a retried event counts once
 
 Windowed counts decay by day buckets (``day`` = unix days of the *event* time): the 7d count is the
@@ -33,6 +35,7 @@ import numpy as np
 from recsys.features.schema import DAYS_OF_WEEK, EVENT_NAMES, HOUR_BUCKETS, WINDOWS, smoothed_rate
 
 KEEP_DAYS = 31  # longest window (30d) + today
+TOUCHED_KEEP_S = 3600  # how far back P:touched remembers items (readers poll it every few seconds)
 
 APPLY_SCRIPT = """
 local stream, group, prefix = KEYS[1], ARGV[1], ARGV[2]
@@ -44,6 +47,7 @@ local gen_ttl = tonumber(ARGV[7])
 local F = 12
 local applied = 0
 local touched = {}
+local now = tonumber(redis.call('TIME')[1])
 local i = 8
 while i + F - 1 <= #ARGV do
   local id, user, item, plural, day, ts, rating, hour, dow, weight, genres, dedupe = unpack(ARGV, i, i + F - 1)
@@ -68,6 +72,7 @@ while i + F - 1 <= #ARGV do
     if genres ~= '' then
       for g in string.gmatch(genres, '[^,]+') do redis.call('HINCRBYFLOAT', uk, 'g:' .. g, weight) end
     end
+    redis.call('ZADD', prefix .. ':touched', now, item)
     redis.call('LPUSH', uk .. ':r', item .. ':' .. ts)
     redis.call('LTRIM', uk .. ':r', 0, recent_n - 1)
     if gen_prefix ~= '' then
@@ -87,8 +92,9 @@ for k, _ in pairs(touched) do
     redis.call('HSET', k, 'pruned', today)
   end
 end
+if applied > 0 then redis.call('ZREMRANGEBYSCORE', prefix .. ':touched', '-inf', now - TOUCHED_KEEP_S) end
 return applied
-"""
+""".replace("TOUCHED_KEEP_S", str(TOUCHED_KEEP_S))
 """KEYS[1] = stream; ARGV = group, prefix, recent_n, today, keep_days, cache-generation prefix ('' = none),
 generation TTL, then 12 values per event (see :func:`event_args`)."""
 
@@ -117,6 +123,10 @@ class OverlayKeys:
 
     def item(self, item_id: int) -> str:
         return f"{self.prefix}:i:{int(item_id)}"
+
+    @property
+    def touched(self) -> str:
+        return f"{self.prefix}:touched"
 
 
 def event_args(stream_id: str, rec: Mapping, genres: Sequence[int], weight: float, today: int) -> list[str]:

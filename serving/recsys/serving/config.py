@@ -132,13 +132,16 @@ class ServingConfig(BaseModel):
         description="How long replica start-up waits for the snapshot's first pass (4k items: well under 1 s; "
                     "1M items: ~40 s on a quiet 2-core box); past it the replica serves, reading items on demand")
     item_feature_refresh_items_per_s: float = Field(
-        5000.0, gt=0, le=1_000_000,
-        description="Pace of the background snapshot re-read; one pass takes max(item_feature_cache_s, "
-                    "items / this) seconds (4k items: 60 s; 1M items: 200 s at ~5 % of a core)")
+        1000.0, gt=0, le=1_000_000,
+        description="Pace of the snapshot's background full re-read (a safety net: items with real-time events "
+                    "and new materializations are re-read within item_feature_version_poll_s); one pass takes "
+                    "max(item_feature_cache_s, items / this) seconds (4k items: 60 s; 1M items: ~17 min at "
+                    "~4 % of a core; reading costs ~37 us of CPU per item)")
     item_feature_version_poll_s: float = Field(
         5.0, gt=0, le=3600,
-        description="How often the snapshot loop reads the feature project's materialization counter; when "
-                    "`recsys features materialize` has bumped it, the whole catalog is re-read at once")
+        description="How often the snapshot loop asks Redis which items had real-time events (and re-reads "
+                    "them) and reads the materialization counter (when `recsys features materialize` has "
+                    "bumped it, the whole catalog is re-read at once)")
     catalog_path: Path | None = Field(
         None, description="items.parquet (or a dataset dir holding it): genres, created_at, available"
     )
