@@ -326,14 +326,24 @@ def test_a_retried_client_event_id_counts_once(ingest_cfg, small_dataset):
 
 def test_applied_events_mark_their_items_as_touched(ingest_cfg, small_dataset):
     """The apply script records each event's item with the Redis time it was applied, so readers that hold
-    item rows in memory (serving's snapshot) can re-read exactly those."""
-    user, item = _known(small_dataset, 7)
+    item rows in memory (serving's snapshot) can re-read exactly those, a bounded number per call."""
+    user = int(small_dataset.users.user_id.iloc[7])
+    items = [int(i) for i in small_dataset.items.item_id.iloc[7:10]]
     client = OnlineFeatureClient(ingest_cfg)
     none, cursor = client.touched_items_since(None)
-    assert none == [] and cursor > 1.7e9  # the Redis server's clock
-    assert ingest_event(ingest_cfg, {"user_id": user, "item_id": item, "event_type": "view",
-                                     "timestamp": _now_iso()}).pushed
+    assert none == [] and cursor > 1.7e12  # the Redis server's clock, in ms
+    for item in items:
+        assert ingest_event(ingest_cfg, {"user_id": user, "item_id": item, "event_type": "view",
+                                         "timestamp": _now_iso()}).pushed
+        time.sleep(0.003)  # distinct milliseconds: the limit below then cuts between items
     touched, later = client.touched_items_since(cursor)
-    assert item in touched and later >= cursor
-    old, _ = client.touched_items_since(cursor + 3600)  # a cursor after the event: not listed
-    assert item not in old
+    assert set(items) <= set(touched) and later >= cursor
+    assert client.touched_items_since(later + 3_600_000)[0] == []  # a cursor after the events: nothing
+    seen: list[int] = []
+    c = cursor
+    for _ in range(10):  # two at a time: the cursor walks through the set without losing any
+        part, c = client.touched_items_since(c, limit=2)
+        seen += part
+        if len(part) < 2:
+            break
+    assert set(items) <= set(seen)

@@ -349,22 +349,29 @@ class OnlineFeatureClient:
         except self._redis_errors as e:
             raise self._unavailable(e) from e
 
-    def touched_items_since(self, since: float | None) -> tuple[list[int], float]:
-        """(items whose real-time overlay changed at or after Redis server time ``since``, the server's time now);
-        ``since=None`` only reads the time (a reader's first cursor).
+    def touched_items_since(self, since_ms: int | None, limit: int | None = None) -> tuple[list[int], int]:
+        """(items whose real-time overlay changed at or after Redis server time ``since_ms`` (milliseconds),
+        the next cursor); ``since_ms=None`` only reads the server time (a reader's first cursor).
 
-        Pass the returned time as the next ``since``: the overlay scores items by whole server seconds, so
-        reading from that second on again re-reads a few items twice but never misses one.
+        Pass the returned cursor as the next ``since_ms``: it is the server's time now or, when ``limit``
+        cut the answer short, the time of the last item returned, so the rest come next call. Reading
+        from that millisecond on again re-reads a few items twice but never misses one (an apply batch
+        stamps all its items with one time, far fewer than any sane ``limit``).
         """
         try:
             with self.redis.pipeline(transaction=False) as pipe:
                 pipe.time()
-                if since is not None:
-                    pipe.zrangebyscore(self.overlay.touched, int(since), "+inf")
-                (secs, _micros), *found = pipe.execute()
+                if since_ms is not None:
+                    pipe.zrangebyscore(self.overlay.touched, int(since_ms), "+inf", withscores=True,
+                                       **({"start": 0, "num": int(limit)} if limit else {}))
+                (secs, micros), *found = pipe.execute()
         except self._redis_errors as e:
             raise self._unavailable(e) from e
-        return [int(i) for i in (found[0] if found else [])], float(secs)
+        pairs = found[0] if found else []
+        cursor = int(secs) * 1000 + int(micros) // 1000
+        if limit and len(pairs) >= limit:
+            cursor = max(int(pairs[-1][1]), int(since_ms) + 1)  # never stuck on one millisecond
+        return [int(i) for i, _ in pairs], cursor
 
     def ping(self) -> bool:
         try:

@@ -14,7 +14,7 @@ Layout, all under ``recsys:rt:{project}`` (``P``)::
     P:u:{user}          hash: c:{clicks|views|...}:{day|all} counts, rsum, last, h:{hour}, w:{dow}, g:{genre}
     P:u:{user}:r        list "item:ts", most recent first (LTRIM'd to recent_items)
     P:i:{item}          hash: c:{...}:{day|all} counts, rsum
-    P:touched           sorted set item -> Redis server time (s) of its last applied event, last hour only:
+    P:touched           sorted set item -> Redis server time (ms) of its last applied event, last hour only:
                         readers holding item rows in memory re-read just these (serving's item snapshot)
     P:seen:{event_id}   marker of a client-supplied event id (24 h): a retried event counts once
 
@@ -47,7 +47,8 @@ local gen_ttl = tonumber(ARGV[7])
 local F = 12
 local applied = 0
 local touched = {}
-local now = tonumber(redis.call('TIME')[1])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 local i = 8
 while i + F - 1 <= #ARGV do
   local id, user, item, plural, day, ts, rating, hour, dow, weight, genres, dedupe = unpack(ARGV, i, i + F - 1)
@@ -92,7 +93,7 @@ for k, _ in pairs(touched) do
     redis.call('HSET', k, 'pruned', today)
   end
 end
-if applied > 0 then redis.call('ZREMRANGEBYSCORE', prefix .. ':touched', '-inf', now - TOUCHED_KEEP_S) end
+if applied > 0 then redis.call('ZREMRANGEBYSCORE', prefix .. ':touched', '-inf', now - TOUCHED_KEEP_S * 1000) end
 return applied
 """.replace("TOUCHED_KEEP_S", str(TOUCHED_KEEP_S))
 """KEYS[1] = stream; ARGV = group, prefix, recent_n, today, keep_days, cache-generation prefix ('' = none),

@@ -230,10 +230,10 @@ class FeatureGateway:
         read = getattr(self._client, "materialization_version", None)
         return None if read is None else int(self._call(read))
 
-    def touched_items_since(self, since: float | None) -> tuple[list[int], float] | None:
+    def touched_items_since(self, since_ms: int | None, limit: int | None = None) -> tuple[list[int], int] | None:
         """``OnlineFeatureClient.touched_items_since``; None when the client cannot tell (blocking)."""
         read = getattr(self._client, "touched_items_since", None)
-        return None if read is None else self._call(read, since)
+        return None if read is None else self._call(read, since_ms, limit)
 
     def refresh_items(self, item_ids: np.ndarray) -> None:
         """Re-read items into the cache (blocking; the hydration stage runs it in the background)."""
