@@ -1,7 +1,7 @@
-"""Adapter between serving and ``recsys.features`` (online features, event ingestion).
+"""Adapter between serving and ``recsys.features`` for online feature reads.
 
-Serving depends on three things from the features component (docs/contracts.md):
-``OnlineFeatureClient.fetch``, ``ingest_event`` and the ``FeatureStoreUnavailable`` error. They are
+Serving depends on a few things from the features component (docs/contracts.md):
+``OnlineFeatureClient``, ``EventValidationError`` and the ``FeatureStoreUnavailable`` error. They are
 looked up here, once, so the rest of serving sees one small interface (:class:`FeatureGateway`)
 and keeps working — degraded, and saying so — when the online store is down or not configured:
 
@@ -10,9 +10,9 @@ and keeps working — degraded, and saying so — when the online store is down 
 * otherwise: :class:`RedisOnlyFeatures`, which only checks Redis is reachable (no features, no
   history), so an outage is still detected and reported as ``feature_store_unavailable``.
 
-Event ingestion (``POST /v1/events``) needs the Feast repo (``feature_repo_dir``): without it the
-endpoint validates the event and answers 503 "not configured" rather than writing an event log to
-some default directory.
+Event ingestion (``POST /v1/events``) lives in :mod:`recsys.serving.events`; it needs the Feast repo
+(``feature_repo_dir``): without it the endpoint answers 503 "not configured" rather than writing an
+event log to some default directory.
 """
 
 from __future__ import annotations
@@ -83,10 +83,6 @@ def _data_errors() -> tuple[type[BaseException], ...]:
     except ModuleNotFoundError:  # protobuf comes with Feast; without it there is nothing to decode
         pass
     return tuple(errors)
-
-
-class EventIngestionUnavailable(RuntimeError):
-    """recsys.features.ingest_event is not installed/configured: /v1/events answers 503."""
 
 
 @dataclass
@@ -284,20 +280,3 @@ class FeatureGateway:
             raw_user=user if isinstance(user, dict) else None,
             user_id=user_id,
         )
-
-    def ingest(self, event: dict[str, Any]) -> Any:
-        fn = _find("ingest_event")
-        if fn is None or self._store_cfg is None or self.cfg.feature_repo_dir is None:
-            raise EventIngestionUnavailable(
-                "event ingestion is not configured (needs recsys.features.ingest_event and feature_repo_dir)"
-            )
-        try:
-            return fn(self._store_cfg, event)
-        except FeatureStoreUnavailable:
-            raise
-        except Exception as e:
-            if EventValidationError is not None and isinstance(e, EventValidationError):
-                raise
-            if isinstance(e, _dependency_errors()):
-                raise FeatureStoreUnavailable(str(e)) from e
-            raise
