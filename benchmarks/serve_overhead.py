@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import shutil
 import socket
@@ -461,6 +462,9 @@ def main() -> None:
                     help="stages.retrieval.placement (local needs --num-shards 1).")
     ap.add_argument("--ingress-replicas", type=int, default=None,
                     help="Ingress replicas of both apps (default: ServingConfig's, 1).")
+    ap.add_argument("--also-variant", action="append", default=[], metavar="NAME=JSON",
+                    help="Also deploy ours with these ServingConfig overrides as app NAME, interleaved (repeatable), "
+                         'e.g. nocache=\'{"cache": {"enabled": false}}\'.')
     ap.add_argument("--redis-url", default=os.environ.get("RECSYS_BENCH_REDIS_URL", "redis://127.0.0.1:6379/15"))
     ap.add_argument("--throughput-optimized", action=argparse.BooleanOptionalAction, default=True,
                     help="RAY_SERVE_THROUGHPUT_OPTIMIZED=1 (direct gRPC between replicas).")
@@ -516,6 +520,11 @@ def main() -> None:
     if args.also_ranking_deployment:  # same run: is the in-ingress ranker really cheaper than the Ranker deployment?
         extra["rankdep"] = {**sargs, "stages": {**sargs["stages"], "ranking": {"placement": "deployment"}},
                             "cache": {"key_prefix": "recsys:rc-rankdep"}}
+    for spec in args.also_variant:
+        name, _, overrides = spec.partition("=")
+        if not name.isidentifier() or name in ("ours", "noop") or not overrides:
+            raise SystemExit(f"--also-variant {spec!r}: expected NAME=JSON with a new app name")
+        extra[name] = {**sargs, "cache": {"key_prefix": f"recsys:rc-{name}"}, **json.loads(overrides)}
     urls = deploy_apps(sargs, _free_port(), extra)
     for url in urls.values():
         wait_ready(url, args.ready_timeout)
