@@ -174,6 +174,7 @@ class ItemFeatureSnapshot:
             self._first_pass.set()
             if result is PassResult.NEW_VERSION:
                 log.info("item feature snapshot: new materialization; re-reading %d items now", len(self.item_ids))
-            paced = result is not PassResult.NEW_VERSION
+            # full speed again after a new materialization, or until one pass has loaded everything
+            paced = self.loaded and result is not PassResult.NEW_VERSION
             if result is PassResult.FAILED:
                 await asyncio.sleep(self.cfg.item_feature_cache_s or 5.0)  # store down: retry later
