@@ -55,7 +55,6 @@ class ItemFeatureSnapshot:
         self.features = features
         self.item_ids = np.asarray(item_ids, np.int64)
         self.loaded = False  # a full pass has completed: requests read no item rows
-        self.passes = 0  # completed passes (tests and logs)
         self._task: asyncio.Task | None = None
         self._first_pass = asyncio.Event()
         self._version: int | None = None  # materialization counter the running pass started from
@@ -153,7 +152,6 @@ class ItemFeatureSnapshot:
                     if await self._poll():
                         return PassResult.NEW_VERSION
                     await asyncio.sleep(min(left, self.cfg.item_feature_version_poll_s))
-        self.passes += 1
         return PassResult.DONE
 
     async def _loop(self) -> None:
