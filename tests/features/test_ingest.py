@@ -237,6 +237,52 @@ def test_entries_of_a_crashed_consumer_are_reclaimed_and_applied_once(ingest_cfg
         delete_project_keys(cfg)
 
 
+def test_a_lost_apply_reply_still_archives_the_batch(ingest_cfg, small_dataset, tmp_path):
+    """The apply script acknowledges entries inside Redis; if its reply is lost (socket timeout in a stall)
+    the entries are no longer pending and are never handed out again.  The archive must already hold them."""
+    import redis
+
+    from recsys.features.event_log import EventLog
+    from recsys.features.ingest import EventIngestor
+    from recsys.features.online import delete_project_keys
+    from recsys.features.stream import StreamConfig, StreamConsumer
+
+    cfg = _project_cfg(ingest_cfg, tmp_path)
+    user, item = 700_000_003, int(small_dataset.items.item_id.iloc[2])
+    archive = EventLog(tmp_path / "archive.jsonl")
+    consumer = StreamConsumer(cfg, name="lossy", stream_cfg=StreamConfig(block_ms=1), archive=archive)
+    real_script = consumer._script
+
+    def reply_lost(*args, **kwargs):  # the script runs in Redis; only the reply goes missing
+        real_script(*args, **kwargs)
+        raise redis.exceptions.TimeoutError("reply lost")
+
+    try:
+        consumer.ensure_group()
+        ids = {EventIngestor(cfg).accept([{"user_id": user, "item_id": item, "event_type": "click"}]).event_id
+               for _ in range(4)}
+        consumer._script = reply_lost
+        with pytest.raises(redis.exceptions.TimeoutError):
+            consumer.poll_once(block_ms=1)
+        consumer._script = real_script
+        assert consumer.backlog() == 0, "the script acknowledged the entries before its reply was lost"
+        assert OnlineFeatureClient(cfg).fetch(user, []).user["user_clicks_all"] == 4
+        assert {r["event_id"] for r in archive.read().records} == ids
+    finally:
+        consumer.stop()
+        delete_project_keys(cfg)
+
+
+def test_read_log_unique_key_drops_repeated_records(tmp_path):
+    from recsys.features.event_log import EventLog
+
+    log = EventLog(tmp_path / "a.jsonl", fsync=False)
+    log.append([{"event_id": "a", "n": 1}, {"event_id": "b", "n": 2}])
+    log.append([{"event_id": "a", "n": 1}, {"n": 3}, {"n": 4}])  # a retried batch; records without the key stay
+    assert [r["n"] for r in read_log(log.path, unique_key="event_id").records] == [1, 2, 3, 4]
+    assert len(read_log(log.path).records) == 5
+
+
 # ------------------------------------------------------------------ outages
 def _private_redis(tmp_path):
     import importlib.util
@@ -290,7 +336,8 @@ def test_redis_stall_delays_but_never_drops_accepted_events(tmp_path, small_data
         assert f.user["user_clicks_all"] == expected >= 10, (f.user["user_clicks_all"], expected)
         assert {r.records[0]["item_id"] for r in accepted} <= set(f.recent_item_ids)
         consumer.stop()
-        assert len({r["event_id"] for r in read_log(cfg.log_path).records}) == expected, "archived once each"
+        archived = read_log(cfg.log_path, unique_key="event_id").records
+        assert len(archived) == expected, "every event in the stream reaches the archive"
     finally:
         rp.proc.send_signal(signal.SIGCONT)
         rp.stop()

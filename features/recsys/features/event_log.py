@@ -67,8 +67,12 @@ class EventLog:
         return iter(self.read().records)
 
 
-def read_log(path: str | Path) -> LogReadResult:
-    """Parse every line; unparseable lines are reported by number (a torn tail is expected after a crash)."""
+def read_log(path: str | Path, unique_key: str | None = None) -> LogReadResult:
+    """Parse every line; unparseable lines are reported by number (a torn tail is expected after a crash).
+
+    ``unique_key`` keeps only the first record for each value of that field: the stream consumer's
+    archive is at-least-once (a batch retried after a lost Redis reply is appended again).
+    """
     p = Path(path)
     if not p.exists():
         return LogReadResult(records=[])
@@ -84,4 +88,13 @@ def read_log(path: str | Path) -> LogReadResult:
             result.records.append(rec)
         except ValueError:
             result.bad_lines.append(no)
+    if unique_key is not None:
+        seen: set = set()
+        kept = []
+        for rec in result.records:
+            key = rec.get(unique_key)
+            if key is None or key not in seen:
+                seen.add(key)
+                kept.append(rec)
+        result.records = kept
     return result

@@ -234,15 +234,19 @@ class StreamConsumer:
         entries = self._parse(raw)
         if not entries:
             return 0
-        new = self._apply(entries)
-        self.stats.applied += new
-        self.stats.skipped += len(entries) - new
         records = [r for _, r in entries]
+        # Archive *before* the apply script acknowledges the entries: if the script runs but its reply is
+        # lost (a Redis stall past the socket timeout), the entries are no longer pending and would never
+        # reach the archive.  This way the archive is at-least-once; a retried batch may repeat records,
+        # which carry their ``event_id`` (``read_log(..., unique_key="event_id")`` drops the repeats).
         if self.archive is not None:
             try:
                 self.archive.append(records)
-            except OSError as e:  # the online path is done; the offline archive is best effort
+            except OSError as e:  # the offline archive is best effort; the stream stays the record of truth
                 log.warning("event archive append failed: %s", e.strerror)
+        new = self._apply(entries)
+        self.stats.applied += new
+        self.stats.skipped += len(entries) - new
         if self.on_applied is not None:
             self.on_applied(records)
         return len(entries)
