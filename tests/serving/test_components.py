@@ -98,7 +98,7 @@ def test_business_filter():
     ids = np.array([1, 2, 3, 4, 5])
     genres = [frozenset({"A"}), frozenset({"B"}), frozenset({"A", "C"}), frozenset(), frozenset({"C"})]
     avail = np.array([True, True, False, True, True])
-    keep = business_filter(ids, genres, avail, FilterSpec(exclude=frozenset({1}), seen=frozenset({5})))
+    keep = business_filter(ids, genres, avail, FilterSpec(exclude=frozenset({1}), seen=np.array([5])))
     assert ids[keep].tolist() == [2, 4]
     keep = business_filter(ids, genres, avail, FilterSpec(include_genres=frozenset({"A", "C"}), available_only=False))
     assert ids[keep].tolist() == [1, 3, 5]

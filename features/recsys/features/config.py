@@ -27,6 +27,10 @@ class FeatureStoreConfig(BaseModel):
     read_timeout_s: float = Field(0.5, gt=0, description="Redis socket timeout for online reads and pushes")
     batch_timeout_s: float = Field(30.0, gt=0, description="Redis socket timeout while materializing")
     recent_items: int = Field(20, ge=1, le=200, description="Length of user_recent_item_ids")
+    seen_items: int = Field(
+        5000, ge=0, le=100_000,
+        description="Newest items per user kept online for serving's already-seen filter (0 = none; "
+                    "recsys.features.seen)")
     max_clock_skew_s: float = Field(300.0, ge=0, description="How far in the future an event timestamp may be")
 
     @field_validator("redis_url")

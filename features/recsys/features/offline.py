@@ -34,6 +34,7 @@ from recsys.features.schema import (
     hour_bucket,
     smoothed_rate,
 )
+from recsys.features.seen import SEEN_TABLE, seen_table
 from recsys.platform.data.schema import EVENT_TYPES, EVENT_WEIGHTS, Dataset, genre_vocabulary
 
 DAY_NS = 86_400 * 10**9
@@ -316,7 +317,9 @@ def build_offline_features(dataset: Dataset, cfg: FeatureStoreConfig, progress: 
 
     out = cfg.offline_dir
     out.mkdir(parents=True, exist_ok=True)
-    for table, name in ((user_table, USER_TABLE), (item_table, ITEM_STATS_TABLE), (profile, ITEM_PROFILE_TABLE)):
+    seen = seen_table(ev["user_id"].to_numpy(np.int64), ev["item_id"].to_numpy(np.int64), ts_ns)
+    for table, name in ((user_table, USER_TABLE), (item_table, ITEM_STATS_TABLE), (profile, ITEM_PROFILE_TABLE),
+                        (seen, SEEN_TABLE)):
         tmp = out / (name + ".tmp")
         pq.write_table(table, tmp)
         tmp.replace(out / name)  # readers never see a half-written table

@@ -37,6 +37,8 @@ from recsys.features.schema import (
     pad_lists,
     ranker_matrix,
 )
+from recsys.features.seen import recent_distinct
+from recsys.features.seen import unpack as unpack_seen
 from recsys.platform.redis_async import LoopBoundRedis
 
 ENTITY_KEY_SERIALIZATION_VERSION = 3
@@ -62,6 +64,10 @@ class OnlineFeatures:
     items: np.ndarray
     missing: np.ndarray
     recent_item_ids: list[int]
+    # every item the user interacted with, oldest first (up to ``seen_items``; may repeat): the seen filter
+    seen_item_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    # the newest ``recent_items`` distinct items, newest first: the models' history (training's order)
+    history_item_ids: list[int] = field(default_factory=list)
     user_missing: bool = False
     item_raw: dict[str, np.ndarray] = field(default_factory=dict)
     feature_names: list[str] = field(default_factory=lambda: list(RANKER_FEATURES))
@@ -194,6 +200,8 @@ class OnlineFeatureClient:
         for u in overlay_users:
             pipe.hgetall(self.overlay.user(u))
             pipe.lrange(self.overlay.recent(u), 0, self.cfg.recent_items - 1)
+            pipe.get(self.overlay.seen_batch(u))
+            pipe.get(self.overlay.seen_live(u))
         if overlay_items:
             keys = [self.overlay.item(i) for i in overlay_items]
             pipe.eval(READ_ITEMS_SCRIPT, len(keys), *keys)
@@ -306,15 +314,21 @@ class OnlineFeatureClient:
             user = self._user_dict([None] * len(self._user_fields)) or {
                 n: ([] if k.endswith("[]") else 0.0) for _, n, k, _ in self._user_fields if k != "ts"}
         cols, missing = self._item_columns(rows[1:1 + n])
-        u_hash, u_recent = rows[1 + n], rows[2 + n]
+        u_hash, u_recent, seen_batch, seen_live = rows[1 + n:5 + n]
         if merge_user(user, u_hash, u_recent, self.cfg.recent_items):
             user_missing = False  # a user seen only through real-time events is not a cold start
-        merge_items(cols, missing, rows[3 + n:])
+        merge_items(cols, missing, rows[5 + n:])
         mat = (self._matrix(user, cols, item_ids, time.time() if at is None else at) if n
                else np.zeros((0, len(RANKER_FEATURES)), np.float32))  # a user-only read (serving's history)
+        recent = [int(x) for x in user.get("user_recent_item_ids") or []]
+        live = unpack_seen(seen_live)
+        seen = np.concatenate([unpack_seen(seen_batch), live])
+        k = self.cfg.recent_items
+        history = (recent_distinct(seen, k, tail=k + len(live)) if len(seen)
+                   else list(dict.fromkeys(recent))[:k])  # no seen set (seen_items = 0, not materialized)
         return OnlineFeatures(
-            user=user, items=mat, missing=missing,
-            recent_item_ids=[int(x) for x in user.get("user_recent_item_ids") or []],
+            user=user, items=mat, missing=missing, recent_item_ids=recent, seen_item_ids=seen,
+            history_item_ids=history,
             user_missing=user_missing, item_raw={k: v for k, v in cols.items() if k not in RANKER_FEATURES},
             fetch_ms=(time.perf_counter() - t0) * 1000,
         )

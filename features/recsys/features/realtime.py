@@ -13,6 +13,8 @@ Layout, all under ``recsys:rt:{project}`` (``P``)::
     P:events            stream of accepted events (consumer group "online")
     P:u:{user}          hash: c:{clicks|views|...}:{day|all} counts, rsum, last, h:{hour}, w:{dow}, g:{genre}
     P:u:{user}:r        list "item:ts", most recent first (LTRIM'd to recent_items)
+    P:u:{user}:s        string "item,item,...," of every applied event's item (trimmed to seen_items);
+                        P:u:{user}:sb is the batch part written by materialize (:mod:`recsys.features.seen`)
     P:i:{item}          hash: c:{...}:{day|all} counts, rsum
     P:touched           sorted set item -> Redis server time (ms) of its last applied event, last hour only:
                         readers holding item rows in memory re-read just these (serving's item snapshot)
@@ -44,12 +46,13 @@ local today = tonumber(ARGV[4])
 local keep_days = tonumber(ARGV[5])
 local gen_prefix = ARGV[6]
 local gen_ttl = tonumber(ARGV[7])
+local seen_cap = tonumber(ARGV[8])
 local F = 12
 local applied = 0
 local touched = {}
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
-local i = 8
+local i = 9
 while i + F - 1 <= #ARGV do
   local id, user, item, plural, day, ts, rating, hour, dow, weight, genres, dedupe = unpack(ARGV, i, i + F - 1)
   i = i + F
@@ -76,6 +79,16 @@ while i + F - 1 <= #ARGV do
     redis.call('ZADD', prefix .. ':touched', now, item)
     redis.call('LPUSH', uk .. ':r', item .. ':' .. ts)
     redis.call('LTRIM', uk .. ':r', 0, recent_n - 1)
+    if seen_cap > 0 then
+      local sk = uk .. ':s'
+      if redis.call('APPEND', sk, item .. ',') > seen_cap * 24 then
+        -- keep the newest ids: cut after the first separator in the last 12 * seen_cap + 21 bytes
+        -- (an int64 id and its comma take at most 21 bytes, so that range always holds a separator)
+        local tail = redis.call('GETRANGE', sk, -(seen_cap * 12 + 21), -1)
+        local cut = string.find(tail, ',', 1, true)
+        redis.call('SET', sk, string.sub(tail, cut + 1))
+      end
+    end
     if gen_prefix ~= '' then
       local gk = gen_prefix .. user
       redis.call('INCR', gk)
@@ -97,7 +110,11 @@ if applied > 0 then redis.call('ZREMRANGEBYSCORE', prefix .. ':touched', '-inf',
 return applied
 """.replace("TOUCHED_KEEP_S", str(TOUCHED_KEEP_S))
 """KEYS[1] = stream; ARGV = group, prefix, recent_n, today, keep_days, cache-generation prefix ('' = none),
-generation TTL, then 12 values per event (see :func:`event_args`)."""
+generation TTL, seen_items cap (0 = keep no seen set), then 12 values per event (see :func:`event_args`).
+
+The seen string is trimmed by bytes, not ids (ids vary in length): when it passes ``24 * cap`` bytes
+it keeps the last ``12 * cap`` bytes from a separator on, i.e. roughly the newest ``cap`` ids for
+typical ids; amortised O(1) per event."""
 
 
 READ_ITEMS_SCRIPT = """
@@ -121,6 +138,14 @@ class OverlayKeys:
 
     def recent(self, user_id: int) -> str:
         return f"{self.prefix}:u:{int(user_id)}:r"
+
+    def seen_batch(self, user_id: int) -> str:
+        """Every item of the user as of the last materialization (:mod:`recsys.features.seen`)."""
+        return f"{self.prefix}:u:{int(user_id)}:sb"
+
+    def seen_live(self, user_id: int) -> str:
+        """Items of the user's events applied since (the apply script appends)."""
+        return f"{self.prefix}:u:{int(user_id)}:s"
 
     def item(self, item_id: int) -> str:
         return f"{self.prefix}:i:{int(item_id)}"

@@ -64,6 +64,7 @@ class MaterializeStats:
     seconds: float
     scanned_rows: int = 0  # offline snapshot rows in [start, end] that Feast read to find the latest ones
     version: int = 0  # the project's materialization counter after this run (readers re-read on a change)
+    seen_users: int = 0  # users whose already-seen item set was written (recsys.features.seen)
 
     @property
     def rows(self) -> int:
@@ -79,7 +80,7 @@ class MaterializeStats:
                 f"{self.end:%Y-%m-%d %H:%M} in {self.seconds:.2f}s = {self.rows_per_s:,.0f} rows/s "
                 f"(scanned {self.scanned_rows:,} snapshot rows = "
                 f"{self.scanned_rows / max(self.seconds, 1e-9):,.0f}/s); "
-                f"materialization version {self.version}")
+                f"seen-item sets of {self.seen_users:,} users; materialization version {self.version}")
 
 
 # ------------------------------------------------------------------ repo files
@@ -181,6 +182,12 @@ def materialize(cfg: FeatureStoreConfig, end: datetime | None = None, start: dat
     except _REDIS_ERRORS as e:
         raise FeatureStoreUnavailable(
             f"online store {cfg.redis_target} unreachable while materializing: {type(e).__name__}") from e
+    try:
+        seen_users = _write_seen_sets(cfg, end)
+    except _REDIS_ERRORS as e:
+        raise FeatureStoreUnavailable(
+            f"online store {cfg.redis_target} unreachable while writing the seen-item sets (feature rows "
+            f"written; re-run materialize): {type(e).__name__}") from e
     try:  # after the rows: a reader that sees the new version finds them all written
         stats_version = _bump_materialization_version(cfg)
     except _REDIS_ERRORS as e:
@@ -188,10 +195,23 @@ def materialize(cfg: FeatureStoreConfig, end: datetime | None = None, start: dat
             f"online store {cfg.redis_target} unreachable after materializing (rows written, readers "
             f"not notified; re-run materialize): {type(e).__name__}") from e
     stats = MaterializeStats(start=start, end=end, rows_by_view=rows, seconds=time.perf_counter() - t0,
-                             scanned_rows=sum(c[1] for c in counts.values()), version=stats_version)
+                             scanned_rows=sum(c[1] for c in counts.values()), version=stats_version,
+                             seen_users=seen_users)
     if progress:
         print(stats.summary(), flush=True)
     return stats
+
+
+def _write_seen_sets(cfg: FeatureStoreConfig, end: datetime) -> int:
+    """Every user's items as of ``end`` into Redis (serving's already-seen filter, :mod:`recsys.features.seen`)."""
+    from recsys.features.realtime import OverlayKeys
+    from recsys.features.seen import SEEN_TABLE, write_seen_sets
+
+    r = redis.Redis(**cfg.redis_kwargs(socket_timeout=cfg.batch_timeout_s))
+    try:
+        return write_seen_sets(r, OverlayKeys(cfg.project), cfg.offline_dir / SEEN_TABLE, end, cfg.seen_items)
+    finally:
+        r.close()
 
 
 def _bump_materialization_version(cfg: FeatureStoreConfig) -> int:

@@ -206,7 +206,7 @@ class StreamConsumer:
         genres = self._item_genres([int(r["item_id"]) for _, r in entries])
         today = int(time.time() // 86400)
         args: list[str] = [GROUP, self.keys.prefix, str(self.cfg.recent_items), str(today), str(KEEP_DAYS),
-                           self.invalidate_prefix, str(self.invalidate_ttl_s)]
+                           self.invalidate_prefix, str(self.invalidate_ttl_s), str(self.cfg.seen_items)]
         for sid, r in entries:
             w = EVENT_WEIGHTS[r["event_type"]] * (float(r["rating"]) / 5.0 if r.get("rating") is not None else 1.0)
             args += event_args(sid, r, genres[int(r["item_id"])], w, today)

@@ -114,6 +114,11 @@ class ServingConfig(BaseModel):
     knn_k: int = Field(100, ge=0, le=5000, description="Item-kNN candidates from recent history")
     popularity_k: int = Field(100, ge=0, le=5000, description="Popularity candidates")
     sequential_k: int = Field(100, ge=0, le=5000, description="SASRec candidates from the recent sequence")
+    seen_overfetch: int = Field(
+        500, ge=0, le=5000,
+        description="Extra candidates each source is asked for, up to the number of items the user has seen, so "
+                    "that after the already-seen filter it still yields its k (the offline evaluator takes each "
+                    "source's top-k among unseen items; docs/serving.md)")
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Online feature store Redis")
     feature_repo_dir: Path | None = Field(None, description="Feast repo dir for recsys.features")
     feature_project: str = Field("recsys", description="Feast project of that repo (prefix of online keys)")

@@ -22,7 +22,7 @@ import contextlib
 import importlib
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,6 +95,7 @@ class HydratedFeatures:
     recent_item_ids: list[int] = field(default_factory=list)
     raw_user: dict[str, Any] | None = None  # the online client's user row, to combine with cached item columns
     user_id: int | None = None
+    seen_item_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # already-seen filter
 
 
 class RedisOnlyFeatures:
@@ -177,6 +178,9 @@ class FeatureGateway:
         return True
 
     item_cache: Any = None
+    clock: Callable[[], float] = staticmethod(time.time)
+    """The request time of the time-dependent features (recency, windows); the evaluator-parity test pins
+    it to the evaluation instant."""
 
     def fetch_user(self, user_id: int) -> HydratedFeatures:
         """The user's row only (one Redis round trip); pass it to :meth:`items_from_cache` / :meth:`fetch_items`."""
@@ -207,7 +211,7 @@ class FeatureGateway:
         if missing.any():
             return None, no_refresh
         cached = np.zeros(len(rows), bool)
-        return self._combine(user, item_ids, cache.assemble(rows, cached, {}), now), item_ids[old]
+        return self._combine(user, item_ids, cache.assemble(rows, cached, {})), item_ids[old]
 
     def _read_item_columns(self, item_ids: list[int]) -> tuple[dict[str, Any], np.ndarray]:
         """Item columns as ``fetch`` sees them: Feast rows plus the real-time overlay when the client has one."""
@@ -255,13 +259,15 @@ class FeatureGateway:
         if need.any():
             fresh, _missing = self._call(self._read_item_columns, item_ids[need].tolist())
             cache.put(rows[need], fresh, now)
-        return self._combine(user, item_ids, cache.assemble(rows, need, fresh), now)
+        return self._combine(user, item_ids, cache.assemble(rows, need, fresh))
 
-    def _combine(self, user: HydratedFeatures, item_ids: np.ndarray, cols: dict[str, np.ndarray],
-                 now: float) -> HydratedFeatures:
-        mat = self._call(type(self._client)._matrix, user.raw_user, cols, np.asarray(item_ids, np.int64), now)
+    def _combine(self, user: HydratedFeatures, item_ids: np.ndarray, cols: dict[str, np.ndarray]) -> HydratedFeatures:
+        """The ranker rows of cached item columns + the user's row, as of :attr:`clock` (the request time)."""
+        mat = self._call(type(self._client)._matrix, user.raw_user, cols, np.asarray(item_ids, np.int64),
+                         self.clock())
         return HydratedFeatures(names=user.names, items=np.asarray(mat, np.float32), user=user.user,
-                                recent_item_ids=user.recent_item_ids, user_id=user.user_id)
+                                recent_item_ids=user.recent_item_ids, user_id=user.user_id,
+                                seen_item_ids=user.seen_item_ids)
 
     def fetch(self, user_id: int, item_ids: Sequence[int]) -> HydratedFeatures:
         ids = np.asarray(item_ids, np.int64).tolist()
@@ -272,11 +278,15 @@ class FeatureGateway:
             return res
         items = getattr(res, "items", None)
         user = getattr(res, "user", None)
+        seen = getattr(res, "seen_item_ids", None)
         return HydratedFeatures(
             names=list(getattr(res, "feature_names", None) or self.names),
             items=None if items is None else np.asarray(items, np.float32),
             user=dict(user or {}),
-            recent_item_ids=[int(x) for x in (getattr(res, "recent_item_ids", None) or [])],
+            # the distinct history when the client has one (training's order), else the recent events
+            recent_item_ids=[int(x) for x in (getattr(res, "history_item_ids", None)
+                                              or getattr(res, "recent_item_ids", None) or [])],
             raw_user=user if isinstance(user, dict) else None,
             user_id=user_id,
+            seen_item_ids=np.zeros(0, np.int64) if seen is None else np.asarray(seen, np.int64),
         )

@@ -27,7 +27,7 @@ class RerankParams:
 @dataclass(frozen=True)
 class FilterSpec:
     exclude: frozenset[int] = frozenset()
-    seen: frozenset[int] = frozenset()
+    seen: np.ndarray | None = None  # already-seen ids (the online set can hold thousands: an array, not a set)
     available_only: bool = True
     include_genres: frozenset[str] = frozenset()
     exclude_genres: frozenset[str] = frozenset()
@@ -38,9 +38,10 @@ def business_filter(
 ) -> np.ndarray:
     """Boolean mask of candidates allowed by the business rules."""
     keep = np.ones(len(item_ids), bool)
-    banned = spec.exclude | spec.seen
-    if banned:
-        keep &= ~np.isin(item_ids, np.fromiter(banned, np.int64, len(banned)))
+    if spec.exclude:
+        keep &= ~np.isin(item_ids, np.fromiter(spec.exclude, np.int64, len(spec.exclude)))
+    if spec.seen is not None and len(spec.seen):
+        keep &= ~np.isin(item_ids, spec.seen)
     if spec.available_only:
         keep &= available
     if spec.include_genres:

@@ -173,7 +173,8 @@ class RecommendationService(BundleLifecycle):
             return self._finish(req, choice, state, hit, t_start)
 
         r_version, art = await self._retrieval_artifacts(state, r_version, bundle)
-        cset = await self.candidates(state, req, art, r_version, history, bundle.sources)
+        cset = await self.candidates(state, req, art, r_version, history, bundle.sources,
+                                     self.hydration.seen_items(state))
         scores = await self.scoring(state, req, cset, k_version, features_down, bundle.sources)
         items = await self.reranking(state, req, cset, scores, self.reranking.params(req, choice))
         items, propensities = await self.exploration(state, req, items, bundle.explorer, cset.filters,

@@ -139,9 +139,19 @@ def top_n(
         sub = sub.tocoo()
         scores[sub.row, sub.col] = -np.inf
     n_eff = min(n, scores.shape[1])
-    part = np.argpartition(-scores, n_eff - 1, axis=1)[:, :n_eff] if n_eff < scores.shape[1] else (
-        np.tile(np.arange(scores.shape[1]), (scores.shape[0], 1))
-    )
+    if n_eff < scores.shape[1]:
+        part = np.argpartition(-scores, n_eff - 1, axis=1)[:, :n_eff]
+        # argpartition picks an arbitrary subset of items tied with the n-th score; take the lowest
+        # indices among them instead, so the top-n is deterministic and equals a stable full sort's
+        # (serving's sources order ties the same way: the evaluator-parity test compares the two)
+        kth = np.take_along_axis(scores, part, axis=1).min(axis=1, keepdims=True)
+        above = scores > kth
+        tied = scores == kth
+        need = n_eff - above.sum(axis=1, keepdims=True)
+        chosen = above | (tied & (np.cumsum(tied, axis=1) <= need))
+        part = np.nonzero(chosen)[1].reshape(scores.shape[0], n_eff)
+    else:
+        part = np.tile(np.arange(scores.shape[1]), (scores.shape[0], 1))
     part_scores = np.take_along_axis(scores, part, axis=1)
     order = np.argsort(-part_scores, axis=1, kind="stable")
     idx = np.take_along_axis(part, order, axis=1)

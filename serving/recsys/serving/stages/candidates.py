@@ -87,6 +87,15 @@ def embed_user(art: RetrievalArtifacts, user_id: int, history: list[int]) -> tup
     return (v / norm if norm > 0 else v).astype(np.float32), (u < 0 and len(rows) == 0)
 
 
+def unseen_top(ids: np.ndarray, scores: np.ndarray, seen: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``k`` of a source's (best-first) list that the user has not seen."""
+    ids = np.asarray(ids, np.int64)
+    if len(seen):
+        keep = ~np.isin(ids, seen)
+        ids, scores = ids[keep], np.asarray(scores)[keep]
+    return ids[:k], scores[:k]
+
+
 def fill_from_content(emb: np.ndarray, art: RetrievalArtifacts, item_ids: np.ndarray, content: Any) -> None:
     """Borrowed vectors for the rows of ``emb`` whose item the retrieval model does not know (in place)."""
     missing = np.flatnonzero(art.item_index.lookup(item_ids) < 0)
@@ -129,30 +138,42 @@ class CandidateGeneration:
         self.live = live  # LiveCatalog: its content index (None until built, or without a catalog)
 
     async def __call__(self, state: RequestState, req: RecommendationRequest, art: RetrievalArtifacts,
-                       version: str, history: list[int], sources: Sources) -> CandidateSet:
+                       version: str, history: list[int], sources: Sources,
+                       seen: np.ndarray | None = None) -> CandidateSet:
+        """``seen``: the user's online already-seen set (with ``exclude_seen``, removed from every source
+        *before* its top-k is taken, as the offline evaluator does, so each source still yields its k)."""
         m, cfg = self.metrics, self.cfg
         history = distinct_recent(history)  # training order: distinct items, most recent first
+        banned = np.zeros(0, np.int64)
+        if req.filters.exclude_seen:
+            banned = np.asarray(history, np.int64) if seen is None or not len(seen) else \
+                np.concatenate([np.asarray(history, np.int64), np.asarray(seen, np.int64)])
+        extra = min(len(banned), cfg.seen_overfetch)  # ids may repeat: an upper bound of what the filter drops
         with m.stage("embed", state.timings):
             vec, cold = embed_user(art, req.user_id, history)
         with m.stage(self.retrieval.name, state.timings):
-            rows, ann_scores = await self.retrieval(state, vec, cfg.retrieval_k, version)
+            rows, ann_scores = await self.retrieval(state, vec, cfg.retrieval_k + extra, version)
         with m.stage(self.name, state.timings):
-            lists = [("ann", art.item_ids[rows], ann_scores)]
+            lists = [("ann", *unseen_top(art.item_ids[rows], ann_scores, banned, cfg.retrieval_k))]
             if sources.item_knn is not None and history and cfg.knn_k:
-                lists.append(("item_knn", *sources.item_knn.from_history(history, cfg.knn_k)))
+                lists.append(("item_knn", *unseen_top(*sources.item_knn.from_history(history, cfg.knn_k + extra),
+                                                      banned, cfg.knn_k)))
             if sources.sequential is not None and history and cfg.sequential_k:
-                lists.append(("sasrec", *sources.sequential.from_history(history, cfg.sequential_k)))
+                lists.append(("sasrec", *unseen_top(*sources.sequential.from_history(history, cfg.sequential_k + extra),
+                                                    banned, cfg.sequential_k)))
             content = self.live.content if self.live is not None else None
             if content is not None and history and cfg.content_k:
-                lists.append(("content", *content.from_history(history[:20], cfg.content_k)))
+                lists.append(("content", *unseen_top(*content.from_history(history[:20], cfg.content_k + extra),
+                                                     banned, cfg.content_k)))
             if sources.popularity is not None and cfg.popularity_k:
-                lists.append(("popularity", *sources.popularity.top(cfg.popularity_k)))
+                lists.append(("popularity", *unseen_top(*sources.popularity.top(cfg.popularity_k + extra),
+                                                        banned, cfg.popularity_k)))
             cands = merge_candidates(lists)
             cat_rows = self.catalog.rows(cands.item_ids)
             genres = self.catalog.genres_at(cat_rows)  # row -1 (not in the catalog) picks the trailing empty set
             spec = FilterSpec(
                 exclude=frozenset(req.exclude),
-                seen=frozenset(history) if req.filters.exclude_seen else frozenset(),
+                seen=banned if len(banned) else None,
                 available_only=req.filters.available_only,
                 include_genres=frozenset(req.filters.include_genres),
                 exclude_genres=frozenset(req.filters.exclude_genres),

@@ -82,6 +82,12 @@ class FeatureHydration:
         state.user_features = user
         return user.recent_item_ids, False
 
+    @staticmethod
+    def seen_items(state: RequestState) -> np.ndarray:
+        """The user's online already-seen set read by :meth:`history` (empty when not read or down)."""
+        user = state.user_features
+        return user.seen_item_ids if user is not None else np.zeros(0, np.int64)
+
     async def __call__(self, state: RequestState, user_id: int, item_ids: np.ndarray) -> HydratedFeatures | None:
         with self.metrics.stage(self.name, state.timings):
             try:
