@@ -28,7 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--items", type=int, default=4000)
-    ap.add_argument("--sizes", default="20,100,500,1000,5000", help="Seen-set sizes S (comma-separated; baseline first)")
+    ap.add_argument("--sizes", default="20,100,500,1000,5000",
+                    help="Seen-set sizes S (comma-separated; baseline first)")
     ap.add_argument("--requests", type=int, default=300, help="Timed requests per size")
     ap.add_argument("--retrieval-k", type=int, default=400)
     ap.add_argument("--redis-url", default="redis://127.0.0.1:6379/15")
@@ -50,10 +51,11 @@ def main() -> None:
     cfg = parse_args({**serving_args(root, 2, args.redis_url, args.retrieval_k, "local", "deployment"),
                       "cache": {"enabled": False}})
     service = RecommendationService(cfg, [RetrievalShard(cfg, i, 2) for i in range(2)], Ranker(cfg))
-    sizes = [int(s) for s in args.sizes.split(",") if int(s) < min(args.items, 50_000) // 2]  # a user sees < half the catalog
+    pool = min(args.items, 50_000)
+    sizes = [int(s) for s in args.sizes.split(",") if int(s) < pool // 2]  # a user sees < half the catalog
     rng = np.random.default_rng(0)
     # http_load's synthetic user tower embeds only the first 50,000 items (history lookups): seen ids come from them
-    item_ids = np.arange(1, min(args.items, 50_000) + 1, dtype=np.int64)
+    item_ids = np.arange(1, pool + 1, dtype=np.int64)
 
     async def run() -> dict[int, tuple[float, float, float]]:
         await service.start()
