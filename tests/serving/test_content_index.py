@@ -155,7 +155,8 @@ def test_cli_import_items_validates_and_publishes(redis_url, tmp_path, monkeypat
     from recsys.serving.catalog_feed import STREAM_KEY
 
     feed = CatalogFeed(redis_url)
-    last_before = feed.read()[0]
+    tail = feed._r.xrevrange(STREAM_KEY, count=1)  # the stream's end (read() returns at most 1,000 entries)
+    last_before = tail[0][0].decode() if tail else "0-0"
     (tmp_path / "items.csv").write_text("item_id,title,genres,year\n500001,Space Robots,Sci-Fi|Action,1999\n"
                                         "500002,Quiet Garden,Drama,\n")
     runner = CliRunner()

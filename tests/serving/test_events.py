@@ -204,7 +204,7 @@ def test_redis_stall_loses_no_acknowledged_event(stall_app):
                     assert r.status_code in (202, 503), r.text
                     time.sleep(0.15)
 
-        t = threading.Thread(target=click_through_the_stall)
+        t = threading.Thread(target=click_through_the_stall, daemon=True)
         t.start()
         time.sleep(0.35)
         rp.proc.send_signal(signal.SIGSTOP)

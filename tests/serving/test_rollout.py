@@ -71,18 +71,20 @@ def test_rollout_reaches_every_replica_with_one_pair(rollout_url, rollout_store,
                     else:
                         seen.append((_pair(r.json()), r.json()["degraded"]))
 
-        threads = [threading.Thread(target=traffic) for _ in range(2)]
+        threads = [threading.Thread(target=traffic, daemon=True) for _ in range(2)]  # never outlives a failure
         for t in threads:
             t.start()
-        time.sleep(1.0)
-        write_model_version(store, "v2", seed=2)  # writes + promotes every model
-        r = c.post("/admin/reload", json={})
-        assert r.status_code == 200, r.text
-        assert r.json()["changed"] is True and r.json()["model_versions"]["retrieval"] == "v2"
-        time.sleep(1.0)
-        stop.set()
-        for t in threads:
-            t.join()
+        try:
+            time.sleep(1.0)
+            write_model_version(store, "v2", seed=2)  # writes + promotes every model
+            r = c.post("/admin/reload", json={})
+            assert r.status_code == 200, r.text
+            assert r.json()["changed"] is True and r.json()["model_versions"]["retrieval"] == "v2"
+            time.sleep(1.0)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(timeout=60)
         assert not failures, failures[:5]
         # during the switch: only whole pairs, never v1 retrieval with a v2 ranker or the reverse
         assert {p for p, _ in seen} <= {("v1", "v1"), ("v2", "v2")}

@@ -181,18 +181,22 @@ def test_hot_swap_keeps_answering(client, app_url, serving_store, write_model_ve
                 except httpx.HTTPError as e:
                     failures.append(repr(e))
 
-    threads = [threading.Thread(target=loop) for _ in range(2)]
+    # daemon threads, stopped in `finally`: a failing assertion must not leave them posting forever
+    # (a live non-daemon thread keeps pytest from exiting after its summary)
+    threads = [threading.Thread(target=loop, daemon=True) for _ in range(2)]
     for t in threads:
         t.start()
-    time.sleep(1.0)
-    write_model_version(store, "v2", seed=2)  # writes + promotes every model
-    r = client.post("/admin/reload")
-    assert r.status_code == 200, r.text
-    assert r.json()["changed"] is True and r.json()["model_versions"]["retrieval"] == "v2"
-    time.sleep(1.5)
-    stop.set()
-    for t in threads:
-        t.join()
+    try:
+        time.sleep(1.0)
+        write_model_version(store, "v2", seed=2)  # writes + promotes every model
+        r = client.post("/admin/reload")
+        assert r.status_code == 200, r.text
+        assert r.json()["changed"] is True and r.json()["model_versions"]["retrieval"] == "v2"
+        time.sleep(1.5)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=60)
     assert not failures, failures[:3]
     assert "v1" in versions and versions[-1] == "v2"
     assert client.post("/admin/reload").json()["changed"] is False

@@ -6,8 +6,9 @@ candidates, ``mmr_lambda = 1``, no genre cap, no freshness, no exploration) it m
 same lists for the same users, so speed work on the stages (sharded ANN merge, vectorised merge,
 feature cache, MMR shortcut) cannot change quality unnoticed. The offline side builds the ranker
 inputs as the version's ``feature_spec.json`` says (retrieval score first, murmur3-hashed item
-ids). (The evaluator's ``RetrievalRankerRecommender`` now works on a ``RankingContext`` with merged
-sources and cross features; comparing against it needs those neutralised too: not done here.)
+ids). The comparison with the evaluator's own pipeline (``RetrievalRankerRecommender`` over a
+``RankingContext``: merged sources, cross features, feature-store columns) is
+``test_evaluator_parity.py``.
 """
 
 from __future__ import annotations
