@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from datetime import UTC, datetime
 
@@ -97,7 +98,10 @@ def test_sasrec_source_reads_events_pushed_in_real_time(small_dataset, redis_url
                 r = c.post("/v1/events", json={"user_id": user, "item_id": int(item), "event_type": "click",
                                                "timestamp": datetime.now(UTC).isoformat()})
                 assert r.status_code in (200, 202), r.text
-            recent = svc.features.fetch(user, []).recent_item_ids
+            deadline = time.time() + 2.0  # 202 = durably logged; the consumer applies it right after
+            while (recent := svc.features.fetch(user, []).recent_item_ids)[:2] != [int(items[9]), int(items[5])] \
+                    and time.time() < deadline:
+                time.sleep(0.05)
             assert recent[:2] == [int(items[9]), int(items[5])]
             expect = set(svc.bundle.sources.sequential.from_history(recent, 50)[0].tolist())
             body = c.post("/v1/recommendations", json={"user_id": user, "n": 20}).json()
