@@ -16,13 +16,15 @@ from recsys.serving.loadgen import LoadMix, actor_rss, run_load_sync
 
 APP, PREFIX = "recsys_hardening_soak", "/hardening-soak"
 SERVE_ACTORS = ("ServeReplica", "ServeController", "ProxyActor")
+SOAK_MINUTES = float(os.environ.get("RECSYS_SOAK_MINUTES", "10"))
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(int(SOAK_MINUTES * 60) + 600)  # the soak itself + deploy and warm-up (the default 600 s < 10 min)
 def test_soak_memory_stays_within_bound(serve_url, app_args, deploy_app, redis_url, small_dataset):
     from ray import serve
 
-    minutes = float(os.environ.get("RECSYS_SOAK_MINUTES", "10"))
+    minutes = SOAK_MINUTES
     args = app_args(redis_url)
     args.update(cache={"enabled": True, "key_prefix": f"test:soak:{os.getpid()}"}, exploration_rate=0.1)
     url = deploy_app(APP, PREFIX, args, serve_url)

@@ -115,8 +115,8 @@ def test_two_tower_two_workers_match_one(two_tower_runs):
 @pytest.mark.slow
 def test_ranker_two_workers_match_one(two_tower_runs, small_dataset, small_split, tmp_path):
     from recsys.training.base import user_histories
-    from recsys.training.ranking.data import build_ranking_examples
-    from recsys.training.ranking.features import make_feature_source
+    from recsys.training.ranking.context import RankingContext
+    from recsys.training.ranking.data import build_ranking_examples, label_windows
     from recsys.training.ranking.job import train_ranker
     from recsys.training.two_tower.artifacts import TwoTowerRecommender
 
@@ -124,10 +124,12 @@ def test_ranker_two_workers_match_one(two_tower_runs, small_dataset, small_split
     tt = two_tower_runs[1]
     cfg1 = _scale_cfg(tmp_path, 1)
     emb = tt.model.item_embeddings(cat.n_items).numpy()
-    retrieval = TwoTowerRecommender(tt.model.user_tower, emb, user_histories(split.train, cat, 10))
-    examples = build_ranking_examples(retrieval, split.train, split.validation, cat,
-                                      make_feature_source("inline", small_dataset), cfg1.ranking, cfg1.seed,
-                                      max_users=cfg1.ranking.max_users)
+    windows = label_windows(split, cfg1.ranking.label_windows, cfg1.seed)[:-1]  # the training windows
+    contexts = [(w, RankingContext(small_dataset, w.history, cat,
+                                   TwoTowerRecommender(tt.model.user_tower, emb, user_histories(w.history, cat, 10)),
+                                   cfg1.ranking))
+                for w in windows]
+    examples = build_ranking_examples(contexts, cat, cfg1.ranking, cfg1.seed)
     runs = {w: train_ranker(_scale_cfg(tmp_path, w), examples, cat.n_items, cat.n_users) for w in (1, 2)}
     a1, a2 = runs[1].best_metrics["val_auc"], runs[2].best_metrics["val_auc"]
     assert a1 > 0.55 and abs(a1 - a2) <= AUC_TOL, (a1, a2)
