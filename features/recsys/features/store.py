@@ -22,6 +22,8 @@ from recsys.features.config import FeatureStoreConfig
 from recsys.features.dask_tokens import fast_object_tokens
 from recsys.features.errors import FeatureStoreError, FeatureStoreUnavailable
 from recsys.features.offline import load_metadata
+from recsys.features.online import materialization_key
+from recsys.features.realtime import OverlayKeys
 from recsys.features.repo.definitions import (
     ITEM_PROFILE_TABLE,
     ITEM_STATS_TABLE,
@@ -39,6 +41,7 @@ from recsys.features.schema import (
     pad_lists,
     ranker_matrix,
 )
+from recsys.features.seen import SEEN_TABLE, write_seen_sets
 
 _REDIS_ERRORS: tuple[type[BaseException], ...]
 try:
@@ -182,47 +185,26 @@ def materialize(cfg: FeatureStoreConfig, end: datetime | None = None, start: dat
     except _REDIS_ERRORS as e:
         raise FeatureStoreUnavailable(
             f"online store {cfg.redis_target} unreachable while materializing: {type(e).__name__}") from e
-    try:
-        seen_users = _write_seen_sets(cfg, end)
-    except _REDIS_ERRORS as e:
-        raise FeatureStoreUnavailable(
-            f"online store {cfg.redis_target} unreachable while writing the seen-item sets (feature rows "
-            f"written; re-run materialize): {type(e).__name__}") from e
-    try:  # after the rows: a reader that sees the new version finds them all written
-        stats_version = _bump_materialization_version(cfg)
-    except _REDIS_ERRORS as e:
-        raise FeatureStoreUnavailable(
-            f"online store {cfg.redis_target} unreachable after materializing (rows written, readers "
-            f"not notified; re-run materialize): {type(e).__name__}") from e
+    with redis.Redis(**cfg.redis_kwargs(socket_timeout=cfg.batch_timeout_s)) as r:
+        try:  # serving's already-seen filter and history (recsys.features.seen)
+            seen_users = write_seen_sets(r, OverlayKeys(cfg.project), cfg.offline_dir / SEEN_TABLE, end,
+                                         cfg.seen_items)
+        except _REDIS_ERRORS as e:
+            raise FeatureStoreUnavailable(
+                f"online store {cfg.redis_target} unreachable while writing the seen-item sets (feature rows "
+                f"written; re-run materialize): {type(e).__name__}") from e
+        try:  # after the rows: a reader that sees the new version finds them all written
+            stats_version = int(r.incr(materialization_key(cfg.project)))
+        except _REDIS_ERRORS as e:
+            raise FeatureStoreUnavailable(
+                f"online store {cfg.redis_target} unreachable after materializing (rows written, readers "
+                f"not notified; re-run materialize): {type(e).__name__}") from e
     stats = MaterializeStats(start=start, end=end, rows_by_view=rows, seconds=time.perf_counter() - t0,
                              scanned_rows=sum(c[1] for c in counts.values()), version=stats_version,
                              seen_users=seen_users)
     if progress:
         print(stats.summary(), flush=True)
     return stats
-
-
-def _write_seen_sets(cfg: FeatureStoreConfig, end: datetime) -> int:
-    """Every user's items as of ``end`` into Redis (serving's already-seen filter, :mod:`recsys.features.seen`)."""
-    from recsys.features.realtime import OverlayKeys
-    from recsys.features.seen import SEEN_TABLE, write_seen_sets
-
-    r = redis.Redis(**cfg.redis_kwargs(socket_timeout=cfg.batch_timeout_s))
-    try:
-        return write_seen_sets(r, OverlayKeys(cfg.project), cfg.offline_dir / SEEN_TABLE, end, cfg.seen_items)
-    finally:
-        r.close()
-
-
-def _bump_materialization_version(cfg: FeatureStoreConfig) -> int:
-    """INCR the project's materialization counter (:func:`recsys.features.online.materialization_key`)."""
-    from recsys.features.online import materialization_key
-
-    r = redis.Redis(**cfg.redis_kwargs(socket_timeout=cfg.batch_timeout_s))
-    try:
-        return int(r.incr(materialization_key(cfg.project)))
-    finally:
-        r.close()
 
 
 # ------------------------------------------------------------------ training data

@@ -17,6 +17,7 @@ retrieval artifacts again.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -146,8 +147,8 @@ class CandidateGeneration:
         history = distinct_recent(history)  # training order: distinct items, most recent first
         banned = np.zeros(0, np.int64)
         if req.filters.exclude_seen:
-            banned = np.asarray(history, np.int64) if seen is None or not len(seen) else \
-                np.concatenate([np.asarray(history, np.int64), np.asarray(seen, np.int64)])
+            banned = np.concatenate([np.asarray(history, np.int64), np.asarray(seen if seen is not None else [],
+                                                                                  np.int64)])
         extra = min(len(banned), cfg.seen_overfetch)  # ids may repeat: an upper bound of what the filter drops
         with m.stage("embed", state.timings):
             vec, cold = embed_user(art, req.user_id, history)
@@ -155,19 +156,20 @@ class CandidateGeneration:
             rows, ann_scores = await self.retrieval(state, vec, cfg.retrieval_k + extra, version)
         with m.stage(self.name, state.timings):
             lists = [("ann", *unseen_top(art.item_ids[rows], ann_scores, banned, cfg.retrieval_k))]
+
+            def take(name: str, k: int, top: Callable[[int], tuple[np.ndarray, np.ndarray]]) -> None:
+                """Source ``name``'s top-``k`` among unseen items (``top(n)`` gives its best ``n``)."""
+                lists.append((name, *unseen_top(*top(k + extra), banned, k)))
+
             if sources.item_knn is not None and history and cfg.knn_k:
-                lists.append(("item_knn", *unseen_top(*sources.item_knn.from_history(history, cfg.knn_k + extra),
-                                                      banned, cfg.knn_k)))
+                take("item_knn", cfg.knn_k, lambda n: sources.item_knn.from_history(history, n))
             if sources.sequential is not None and history and cfg.sequential_k:
-                lists.append(("sasrec", *unseen_top(*sources.sequential.from_history(history, cfg.sequential_k + extra),
-                                                    banned, cfg.sequential_k)))
+                take("sasrec", cfg.sequential_k, lambda n: sources.sequential.from_history(history, n))
             content = self.live.content if self.live is not None else None
             if content is not None and history and cfg.content_k:
-                lists.append(("content", *unseen_top(*content.from_history(history[:20], cfg.content_k + extra),
-                                                     banned, cfg.content_k)))
+                take("content", cfg.content_k, lambda n: content.from_history(history[:20], n))
             if sources.popularity is not None and cfg.popularity_k:
-                lists.append(("popularity", *unseen_top(*sources.popularity.top(cfg.popularity_k + extra),
-                                                        banned, cfg.popularity_k)))
+                take("popularity", cfg.popularity_k, sources.popularity.top)
             cands = merge_candidates(lists)
             cat_rows = self.catalog.rows(cands.item_ids)
             genres = self.catalog.genres_at(cat_rows)  # row -1 (not in the catalog) picks the trailing empty set
