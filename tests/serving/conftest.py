@@ -8,8 +8,11 @@ baseline npz files. Catalog metadata comes from the session's `small_dataset`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -142,6 +145,40 @@ def base_args(store, catalog: Path, redis_url: str, exposures: Path) -> dict:
         "security": {"insecure": True},
         "feature_project": f"srv{uuid.uuid4().hex[:8]}",
     }
+
+
+@contextlib.contextmanager
+def background_recommendations(url: str, body: Callable[[int], dict], record: Callable[[object], None],
+                               threads: int = 2) -> Iterator[None]:
+    """POST /v1/recommendations (``body(i)`` for the i-th request of a thread) from ``threads`` threads for
+    the duration of the block; ``record`` gets each response, or the ``httpx.HTTPError`` instead of one.
+
+    Daemon threads, stopped and joined on exit even when the block fails: a live non-daemon thread keeps
+    pytest from exiting after its summary (a failed hot-swap assertion once hung the whole run).
+    """
+    import httpx
+
+    stop = threading.Event()
+
+    def loop() -> None:
+        with httpx.Client(base_url=url, timeout=30) as c:
+            i = 0
+            while not stop.is_set():
+                try:
+                    record(c.post("/v1/recommendations", json=body(i)))
+                except httpx.HTTPError as e:
+                    record(e)
+                i += 1
+
+    workers = [threading.Thread(target=loop, daemon=True) for _ in range(threads)]
+    for t in workers:
+        t.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        for t in workers:
+            t.join(timeout=60)
 
 
 def start_serve_proxy() -> str:

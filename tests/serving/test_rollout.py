@@ -7,11 +7,12 @@ After ``/admin/reload`` returns, every answer from every ingress replica must ca
 
 from __future__ import annotations
 
-import threading
 import time
 
 import httpx
 import pytest
+
+from tests.serving.conftest import background_recommendations
 
 APP = "recsys_rollout"
 
@@ -58,33 +59,24 @@ def test_rollout_reaches_every_replica_with_one_pair(rollout_url, rollout_store,
         assert all(r.status_code == 200 for r in before)
         assert {_pair(r.json()) for r in before} == {("v1", "v1")}
 
-        stop, seen, failures = threading.Event(), [], []
+        seen, failures = [], []
 
-        def traffic() -> None:
-            with httpx.Client(base_url=rollout_url, timeout=30) as tc:
-                i = 0
-                while not stop.is_set():
-                    r = tc.post("/v1/recommendations", json={"user_id": users[i % len(users)], "n": 5})
-                    i += 1
-                    if r.status_code != 200:
-                        failures.append(r.status_code)
-                    else:
-                        seen.append((_pair(r.json()), r.json()["degraded"]))
+        def record(r) -> None:
+            if isinstance(r, httpx.HTTPError) or r.status_code != 200:
+                failures.append(r if isinstance(r, httpx.HTTPError) else r.status_code)
+            else:
+                seen.append((_pair(r.json()), r.json()["degraded"]))
 
-        threads = [threading.Thread(target=traffic, daemon=True) for _ in range(2)]  # never outlives a failure
-        for t in threads:
-            t.start()
-        try:
+        def body(i: int) -> dict:  # every user in turn: requests spread over both ingress replicas
+            return {"user_id": users[i % len(users)], "n": 5}
+
+        with background_recommendations(rollout_url, body, record):
             time.sleep(1.0)
             write_model_version(store, "v2", seed=2)  # writes + promotes every model
             r = c.post("/admin/reload", json={})
             assert r.status_code == 200, r.text
             assert r.json()["changed"] is True and r.json()["model_versions"]["retrieval"] == "v2"
             time.sleep(1.0)
-        finally:
-            stop.set()
-            for t in threads:
-                t.join(timeout=60)
         assert not failures, failures[:5]
         # during the switch: only whole pairs, never v1 retrieval with a v2 ranker or the reverse
         assert {p for p, _ in seen} <= {("v1", "v1"), ("v2", "v2")}

@@ -7,11 +7,12 @@ closed port (feature store down) at "/degraded" — the shared Redis is never st
 from __future__ import annotations
 
 import json
-import threading
 import time
 
 import httpx
 import pytest
+
+from tests.serving.conftest import background_recommendations
 
 APP, DEGRADED_APP = "recsys_test", "recsys_degraded"
 
@@ -167,36 +168,22 @@ def test_hot_swap_keeps_answering(client, app_url, serving_store, write_model_ve
     store, _ = serving_store
     failures: list[str] = []
     versions: list[str] = []
-    stop = threading.Event()
 
-    def loop() -> None:
-        with httpx.Client(base_url=app_url, timeout=30) as c:
-            while not stop.is_set():
-                try:
-                    r = c.post("/v1/recommendations", json={"user_id": 11, "n": 5})
-                    if r.status_code != 200 or len(r.json()["items"]) != 5:
-                        failures.append(f"{r.status_code}: {r.text[:200]}")
-                    else:
-                        versions.append(r.json()["model_versions"]["retrieval"])
-                except httpx.HTTPError as e:
-                    failures.append(repr(e))
+    def record(r) -> None:
+        if isinstance(r, httpx.HTTPError):
+            failures.append(repr(r))
+        elif r.status_code != 200 or len(r.json()["items"]) != 5:
+            failures.append(f"{r.status_code}: {r.text[:200]}")
+        else:
+            versions.append(r.json()["model_versions"]["retrieval"])
 
-    # daemon threads, stopped in `finally`: a failing assertion must not leave them posting forever
-    # (a live non-daemon thread keeps pytest from exiting after its summary)
-    threads = [threading.Thread(target=loop, daemon=True) for _ in range(2)]
-    for t in threads:
-        t.start()
-    try:
+    with background_recommendations(app_url, lambda i: {"user_id": 11, "n": 5}, record):
         time.sleep(1.0)
         write_model_version(store, "v2", seed=2)  # writes + promotes every model
         r = client.post("/admin/reload")
         assert r.status_code == 200, r.text
         assert r.json()["changed"] is True and r.json()["model_versions"]["retrieval"] == "v2"
         time.sleep(1.5)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(timeout=60)
     assert not failures, failures[:3]
     assert "v1" in versions and versions[-1] == "v2"
     assert client.post("/admin/reload").json()["changed"] is False
