@@ -1,7 +1,7 @@
 """ANN measured as served: the serving's own shard indexes, scatter-gather merge, one query at a time, one thread.
 
-What serving does per request (recsys.serving.retrieval_shard + stages.candidates): the catalog is split
-into ``num_shards`` shards (row % S), each shard builds ``recsys.serving.ann.build_index`` with the
+What serving does per request (recsys.serving.deployments.retrieval_shard + stages.candidates): the catalog is split
+into ``num_shards`` shards (row % S), each shard builds ``recsys.serving.pipeline.candidates.ann.build_index`` with the
 ``AnnParams`` of its ``ServingConfig`` (flat <= 50k items per shard < HNSW <= 300k < IVF-PQ with exact
 re-scoring; nlist = min(n/39, 4·√n) per shard unless ``ivf_nlist`` is set), every shard is asked for the
 top ``retrieval_k`` of ONE user vector on ONE FAISS thread, and ``merge_topk`` keeps the global top
@@ -34,9 +34,9 @@ from dataclasses import replace
 import faiss
 import numpy as np
 
-from recsys.serving.ann import AnnParams, FaissShard, ivf_default_nlist, merge_topk, shard_rows
 from recsys.serving.config import ServingConfig
-from recsys.serving.retrieval_shard import ann_params
+from recsys.serving.deployments.retrieval_shard import ann_params
+from recsys.serving.pipeline.candidates.ann import AnnParams, FaissShard, ivf_default_nlist, merge_topk, shard_rows
 
 TOP = 100
 

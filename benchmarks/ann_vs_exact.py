@@ -20,7 +20,7 @@ import time
 import faiss
 import numpy as np
 
-from recsys.serving.ann import _pq_subquantizers
+from recsys.serving.pipeline.candidates.ann import _pq_subquantizers
 
 
 def clustered_vectors(n: int, d: int, n_clusters: int, seed: int) -> np.ndarray:

@@ -4,8 +4,8 @@ The same TorchScript ranker version three ways, requests interleaved one by one 
 
 * in-process ``RankerCore.score`` (baseline: the model alone),
 * ``Ranker`` as a Serve deployment, called through a deployment handle (what the ingress does),
-* the KServe predictor (``python -m recsys.serving.kserve_predictor``, its own process) through
-  :class:`recsys.serving.kserve_client.KServeRankerClient` (V2 JSON over loopback HTTP) — the path
+* the KServe predictor (``python -m recsys.serving.deployments.kserve_predictor``, its own process) through
+  :class:`recsys.serving.pipeline.scoring.kserve_client.KServeRankerClient` (V2 JSON over loopback HTTP) — the path
   taken when ``ranker_endpoint`` is set.
 
     python benchmarks/kserve_vs_graph.py [--candidates 500] [--requests 300] [--store DIR]
@@ -63,8 +63,8 @@ def main() -> None:
     from ray import serve
 
     from recsys.serving.config import ServingConfig
-    from recsys.serving.kserve_client import KServeRankerClient
-    from recsys.serving.ranker import BatchedRanker, RankerCore
+    from recsys.serving.deployments.ranker import BatchedRanker, RankerCore
+    from recsys.serving.pipeline.scoring.kserve_client import KServeRankerClient
 
     cfg = ServingConfig(model_store_uri=store_uri)
     core = RankerCore(cfg)
@@ -76,8 +76,9 @@ def main() -> None:
     sparse = rng.integers(0, 1 << 16, size=(n, len(spec.sparse))).astype(np.int64)
 
     port = _free_port()
-    pred = subprocess.Popen([sys.executable, "-m", "recsys.serving.kserve_predictor", "--model_store_uri", store_uri,
-                             "--http_port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pred = subprocess.Popen([sys.executable, "-m", "recsys.serving.deployments.kserve_predictor",
+                             "--model_store_uri", store_uri, "--http_port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False, configure_logging=False,
                  runtime_env={"env_vars": {k: v for k, v in os.environ.items()

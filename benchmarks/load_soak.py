@@ -117,7 +117,7 @@ def print_result(label: str, summary: dict, base_rps: float | None) -> None:
 
 
 def main() -> int:
-    from recsys.serving.loadgen import LoadMix, actor_rss, check_loopback, run_load_sync
+    from recsys.serving.tools.loadgen import LoadMix, actor_rss, check_loopback, run_load_sync
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--url", default=None, help="Target a running app on loopback instead of deploying one.")

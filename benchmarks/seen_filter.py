@@ -40,11 +40,11 @@ def main() -> None:
 
     from recsys.features.seen import pack, recent_distinct, unpack
     from recsys.serving.app import parse_args
-    from recsys.serving.ranker import Ranker
-    from recsys.serving.retrieval_shard import RetrievalShard
-    from recsys.serving.schemas import RecommendationRequest
-    from recsys.serving.service import RecommendationService
-    from recsys.serving.stages import RequestState
+    from recsys.serving.deployments.ranker import Ranker
+    from recsys.serving.deployments.retrieval_shard import RetrievalShard
+    from recsys.serving.http.schemas import RecommendationRequest
+    from recsys.serving.pipeline.service import RecommendationService
+    from recsys.serving.pipeline.state import RequestState
 
     root = Path(tempfile.mkdtemp(prefix="recsys-seen-filter-"))
     write_synthetic_store(root, args.items, 1000, 64)

@@ -78,7 +78,7 @@ class LocalNoopRanker:
 def _noop_ranker_cls():
     from ray import serve
 
-    from recsys.serving.ranker import RANKER_BATCH_WAIT_S, RANKER_MAX_BATCH
+    from recsys.serving.deployments.ranker import RANKER_BATCH_WAIT_S, RANKER_MAX_BATCH
 
     class NoopRanker:
         """Same ``score`` signature and ``@serve.batch`` settings as :class:`BatchedRanker`; returns zeros."""
@@ -104,7 +104,7 @@ def _noop_ingress_cls():
         """FastAPI app with our request/response models; scatters to the shards, then the ranker."""
 
         def __init__(self, cfg: dict, shards: list[Any] | None, ranker: Any | None):
-            from recsys.serving.stages import Target
+            from recsys.serving.pipeline.state import Target
 
             # stages placed `local` (cfg.stages) are plain objects in this process, as in ours
             self.shards = [Target.wrap(s) for s in (shards or [NoopShard(cfg, 0, 1)])]
@@ -117,7 +117,7 @@ def _noop_ingress_cls():
         def __serve_build_asgi_app__(self):
             from fastapi import FastAPI
 
-            from recsys.serving.schemas import RecommendationRequest, RecommendationResponse, RecommendedItem
+            from recsys.serving.http.schemas import RecommendationRequest, RecommendationResponse, RecommendedItem
 
             app = FastAPI()
 
@@ -325,10 +325,10 @@ def inprocess_pipeline(args: dict, users: list[int], n: int) -> dict[str, float]
     inflates far less than wall time.
     """
     from recsys.serving.app import parse_args
-    from recsys.serving.ranker import Ranker
-    from recsys.serving.retrieval_shard import RetrievalShard
-    from recsys.serving.schemas import RecommendationRequest
-    from recsys.serving.service import RecommendationService
+    from recsys.serving.deployments.ranker import Ranker
+    from recsys.serving.deployments.retrieval_shard import RetrievalShard
+    from recsys.serving.http.schemas import RecommendationRequest
+    from recsys.serving.pipeline.service import RecommendationService
 
     cfg = parse_args({**args, "cache": {"enabled": False}})  # every request computed (no result-cache hits)
     shards = [RetrievalShard(cfg, i, cfg.num_shards) for i in range(cfg.num_shards)]

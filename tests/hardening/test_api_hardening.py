@@ -256,11 +256,11 @@ def test_degraded_similar_items_are_counted_and_errors_name_no_paths(app_args, r
 
     from starlette.testclient import TestClient
 
-    from recsys.serving.api import create_api
     from recsys.serving.config import ServingConfig
-    from recsys.serving.ranker import Ranker
-    from recsys.serving.retrieval_shard import RetrievalShard
-    from recsys.serving.service import RecommendationService
+    from recsys.serving.deployments.ranker import Ranker
+    from recsys.serving.deployments.retrieval_shard import RetrievalShard
+    from recsys.serving.http.api import create_api
+    from recsys.serving.pipeline.service import RecommendationService
 
     args = {**app_args(redis_url), "security": {"insecure": True}}
     cfg = ServingConfig(**args)

@@ -28,7 +28,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from recsys.serving.loadgen import LoadMix, LoadResult, run_load_sync
+from recsys.serving.tools.loadgen import LoadMix, LoadResult, run_load_sync
 
 APP, PREFIX = "recsys_hardening_faults", "/hardening-faults"
 API_KEY = "faults-test-key"

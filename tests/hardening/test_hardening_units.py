@@ -18,15 +18,15 @@ import httpx
 import pytest
 from fastapi import FastAPI, Request
 
-from recsys.serving.auth import ApiKeyGuard, ApiKeyMiddleware, SecurityConfig, load_api_keys
-from recsys.serving.observability import (
+from recsys.serving.http.auth import ApiKeyGuard, ApiKeyMiddleware, SecurityConfig, load_api_keys
+from recsys.serving.http.observability import (
     AccessLogMiddleware,
     JsonLogFormatter,
     current_request,
     sanitize_request_id,
 )
-from recsys.serving.request_limits import BodySizeLimitMiddleware
-from recsys.serving.result_cache import CacheConfig, ResultCache, request_shape_hash
+from recsys.serving.http.request_limits import BodySizeLimitMiddleware
+from recsys.serving.pipeline.cache.result_cache import CacheConfig, ResultCache, request_shape_hash
 
 
 def _free_port() -> int:
@@ -172,7 +172,7 @@ def test_api_key_required_on_write_endpoints_only():
 
 
 def test_route_prefix_is_not_part_of_the_protected_path():
-    from recsys.serving.auth import app_path
+    from recsys.serving.http.auth import app_path
 
     assert app_path({"path": "/prefix/v1/events", "root_path": "/prefix"}) == "/v1/events"
     assert app_path({"path": "/v1/events", "root_path": ""}) == "/v1/events"

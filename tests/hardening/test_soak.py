@@ -12,7 +12,7 @@ import os
 
 import pytest
 
-from recsys.serving.loadgen import LoadMix, actor_rss, run_load_sync
+from recsys.serving.tools.loadgen import LoadMix, actor_rss, run_load_sync
 
 APP, PREFIX = "recsys_hardening_soak", "/hardening-soak"
 SERVE_ACTORS = ("ServeReplica", "ServeController", "ProxyActor")

@@ -2,7 +2,7 @@
 
 A Serve config's `user_config` replaces the one the app's code sets, and Serve delivers it to every replica's
 `reconfigure` in place (docs/rollout.md). So the chart must render, on every deployment the app builds, the
-same document, one that parses as recsys.serving.rollout.RolloutSpec, and by default the one build_app would
+same document, one that parses as recsys.serving.models.rollout.RolloutSpec, and by default the one build_app would
 have chosen itself (promoted versions + the experiment variants' versions preloaded).
 """
 
@@ -13,7 +13,7 @@ import yaml
 
 from recsys.platform.k8s.chart import HelmError
 from recsys.serving.app import parse_args, rollout_spec
-from recsys.serving.rollout import RolloutSpec, VariantVersions
+from recsys.serving.models.rollout import RolloutSpec, VariantVersions
 
 EXPERIMENTS = {
     "version": 1,

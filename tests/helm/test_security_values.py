@@ -1,7 +1,7 @@
 """serving.security / serving.apiKey: the closed-by-default write endpoints as the chart configures them.
 
 The Serve app refuses /v1/events and /admin/* with 401 when no API key is configured, unless its arg
-`security.insecure` is true (recsys.serving.auth). The chart renders that arg from `serving.security.insecure`
+`security.insecure` is true (recsys.serving.http.auth). The chart renders that arg from `serving.security.insecure`
 and says in NOTES.txt which of the three situations an install is in.
 """
 

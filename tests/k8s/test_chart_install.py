@@ -286,7 +286,7 @@ def test_rollout_by_helm_upgrade_changes_only_user_config(kube):
     """docs/rollout.md's Kubernetes rollout: `helm upgrade --reuse-values --set serving.rollout...` changes the
     stored serveConfigV2 in nothing but the user_config of every deployment (Serve reconfigures replicas in
     place) and leaves rayClusterConfig alone (KubeRay keeps the cluster)."""
-    from recsys.serving.rollout import RolloutSpec
+    from recsys.serving.models.rollout import RolloutSpec
 
     ns = kube.new_namespace("rollout")
     installed = kube.install(ns)

@@ -16,7 +16,7 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 
 def test_merge_topk_is_global_topk_over_disjoint_shards():
-    from recsys.serving.ann import AnnParams, FaissShard, merge_topk, shard_rows
+    from recsys.serving.pipeline.candidates.ann import AnnParams, FaissShard, merge_topk, shard_rows
 
     rng = np.random.default_rng(0)
     x = _unit(rng.normal(size=(1000, 8)))
@@ -34,7 +34,7 @@ def test_merge_topk_is_global_topk_over_disjoint_shards():
 
 
 def test_shards_partition_the_catalog():
-    from recsys.serving.ann import shard_rows
+    from recsys.serving.pipeline.candidates.ann import shard_rows
 
     rows = np.concatenate([shard_rows(101, s, 4) for s in range(4)])
     assert sorted(rows.tolist()) == list(range(101))
@@ -42,7 +42,7 @@ def test_shards_partition_the_catalog():
 
 @pytest.mark.parametrize("kind", ["hnsw", "ivfpq"])
 def test_ann_kinds_recall(kind):
-    from recsys.serving.ann import AnnParams, FaissShard
+    from recsys.serving.pipeline.candidates.ann import AnnParams, FaissShard
 
     rng = np.random.default_rng(1)
     centers = rng.normal(size=(50, 16))
@@ -57,7 +57,7 @@ def test_ann_kinds_recall(kind):
 
 
 def test_auto_kind_by_size():
-    from recsys.serving.ann import AnnParams
+    from recsys.serving.pipeline.candidates.ann import AnnParams
 
     p = AnnParams(flat_max_items=100, hnsw_max_items=1000)
     assert (p.choose(50), p.choose(500), p.choose(5000)) == ("flat", "hnsw", "ivfpq")
@@ -65,7 +65,7 @@ def test_auto_kind_by_size():
 
 # ---------------------------------------------------------------------------- re-ranking
 def test_mmr_lambda_one_is_relevance_order_and_lower_lambda_diversifies():
-    from recsys.serving.reranker import RerankParams, intra_list_similarity, mmr_select
+    from recsys.serving.pipeline.reranking.rules import RerankParams, intra_list_similarity, mmr_select
 
     rng = np.random.default_rng(2)
     base = _unit(rng.normal(size=(1, 8)))
@@ -81,7 +81,7 @@ def test_mmr_lambda_one_is_relevance_order_and_lower_lambda_diversifies():
 
 
 def test_genre_cap_in_window():
-    from recsys.serving.reranker import RerankParams, genre_cap_holds, mmr_select
+    from recsys.serving.pipeline.reranking.rules import RerankParams, genre_cap_holds, mmr_select
 
     genres = [frozenset({"A"})] * 6 + [frozenset({"B"})] * 3 + [frozenset({"D"})]
     rel = np.linspace(1.0, 0.1, len(genres))
@@ -93,7 +93,7 @@ def test_genre_cap_in_window():
 
 
 def test_business_filter():
-    from recsys.serving.reranker import FilterSpec, business_filter
+    from recsys.serving.pipeline.reranking.rules import FilterSpec, business_filter
 
     ids = np.array([1, 2, 3, 4, 5])
     genres = [frozenset({"A"}), frozenset({"B"}), frozenset({"A", "C"}), frozenset(), frozenset({"C"})]
@@ -107,7 +107,7 @@ def test_business_filter():
 
 
 def test_freshness_boost_halves_at_half_life():
-    from recsys.serving.reranker import SECONDS_PER_DAY, freshness_boost
+    from recsys.serving.pipeline.reranking.rules import SECONDS_PER_DAY, freshness_boost
 
     now = 1e9
     b = freshness_boost(np.array([now, now - 10 * SECONDS_PER_DAY, np.nan]), now, 0.2, 10.0)
@@ -116,7 +116,7 @@ def test_freshness_boost_halves_at_half_life():
 
 # ---------------------------------------------------------------------------- candidates / exploration
 def test_merge_candidates_dedups_with_source_tags():
-    from recsys.serving.candidates import merge_candidates
+    from recsys.serving.pipeline.candidates.sources import merge_candidates
 
     c = merge_candidates([("ann", np.array([1, 2]), np.array([0.9, 0.8])),
                           ("popularity", np.array([2, 3]), np.array([1.0, 0.5]))])
@@ -126,7 +126,7 @@ def test_merge_candidates_dedups_with_source_tags():
 
 
 def test_thompson_explorer_is_seeded_and_learns():
-    from recsys.serving.exploration import ThompsonExplorer
+    from recsys.serving.pipeline.exploration.thompson import ThompsonExplorer
 
     a = ThompsonExplorer(np.array([10, 11, 12]), rate=1.0, seed=5)
     b = ThompsonExplorer(np.array([10, 11, 12]), rate=1.0, seed=5)
@@ -142,8 +142,8 @@ def test_thompson_explorer_is_seeded_and_learns():
 
 # ---------------------------------------------------------------------------- ranker
 def test_build_ranker_inputs_follows_spec_order():
-    from recsys.serving.artifacts import RankerSpec
-    from recsys.serving.ranker import build_ranker_inputs
+    from recsys.serving.deployments.ranker import build_ranker_inputs
+    from recsys.serving.models.artifacts import RankerSpec
 
     spec = RankerSpec(dense=["f_b", "retrieval_score", "f_a", "hour"],
                       sparse=[{"name": "item_id", "vocab_size": 100, "hash": False},
@@ -161,7 +161,7 @@ def test_build_ranker_inputs_follows_spec_order():
 
 def test_ranker_score_many_equals_single_calls(serving_store):
     from recsys.serving.config import ServingConfig
-    from recsys.serving.ranker import RankerCore
+    from recsys.serving.deployments.ranker import RankerCore
 
     store, _ = serving_store
     core = RankerCore(ServingConfig(model_store_uri=store.root))
@@ -187,9 +187,9 @@ def test_config_validation_names_field_and_accepts_latest():
 # ---------------------------------------------------------------------------- in-process API
 def _service(args: dict, **overrides):
     from recsys.serving.config import ServingConfig
-    from recsys.serving.ranker import Ranker
-    from recsys.serving.retrieval_shard import RetrievalShard
-    from recsys.serving.service import RecommendationService
+    from recsys.serving.deployments.ranker import Ranker
+    from recsys.serving.deployments.retrieval_shard import RetrievalShard
+    from recsys.serving.pipeline.service import RecommendationService
 
     cfg = ServingConfig(**{**args, **overrides})
     svc = RecommendationService(cfg, [RetrievalShard(cfg, i, cfg.num_shards) for i in range(cfg.num_shards)],
@@ -199,7 +199,7 @@ def _service(args: dict, **overrides):
 
 
 def test_inprocess_redis_down_degrades(serving_args, closed_redis_url):
-    from recsys.serving.api import create_api
+    from recsys.serving.http.api import create_api
 
     svc = _service(serving_args, redis_url=closed_redis_url)
     with TestClient(create_api(svc)) as c:
@@ -211,7 +211,7 @@ def test_inprocess_redis_down_degrades(serving_args, closed_redis_url):
 
 def test_inprocess_experiment_routing_and_exposure_log(serving_args, tmp_path):
     from recsys.experiments.exposure_log import read_log
-    from recsys.serving.api import create_api
+    from recsys.serving.http.api import create_api
 
     exp_file = tmp_path / "experiments.yaml"
     exp_file.write_text(
@@ -238,7 +238,7 @@ def test_inprocess_experiment_routing_and_exposure_log(serving_args, tmp_path):
 
 
 def test_inprocess_exploration_slot_surfaces_new_items(serving_args):
-    from recsys.serving.api import create_api
+    from recsys.serving.http.api import create_api
 
     svc = _service(serving_args, exploration_rate=1.0, exploration_seed=7, exploration_slot=2)
     assert len(svc.explorer.new_item_ids) > 0
@@ -281,11 +281,11 @@ class _BrokenShard:
 
 
 def test_inprocess_failed_shard_degrades_and_bad_reload_keeps_serving(serving_args):
-    from recsys.serving.api import create_api
     from recsys.serving.config import ServingConfig
-    from recsys.serving.ranker import Ranker
-    from recsys.serving.retrieval_shard import RetrievalShard
-    from recsys.serving.service import RecommendationService
+    from recsys.serving.deployments.ranker import Ranker
+    from recsys.serving.deployments.retrieval_shard import RetrievalShard
+    from recsys.serving.http.api import create_api
+    from recsys.serving.pipeline.service import RecommendationService
 
     cfg = ServingConfig(**serving_args)
     svc = RecommendationService(cfg, [RetrievalShard(cfg, 0, 2), _BrokenShard()], Ranker(cfg))

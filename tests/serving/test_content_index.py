@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from recsys.serving.artifacts import Catalog, IdIndex
-from recsys.serving.catalog_feed import CatalogFeed, ItemIn, extend_catalog, extend_metadata, items_frame
-from recsys.serving.content_index import ContentIndex, borrow_embeddings, profile_text
-from recsys.serving.item_metadata import ItemMetadata
+from recsys.serving.catalog.feed import CatalogFeed, ItemIn, extend_catalog, extend_metadata, items_frame
+from recsys.serving.catalog.metadata import ItemMetadata
+from recsys.serving.models.artifacts import Catalog, IdIndex
+from recsys.serving.pipeline.candidates.content_index import ContentIndex, borrow_embeddings, profile_text
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +152,7 @@ def test_cli_import_items_validates_and_publishes(redis_url, tmp_path, monkeypat
     from click.testing import CliRunner
 
     from recsys.platform.cli import root
-    from recsys.serving.catalog_feed import STREAM_KEY
+    from recsys.serving.catalog.feed import STREAM_KEY
 
     feed = CatalogFeed(redis_url)
     tail = feed._r.xrevrange(STREAM_KEY, count=1)  # the stream's end (read() returns at most 1,000 entries)
@@ -182,7 +182,7 @@ def test_cli_import_items_validates_and_publishes(redis_url, tmp_path, monkeypat
 
 
 def test_item_in_refuses_negative_ids_and_implausible_dates(tmp_path):
-    from recsys.serving.catalog_feed import catalog_stream_id
+    from recsys.serving.catalog.feed import catalog_stream_id
 
     with pytest.raises(ValidationError) as e:
         ItemIn(item_id=-1, title="x")

@@ -100,10 +100,10 @@ def _evaluator_lists(p) -> tuple[list[list[int]], np.ndarray]:
 
 def _served_lists(p) -> list[list[int]]:
     from recsys.serving.config import ServingConfig
-    from recsys.serving.ranker import Ranker
-    from recsys.serving.retrieval_shard import RetrievalShard
-    from recsys.serving.schemas import RecommendationRequest
-    from recsys.serving.service import RecommendationService
+    from recsys.serving.deployments.ranker import Ranker
+    from recsys.serving.deployments.retrieval_shard import RetrievalShard
+    from recsys.serving.http.schemas import RecommendationRequest
+    from recsys.serving.pipeline.service import RecommendationService
 
     rc = p["cfg"].ranking
     cfg = ServingConfig(

@@ -131,11 +131,11 @@ def test_ingestion_outage_is_503_with_retry_after_and_no_url(serving_args, close
     """The event log cannot be written: nothing accepted, 503 + Retry-After, no URL in the answer."""
     from starlette.testclient import TestClient
 
-    from recsys.serving.api import create_api
     from recsys.serving.config import ServingConfig
-    from recsys.serving.ranker import Ranker
-    from recsys.serving.retrieval_shard import RetrievalShard
-    from recsys.serving.service import RecommendationService
+    from recsys.serving.deployments.ranker import Ranker
+    from recsys.serving.deployments.retrieval_shard import RetrievalShard
+    from recsys.serving.http.api import create_api
+    from recsys.serving.pipeline.service import RecommendationService
 
     url = closed_redis_url.replace("redis://", "redis://:hunter2@")
     cfg = ServingConfig(**{**serving_args, "redis_url": url})

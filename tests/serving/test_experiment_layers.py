@@ -37,9 +37,9 @@ experiments:
 
 def _service(args: dict, **overrides):
     from recsys.serving.config import ServingConfig
-    from recsys.serving.ranker import Ranker
-    from recsys.serving.retrieval_shard import RetrievalShard
-    from recsys.serving.service import RecommendationService
+    from recsys.serving.deployments.ranker import Ranker
+    from recsys.serving.deployments.retrieval_shard import RetrievalShard
+    from recsys.serving.pipeline.service import RecommendationService
 
     # a generous feature timeout: on a loaded CI box 0.2 s Redis round trips time out and degrade the answer
     cfg = ServingConfig(**{**args, "feature_timeout_s": 5.0, **overrides})
@@ -51,8 +51,8 @@ def _service(args: dict, **overrides):
 
 def test_second_layer_sees_users_independently_of_the_first(serving_args, tmp_path):
     from recsys.experiments.exposure_log import read_log
-    from recsys.serving.api import create_api
-    from recsys.serving.schemas import RecommendationRequest
+    from recsys.serving.http.api import create_api
+    from recsys.serving.http.schemas import RecommendationRequest
 
     exp_file = tmp_path / "experiments.yaml"
     exp_file.write_text(LAYERED)
@@ -89,7 +89,7 @@ def test_second_layer_sees_users_independently_of_the_first(serving_args, tmp_pa
 
 def test_missing_variant_version_is_logged_as_fallback(serving_args, tmp_path):
     from recsys.experiments.exposure_log import read_log
-    from recsys.serving.api import create_api
+    from recsys.serving.http.api import create_api
 
     exp_file = tmp_path / "experiments.yaml"
     exp_file.write_text(
@@ -114,7 +114,7 @@ def test_missing_variant_version_is_logged_as_fallback(serving_args, tmp_path):
 
 
 def test_fallback_reason_names_what_did_not_reach_the_answer():
-    from recsys.serving.experiment_client import LayerChoice, VariantChoice, fallback_reason
+    from recsys.serving.pipeline.experiments import LayerChoice, VariantChoice, fallback_reason
 
     a = LayerChoice("models", "t", "m", retrieval_version="v2")
     b = LayerChoice("rr", "d", "r", retrieval_version="v3", reranking={"mmr_lambda": 0.2})
@@ -130,7 +130,7 @@ def test_reranking_schema_is_shared(field):
     """Experiment configs, serving defaults and the re-ranker read the same names."""
     from recsys.experiments.variant_params import RERANKING_FIELDS
     from recsys.serving.config import RerankDefaults
-    from recsys.serving.reranker import RerankParams
+    from recsys.serving.pipeline.reranking.rules import RerankParams
 
     assert field in RERANKING_FIELDS and field in RerankDefaults.model_fields
     assert set(RERANKING_FIELDS) == set(RerankDefaults.model_fields) == set(RerankParams.__dataclass_fields__)

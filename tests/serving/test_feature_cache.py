@@ -22,9 +22,9 @@ def materialized(small_dataset, redis_url, tmp_path_factory):
 
 
 def _gateway(materialized, small_dataset, ttl_s: float):
-    from recsys.serving.artifacts import Catalog
     from recsys.serving.config import ServingConfig
-    from recsys.serving.feature_client import FeatureGateway
+    from recsys.serving.models.artifacts import Catalog
+    from recsys.serving.pipeline.features.client import FeatureGateway
 
     cfg = ServingConfig(redis_url=materialized.redis_url, feature_repo_dir=materialized.repo_dir,
                         feature_project=materialized.project, item_feature_cache_s=ttl_s)
@@ -78,12 +78,12 @@ def test_snapshot_loads_the_whole_catalog_before_serving(materialized, small_dat
     leaves the per-request read in place instead of failing the replica."""
     import asyncio
 
-    from recsys.serving.artifacts import Catalog
     from recsys.serving.config import ServingConfig
-    from recsys.serving.feature_client import FeatureGateway
-    from recsys.serving.item_snapshot import PassResult
-    from recsys.serving.metrics import ServingMetrics
-    from recsys.serving.stages.hydration import FeatureHydration
+    from recsys.serving.models.artifacts import Catalog
+    from recsys.serving.pipeline.features.client import FeatureGateway
+    from recsys.serving.pipeline.features.item_snapshot import PassResult
+    from recsys.serving.pipeline.features.stage import FeatureHydration
+    from recsys.serving.pipeline.metrics import ServingMetrics
 
     catalog = Catalog.from_items(small_dataset.items)
     items = small_dataset.items["item_id"].to_numpy(np.int64)
@@ -132,11 +132,11 @@ def test_a_new_materialization_is_read_at_once(materialized, small_dataset):
     import redis
 
     from recsys.features.online import materialization_key
-    from recsys.serving.artifacts import Catalog
     from recsys.serving.config import ServingConfig
-    from recsys.serving.feature_client import FeatureGateway
-    from recsys.serving.metrics import ServingMetrics
-    from recsys.serving.stages.hydration import FeatureHydration
+    from recsys.serving.models.artifacts import Catalog
+    from recsys.serving.pipeline.features.client import FeatureGateway
+    from recsys.serving.pipeline.features.stage import FeatureHydration
+    from recsys.serving.pipeline.metrics import ServingMetrics
 
     catalog = Catalog.from_items(small_dataset.items)
     # one paced pass would take ~len(catalog) / 0.5 s: only the version bump can refresh everything in time
@@ -177,11 +177,11 @@ def test_items_with_real_time_events_are_re_read_within_a_poll(materialized, sma
     import pandas as pd
 
     from recsys.features import RANKER_FEATURES, ingest_event
-    from recsys.serving.artifacts import Catalog
     from recsys.serving.config import ServingConfig
-    from recsys.serving.feature_client import FeatureGateway
-    from recsys.serving.metrics import ServingMetrics
-    from recsys.serving.stages.hydration import FeatureHydration
+    from recsys.serving.models.artifacts import Catalog
+    from recsys.serving.pipeline.features.client import FeatureGateway
+    from recsys.serving.pipeline.features.stage import FeatureHydration
+    from recsys.serving.pipeline.metrics import ServingMetrics
 
     catalog = Catalog.from_items(small_dataset.items)
     items = small_dataset.items["item_id"].to_numpy(np.int64)

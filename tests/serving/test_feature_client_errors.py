@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from recsys.serving.config import ServingConfig
-from recsys.serving.feature_client import FeatureGateway, FeatureReadError, FeatureStoreUnavailable
+from recsys.serving.pipeline.features.client import FeatureGateway, FeatureReadError, FeatureStoreUnavailable
 
 
 def _gateway(redis_url: str) -> FeatureGateway:

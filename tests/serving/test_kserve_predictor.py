@@ -12,7 +12,7 @@ def kserve_client(serving_store):
     from kserve import ModelServer
     from kserve.protocol.rest.server import RESTServer
 
-    from recsys.serving.kserve_predictor import RankerPredictor
+    from recsys.serving.deployments.kserve_predictor import RankerPredictor
 
     store, _ = serving_store
     model = RankerPredictor("ranker", store.root)
@@ -62,7 +62,7 @@ def test_v2_bad_shape_is_400(kserve_client):
 # ------------------------------------------------------------------ ranker_endpoint: the pipeline over HTTP
 @pytest.fixture(scope="module")
 def predictor_url(serving_store):
-    """The predictor as its own process (``python -m recsys.serving.kserve_predictor``) on a free port."""
+    """The predictor as its own process (``python -m recsys.serving.deployments.kserve_predictor``) on a free port."""
     import os
     import subprocess
     import sys
@@ -74,7 +74,7 @@ def predictor_url(serving_store):
 
     store, _ = serving_store
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "recsys.serving.kserve_predictor", "--model_store_uri",
+    proc = subprocess.Popen([sys.executable, "-m", "recsys.serving.deployments.kserve_predictor", "--model_store_uri",
                              str(store.root), "--http_port", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=dict(os.environ))
     url = f"http://127.0.0.1:{port}"
@@ -112,11 +112,11 @@ def test_pipeline_ranks_through_kserve_predictor_like_the_in_graph_ranker(servin
     import asyncio
 
     from recsys.serving.config import ServingConfig
-    from recsys.serving.kserve_client import KServeRankerClient, RankerEndpointError
-    from recsys.serving.ranker import Ranker
-    from recsys.serving.retrieval_shard import RetrievalShard
-    from recsys.serving.schemas import RecommendationRequest
-    from recsys.serving.service import RecommendationService
+    from recsys.serving.deployments.ranker import Ranker
+    from recsys.serving.deployments.retrieval_shard import RetrievalShard
+    from recsys.serving.http.schemas import RecommendationRequest
+    from recsys.serving.pipeline.scoring.kserve_client import KServeRankerClient, RankerEndpointError
+    from recsys.serving.pipeline.service import RecommendationService
 
     base = {**serving_args, "cache": {"enabled": False}, "feature_timeout_s": 5.0}  # parity, not timeouts
     cfg_graph = ServingConfig(**base)

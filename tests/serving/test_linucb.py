@@ -8,7 +8,7 @@ import uuid
 import numpy as np
 import pytest
 
-from recsys.serving.linucb import LinUCB, LinUCBConfig, features, user_profile
+from recsys.serving.pipeline.exploration.linucb import LinUCB, LinUCBConfig, features, user_profile
 
 
 @pytest.fixture
@@ -124,7 +124,12 @@ def test_linucb_learns_which_content_gets_clicked(model_factory):
 
 
 def test_thompson_propensity_matches_pick_frequency_and_variant_params_are_capped():
-    from recsys.serving.exploration import ThompsonExplorer, exploration_policy, exploration_rate, slate_propensities
+    from recsys.serving.pipeline.exploration.thompson import (
+        ThompsonExplorer,
+        exploration_policy,
+        exploration_rate,
+        slate_propensities,
+    )
 
     ex = ThompsonExplorer(np.array([1, 2, 3]), rate=1.0, seed=0)
     for _ in range(30):
@@ -161,11 +166,11 @@ def test_linucb_variant_in_the_service_logs_propensities_and_learns_from_clicks(
     from starlette.testclient import TestClient
 
     from recsys.experiments.exposure_log import read_log
-    from recsys.serving.api import create_api
     from recsys.serving.config import ServingConfig
-    from recsys.serving.ranker import Ranker
-    from recsys.serving.retrieval_shard import RetrievalShard
-    from recsys.serving.service import RecommendationService
+    from recsys.serving.deployments.ranker import Ranker
+    from recsys.serving.deployments.retrieval_shard import RetrievalShard
+    from recsys.serving.http.api import create_api
+    from recsys.serving.pipeline.service import RecommendationService
 
     exp_file = tmp_path / "experiments.yaml"
     exp_file.write_text(

@@ -23,11 +23,11 @@ class _Replica:
     def __init__(self, cfg_args: dict):
         import uvicorn
 
-        from recsys.serving.api import create_api
         from recsys.serving.config import ServingConfig
-        from recsys.serving.ranker import Ranker
-        from recsys.serving.retrieval_shard import RetrievalShard
-        from recsys.serving.service import RecommendationService
+        from recsys.serving.deployments.ranker import Ranker
+        from recsys.serving.deployments.retrieval_shard import RetrievalShard
+        from recsys.serving.http.api import create_api
+        from recsys.serving.pipeline.service import RecommendationService
 
         cfg = ServingConfig(**cfg_args)
         self.service = RecommendationService(
@@ -58,7 +58,7 @@ class _Replica:
 def replicas(small_dataset, redis_url, tmp_path_factory):
     import redis
 
-    from recsys.serving.catalog_feed import STREAM_KEY
+    from recsys.serving.catalog.feed import STREAM_KEY
 
     r = redis.Redis.from_url(redis_url)
     r.delete(STREAM_KEY)
@@ -176,7 +176,7 @@ def test_new_item_through_the_ray_serve_app_within_5s(serve_base_url, small_data
     from ray import serve
 
     from recsys.serving.app import build_app
-    from recsys.serving.catalog_feed import STREAM_KEY
+    from recsys.serving.catalog.feed import STREAM_KEY
 
     redis.Redis.from_url(redis_url).delete(STREAM_KEY)
     store, catalog = build_store(small_dataset, tmp_path)

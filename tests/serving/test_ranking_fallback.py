@@ -18,9 +18,9 @@ from .conftest import base_args, write_models
 
 def _service(args: dict):
     from recsys.serving.config import ServingConfig
-    from recsys.serving.ranker import Ranker
-    from recsys.serving.retrieval_shard import RetrievalShard
-    from recsys.serving.service import RecommendationService
+    from recsys.serving.deployments.ranker import Ranker
+    from recsys.serving.deployments.retrieval_shard import RetrievalShard
+    from recsys.serving.pipeline.service import RecommendationService
 
     cfg = ServingConfig(**args)
     svc = RecommendationService(cfg, [RetrievalShard(cfg, i, cfg.num_shards) for i in range(cfg.num_shards)],
@@ -37,7 +37,7 @@ def _mode_count(metrics: str, mode: str) -> float:
 
 def test_no_promoted_ranker_answers_retrieval_only_and_says_so(small_dataset, redis_url, tmp_path):
     from recsys.platform.model_store import ModelStore
-    from recsys.serving.api import create_api
+    from recsys.serving.http.api import create_api
 
     store = ModelStore(tmp_path / "models")
     write_models(store, small_dataset, "v1", seed=1, promote=False)
@@ -60,7 +60,7 @@ def test_no_promoted_ranker_answers_retrieval_only_and_says_so(small_dataset, re
 
 
 def test_promoted_ranker_is_reported(serving_args):
-    from recsys.serving.api import create_api
+    from recsys.serving.http.api import create_api
 
     svc = _service(serving_args)
     with TestClient(create_api(svc)) as c:
@@ -73,10 +73,10 @@ def test_promoted_ranker_is_reported(serving_args):
 
 def test_online_cross_features_match_the_candidate_sources(serving_store):
     from recsys.platform.ranking_features import CROSS_FEATURES
-    from recsys.serving.artifacts import RankerSpec, load_item_knn, load_popularity, resolve_version
-    from recsys.serving.bundle import Sources
-    from recsys.serving.candidates import ItemKnnCandidates, PopularityCandidates
-    from recsys.serving.ranker_inputs import build_ranker_inputs, cross_inputs
+    from recsys.serving.models.artifacts import RankerSpec, load_item_knn, load_popularity, resolve_version
+    from recsys.serving.models.bundle import Sources
+    from recsys.serving.pipeline.candidates.sources import ItemKnnCandidates, PopularityCandidates
+    from recsys.serving.pipeline.scoring.inputs import build_ranker_inputs, cross_inputs
 
     store, _ = serving_store
     knn = ItemKnnCandidates(load_item_knn(store, resolve_version(store, "item_knn", None)))

@@ -33,9 +33,9 @@ def _write_sasrec(store, dataset, version: str = "v1") -> None:
 
 def _service(store, catalog, redis_url, tmp_path, **extra):
     from recsys.serving.config import ServingConfig
-    from recsys.serving.ranker import Ranker
-    from recsys.serving.retrieval_shard import RetrievalShard
-    from recsys.serving.service import RecommendationService
+    from recsys.serving.deployments.ranker import Ranker
+    from recsys.serving.deployments.retrieval_shard import RetrievalShard
+    from recsys.serving.pipeline.service import RecommendationService
 
     # only the SASRec source next to a small ANN list, so its candidates must reach the answer
     cfg = ServingConfig(**{**base_args(store, catalog, redis_url, tmp_path / "exp"), "knn_k": 0, "popularity_k": 0,
@@ -47,8 +47,8 @@ def _service(store, catalog, redis_url, tmp_path, **extra):
 
 
 def test_sasrec_source_answers_from_the_request_history(small_dataset, redis_url, tmp_path):
-    from recsys.serving.api import create_api
-    from recsys.serving.sequential_source import distinct_recent
+    from recsys.serving.http.api import create_api
+    from recsys.serving.pipeline.candidates.sequential import distinct_recent
 
     store, catalog = build_store(small_dataset, tmp_path)
     _write_sasrec(store, small_dataset)
@@ -79,7 +79,7 @@ def test_sasrec_source_reads_events_pushed_in_real_time(small_dataset, redis_url
     """POST /v1/events -> online store (real Feast + Redis) -> the next request's SASRec candidates."""
     from recsys.features import FeatureStoreConfig, apply, build_offline_features, materialize
     from recsys.features.online import delete_project_keys
-    from recsys.serving.api import create_api
+    from recsys.serving.http.api import create_api
 
     fcfg = FeatureStoreConfig(repo_dir=tmp_path / "features", redis_url=redis_url,
                               project=f"seq{uuid.uuid4().hex[:8]}")

@@ -192,7 +192,7 @@ def test_hot_swap_keeps_answering(client, app_url, serving_store, write_model_ve
 def test_recommend_cli_prints_table_and_fails_cleanly(app_url):
     from click.testing import CliRunner
 
-    from recsys.serving.recommend_cli import cli
+    from recsys.serving.cli.recommend import cli
 
     runner = CliRunner()
     res = runner.invoke(cli, ["42", "--n", "4", "--url", app_url])
@@ -211,7 +211,7 @@ def test_recommend_cli_prints_table_and_fails_cleanly(app_url):
 def test_serve_cli_status_reports_deployments(app_url):
     from click.testing import CliRunner
 
-    from recsys.serving.cli import cli
+    from recsys.serving.cli.serve import cli
 
     res = CliRunner().invoke(cli, ["status", "--json", "--app", APP])
     assert res.exit_code == 0, res.output

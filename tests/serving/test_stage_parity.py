@@ -32,10 +32,10 @@ def neutral_cfg(serving_args):
 
 
 def _served_lists(cfg, users: list[int], n: int) -> list[list[int]]:
-    from recsys.serving.ranker import Ranker
-    from recsys.serving.retrieval_shard import RetrievalShard
-    from recsys.serving.schemas import RecommendationRequest
-    from recsys.serving.service import RecommendationService
+    from recsys.serving.deployments.ranker import Ranker
+    from recsys.serving.deployments.retrieval_shard import RetrievalShard
+    from recsys.serving.http.schemas import RecommendationRequest
+    from recsys.serving.pipeline.service import RecommendationService
 
     shards = [RetrievalShard(cfg, i, cfg.num_shards) for i in range(cfg.num_shards)]
     service = RecommendationService(cfg, shards, Ranker(cfg))

@@ -25,10 +25,10 @@ def test_local_stages_are_real_in_process_objects(serving_args):
     import numpy as np
 
     from recsys.serving.app import parse_args
-    from recsys.serving.ingress import local_stages
-    from recsys.serving.kserve_client import KServeRankerClient
-    from recsys.serving.ranker import Ranker
-    from recsys.serving.retrieval_shard import RetrievalShard
+    from recsys.serving.deployments.ingress import local_stages
+    from recsys.serving.deployments.ranker import Ranker
+    from recsys.serving.deployments.retrieval_shard import RetrievalShard
+    from recsys.serving.pipeline.scoring.kserve_client import KServeRankerClient
 
     cfg = parse_args({**serving_args, "num_shards": 1, "stages": {"retrieval": {"placement": "local"}}})
     shards, ranker = local_stages(cfg, None, None)
@@ -41,7 +41,7 @@ def test_local_stages_are_real_in_process_objects(serving_args):
 
 
 def test_serve_speed_env_flags():
-    from recsys.serving.cli import serve_speed_env
+    from recsys.serving.cli.serve import serve_speed_env
 
     assert serve_speed_env(True, False) == {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
     assert serve_speed_env(False, False) == {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "0"}
@@ -51,7 +51,7 @@ def test_haproxy_defaults_to_on_only_for_network_facing_hosts(monkeypatch, tmp_p
     """HAProxy mode binds replica ports on all interfaces: never switched on silently for a loopback server."""
     import os
 
-    from recsys.serving.cli import ServeCliError, serve_speed_env
+    from recsys.serving.cli.serve import ServeCliError, serve_speed_env
 
     fake = tmp_path / "haproxy"
     fake.write_text("#!/bin/sh\n")
@@ -74,7 +74,7 @@ def test_haproxy_defaults_to_on_only_for_network_facing_hosts(monkeypatch, tmp_p
 def test_serve_start_help_lists_speed_flags():
     from click.testing import CliRunner
 
-    from recsys.serving.cli import cli
+    from recsys.serving.cli.serve import cli
 
     out = CliRunner().invoke(cli, ["start", "--help"]).output
     assert "--throughput-optimized / --no-throughput-optimized" in out and "--haproxy" in out

@@ -146,8 +146,8 @@ def test_training_examples_and_serving_inputs_agree(small_dataset, two_tower_stu
     """Cross features computed offline (RankingContext) == what serving's build_ranker_inputs computes."""
     from recsys.platform.data.split import split_events
     from recsys.platform.ranking_features import CROSS_FEATURES, RECENT_SIM_ITEMS
-    from recsys.serving.artifacts import RankerSpec
-    from recsys.serving.ranker_inputs import CrossInputs, build_ranker_inputs, item_knn_scores
+    from recsys.serving.models.artifacts import RankerSpec
+    from recsys.serving.pipeline.scoring.inputs import CrossInputs, build_ranker_inputs, item_knn_scores
     from recsys.training.base import user_histories
     from recsys.training.config import RankingConfig
     from recsys.training.ranking.context import RankingContext

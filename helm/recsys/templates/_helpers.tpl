@@ -101,7 +101,7 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 
 {{- /*
-The Serve user_config of every deployment of the app, as JSON: recsys.serving.rollout.RolloutSpec.
+The Serve user_config of every deployment of the app, as JSON: recsys.serving.models.rollout.RolloutSpec.
 Versions: serving.rollout.*, else serving.application.* (null = promoted). preload: serving.rollout.preload plus
 every (retrieval_version, ranking_version) pair named by a variant in experiments.config, de-duplicated and
 sorted, i.e. what the app's build_app would put there itself (a Serve config's user_config replaces the app's).

@@ -19,9 +19,9 @@ COMPONENT_GROUPS: tuple[tuple[str, str], ...] = (
     ("train", "recsys.training.cli"),
     ("evaluate", "recsys.training.evaluate_cli"),
     ("features", "recsys.features.cli"),
-    ("serve", "recsys.serving.cli"),
-    ("recommend", "recsys.serving.recommend_cli"),
-    ("catalog", "recsys.serving.catalog_cli"),
+    ("serve", "recsys.serving.cli.serve"),
+    ("recommend", "recsys.serving.cli.recommend"),
+    ("catalog", "recsys.serving.cli.catalog"),
     ("experiments", "recsys.experiments.cli"),
     ("k8s", "recsys.platform.k8s.cli"),
 )

@@ -2,7 +2,7 @@
 
 Why here: the ranker is only as good as the agreement between the numbers it learned from and the
 numbers it is fed at request time.  Training (``recsys.training.ranking``) computes these columns
-for thousands of users at once; serving (``recsys.serving.ranker_inputs``) for one request.  Both
+for thousands of users at once; serving (``recsys.serving.pipeline.scoring.inputs``) for one request.  Both
 call the functions below with arrays shaped ``[U, C]`` (users x candidates; serving: U = 1), so a
 column cannot drift between the two.  Pure numpy, no training or serving imports.
 

@@ -25,10 +25,10 @@ from ray import serve
 from ray.serve import Application
 
 from recsys.serving.config import ServingConfig
-from recsys.serving.ingress import Ingress
-from recsys.serving.ranker import BatchedRanker
-from recsys.serving.retrieval_shard import RetrievalShard
-from recsys.serving.rollout import RolloutSpec, experiment_variant_versions
+from recsys.serving.deployments.ingress import Ingress
+from recsys.serving.deployments.ranker import BatchedRanker
+from recsys.serving.deployments.retrieval_shard import RetrievalShard
+from recsys.serving.models.rollout import RolloutSpec, experiment_variant_versions
 
 
 class ServingConfigError(ValueError):

@@ -12,9 +12,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from recsys.serving.auth import SecurityConfig
-from recsys.serving.linucb import LinUCBConfig
-from recsys.serving.result_cache import CacheConfig
+from recsys.serving.http.auth import SecurityConfig
+from recsys.serving.pipeline.cache.result_cache import CacheConfig
+from recsys.serving.pipeline.exploration.linucb import LinUCBConfig
 
 AnnKind = Literal["auto", "flat", "hnsw", "ivfpq"]
 

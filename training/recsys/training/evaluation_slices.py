@@ -47,12 +47,12 @@ class ContentRecommender:
     """Scores items by cosine between the item's content vector and the user's history profile.
 
     Profile = interaction-weighted sum of the content vectors of the user's items; content vectors
-    come from :class:`recsys.serving.content_index.ContentEncoder` (hashed tf-idf + SVD of title,
+    come from :class:`recsys.serving.pipeline.candidates.content_index.ContentEncoder` (hashed tf-idf + SVD of title,
     genres, year, description), so a brand-new item is scorable from its metadata alone.
     """
 
     def __init__(self, items: pd.DataFrame, catalog: Catalog, dim: int = 64):
-        from recsys.serving.content_index import ContentConfig, ContentEncoder
+        from recsys.serving.pipeline.candidates.content_index import ContentConfig, ContentEncoder
 
         rows = catalog.items.index_of(items["item_id"].to_numpy())
         known = items[rows >= 0]

@@ -274,7 +274,8 @@ def feature_spec(trained: TrainedRanker, source_kind: str, rc: RankingConfig) ->
                                     "knn_recency_decay": rf.KNN_RECENCY_DECAY,
                                     "recent_sim_items": rf.RECENT_SIM_ITEMS},
         "notes": ("Feed RAW values in 'dense' order. Columns listed in 'cross_features' are computed per request "
-                  "by recsys.platform.ranking_features.cross_features (recsys.serving.ranker_inputs does it); "
+                  "by recsys.platform.ranking_features.cross_features (recsys.serving.pipeline.scoring.inputs does "
+                  "it); "
                   "the others are online feature-store columns read by name. ranker.pt applies signed log1p to "
                   "'log1p_columns', standardises with its own mean/std, and hashes sparse ids as raw_id mod "
                   "vocab_size; hence 'normalization' is empty (nothing for serving to apply)."),

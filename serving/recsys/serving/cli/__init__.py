@@ -1,0 +1,1 @@
+"""The serving CLIs: ``recsys serve``, ``recsys recommend``, ``recsys catalog``."""

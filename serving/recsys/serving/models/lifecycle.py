@@ -1,0 +1,117 @@
+"""What a recommendation replica serves, and how that changes: start-up, hot swap, fleet-wide rollout.
+
+The served versions are one :class:`~recsys.serving.models.bundle.Bundle`, swapped as a whole (one attribute
+write). :meth:`BundleLifecycle.reload` rolls versions out to every replica through Serve's
+``user_config`` (docs/rollout.md); :meth:`BundleLifecycle.apply_rollout` is each replica's part of it.
+Kept apart from the per-request pipeline in :mod:`recsys.serving.pipeline.service`, which mixes this in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from recsys.serving.catalog.feed import catalog_stream_id, read_catalog_items
+from recsys.serving.http.schemas import ReloadResponse
+from recsys.serving.models.bundle import ActiveVersions, Bundle
+from recsys.serving.models.rollout import RolloutSpec, redeploy_with_rollout, wait_for_inner_deployments
+
+log = logging.getLogger(__name__)
+
+
+class BundleLifecycle:
+    """Mixed into ``RecommendationService``; uses its ``cfg``, ``loader``, ``live``, ``hydration``, ``shards``."""
+
+    bundle: Bundle | None
+    _preloaded: list[ActiveVersions]
+    _rollout: RolloutSpec | None
+
+    # ------------------------------------------------------------------ loading / hot swap
+    async def start(self) -> None:
+        """Resolve and load the configured versions; shards/ranker load theirs in their constructors."""
+        versions = self.loader.resolve(self.cfg.retrieval_version, self.cfg.ranking_version)
+        self._activate(await asyncio.to_thread(self.loader.load, versions))
+        await self.hydration.start()  # the item-feature snapshot: requests then read no item rows
+        items = await asyncio.to_thread(read_catalog_items, self.cfg.catalog_path)
+        await self.live.start(items, lambda: self.explorer, catalog_stream_id(self.cfg.catalog_path))
+        if self.cfg.reload_interval_s > 0 and self._reload_task is None:
+            self._reload_task = asyncio.get_running_loop().create_task(self._reload_loop())
+
+    def _activate(self, bundle: Bundle) -> None:
+        self.bundle = bundle  # the swap: one attribute write, atomic for this event loop
+        self.metrics.set_versions(bundle.versions.as_dict())
+
+    async def _reload_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.reload_interval_s)
+            try:
+                await self.reload()
+            except Exception as e:  # noqa: BLE001 - a bad promotion must never stop the poller
+                log.warning("periodic reload failed, keeping current versions: %s", e)
+
+    async def apply_rollout(self, spec: RolloutSpec) -> ReloadResponse:
+        """This replica's part of a fleet-wide rollout (``Ingress.reconfigure``): warm, then swap.
+
+        The shard and ranker deployments get the same spec; waiting for them to finish updating
+        first means the new pair is loaded on every inner replica before any answer uses it.
+        """
+        async with self._load_lock:
+            previous = self.active
+            versions = self.loader.resolve(spec.retrieval_version, spec.ranking_version)
+            preload = [self.loader.resolve(p.retrieval_version or versions.retrieval,
+                                           p.ranking_version or versions.ranking) for p in spec.preload]
+            if previous == versions and self._preloaded == preload:
+                self._rollout = spec
+                return ReloadResponse(changed=False, model_versions=versions.as_dict(), previous=versions.as_dict())
+            await wait_for_inner_deployments(self._app_name(), "Ingress", spec.settle_timeout_s)
+            await asyncio.gather(*(s.call("load", versions.retrieval) for s in self.shards))
+            if self.ranker is not None and versions.ranking:
+                await self.ranker.call("load", versions.ranking)
+            for p in preload:  # variant bundles: ingress-side artifacts ready before any treatment request
+                await asyncio.to_thread(self.loader.retrieval, p.retrieval)
+                if p.ranking:
+                    await asyncio.to_thread(self.loader.spec, p.ranking)
+            self._activate(await asyncio.to_thread(self.loader.load, versions))
+            self._rollout, self._preloaded = spec, preload
+            keep = {versions.retrieval, *(p.retrieval for p in preload)}
+            if previous is not None:
+                keep.add(previous.retrieval)
+            self.loader.retain(sorted(keep))
+            return ReloadResponse(changed=previous != versions, model_versions=versions.as_dict(),
+                                  previous=previous.as_dict() if previous else {})
+
+    async def reload(self, retrieval_version: str | None = None, ranking_version: str | None = None) -> ReloadResponse:
+        """Roll the given (default: promoted) versions out to every replica of the app.
+
+        Inside Serve this redeploys the app with a new ``user_config`` (an in-place update that
+        reaches every replica of every deployment) and returns once this replica serves the new
+        bundle; outside Serve (plain-class tests) it applies the spec to this instance only.
+        Unknown versions are refused here, before anything changes.
+        """
+        versions = self.loader.resolve(retrieval_version or self.cfg.retrieval_version,
+                                       ranking_version or self.cfg.ranking_version)
+        spec = RolloutSpec(retrieval_version=versions.retrieval, ranking_version=versions.ranking,
+                           preload=self._rollout.preload if self._rollout else [])
+        app_name = self._app_name()
+        if app_name is None:
+            return await self.apply_rollout(spec)
+        # preflight on this replica: a corrupt or incomplete version is refused before any replica sees it
+        await asyncio.to_thread(self.loader.load, versions)
+        previous = self.active
+        await asyncio.to_thread(redeploy_with_rollout, self.cfg, spec, app_name)
+        deadline = time.monotonic() + spec.settle_timeout_s
+        while self.active != versions and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        return ReloadResponse(changed=previous != versions, model_versions=versions.as_dict(),
+                              previous=previous.as_dict() if previous else {})
+
+    @staticmethod
+    def _app_name() -> str | None:
+        """The Serve application this replica belongs to; None outside Serve."""
+        try:
+            from ray import serve
+
+            return serve.get_replica_context().replica_id.deployment_id.app_name
+        except Exception:  # noqa: BLE001 - not running inside a Serve replica
+            return None

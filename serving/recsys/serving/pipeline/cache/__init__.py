@@ -1,0 +1,1 @@
+"""Result-cache stage and the Redis result cache it reads and writes."""

@@ -1,0 +1,51 @@
+"""Result-cache stage: the stored answer for the same user, variant, request shape and bundle."""
+
+from __future__ import annotations
+
+from recsys.serving.http.schemas import RecommendationResponse
+from recsys.serving.pipeline.cache.result_cache import CacheLookup, ResultCache
+from recsys.serving.pipeline.metrics import ServingMetrics
+from recsys.serving.pipeline.state import RequestState
+
+
+class ResultCacheStage:
+    """Looks up and stores complete answers (redis.asyncio on the request's loop)."""
+
+    name = "cache"
+
+    def __init__(self, cache: ResultCache, metrics: ServingMetrics):
+        self.cache = cache
+        self.metrics = metrics
+
+    @property
+    def enabled(self) -> bool:
+        return self.cache.enabled
+
+    async def __call__(self, state: RequestState, user_id: int, variant: str, shape: str) -> CacheLookup:
+        m = self.metrics
+        if not self.cache.enabled:
+            return CacheLookup(None, 0)
+        with m.stage(self.name, state.timings):
+            lookup = await self.cache.aget(user_id, variant, shape)
+        (m.cache_hits if lookup.hit else m.cache_misses).inc()
+        if lookup.error:
+            m.cache_errors.inc()
+        return lookup
+
+    def cached_response(self, lookup: CacheLookup, request_id: str) -> RecommendationResponse | None:
+        """The stored payload as a response for this request, or None if it no longer parses."""
+        if not lookup.hit:
+            return None
+        try:
+            return RecommendationResponse.model_validate({**lookup.payload, "request_id": request_id, "cached": True})
+        except ValueError:
+            return None
+
+    async def store(self, state: RequestState, user_id: int, variant: str, shape: str, lookup: CacheLookup,
+                    response: RecommendationResponse) -> None:
+        """Only complete (non-degraded) answers are cached; awaited so a client's next call can hit it."""
+        if not self.cache.enabled or response.degraded or lookup.error:
+            return
+        payload = response.model_dump_json(exclude={"request_id", "cached"})  # pydantic-core, no dict detour
+        with self.metrics.stage(self.name, state.timings):
+            await self.cache.aput(user_id, variant, shape, lookup.generation, payload)

@@ -1,0 +1,194 @@
+"""Candidate generation: user embedding, sharded ANN scatter-gather, secondary sources, business filters.
+
+    embed user (TorchScript tower, once) ─┬─> retrieval shards (scatter-gather, merge top-K) ─┐
+                                          ├─> item-kNN from recent history ──────────────────┼─> merge + de-dup
+                                          ├─> SASRec from the recent sequence ───────────────┤
+                                          ├─> content neighbours of recent history (metadata) ┤      │
+                                          └─> popularity ────────────────────────────────────┘      │
+                                                                                  business filters ─┘
+
+Items the retrieval model has no embedding for (posted after its training) get one borrowed from
+their content neighbours (:func:`recsys.serving.pipeline.candidates.content_index.borrow_embeddings`), so scoring and
+MMR treat them like any other candidate. The output carries everything later stages need (item
+vectors, retrieval scores, catalog rows, genres, the filter), so no later stage touches the
+retrieval artifacts again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from recsys.serving.config import ServingConfig
+from recsys.serving.http.schemas import RecommendationRequest
+from recsys.serving.models.artifacts import Catalog, RetrievalArtifacts
+from recsys.serving.models.bundle import Sources
+from recsys.serving.pipeline.candidates.ann import merge_topk
+from recsys.serving.pipeline.candidates.content_index import borrow_embeddings
+from recsys.serving.pipeline.candidates.sequential import distinct_recent
+from recsys.serving.pipeline.candidates.sources import Candidates, merge_candidates
+from recsys.serving.pipeline.metrics import ServingMetrics
+from recsys.serving.pipeline.reranking.rules import FilterSpec, business_filter
+from recsys.serving.pipeline.scoring.inputs import recent_items_for_similarity
+from recsys.serving.pipeline.state import RequestState, Target, guarded
+
+
+@dataclass
+class CandidateSet:
+    """The filtered candidates of one request plus what scoring and re-ranking read."""
+
+    cands: Candidates
+    cat_rows: np.ndarray
+    genres: list[frozenset[str]]
+    emb: np.ndarray  # (n, dim) item vectors of the candidates in the retrieval space
+    retrieval_score: np.ndarray  # emb @ user vector
+    user_vec: np.ndarray  # (1, dim), L2-normalised
+    cold: bool  # the user is unknown to the tower and has no usable history
+    filters: FilterSpec
+    history: tuple[int, ...] = ()  # the user's recent items, most recent first (ranker cross features)
+    recent_vectors: np.ndarray | None = None  # vectors of the last distinct history items (ranker cross features)
+
+    def __len__(self) -> int:
+        return len(self.cands)
+
+
+def item_vectors(art: RetrievalArtifacts, item_ids: np.ndarray) -> np.ndarray:
+    """Item vectors for ``item_ids`` (zeros for ids the retrieval model does not know)."""
+    rows = art.item_index.lookup(item_ids)
+    emb = np.zeros((len(item_ids), art.dim), np.float32)
+    known = rows >= 0
+    if known.any():
+        idx = rows[known]
+        order = np.argsort(idx)  # sorted reads are friendlier to a memory-mapped matrix
+        vals = np.asarray(art.item_embeddings[idx[order]], np.float32)
+        tmp = np.empty_like(vals)
+        tmp[order] = vals
+        emb[known] = tmp
+    return emb
+
+
+def embed_user(art: RetrievalArtifacts, user_id: int, history: list[int]) -> tuple[np.ndarray, bool]:
+    """(L2-normalised user vector (1, dim), cold) from the user tower and the recent history."""
+    import torch
+
+    u = int(art.user_index.lookup([user_id])[0])
+    L = art.history_length
+    rows = art.item_index.lookup(history[:L]) if history else np.zeros(0, np.int64)
+    rows = rows[rows >= 0]
+    hist = np.full((1, L), -1, np.int64)
+    hist[0, : len(rows)] = rows
+    with torch.inference_mode():
+        vec = art.user_tower(torch.tensor([u], dtype=torch.long), torch.from_numpy(hist))
+    v = vec.reshape(1, -1).float().numpy()
+    norm = np.linalg.norm(v)
+    return (v / norm if norm > 0 else v).astype(np.float32), (u < 0 and len(rows) == 0)
+
+
+def unseen_top(ids: np.ndarray, scores: np.ndarray, seen: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``k`` of a source's (best-first) list that the user has not seen."""
+    ids = np.asarray(ids, np.int64)
+    if len(seen):
+        keep = ~np.isin(ids, seen)
+        ids, scores = ids[keep], np.asarray(scores)[keep]
+    return ids[:k], scores[:k]
+
+
+def fill_from_content(emb: np.ndarray, art: RetrievalArtifacts, item_ids: np.ndarray, content: Any) -> None:
+    """Borrowed vectors for the rows of ``emb`` whose item the retrieval model does not know (in place)."""
+    missing = np.flatnonzero(art.item_index.lookup(item_ids) < 0)
+    if len(missing):
+        vecs, found = borrow_embeddings(content, item_ids[missing], art.item_index, art.item_embeddings)
+        emb[missing[found]] = vecs[found]
+
+
+class ShardedRetrieval:
+    """Scatter one query vector to every shard, gather their top-k, merge; a shard failure degrades."""
+
+    name = "retrieval"
+
+    def __init__(self, cfg: ServingConfig, shards: list[Target], metrics: ServingMetrics):
+        self.cfg = cfg
+        self.shards = shards
+        self.metrics = metrics
+
+    async def __call__(self, state: RequestState, vec: np.ndarray, k: int, version: str):
+        calls = [
+            guarded(self.metrics, state, self.name, "retrieval_shard_unavailable", s.call("search", vec, k, version),
+                    self.cfg.shard_timeout_s)
+            for s in self.shards
+        ]
+        parts = [p for p in await asyncio.gather(*calls) if p is not None]
+        return merge_topk([(r[0], s[0]) for r, s in parts], k)
+
+
+class CandidateGeneration:
+    """All candidate sources for one request, merged and filtered by the business rules."""
+
+    name = "candidates"
+
+    def __init__(self, cfg: ServingConfig, catalog: Catalog, retrieval: ShardedRetrieval, metrics: ServingMetrics,
+                 live: Any = None):
+        self.cfg = cfg
+        self.catalog = catalog
+        self.retrieval = retrieval
+        self.metrics = metrics
+        self.live = live  # LiveCatalog: its content index (None until built, or without a catalog)
+
+    async def __call__(self, state: RequestState, req: RecommendationRequest, art: RetrievalArtifacts,
+                       version: str, history: list[int], sources: Sources,
+                       seen: np.ndarray | None = None) -> CandidateSet:
+        """``seen``: the user's online already-seen set (with ``exclude_seen``, removed from every source
+        *before* its top-k is taken, as the offline evaluator does, so each source still yields its k)."""
+        m, cfg = self.metrics, self.cfg
+        history = distinct_recent(history)  # training order: distinct items, most recent first
+        banned = np.zeros(0, np.int64)
+        if req.filters.exclude_seen:
+            banned = np.concatenate([np.asarray(history, np.int64), np.asarray(seen if seen is not None else [],
+                                                                                  np.int64)])
+        extra = min(len(banned), cfg.seen_overfetch)  # ids may repeat: an upper bound of what the filter drops
+        with m.stage("embed", state.timings):
+            vec, cold = embed_user(art, req.user_id, history)
+        with m.stage(self.retrieval.name, state.timings):
+            rows, ann_scores = await self.retrieval(state, vec, cfg.retrieval_k + extra, version)
+        with m.stage(self.name, state.timings):
+            lists = [("ann", *unseen_top(art.item_ids[rows], ann_scores, banned, cfg.retrieval_k))]
+
+            def take(name: str, k: int, top: Callable[[int], tuple[np.ndarray, np.ndarray]]) -> None:
+                """Source ``name``'s top-``k`` among unseen items (``top(n)`` gives its best ``n``)."""
+                lists.append((name, *unseen_top(*top(k + extra), banned, k)))
+
+            if sources.item_knn is not None and history and cfg.knn_k:
+                take("item_knn", cfg.knn_k, lambda n: sources.item_knn.from_history(history, n))
+            if sources.sequential is not None and history and cfg.sequential_k:
+                take("sasrec", cfg.sequential_k, lambda n: sources.sequential.from_history(history, n))
+            content = self.live.content if self.live is not None else None
+            if content is not None and history and cfg.content_k:
+                take("content", cfg.content_k, lambda n: content.from_history(history[:20], n))
+            if sources.popularity is not None and cfg.popularity_k:
+                take("popularity", cfg.popularity_k, sources.popularity.top)
+            cands = merge_candidates(lists)
+            cat_rows = self.catalog.rows(cands.item_ids)
+            genres = self.catalog.genres_at(cat_rows)  # row -1 (not in the catalog) picks the trailing empty set
+            spec = FilterSpec(
+                exclude=frozenset(req.exclude),
+                seen=banned if len(banned) else None,
+                available_only=req.filters.available_only,
+                include_genres=frozenset(req.filters.include_genres),
+                exclude_genres=frozenset(req.filters.exclude_genres),
+            )
+            keep = business_filter(cands.item_ids, genres, self.catalog.is_available(cat_rows), spec)
+            cands = cands.subset(keep)
+            cat_rows = cat_rows[keep]
+            genres = genres[keep]
+            emb = item_vectors(art, cands.item_ids)
+            if content is not None:
+                fill_from_content(emb, art, cands.item_ids, content)
+        m.candidates.observe(len(cands))
+        if self.retrieval.shards and "retrieval_shard_unavailable" in state.degraded and len(cands) == 0:
+            state.degrade("no_candidates")
+        recent = item_vectors(art, recent_items_for_similarity(history))
+        return CandidateSet(cands, cat_rows, genres, emb, emb @ vec[0], vec, cold, spec, tuple(history), recent)

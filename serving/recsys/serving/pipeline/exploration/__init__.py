@@ -1,0 +1,1 @@
+"""Exploration stage and its policies (Thompson sampling, LinUCB)."""

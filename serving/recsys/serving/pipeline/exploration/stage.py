@@ -1,0 +1,139 @@
+"""Exploration: one slot for a brand-new item, by Thompson sampling or (per variant) LinUCB, with propensities.
+
+The variant's parameters choose the policy (``exploration: thompson | linucb``) and the share of
+requests given the slot (``exploration_rate``, capped by ``exploration_max_rate``). Every shown item
+gets a propensity: the probability that this policy shows it in this response (see
+:func:`recsys.serving.pipeline.exploration.thompson.slate_propensities`; the slot's item: rate x its pick probability),
+which goes to the exposure log for off-policy evaluation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import numpy as np
+
+from recsys.serving.config import ServingConfig
+from recsys.serving.http.schemas import RecommendationRequest, RecommendedItem
+from recsys.serving.models.artifacts import Catalog
+from recsys.serving.pipeline.exploration.linucb import LinUCB, features, user_profile
+from recsys.serving.pipeline.exploration.thompson import (
+    ThompsonExplorer,
+    exploration_policy,
+    exploration_rate,
+    slate_propensities,
+)
+from recsys.serving.pipeline.metrics import ServingMetrics
+from recsys.serving.pipeline.reranking.rules import FilterSpec, business_filter
+from recsys.serving.pipeline.state import RequestState
+
+log = logging.getLogger(__name__)
+
+
+class Exploration:
+    name = "exploration"
+
+    def __init__(self, cfg: ServingConfig, catalog: Catalog, metrics: ServingMetrics, live: Any = None):
+        self.cfg = cfg
+        self.catalog = catalog
+        self.metrics = metrics
+        self.live = live  # LiveCatalog: content vectors for LinUCB's features
+        self._linucb: LinUCB | None = None
+
+    @property
+    def linucb(self) -> LinUCB:
+        """Created on first use, so deployments that never run a LinUCB variant never touch its Redis keys."""
+        if self._linucb is None:
+            self._linucb = LinUCB(self.cfg.redis_url, self.cfg.linucb, seed=self.cfg.exploration_seed)
+        return self._linucb
+
+    async def __call__(self, state: RequestState, req: RecommendationRequest, items: list[RecommendedItem],
+                       explorer: ThompsonExplorer | None, filters: FilterSpec, params: dict[str, Any] | None = None,
+                       history: list[int] | None = None) -> tuple[list[RecommendedItem], list[float]]:
+        """Insert at most one new item at the configured slot (the request can opt out); ranks renumbered.
+
+        Returns the items and one propensity per item.
+        """
+        params = params or {}
+        rate = exploration_rate(params, self.cfg.exploration_rate, self.cfg.exploration_max_rate)
+        eligible = req.diversity.exploration is not False and explorer is not None and len(explorer.new_item_ids) > 0
+        slot_rate = rate if eligible else 0.0
+        props = list(slate_propensities(len(items), slot_rate, len(items) >= req.n).tolist())
+        if eligible and explorer.should_explore(rate):
+            with self.metrics.stage(self.name, state.timings):
+                policy = exploration_policy(params)
+                picked = await self._explore(state, req, items, explorer, filters, policy, history or [])
+            if picked is not None:
+                slot, prob = picked
+                if len(props) >= req.n:
+                    props.pop()
+                props.insert(slot, rate * prob)
+            elif props:
+                props[-1] = 1.0  # nothing eligible to explore with: the last item could not be displaced
+        for rank, it in enumerate(items):
+            it.rank = rank
+        return items, props
+
+    def _pool(self, items: list[RecommendedItem], explorer: ThompsonExplorer, filters: FilterSpec) -> np.ndarray:
+        cat = self.catalog
+        pool = explorer.candidate_pool()
+        rows = cat.rows(pool)
+        genres = cat.genres_at(rows)  # row -1 picks the trailing empty set
+        ok = business_filter(pool, genres, cat.is_available(rows), filters)
+        ok &= ~np.isin(pool, np.asarray([it.item_id for it in items], np.int64))
+        return pool[ok]
+
+    async def _explore(self, state: RequestState, req: RecommendationRequest, items: list[RecommendedItem],
+                       explorer: ThompsonExplorer, filters: FilterSpec, policy: str,
+                       history: list[int]) -> tuple[int, float] | None:
+        pool = self._pool(items, explorer, filters)
+        content = self.live.content if self.live is not None else None
+        if policy == "linucb" and content is not None:
+            picked = await self._linucb_pick(state, req.user_id, pool, history, content)
+        else:
+            picked = explorer.pick_with_propensity(pool)
+            if picked is not None:
+                explorer.record_impression(picked[0])
+        if picked is None:
+            return None
+        pick, prob = picked
+        slot = min(self.cfg.exploration_slot, len(items))
+        sources = ["exploration"] if policy == "thompson" else ["exploration", policy]
+        new_item = RecommendedItem(item_id=pick, score=0.0, rank=0, sources=sources,
+                                   genres=sorted(self.catalog.genres_of(pick)))
+        if len(items) >= req.n:
+            items.pop()
+        items.insert(slot, new_item)
+        return slot, prob
+
+    async def _linucb_pick(self, state: RequestState, user_id: int, pool: np.ndarray, history: list[int],
+                           content: Any) -> tuple[int, float] | None:
+        model = self.linucb
+        dims = model.cfg.content_dims
+        if len(pool) == 0:
+            return None
+        hist_vecs, known = content.vectors(history[:20])
+        profile = user_profile(hist_vecs, known, dims)
+        x = features(profile, content.vectors(pool)[0], dims)
+        try:
+            await asyncio.to_thread(model.refresh)
+            pick, prob = model.pick(pool, x)
+            row = int(np.flatnonzero(pool == pick)[0])
+            await asyncio.to_thread(model.record_impression, user_id, pick, x[row])
+        except Exception as e:  # noqa: BLE001 - Redis down: no LinUCB slot this time, never a 500
+            log.warning("linucb exploration unavailable: %s", e)
+            state.degrade("exploration_state_unavailable")
+            return None
+        return pick, prob
+
+    def record_click(self, user_id: int, item_id: int) -> bool:
+        """A click/purchase: LinUCB's reward for the impression it parked (blocking Redis call)."""
+        if self._linucb is None:
+            return False
+        try:
+            return self._linucb.record_reward(user_id, item_id, 1.0)
+        except Exception as e:  # noqa: BLE001
+            log.warning("linucb reward not recorded: %s", e)
+            return False

@@ -1,0 +1,1 @@
+"""Re-ranking stage and its rules (business filters, freshness, MMR, genre caps)."""

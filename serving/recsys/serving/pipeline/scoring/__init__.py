@@ -1,0 +1,1 @@
+"""Scoring stage: the ranker's inputs, the remote ranker (Serve or KServe) and the fallback order."""
