@@ -28,7 +28,8 @@ from recsys.serving.config import ServingConfig
 from recsys.serving.deployments.ingress import Ingress
 from recsys.serving.deployments.ranker import BatchedRanker
 from recsys.serving.deployments.retrieval_shard import RetrievalShard
-from recsys.serving.models.rollout import RolloutSpec, experiment_variant_versions
+from recsys.serving.models.rollout import RolloutRefused, RolloutSpec
+from recsys.serving.pipeline.experiments import experiment_variant_versions
 
 
 class ServingConfigError(ValueError):
@@ -97,7 +98,8 @@ def rollout_spec(cfg: ServingConfig, rollout: dict[str, Any] | RolloutSpec | Non
 
 
 def build_graph(cfg: ServingConfig, ingress_cls: type, shard_cls: type, ranker_cls: type,
-                user_config: dict[str, Any] | None = None, version: str | None = None) -> Application:
+                user_config: dict[str, Any] | None = None, version: str | None = None,
+                **ingress_kwargs: Any) -> Application:
     """Ingress -> shard deployments + ranker deployment, with the deployment options of ``cfg``.
 
     A stage placed ``local`` (``cfg.stages``) is not deployed: the ingress gets ``None`` for it and
@@ -141,7 +143,7 @@ def build_graph(cfg: ServingConfig, ingress_cls: type, shard_cls: type, ranker_c
         ray_actor_options={"num_cpus": cfg.ingress_num_cpus},
         max_ongoing_requests=64,
         **extra,
-    )).bind(cfg_dict, shards, ranker)
+    )).bind(cfg_dict, shards, ranker, **ingress_kwargs)
 
 
 def build_app(args: dict[str, Any] | ServingConfig | None = None, rollout: RolloutSpec | None = None) -> Application:
@@ -149,6 +151,7 @@ def build_app(args: dict[str, Any] | ServingConfig | None = None, rollout: Rollo
 
     ``args["rollout"]`` (or ``rollout``) is the :class:`RolloutSpec` delivered to every replica as
     ``user_config``; changing only it is an in-place update of the running app (see rollout.py).
+    The ingress gets :func:`redeploy` injected (so models/rollout.py imports nothing of the project).
     """
     if isinstance(args, dict) and "rollout" in args:
         args = dict(args)
@@ -156,4 +159,24 @@ def build_app(args: dict[str, Any] | ServingConfig | None = None, rollout: Rollo
     cfg = parse_args(args)
     user_config = rollout_spec(cfg, rollout).model_dump(mode="json")
     return build_graph(cfg, Ingress, RetrievalShard, BatchedRanker, user_config,
-                       code_version(cfg.model_dump(mode="json")))
+                       code_version(cfg.model_dump(mode="json")), redeploy=redeploy)
+
+
+def redeploy(cfg: Any, spec: RolloutSpec, app_name: str) -> None:
+    """Redeploy the running app with ``spec`` as every deployment's ``user_config`` (blocking).
+
+    The deployments' init args are rebuilt from the same config, so Serve sees only a
+    ``user_config`` change and updates every replica in place. An app deployed from a Serve config
+    file (KubeRay's ``serveConfigV2``) cannot be changed from Python: roll out there by changing the
+    config (Helm values ``serving.rollout``) instead; Serve's refusal is passed on as the error.
+    """
+    from ray.serve.context import _get_global_client
+
+    details = _get_global_client().get_serve_details()
+    app = (details.get("applications") or {}).get(app_name) or {}
+    if app.get("source") == "declarative":
+        raise RolloutRefused("this app was deployed from a Serve config file: change user_config there "
+                             "(Helm values serving.rollout) to roll out")
+    serve.run(build_app(cfg, rollout=spec), name=app_name, route_prefix=app.get("route_prefix") or "/",
+              blocking=False)
+

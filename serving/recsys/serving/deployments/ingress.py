@@ -8,6 +8,7 @@ after the constructor, around this replica's own :class:`RecommendationService`,
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from ray import serve
@@ -41,7 +42,8 @@ def local_stages(cfg: ServingConfig, shards: list[Any] | None, ranker: Any | Non
 
 @serve.ingress()
 class Ingress:
-    async def __init__(self, cfg: dict[str, Any], shards: list[Any] | None, ranker: Any | None):
+    async def __init__(self, cfg: dict[str, Any], shards: list[Any] | None, ranker: Any | None,
+                       redeploy: Callable[..., None] | None = None):
         cfg_obj = ServingConfig(**cfg)
         configure_access_log(cfg_obj.access_log)
         deployed = list(shards or []) + ([ranker] if ranker is not None else [])
@@ -49,7 +51,7 @@ class Ingress:
         # stages built here (placement: local) get the fleet-wide rollout from this replica's reconfigure
         self._local = [s for s in [*shards, ranker] if s is not None and s not in deployed
                        and hasattr(s, "reconfigure")]
-        self.service = RecommendationService(cfg_obj, shards, ranker)
+        self.service = RecommendationService(cfg_obj, shards, ranker, redeploy=redeploy)
         await self.service.start()
 
     async def reconfigure(self, user_config: dict[str, Any]) -> None:

@@ -11,19 +11,26 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
+from typing import Any
 
 from recsys.serving.catalog.feed import catalog_stream_id, read_catalog_items
 from recsys.serving.http.schemas import ReloadResponse
 from recsys.serving.models.bundle import ActiveVersions, Bundle
-from recsys.serving.models.rollout import RolloutSpec, redeploy_with_rollout, wait_for_inner_deployments
+from recsys.serving.models.rollout import RolloutRefused, RolloutSpec, wait_for_inner_deployments
 
 log = logging.getLogger(__name__)
 
 
 class BundleLifecycle:
-    """Mixed into ``RecommendationService``; uses its ``cfg``, ``loader``, ``live``, ``hydration``, ``shards``."""
+    """Mixed into ``RecommendationService``; uses its ``cfg``, ``loader``, ``live``, ``hydration``, ``shards``.
+
+    ``redeploy(cfg, spec, app_name)`` is injected by the app (``recsys.serving.app.redeploy``): it
+    redeploys the running app with a new ``user_config``; None outside Serve.
+    """
 
     bundle: Bundle | None
+    redeploy: Callable[[Any, RolloutSpec, str], None] | None
     _preloaded: list[ActiveVersions]
     _rollout: RolloutSpec | None
 
@@ -96,10 +103,12 @@ class BundleLifecycle:
         app_name = self._app_name()
         if app_name is None:
             return await self.apply_rollout(spec)
+        if self.redeploy is None:
+            raise RolloutRefused("no redeploy function was given to this replica (build the app with build_app)")
         # preflight on this replica: a corrupt or incomplete version is refused before any replica sees it
         await asyncio.to_thread(self.loader.load, versions)
         previous = self.active
-        await asyncio.to_thread(redeploy_with_rollout, self.cfg, spec, app_name)
+        await asyncio.to_thread(self.redeploy, self.cfg, spec, app_name)
         deadline = time.monotonic() + spec.settle_timeout_s
         while self.active != versions and time.monotonic() < deadline:
             await asyncio.sleep(0.1)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -61,20 +60,6 @@ def _unique(values: list[str | None]) -> list[str | None]:
         if v not in out:
             out.append(v)
     return out
-
-
-def experiment_variant_versions(experiments_config: str | Path | None) -> list[VariantVersions]:
-    """Every (retrieval, ranking) pair named by a variant of an experiment in the config."""
-    if experiments_config is None:
-        return []
-    try:
-        from recsys.experiments.config import load_config
-    except ImportError:  # experiments component not installed: nothing to preload
-        return []
-    cfg = load_config(experiments_config)
-    pairs = {VariantVersions(retrieval_version=v.retrieval_version, ranking_version=v.ranking_version)
-             for e in cfg.experiments for v in e.variants if v.retrieval_version or v.ranking_version}
-    return sorted(pairs, key=lambda p: (p.retrieval_version or "", p.ranking_version or ""))
 
 
 class VersionSet:
@@ -121,28 +106,6 @@ async def wait_for_inner_deployments(app_name: str | None, own_deployment: str, 
             log.warning("rollout: deployments %s still updating after %.0f s; switching anyway", pending, timeout_s)
             return False
         await asyncio.sleep(0.25)
-
-
-def redeploy_with_rollout(cfg: Any, spec: RolloutSpec, app_name: str) -> None:
-    """Redeploy the running app with ``spec`` as every deployment's ``user_config`` (blocking).
-
-    The deployments' init args are rebuilt from the same config, so Serve sees only a
-    ``user_config`` change and updates every replica in place. An app deployed from a Serve config
-    file (KubeRay's ``serveConfigV2``) cannot be changed from Python: roll out there by changing the
-    config (Helm values ``serving.rollout``) instead; Serve's refusal is passed on as the error.
-    """
-    from ray import serve
-    from ray.serve.context import _get_global_client
-
-    from recsys.serving.app import build_app
-
-    details = _get_global_client().get_serve_details()
-    app = (details.get("applications") or {}).get(app_name) or {}
-    if app.get("source") == "declarative":
-        raise RolloutRefused("this app was deployed from a Serve config file: change user_config there "
-                             "(Helm values serving.rollout) to roll out")
-    serve.run(build_app(cfg, rollout=spec), name=app_name, route_prefix=app.get("route_prefix") or "/",
-              blocking=False)
 
 
 class RolloutRefused(RuntimeError):

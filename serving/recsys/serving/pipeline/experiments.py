@@ -16,9 +16,11 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from recsys.serving.config import ServingConfig
+from recsys.serving.models.rollout import VariantVersions
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +93,20 @@ def fallback_reason(
     if overridden:
         return f"reranking {overridden} overridden by an earlier layer"
     return None
+
+
+def experiment_variant_versions(experiments_config: str | Path | None) -> list[VariantVersions]:
+    """Every (retrieval, ranking) pair named by a variant of an experiment in the config."""
+    if experiments_config is None:
+        return []
+    try:
+        from recsys.experiments.config import load_config
+    except ImportError:  # experiments component not installed: nothing to preload
+        return []
+    cfg = load_config(experiments_config)
+    pairs = {VariantVersions(retrieval_version=v.retrieval_version, ranking_version=v.ranking_version)
+             for e in cfg.experiments for v in e.variants if v.retrieval_version or v.ranking_version}
+    return sorted(pairs, key=lambda p: (p.retrieval_version or "", p.ranking_version or ""))
 
 
 class ExperimentGateway:

@@ -16,6 +16,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from recsys.platform.model_store import ModelStore
@@ -61,11 +62,13 @@ class RecommendationService(BundleLifecycle):
     """
 
     def __init__(self, cfg: ServingConfig, shards: list[Any], ranker: Any | None,
-                 features: FeatureGateway | None = None, experiments: ExperimentGateway | None = None):
+                 features: FeatureGateway | None = None, experiments: ExperimentGateway | None = None,
+                 redeploy: Callable[[Any, RolloutSpec, str], None] | None = None):
         import torch
 
         torch.set_num_threads(1)
         self.cfg = cfg
+        self.redeploy = redeploy
         self.shards = [Target.wrap(s) for s in shards]
         self.ranker = None if ranker is None else Target.wrap(ranker)
         self.features = features or FeatureGateway(cfg)
