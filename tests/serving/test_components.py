@@ -142,8 +142,8 @@ def test_thompson_explorer_is_seeded_and_learns():
 
 # ---------------------------------------------------------------------------- ranker
 def test_build_ranker_inputs_follows_spec_order():
-    from recsys.serving.deployments.ranker import build_ranker_inputs
     from recsys.serving.models.artifacts import RankerSpec
+    from recsys.serving.pipeline.scoring.inputs import build_ranker_inputs
 
     spec = RankerSpec(dense=["f_b", "retrieval_score", "f_a", "hour"],
                       sparse=[{"name": "item_id", "vocab_size": 100, "hash": False},

@@ -105,14 +105,6 @@ def doubly_robust(rewards, target_prob, logging_prob, q_logged, dm_value, confid
     return Estimate("dr", value, lo, hi, se, len(v), *_diagnostics(w))
 
 
-def direct_method(dm_value, confidence: float = 0.95) -> Estimate:
-    """The reward model's own prediction for the target (biased when the model is; shown for reference)."""
-    v = np.asarray(dm_value, np.float64)
-    value = float(v.mean())
-    lo, hi, se = _interval(v, value, confidence)
-    return Estimate("dm", value, lo, hi, se, len(v), 0.0, float(len(v)))
-
-
 # ---------------------------------------------------------------------- slate logs (per request)
 @dataclass
 class RequestDecisions:

@@ -138,11 +138,6 @@ def extend_metadata(meta: ItemMetadata, items: pd.DataFrame) -> ItemMetadata:
     return ItemMetadata(np.concatenate([meta.index.ids[keep], add_ids]), titles, genres)
 
 
-def frame_of(records: list[dict[str, Any]] | list[ItemIn]) -> pd.DataFrame:
-    """Validate raw dicts (or pass ItemIn through) into an items frame."""
-    return items_frame([r if isinstance(r, ItemIn) else ItemIn.model_validate(r) for r in records])
-
-
 def replace_catalog_contents(target: Catalog, new: Catalog) -> None:
     """Make ``target`` hold ``new``'s rows, in place: every stage keeps its reference to the one Catalog.
 

@@ -7,7 +7,7 @@ Lets the ranking stage run as a KServe InferenceService instead of the Serve ``R
                 {"name": "sparse", "datatype": "INT64", "shape": [B, F_sparse], "data": [...]}]}
     -> {"outputs": [{"name": "scores", "datatype": "FP32", "shape": [B], "data": [...]}]}
 
-Column order is the version's ``feature_spec.json`` (``recsys.serving.deployments.ranker.build_ranker_inputs``
+Column order is the version's ``feature_spec.json`` (``recsys.serving.pipeline.scoring.inputs.build_ranker_inputs``
 builds it). Run standalone: ``python -m recsys.serving.deployments.kserve_predictor --model_store_uri ...``.
 """
 

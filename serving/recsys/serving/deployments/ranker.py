@@ -17,7 +17,6 @@ from recsys.platform.model_store import ModelStore
 from recsys.serving.config import ServingConfig
 from recsys.serving.models.artifacts import ArtifactError, RankerArtifacts, RankerSpec, load_ranker, resolve_version
 from recsys.serving.models.rollout import RolloutSpec, VersionSet
-from recsys.serving.pipeline.scoring.inputs import build_ranker_inputs  # noqa: F401 - moved; re-exported for old imports
 
 
 class RankerCore:

@@ -71,6 +71,7 @@ def _unavailable(msg: str) -> JSONResponse:
 
 
 def create_api(service: RecommendationService) -> FastAPI:
+    """The app: error shapes, middleware, then the routes by concern (events start this replica's consumer)."""
     events_pipeline = EventPipeline(service)
     events_pipeline.start()
 
@@ -97,6 +98,18 @@ def create_api(service: RecommendationService) -> FastAPI:
     protected: dict[int | str, dict[str, Any]] = {
         401: {**err, "description": "API key missing or wrong (header X-API-Key or Authorization: Bearer)"},
     }
+    _add_error_handlers(app)
+    _add_middleware(app, service)
+    _add_recommendation_routes(app, service, errors)
+    _add_event_routes(app, service, events_pipeline, {**errors, **protected})
+    _add_operations_routes(app, service, errors, protected)
+    app.include_router(create_catalog_router(service))  # POST /v1/items (issue 14)
+    _publish_limits(app, service)
+    return app
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every client-fixable error in one JSON shape naming the field; no 500 for bad input."""
 
     @app.exception_handler(RequestLimitError)
     async def _limit(_: Request, exc: RequestLimitError) -> JSONResponse:
@@ -122,12 +135,19 @@ def create_api(service: RecommendationService) -> FastAPI:
         return JSONResponse(status_code=exc.status_code, content={"detail": exc.detail},
                             headers=getattr(exc, "headers", None))
 
+
+def _add_middleware(app: FastAPI, service: RecommendationService) -> None:
     # outermost last: access log (request id, metrics, JSON line) -> API key -> body size -> app
     sec = service.cfg.security
     app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=service.cfg.limits.max_body_bytes)
     app.add_middleware(ApiKeyMiddleware, guard=ApiKeyGuard(load_api_keys(sec), tuple(sec.protected_prefixes),
                                                            insecure=sec.insecure))
     app.add_middleware(AccessLogMiddleware, metrics=service.metrics, sample=service.cfg.access_log_sample)
+
+
+def _add_recommendation_routes(app: FastAPI, service: RecommendationService,
+                               errors: dict[int | str, dict[str, Any]]) -> None:
+    lim = service.cfg.limits
 
     @app.post("/v1/recommendations", response_model=RecommendationResponse, responses=errors)
     async def recommend(request: Request, body: RecommendationRequest) -> RecommendationResponse:
@@ -148,13 +168,16 @@ def create_api(service: RecommendationService) -> FastAPI:
         except UnknownItemError:
             return JSONResponse(status_code=404, content={"detail": f"item {item_id} not found"})
 
+
+def _add_event_routes(app: FastAPI, service: RecommendationService, events_pipeline: EventPipeline,
+                      responses: dict[int | str, dict[str, Any]]) -> None:
     events_doc = (f"Record interactions: one event object, or a list of up to {MAX_EVENTS_PER_CALL} (all validate "
                   "or none is accepted). 202 means the events are in the durable event log; the user's online "
                   "features and cached answers follow within about a second. Users and items never seen before "
                   "are welcome. 503 + Retry-After: the log could not be written and nothing was accepted.")
 
     @app.post("/v1/events", response_model=EventAccepted, status_code=202, description=events_doc,
-              responses={**errors, **protected})
+              responses=responses)
     async def events(body: Annotated[EventIn | EventBatch, Body()]) -> Any:
         """Append events to the durable log (202), or 503 + Retry-After when it cannot be written."""
         batch = body.root if isinstance(body, EventBatch) else [body]
@@ -178,6 +201,11 @@ def create_api(service: RecommendationService) -> FastAPI:
         for rec in result.records:
             service.record_event(rec)
         return EventAccepted(accepted=len(result.event_ids), event_ids=result.event_ids)
+
+
+def _add_operations_routes(app: FastAPI, service: RecommendationService,
+                           errors: dict[int | str, dict[str, Any]], protected: dict[int | str, dict[str, Any]]) -> None:
+    err = {"model": ErrorResponse}
 
     @app.get("/healthz", response_model=Health)
     async def healthz() -> Health:
@@ -213,10 +241,6 @@ def create_api(service: RecommendationService) -> FastAPI:
             serving = service.active.as_dict() if service.active else {}
             return JSONResponse(status_code=409, content={
                 "detail": f"reload failed ({type(e).__name__}); still serving {serving}; see the server log"})
-
-    app.include_router(create_catalog_router(service))  # POST /v1/items (issue 14)
-    _publish_limits(app, service)
-    return app
 
 
 def _integer_bounds(node: Any) -> None:

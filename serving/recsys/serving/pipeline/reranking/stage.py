@@ -17,8 +17,6 @@ from recsys.serving.pipeline.metrics import ServingMetrics
 from recsys.serving.pipeline.reranking.rules import RerankParams, freshness_boost, mmr_select, normalize
 from recsys.serving.pipeline.state import RequestState
 
-RERANK_FIELDS = RERANKING_FIELDS  # one schema with the experiment config (recsys.experiments.variant_params)
-
 
 class Reranking:
     name = "reranking"
@@ -38,8 +36,8 @@ class Reranking:
         """
         defaults = self.cfg.rerank.model_dump()
         merged = RerankingParams.model_validate(choice.reranking).apply(defaults)
-        params = RerankParams(**{k: merged[k] for k in RERANK_FIELDS})
-        over = {k: v for k, v in req.diversity.model_dump(exclude_none=True).items() if k in RERANK_FIELDS}
+        params = RerankParams(**{k: merged[k] for k in RERANKING_FIELDS})
+        over = {k: v for k, v in req.diversity.model_dump(exclude_none=True).items() if k in RERANKING_FIELDS}
         return replace(params, **over) if over else params
 
     async def __call__(self, state: RequestState, req: RecommendationRequest, cset: CandidateSet,
