@@ -47,8 +47,8 @@ def _service(store, catalog, redis_url, tmp_path, **extra):
 
 
 def test_sasrec_source_answers_from_the_request_history(small_dataset, redis_url, tmp_path):
+    from recsys.platform.ranking_features import recent_distinct
     from recsys.serving.http.api import create_api
-    from recsys.serving.pipeline.candidates.sequential import distinct_recent
 
     store, catalog = build_store(small_dataset, tmp_path)
     _write_sasrec(store, small_dataset)
@@ -59,7 +59,7 @@ def test_sasrec_source_answers_from_the_request_history(small_dataset, redis_url
     history = [int(items[3]), int(items[7]), int(items[3]), int(items[11])]
     ids, scores = seq.from_history(history, 10)
     # the source equals the exported encoder on the distinct, most-recent-first history
-    rows = seq.art.item_index.lookup(distinct_recent(history))
+    rows = seq.art.item_index.lookup(recent_distinct(history, len(history)))
     h = np.full((1, 8), -1, np.int64)
     h[0, :3] = rows
     vec = seq.art.user_tower(torch.tensor([-1]), torch.from_numpy(h)).reshape(-1).detach().numpy()

@@ -45,6 +45,21 @@ class RerankDefaults(BaseModel):
     freshness_half_life_days: float = Field(30.0, gt=0.0, le=3650.0, description="Age at which the boost halves")
 
 
+class CandidateSourceConfig(BaseModel):
+    """One extra candidate source (``recsys.serving.pipeline.candidates.registry``): a module and its model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    module: str = Field(pattern=r"^[A-Za-z_][\w.]*$", description="Importable module with load(store, version)")
+    model: str = Field(min_length=1, description="Model-store name; its promoted version is loaded")
+    k: int = Field(50, ge=1, le=5000, description="Candidates per request")
+    needs_history: bool = Field(False, description="Asked only when the user has recent history")
+
+
+RESERVED_SOURCE_NAMES = ("ann", "content", "exploration", "popularity", "item_knn", "sequential", "sasrec",
+                         "retrieval", "ranking")
+
+
 class MovableStage(BaseModel):
     """A stage that holds a model: in the ingress replica (``local``) or behind a Serve deployment handle."""
 
@@ -114,6 +129,8 @@ class ServingConfig(BaseModel):
     knn_k: int = Field(100, ge=0, le=5000, description="Item-kNN candidates from recent history")
     popularity_k: int = Field(100, ge=0, le=5000, description="Popularity candidates")
     sequential_k: int = Field(100, ge=0, le=5000, description="SASRec candidates from the recent sequence")
+    candidate_sources: dict[str, CandidateSourceConfig] = Field(
+        default_factory=dict, description="Extra candidate sources by name (docs/serving.md, Extending serving)")
     seen_overfetch: int = Field(
         500, ge=0, le=5000,
         description="Extra candidates each source is asked for, up to the number of items the user has seen, so "
@@ -190,6 +207,14 @@ class ServingConfig(BaseModel):
         """Helm renders "latest" (and empty strings) for "whatever is promoted"."""
         if v is None or (isinstance(v, str) and v.strip().lower() in ("", "latest", "promoted", "none")):
             return None
+        return v
+
+    @field_validator("candidate_sources")
+    @classmethod
+    def _source_names_free(cls, v: dict[str, CandidateSourceConfig]) -> dict[str, CandidateSourceConfig]:
+        taken = sorted(set(v) & set(RESERVED_SOURCE_NAMES))
+        if taken:
+            raise ValueError(f"candidate source name(s) {taken} are taken by built-in sources")
         return v
 
     @field_validator("ranker_endpoint", mode="before")

@@ -9,7 +9,9 @@ picked up a bundle keeps a consistent set of versions even while a hot swap is i
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -20,13 +22,12 @@ from recsys.serving.models.artifacts import (
     Catalog,
     RankerSpec,
     RetrievalArtifacts,
-    load_item_knn,
-    load_popularity,
     load_ranker_spec,
     load_retrieval,
     resolve_version,
 )
 from recsys.serving.pipeline.cache.result_cache import request_shape_hash
+from recsys.serving.pipeline.candidates.registry import SourceSpec, source_specs
 from recsys.serving.pipeline.candidates.sequential import SequentialCandidates
 from recsys.serving.pipeline.candidates.sources import ItemKnnCandidates, PopularityCandidates
 from recsys.serving.pipeline.exploration.thompson import ThompsonExplorer
@@ -34,29 +35,59 @@ from recsys.serving.pipeline.exploration.thompson import ThompsonExplorer
 
 @dataclass(frozen=True)
 class ActiveVersions:
-    """What unassigned traffic uses; replaced as a whole on hot swap."""
+    """What unassigned traffic uses; replaced as a whole on hot swap. ``sources``: (name, version) pairs."""
 
     retrieval: str
     ranking: str | None
-    popularity: str | None
-    item_knn: str | None
-    sequential: str | None = None
+    sources: tuple[tuple[str, str], ...] = ()
+
+    def source(self, name: str) -> str | None:
+        return dict(self.sources).get(name)
+
+    @property
+    def popularity(self) -> str | None:
+        return self.source("popularity")
+
+    @property
+    def item_knn(self) -> str | None:
+        return self.source("item_knn")
+
+    @property
+    def sequential(self) -> str | None:
+        return self.source("sequential")
 
     def as_dict(self) -> dict[str, str]:
         out = {"retrieval": self.retrieval}
-        for k in ("ranking", "popularity", "item_knn", "sequential"):
-            if getattr(self, k):
-                out[k] = getattr(self, k)
-        return out
+        if self.ranking:
+            out["ranking"] = self.ranking
+        return {**out, **dict(self.sources)}
 
 
-@dataclass
 class Sources:
-    """Secondary candidate sources that live in the ingress (small, loaded per bundle)."""
+    """The bundle's store-loaded candidate sources by registry name, with their specs (merge order)."""
 
-    popularity: PopularityCandidates | None = None
-    item_knn: ItemKnnCandidates | None = None
-    sequential: SequentialCandidates | None = None
+    def __init__(self, specs: Sequence[SourceSpec] = (), **by_name: Any):
+        self.specs = tuple(specs)
+        self.by_name = by_name
+
+    def get(self, name: str) -> Any:
+        return self.by_name.get(name)
+
+    def active(self) -> list[tuple[SourceSpec, Any]]:
+        """(spec, source) of every loaded source, in merge order."""
+        return [(spec, self.by_name[spec.name]) for spec in self.specs if spec.name in self.by_name]
+
+    @property
+    def popularity(self) -> PopularityCandidates | None:
+        return self.get("popularity")
+
+    @property
+    def item_knn(self) -> ItemKnnCandidates | None:
+        return self.get("item_knn")
+
+    @property
+    def sequential(self) -> SequentialCandidates | None:
+        return self.get("sequential")
 
 
 @dataclass(frozen=True)
@@ -79,6 +110,7 @@ class BundleLoader:
         self.has_ranker = has_ranker
         self._retrieval: dict[str, RetrievalArtifacts] = {}
         self._specs: dict[str, RankerSpec] = {}
+        self.specs = source_specs(cfg)  # the candidate-source registry (pipeline/candidates/registry.py)
 
     def resolve(self, retrieval: str | None, ranking: str | None) -> ActiveVersions:
         r = resolve_version(self.store, self.cfg.retrieval_model, retrieval).version
@@ -89,32 +121,24 @@ class BundleLoader:
             except ArtifactError:
                 if ranking is not None:
                     raise
-        pop = knn = None
-        with contextlib.suppress(ArtifactError):
-            pop = resolve_version(self.store, self.cfg.popularity_model, None).version
-        with contextlib.suppress(ArtifactError):
-            knn = resolve_version(self.store, self.cfg.item_knn_model, None).version
-        seq = None
-        if self.cfg.sequential_k:
-            with contextlib.suppress(ArtifactError):
-                seq = resolve_version(self.store, self.cfg.sequential_model, None).version
-        return ActiveVersions(r, rk, pop, knn, seq)
+        found = []
+        for spec in self.specs:
+            if spec.k or spec.keep_loaded:
+                with contextlib.suppress(ArtifactError):
+                    found.append((spec.name, resolve_version(self.store, spec.model, None).version))
+        return ActiveVersions(r, rk, tuple(found))
 
     def load(self, versions: ActiveVersions) -> Bundle:
         """Load everything the ingress itself needs for ``versions`` (blocking; run in a thread)."""
         self.retrieval(versions.retrieval)
         if versions.ranking:
             self.spec(versions.ranking)
-        sources = Sources()
-        if versions.popularity:
-            mv = self.store.get(self.cfg.popularity_model, versions.popularity)
-            sources.popularity = PopularityCandidates(load_popularity(self.store, mv))
-        if versions.item_knn:
-            mv = self.store.get(self.cfg.item_knn_model, versions.item_knn)
-            sources.item_knn = ItemKnnCandidates(load_item_knn(self.store, mv))
-        if versions.sequential:
-            mv = self.store.get(self.cfg.sequential_model, versions.sequential)
-            sources.sequential = SequentialCandidates(load_retrieval(self.store, mv, with_tower=True, mmap=False))
+        loaded = {}
+        for spec in self.specs:
+            version = versions.source(spec.name)
+            if version:
+                loaded[spec.name] = spec.load(self.store, self.store.get(spec.model, version))
+        sources = Sources(self.specs, **loaded)
         return Bundle(versions, sources, self._explorer(sources), self._fingerprint(versions))
 
     def cached_retrieval(self, version: str) -> RetrievalArtifacts | None:
@@ -159,14 +183,12 @@ class BundleLoader:
 
     def _fingerprint(self, versions: ActiveVersions) -> str:
         """Versions plus their store write times: a re-written version name never hits old cache entries."""
+        models = {"retrieval": self.cfg.retrieval_model, "ranking": self.cfg.ranking_model,
+                  **{spec.name: spec.model for spec in self.specs}}
         parts = []
-        for model, name in (("retrieval", self.cfg.retrieval_model), ("ranking", self.cfg.ranking_model),
-                            ("popularity", self.cfg.popularity_model), ("item_knn", self.cfg.item_knn_model),
-                            ("sequential", self.cfg.sequential_model)):
-            version = getattr(versions, model)
+        for model, version in versions.as_dict().items():
             created = ""
-            if version:
-                with contextlib.suppress(ModelStoreError, OSError):
-                    created = str(self.store.get(name, version).metadata.get("created_at", ""))
+            with contextlib.suppress(ModelStoreError, OSError):
+                created = str(self.store.get(models[model], version).metadata.get("created_at", ""))
             parts.append(f"{model}={version}@{created}")
         return request_shape_hash({"versions": parts})

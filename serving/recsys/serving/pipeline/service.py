@@ -89,7 +89,7 @@ class RecommendationService(BundleLifecycle):
         self.hydration = FeatureHydration(cfg, self.features, m, self.catalog)
         self.retrieval = ShardedRetrieval(cfg, self.shards, m)
         self.candidates = CandidateGeneration(cfg, self.catalog, self.retrieval, m, self.live)
-        self.scoring = Scoring(cfg, self.catalog, self.ranker, self.loader, self.hydration, m)
+        self.scoring = Scoring(cfg, self.catalog, self.ranker, self.loader, m)
         self.reranking = Reranking(cfg, self.catalog, m)
         self.exploration = Exploration(cfg, self.catalog, m, self.live)
         self.similar_items = SimilarItems(self.retrieval, self.live)
@@ -175,14 +175,16 @@ class RecommendationService(BundleLifecycle):
         r_version, art = await self._retrieval_artifacts(state, r_version, bundle)
         cset = await self.candidates(state, req, art, r_version, history, bundle.sources,
                                      self.hydration.seen_items(state))
-        scores = await self.scoring(state, req, cset, k_version, features_down, bundle.sources)
+        hydrated = None
+        if not features_down and self.scoring.wants_features(cset, k_version):
+            hydrated = await self.hydration(state, req.user_id, cset.cands.item_ids)
+        scores = await self.scoring(state, req, cset, k_version, hydrated, bundle.sources)
         items = await self.reranking(state, req, cset, scores, self.reranking.params(req, choice))
         items, propensities = await self.exploration(state, req, items, bundle.explorer, cset.filters,
                                                      choice.reranking, history)
 
         versions = {"retrieval": r_version, **({"ranking": k_version} if k_version else {}),
-                    **{k: v for k, v in bundle.versions.as_dict().items()
-                       if k in ("popularity", "item_knn", "sequential")}}
+                    **dict(bundle.versions.sources)}
         for reason in state.degraded:
             self.metrics.degraded.labels(reason).inc()
         self._enrich(items)

@@ -13,18 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from recsys.platform.ranking_features import recent_distinct
 from recsys.serving.models.artifacts import RetrievalArtifacts
-
-
-def distinct_recent(history: list[int]) -> list[int]:
-    """First occurrence of each id, order kept: a most-recent-first list with repeats -> the training order."""
-    seen: set[int] = set()
-    out = []
-    for i in history:
-        if int(i) not in seen:
-            seen.add(int(i))
-            out.append(int(i))
-    return out
 
 
 class SequentialCandidates:
@@ -39,7 +29,7 @@ class SequentialCandidates:
         import torch
 
         L = self.art.history_length
-        rows = self.art.item_index.lookup(distinct_recent(history)[:L]) if history else np.zeros(0, np.int64)
+        rows = self.art.item_index.lookup(recent_distinct(history, L)) if history else np.zeros(0, np.int64)
         rows = rows[rows >= 0]
         if len(rows) == 0:
             return None
@@ -58,3 +48,5 @@ class SequentialCandidates:
         top = np.argpartition(-scores, k - 1)[:k]
         top = top[np.argsort(-scores[top], kind="stable")]
         return self.art.item_ids[top].astype(np.int64), scores[top].astype(np.float32)
+
+    candidates = from_history

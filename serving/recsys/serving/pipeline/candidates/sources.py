@@ -28,6 +28,9 @@ class PopularityCandidates:
     def top(self, k: int) -> tuple[np.ndarray, np.ndarray]:
         return self.art.item_ids[:k], self._norm[:k]
 
+    def candidates(self, history: list[int], k: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.top(k)
+
     def normalized_scores(self, item_ids: np.ndarray) -> np.ndarray:
         """Popularity in [0, 1] (1 = most popular) for arbitrary ids; 0 for items never seen."""
         ids = np.asarray(item_ids, np.int64)
@@ -78,6 +81,8 @@ class ItemKnnCandidates:
         nbs, ws = uniq[order], sums[order].astype(np.float32)
         top = np.argsort(-ws, kind="stable")[:k]
         return self.art.item_ids[nbs[top]], ws[top]
+
+    candidates = from_history
 
 
 @dataclass

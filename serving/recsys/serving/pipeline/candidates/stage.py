@@ -23,13 +23,13 @@ from typing import Any
 
 import numpy as np
 
+from recsys.platform.ranking_features import recent_distinct
 from recsys.serving.config import ServingConfig
 from recsys.serving.http.schemas import RecommendationRequest
 from recsys.serving.models.artifacts import Catalog, RetrievalArtifacts
 from recsys.serving.models.bundle import Sources
 from recsys.serving.pipeline.candidates.ann import merge_topk
 from recsys.serving.pipeline.candidates.content_index import borrow_embeddings
-from recsys.serving.pipeline.candidates.sequential import distinct_recent
 from recsys.serving.pipeline.candidates.sources import Candidates, merge_candidates
 from recsys.serving.pipeline.metrics import ServingMetrics
 from recsys.serving.pipeline.reranking.rules import FilterSpec, business_filter
@@ -144,7 +144,7 @@ class CandidateGeneration:
         """``seen``: the user's online already-seen set (with ``exclude_seen``, removed from every source
         *before* its top-k is taken, as the offline evaluator does, so each source still yields its k)."""
         m, cfg = self.metrics, self.cfg
-        history = distinct_recent(history)  # training order: distinct items, most recent first
+        history = recent_distinct(history, len(history)).tolist()  # training order: distinct items, most recent first
         banned = np.zeros(0, np.int64)
         if req.filters.exclude_seen:
             banned = np.concatenate([np.asarray(history, np.int64), np.asarray(seen if seen is not None else [],
@@ -161,15 +161,16 @@ class CandidateGeneration:
                 """Source ``name``'s top-``k`` among unseen items (``top(n)`` gives its best ``n``)."""
                 lists.append((name, *unseen_top(*top(k + extra), banned, k)))
 
-            if sources.item_knn is not None and history and cfg.knn_k:
-                take("item_knn", cfg.knn_k, lambda n: sources.item_knn.from_history(history, n))
-            if sources.sequential is not None and history and cfg.sequential_k:
-                take("sasrec", cfg.sequential_k, lambda n: sources.sequential.from_history(history, n))
             content = self.live.content if self.live is not None else None
+            active = sources.active()  # the registry's sources, history ones first (registry.py)
+            for spec, src in active:
+                if spec.needs_history and history and spec.k:
+                    take(spec.item_tag, spec.k, lambda n, src=src: src.candidates(history, n))
             if content is not None and history and cfg.content_k:
                 take("content", cfg.content_k, lambda n: content.from_history(history[:20], n))
-            if sources.popularity is not None and cfg.popularity_k:
-                take("popularity", cfg.popularity_k, sources.popularity.top)
+            for spec, src in active:
+                if not spec.needs_history and spec.k:
+                    take(spec.item_tag, spec.k, lambda n, src=src: src.candidates(history, n))
             cands = merge_candidates(lists)
             cat_rows = self.catalog.rows(cands.item_ids)
             genres = self.catalog.genres_at(cat_rows)  # row -1 (not in the catalog) picks the trailing empty set

@@ -20,7 +20,7 @@ from recsys.serving.http.schemas import RecommendationRequest
 from recsys.serving.models.artifacts import ArtifactError, Catalog
 from recsys.serving.models.bundle import BundleLoader, Sources
 from recsys.serving.pipeline.candidates.stage import CandidateSet
-from recsys.serving.pipeline.features.stage import FeatureHydration
+from recsys.serving.pipeline.features.client import HydratedFeatures
 from recsys.serving.pipeline.metrics import ServingMetrics
 from recsys.serving.pipeline.reranking.rules import normalize
 from recsys.serving.pipeline.scoring.inputs import build_ranker_inputs, cross_inputs
@@ -31,13 +31,16 @@ class Scoring:
     name = "ranking"
 
     def __init__(self, cfg: ServingConfig, catalog: Catalog, ranker: Target | None, loader: BundleLoader,
-                 hydration: FeatureHydration, metrics: ServingMetrics):
+                 metrics: ServingMetrics):
         self.cfg = cfg
         self.catalog = catalog
         self.ranker = ranker
         self.loader = loader
-        self.hydration = hydration
         self.metrics = metrics
+
+    def wants_features(self, cset: CandidateSet, version: str | None) -> bool:
+        """Whether this request will be scored by the ranker (so the service hydrates the candidates first)."""
+        return len(cset) > 0 and not cset.cold and self.ranker is not None and bool(version)
 
     def cold_start(self, req: RecommendationRequest, cset: CandidateSet, sources: Sources) -> np.ndarray:
         n = len(cset)
@@ -53,15 +56,16 @@ class Scoring:
         return w * pop_s + (1 - w) * content
 
     async def __call__(self, state: RequestState, req: RecommendationRequest, cset: CandidateSet,
-                       version: str | None, features_down: bool, sources: Sources) -> np.ndarray:
-        scores = await self._score(state, req, cset, version, features_down, sources)
+                       version: str | None, hydrated: HydratedFeatures | None, sources: Sources) -> np.ndarray:
+        """``hydrated``: the candidates' online features the service read (None: not read or unavailable)."""
+        scores = await self._score(state, req, cset, version, hydrated, sources)
         if state.ranking != "ranker" or len(cset) == 0:
             state.ranking = "cold_start" if cset.cold and len(cset) else "retrieval_only"
         self.metrics.ranking_mode.labels(state.ranking).inc()
         return scores
 
     async def _score(self, state: RequestState, req: RecommendationRequest, cset: CandidateSet,
-                     version: str | None, features_down: bool, sources: Sources) -> np.ndarray:
+                     version: str | None, hydrated: HydratedFeatures | None, sources: Sources) -> np.ndarray:
         state.ranking = "retrieval_only"  # until the ranker has answered
         n = len(cset)
         if n == 0:
@@ -73,7 +77,6 @@ class Scoring:
             # no ranker promoted (e.g. the promotion gate refused every version): retrieval order is the
             # intended answer, reported as ranking="retrieval_only", not as a failed dependency
             return fallback
-        hydrated = None if features_down else await self.hydration(state, req.user_id, cset.cands.item_ids)
         if hydrated is None:
             return fallback
         try:
