@@ -12,6 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from recsys.experiments.variant_params import RerankDefaults  # the one declaration of the re-ranking knobs
 from recsys.serving.http.auth import SecurityConfig
 from recsys.serving.pipeline.cache.result_cache import CacheConfig
 from recsys.serving.pipeline.exploration.linucb import LinUCBConfig
@@ -31,18 +32,6 @@ class LimitsConfig(BaseModel):
     max_similar_n: int = Field(100, ge=1, le=1000, description="Largest `n` for /v1/items/{id}/similar")
     max_body_bytes: int = Field(1_048_576, ge=1024, le=64 * 1_048_576,
                                 description="Largest request body; bigger -> 413 before any parsing")
-
-
-class RerankDefaults(BaseModel):
-    """Default re-ranking knobs; a request (or an experiment variant) may override each within limits."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    mmr_lambda: float = Field(0.8, ge=0.0, le=1.0, description="1 = pure relevance, 0 = pure diversity")
-    max_per_genre: int = Field(2, ge=1, le=1000, description="Genre cap inside the first `genre_window` slots")
-    genre_window: int = Field(5, ge=1, le=1000, description="How many top slots the genre cap applies to")
-    freshness_weight: float = Field(0.1, ge=0.0, le=1.0, description="Boost for recently created items")
-    freshness_half_life_days: float = Field(30.0, gt=0.0, le=3650.0, description="Age at which the boost halves")
 
 
 class CandidateSourceConfig(BaseModel):

@@ -8,20 +8,20 @@ deployment would add a network hop that costs more than the work). Everything is
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, make_dataclass
 
 import numpy as np
+
+from recsys.experiments.variant_params import RerankDefaults
 
 SECONDS_PER_DAY = 86_400.0
 
 
-@dataclass(frozen=True)
-class RerankParams:
-    mmr_lambda: float = 0.8
-    max_per_genre: int = 2
-    genre_window: int = 5
-    freshness_weight: float = 0.1
-    freshness_half_life_days: float = 30.0
+RerankParams = make_dataclass(
+    "RerankParams", [(name, f.annotation, f.default) for name, f in RerankDefaults.model_fields.items()],
+    frozen=True, namespace={"__module__": __name__})
+"""The resolved knobs of one request (a plain frozen dataclass: built per request, no validation cost),
+derived from :class:`recsys.experiments.variant_params.RerankDefaults`, where each knob is declared once."""
 
 
 @dataclass(frozen=True)
