@@ -159,20 +159,6 @@ def catalog_stream_id(path) -> str:
     return f"{int(p.stat().st_mtime * 1000)}-0" if p.exists() else "0-0"
 
 
-def read_catalog_items(path) -> pd.DataFrame | None:
-    """The catalog parquet (a file or a dataset dir holding items.parquet) as a frame; None if absent."""
-    from pathlib import Path
-
-    if path is None:
-        return None
-    p = Path(path)
-    if p.is_dir():
-        p = p / "items.parquet"
-    if not p.exists():
-        return None
-    return pd.read_parquet(p)
-
-
 class LiveCatalog:
     """The catalog one ingress replica serves, growing with posted items between trainings.
 

@@ -8,8 +8,6 @@ Lookups are vectorised through the same sorted-id index, so enriching 100 items 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 
@@ -27,18 +25,10 @@ class ItemMetadata:
         return cls(np.zeros(0, np.int64), np.zeros(0, object), [])
 
     @classmethod
-    def load(cls, path: Path | None, max_title_chars: int = 200) -> ItemMetadata:
-        if path is None:
+    def from_items(cls, items: pd.DataFrame | None, max_title_chars: int = 200) -> ItemMetadata:
+        """From the catalog frame (:func:`recsys.serving.models.artifacts.read_catalog`); None: empty."""
+        if items is None:
             return cls.empty()
-        p = Path(path)
-        if p.is_dir():
-            p = p / "items.parquet"
-        if not p.exists():
-            return cls.empty()
-        import pyarrow.parquet as pq
-
-        present = set(pq.read_schema(p).names)
-        items = pd.read_parquet(p, columns=[c for c in ("item_id", "title", "genres") if c in present])
         ids = items["item_id"].to_numpy(np.int64)
         if "title" in items:
             titles = np.array([None if pd.isna(t) else str(t)[:max_title_chars] for t in items["title"]], object)

@@ -249,14 +249,8 @@ class Catalog:
 
     @classmethod
     def load(cls, path: Path | None) -> Catalog:
-        if path is None:
-            return cls.empty()
-        p = Path(path)
-        if p.is_dir():
-            p = p / "items.parquet"
-        if not p.exists():
-            raise ArtifactError(f"catalog file {p} does not exist")
-        return cls.from_items(pd.read_parquet(p))
+        items = read_catalog(path)
+        return cls.empty() if items is None else cls.from_items(items)
 
     def rows(self, item_ids: np.ndarray) -> np.ndarray:
         return self.index.lookup(item_ids)
@@ -274,3 +268,20 @@ class Catalog:
     def newest_created_s(self) -> float:
         finite = self.created_at_s[np.isfinite(self.created_at_s)]
         return float(finite.max()) if len(finite) else float("nan")
+
+
+def read_catalog(path: Path | str | None) -> pd.DataFrame | None:
+    """The catalog parquet (a file, or a dataset dir holding items.parquet): the one reader of that file.
+
+    None when no catalog is configured; a configured path that does not exist is an error. The
+    ingress reads it once at start-up and builds the catalog, the display metadata and the live
+    catalog's content index from the same frame.
+    """
+    if path is None:
+        return None
+    p = Path(path)
+    if p.is_dir():
+        p = p / "items.parquet"
+    if not p.exists():
+        raise ArtifactError(f"catalog file {p} does not exist")
+    return pd.read_parquet(p)

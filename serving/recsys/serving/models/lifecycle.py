@@ -14,7 +14,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from recsys.serving.catalog.feed import catalog_stream_id, read_catalog_items
+import pandas as pd
+
+from recsys.serving.catalog.feed import catalog_stream_id
 from recsys.serving.http.schemas import ReloadResponse
 from recsys.serving.models.bundle import ActiveVersions, Bundle
 from recsys.serving.models.rollout import RolloutRefused, RolloutSpec, wait_for_inner_deployments
@@ -33,6 +35,7 @@ class BundleLifecycle:
     redeploy: Callable[[Any, RolloutSpec, str], None] | None
     _preloaded: list[ActiveVersions]
     _rollout: RolloutSpec | None
+    _catalog_items: pd.DataFrame | None
 
     # ------------------------------------------------------------------ loading / hot swap
     async def start(self) -> None:
@@ -40,7 +43,7 @@ class BundleLifecycle:
         versions = self.loader.resolve(self.cfg.retrieval_version, self.cfg.ranking_version)
         self._activate(await asyncio.to_thread(self.loader.load, versions))
         await self.hydration.start()  # the item-feature snapshot: requests then read no item rows
-        items = await asyncio.to_thread(read_catalog_items, self.cfg.catalog_path)
+        items, self._catalog_items = self._catalog_items, None  # read once in __init__; not kept
         await self.live.start(items, lambda: self.explorer, catalog_stream_id(self.cfg.catalog_path))
         if self.cfg.reload_interval_s > 0 and self._reload_task is None:
             self._reload_task = asyncio.get_running_loop().create_task(self._reload_loop())

@@ -29,7 +29,7 @@ from recsys.serving.http.schemas import (
     RecommendationResponse,
     SimilarItemsResponse,
 )
-from recsys.serving.models.artifacts import ArtifactError, Catalog, RetrievalArtifacts
+from recsys.serving.models.artifacts import ArtifactError, Catalog, RetrievalArtifacts, read_catalog
 from recsys.serving.models.bundle import ActiveVersions, Bundle, BundleLoader
 from recsys.serving.models.lifecycle import BundleLifecycle
 from recsys.serving.models.rollout import RolloutSpec
@@ -74,9 +74,10 @@ class RecommendationService(BundleLifecycle):
         self.features = features or FeatureGateway(cfg)
         self.experiments = experiments or ExperimentGateway(cfg)
         self.metrics = m = ServingMetrics()
-        self.catalog = Catalog.load(cfg.catalog_path)
+        self._catalog_items = read_catalog(cfg.catalog_path)  # the one read of the catalog file
+        self.catalog = Catalog.empty() if self._catalog_items is None else Catalog.from_items(self._catalog_items)
         # posted items (POST /v1/items, the Redis catalog feed) grow catalog, metadata and content index
-        self.live = LiveCatalog(self.catalog, ItemMetadata.load(cfg.catalog_path), cfg.redis_url,
+        self.live = LiveCatalog(self.catalog, ItemMetadata.from_items(self._catalog_items), cfg.redis_url,
                                 content_dim=cfg.content_dim, poll_s=cfg.catalog_poll_s)
         self.loader = BundleLoader(cfg, ModelStore(cfg.model_store_uri), self.catalog, self.ranker is not None)
         self.bundle: Bundle | None = None

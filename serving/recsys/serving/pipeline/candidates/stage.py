@@ -30,9 +30,9 @@ from recsys.serving.models.artifacts import Catalog, RetrievalArtifacts
 from recsys.serving.models.bundle import Sources
 from recsys.serving.pipeline.candidates.ann import merge_topk
 from recsys.serving.pipeline.candidates.content_index import borrow_embeddings
+from recsys.serving.pipeline.candidates.filters import FilterSpec, business_filter
 from recsys.serving.pipeline.candidates.sources import Candidates, merge_candidates
 from recsys.serving.pipeline.metrics import ServingMetrics
-from recsys.serving.pipeline.reranking.rules import FilterSpec, business_filter
 from recsys.serving.pipeline.scoring.inputs import recent_items_for_similarity
 from recsys.serving.pipeline.state import RequestState, Target, guarded
 

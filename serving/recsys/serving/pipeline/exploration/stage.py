@@ -18,6 +18,7 @@ import numpy as np
 from recsys.serving.config import ServingConfig
 from recsys.serving.http.schemas import RecommendationRequest, RecommendedItem
 from recsys.serving.models.artifacts import Catalog
+from recsys.serving.pipeline.candidates.filters import FilterSpec, business_filter
 from recsys.serving.pipeline.exploration.linucb import LinUCB, features, user_profile
 from recsys.serving.pipeline.exploration.thompson import (
     ThompsonExplorer,
@@ -26,7 +27,6 @@ from recsys.serving.pipeline.exploration.thompson import (
     slate_propensities,
 )
 from recsys.serving.pipeline.metrics import ServingMetrics
-from recsys.serving.pipeline.reranking.rules import FilterSpec, business_filter
 from recsys.serving.pipeline.state import RequestState
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""Re-ranking: business filters, freshness boost, MMR diversity and genre caps.
+"""Re-ranking: freshness boost, MMR diversity and genre caps (business filters: ``candidates/filters.py``).
 
 Pure numpy on a few hundred candidates, so it runs inside the ingress replica (a separate
 deployment would add a network hop that costs more than the work). Everything is a function of
@@ -8,7 +8,7 @@ deployment would add a network hop that costs more than the work). Everything is
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, make_dataclass
+from dataclasses import make_dataclass
 
 import numpy as np
 
@@ -22,33 +22,6 @@ RerankParams = make_dataclass(
     frozen=True, namespace={"__module__": __name__})
 """The resolved knobs of one request (a plain frozen dataclass: built per request, no validation cost),
 derived from :class:`recsys.experiments.variant_params.RerankDefaults`, where each knob is declared once."""
-
-
-@dataclass(frozen=True)
-class FilterSpec:
-    exclude: frozenset[int] = frozenset()
-    seen: np.ndarray | None = None  # already-seen ids (the online set can hold thousands: an array, not a set)
-    available_only: bool = True
-    include_genres: frozenset[str] = frozenset()
-    exclude_genres: frozenset[str] = frozenset()
-
-
-def business_filter(
-    item_ids: np.ndarray, genres: Sequence[frozenset[str]], available: np.ndarray, spec: FilterSpec
-) -> np.ndarray:
-    """Boolean mask of candidates allowed by the business rules."""
-    keep = np.ones(len(item_ids), bool)
-    if spec.exclude:
-        keep &= ~np.isin(item_ids, np.fromiter(spec.exclude, np.int64, len(spec.exclude)))
-    if spec.seen is not None and len(spec.seen):
-        keep &= ~np.isin(item_ids, spec.seen)
-    if spec.available_only:
-        keep &= available
-    if spec.include_genres:
-        keep &= np.array([bool(g & spec.include_genres) for g in genres], bool)
-    if spec.exclude_genres:
-        keep &= np.array([not (g & spec.exclude_genres) for g in genres], bool)
-    return keep
 
 
 def normalize(scores: np.ndarray) -> np.ndarray:
