@@ -19,6 +19,7 @@ COPY features/ features/
 COPY training/ training/
 COPY serving/ serving/
 COPY experiments/ experiments/
+COPY console/ console/
 RUN pip install --no-cache-dir .
 
 FROM ${PYTHON_IMAGE} AS runtime

@@ -24,6 +24,7 @@ COMPONENT_GROUPS: tuple[tuple[str, str], ...] = (
     ("catalog", "recsys.serving.cli.catalog"),
     ("experiments", "recsys.experiments.cli"),
     ("k8s", "recsys.platform.k8s.cli"),
+    ("console", "recsys.console.cli"),
 )
 
 

@@ -1,0 +1,189 @@
+"""Data of the experiments pages and their downloads: built from the experiments package's own analysis.
+
+Per experiment: layer, arms (weights, lanes, model versions), traffic share and status; per metric and
+treatment the sequential interval at every look (the plot), the current estimate with its interval, the
+SRM verdict, exposures and fallbacks per arm, and the decision with the test's own reason. The primary
+metric is judged by the pre-registered plan; the other metrics are shown with the same looks but marked
+secondary (their τ was not pre-registered).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import threading
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from recsys.console import sources
+from recsys.console.config import ConsoleConfig
+from recsys.console.sources import NotAvailable
+from recsys.console.svg import interval_plot
+
+
+def _num(v: Any) -> float | None:
+    """JSON-safe float (NaN/inf become None)."""
+    if v is None:
+        return None
+    v = float(v)
+    return v if math.isfinite(v) else None
+
+
+class ExperimentsPage:
+    """Builds (and briefly caches) every experiment's analysis; thread-safe."""
+
+    def __init__(self, cfg: ConsoleConfig):
+        self.cfg = cfg
+        self._lock = threading.Lock()
+        self._cached: tuple[float, Any] | None = None
+
+    # ------------------------------------------------------------------ loading
+    def _load(self):
+        config = sources.load_experiments(self.cfg.experiments_config)
+        if isinstance(config, NotAvailable):
+            return config, None
+        frames = sources.read_exposure_log(self.cfg.exposure_log_dir)
+        return config, frames
+
+    def snapshot(self):
+        """(config or NotAvailable, frames or NotAvailable/None), recomputed at most every ``cache_s``."""
+        with self._lock:
+            now = time.monotonic()
+            if self._cached is None or now - self._cached[0] > self.cfg.cache_s:
+                self._cached = (now, self._load())
+            return self._cached[1]
+
+    # ------------------------------------------------------------------ summary
+    def summaries(self) -> list[dict[str, Any]] | NotAvailable:
+        config, frames = self.snapshot()
+        if isinstance(config, NotAvailable):
+            return config
+        now = datetime.now(tz=UTC)
+        rows = []
+        for layer in config.layer_names():
+            for e, share in zip(config.experiments_in(layer), config.layer_shares(layer), strict=True):
+                row = {"name": e.name, "layer": layer, "share_percent": share,
+                       "status": sources.experiment_status(e, now),
+                       "arms": [{"name": v.name, "weight": v.weight, "control": v.name == e.control_variant}
+                                for v in e.variants],
+                       "metric": e.analysis.primary_metric, "method": e.analysis.method,
+                       "decision": None, "srm": None, "units": None}
+                if not isinstance(frames, NotAvailable) and frames is not None:
+                    a = sources.analyze(e, frames)
+                    row["decision"] = a.overall_label
+                    row["srm"] = "mismatch" if a.srm.mismatch else "ok"
+                    row["units"] = int(sum(m.units for m in a.metrics.values()))
+                rows.append(row)
+        return rows
+
+    # ------------------------------------------------------------------- detail
+    def detail(self, name: str) -> dict[str, Any] | NotAvailable | None:
+        """Everything about one experiment; None when there is no such experiment."""
+        config, frames = self.snapshot()
+        if isinstance(config, NotAvailable):
+            return config
+        try:
+            e = config.experiment(name)
+        except KeyError:
+            return None
+        share = dict(zip([x.name for x in config.experiments_in(e.layer)], config.layer_shares(e.layer),
+                         strict=True))[e.name]
+        out: dict[str, Any] = {
+            "name": e.name, "description": e.description, "layer": e.layer, "share_percent": share,
+            "status": sources.experiment_status(e, datetime.now(tz=UTC)),
+            "start": e.start.isoformat() if e.start else None, "stop": e.stop.isoformat() if e.stop else None,
+            "control": e.control_variant, "primary_metric": e.analysis.primary_metric, "method": e.analysis.method,
+            "alpha": e.analysis.alpha, "equivalence_margin": e.analysis.equivalence_margin,
+            "arms": [], "metrics": [], "log": None,
+        }
+        if isinstance(frames, NotAvailable):
+            out["log"] = str(frames)
+            frames = None
+        counts = sources.arm_counts(frames, e.name) if frames is not None else {}
+        fallbacks = sources.fallback_counts(frames, e.name) if frames is not None else {}
+        for v, lane in zip(e.variants, e.lanes(), strict=True):
+            c = counts.get(v.name, {})
+            fb = fallbacks.get(v.name, {"exposures": 0, "reasons": {}})
+            out["arms"].append({"name": v.name, "control": v.name == e.control_variant, "weight": v.weight,
+                                "lane": lane, "retrieval_version": v.retrieval_version,
+                                "ranking_version": v.ranking_version, "units": c.get("units", 0),
+                                "exposures": c.get("exposures", 0), "fallback_exposures": fb["exposures"],
+                                "fallback_reasons": fb["reasons"]})
+        if frames is None:
+            return out
+        primary = sources.analyze(e, frames)
+        out["decision"] = primary.overall_label
+        out["plan"] = sources.plan_text(primary)
+        s = primary.srm
+        out["srm"] = {"mismatch": bool(s.mismatch), "chi2": _num(s.chi2), "p_value": _num(s.p_value),
+                      "observed": dict(s.observed), "expected": {k: _num(v) for k, v in s.expected.items()}}
+        out["conflicting_units"] = int(primary.conflicting_units)
+        for metric in [e.analysis.primary_metric, *(m for m in sources.experiment_metric_names()
+                                                    if m != e.analysis.primary_metric)]:
+            a = primary if metric == e.analysis.primary_metric else sources.analyze(e, frames, metric)
+            out["metrics"].append(self._metric_block(e, a, metric, metric == e.analysis.primary_metric))
+        return out
+
+    def _metric_block(self, e, a, metric: str, is_primary: bool) -> dict[str, Any]:
+        block: dict[str, Any] = {"metric": metric, "primary": is_primary, "arms": {}, "comparisons": []}
+        for arm, m in a.metrics.items():
+            value, var = m.estimate(metric)
+            block["arms"][arm] = {"units": int(m.units), "value": _num(value), "se": _num(math.sqrt(var))
+                                  if var is not None and var == var and var >= 0 else None}
+        for c in a.comparisons:
+            p, d = c.path, c.decision
+            looks = [{"look": i + 1, "time": datetime.fromtimestamp(float(t), tz=UTC).isoformat(timespec="seconds"),
+                      "estimate": _num(p.estimate[i]), "lower": _num(p.lower[i]), "upper": _num(p.upper[i]),
+                      "p_value": _num(p.p_value[i]) if p.p_value.size else None} for i, t in enumerate(p.ts)]
+            title = (f"{e.name}: {c.treatment} - {d.control}, {metric} ({d.method}); "
+                     f"band = {'always-valid confidence sequence' if d.method == 'msprt' else 'repeated CI'}")
+            svg = interval_plot(p.estimate.tolist(), p.lower.tolist(), p.upper.tolist(),
+                                look_labels=[f"look {x['look']} ({x['time']})" for x in looks], title=title,
+                                y_label=f"diff in {metric}",
+                                margin=e.analysis.equivalence_margin if is_primary else None,
+                                stop_index=sources.stop_index(p))
+            block["comparisons"].append({
+                "treatment": c.treatment, "control": d.control, "method": d.method, "label": d.label,
+                "estimate": _num(d.estimate), "lower": _num(d.lower), "upper": _num(d.upper),
+                "p_value": _num(d.p_value), "reason": d.reason, "looks": looks, "svg": svg,
+                "decisions": {m: {"label": x.label, "estimate": _num(x.estimate), "lower": _num(x.lower),
+                                  "upper": _num(x.upper), "reason": x.reason} for m, x in c.decisions.items()},
+            })
+        return block
+
+
+# ------------------------------------------------------------------ downloads
+def without_svg(detail: dict[str, Any]) -> dict[str, Any]:
+    out = dict(detail)
+    out["metrics"] = [{**m, "comparisons": [{k: v for k, v in c.items() if k != "svg"} for c in m["comparisons"]]}
+                      for m in detail.get("metrics", [])]
+    return out
+
+
+def summary_csv(rows: list[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["experiment", "layer", "share_percent", "status", "arms", "metric", "method", "units", "srm",
+                "decision"])
+    for r in rows:
+        w.writerow([r["name"], r["layer"], r["share_percent"], r["status"],
+                    " ".join(f"{a['name']}:{a['weight']:g}" for a in r["arms"]), r["metric"], r["method"],
+                    r["units"], r["srm"], r["decision"]])
+    return buf.getvalue()
+
+
+def looks_csv(detail: dict[str, Any]) -> str:
+    """One row per metric, treatment and look: the plotted numbers."""
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["experiment", "metric", "primary", "treatment", "control", "method", "look", "time", "estimate",
+                "lower", "upper", "p_value", "decision"])
+    for m in detail.get("metrics", []):
+        for c in m["comparisons"]:
+            for look in c["looks"]:
+                w.writerow([detail["name"], m["metric"], m["primary"], c["treatment"], c["control"], c["method"],
+                            look["look"], look["time"], look["estimate"], look["lower"], look["upper"],
+                            look["p_value"], c["label"]])
+    return buf.getvalue()

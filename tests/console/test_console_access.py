@@ -1,0 +1,101 @@
+"""The read key, the read-only promise and clear errors, against the running ``recsys console``."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import httpx
+import pytest
+
+from .conftest import READ_KEY
+
+PAGES = ["/experiments", "/experiments.json", "/experiments.csv", "/experiments/ranker_rollout",
+         "/experiments/ranker_rollout/analysis.json", "/experiments/ranker_rollout/looks.csv", "/models",
+         "/models/ranker/v1", "/models/ranker/diff?a=v1&b=v2", "/serving", "/serving.json"]
+AUTH = {"X-API-Key": READ_KEY}
+
+
+@pytest.mark.parametrize("path", PAGES)
+def test_every_page_needs_the_read_key(console_server, path):
+    url = console_server + path
+    missing = httpx.get(url, timeout=10)
+    assert missing.status_code == 401
+    assert missing.json()["detail"][0]["loc"] == ["header", "x-api-key"]
+    assert httpx.get(url, headers={"X-API-Key": "wrong"}, timeout=10).status_code == 401
+    browser = httpx.get(url, headers={"Accept": "text/html"}, timeout=10)
+    assert browser.status_code == 401 and 'name="key"' in browser.text  # the login form, not a page
+    assert httpx.get(url, headers=AUTH, timeout=10).status_code == 200
+    assert httpx.get(url, headers={"Authorization": f"Bearer {READ_KEY}"}, timeout=10).status_code == 200
+
+
+def test_login_cookie_and_its_failures(console_server):
+    with httpx.Client(base_url=console_server, timeout=10) as c:
+        wrong = c.post("/login", data={"key": "nope", "next": "/models"})
+        assert wrong.status_code == 401 and "missing or wrong read key" in wrong.text
+        ok = c.post("/login", data={"key": READ_KEY, "next": "//evil.example/x"})
+        assert ok.status_code == 303 and ok.headers["location"] == "/experiments"  # never an open redirect
+        cookie = ok.headers["set-cookie"]
+        assert "HttpOnly" in cookie and "SameSite=strict" in cookie and READ_KEY not in cookie
+        assert c.get("/models").status_code == 200  # the cookie alone is enough
+        c.get("/logout")
+        assert c.get("/models").status_code == 401
+
+
+def test_no_route_accepts_a_write_method(console_server):
+    """Only GET/HEAD anywhere, except POST /login (which sets a cookie and writes nothing on the server)."""
+    from recsys.console.app import build_app
+    from recsys.console.config import ConsoleConfig
+
+    app = build_app(ConsoleConfig(insecure=True, metrics_url=None, redis_url=None))
+    for route in app.routes:
+        methods = getattr(route, "methods", None) or {"GET", "HEAD"}  # the static mount serves GET/HEAD
+        allowed = {"GET", "HEAD", "POST"} if route.path == "/login" else {"GET", "HEAD"}
+        assert methods <= allowed, f"{route.path} accepts {methods - allowed}"
+    for path in [p.split("?")[0] for p in PAGES] + ["/static/console.css"]:
+        for method in ("POST", "PUT", "PATCH", "DELETE"):
+            r = httpx.request(method, console_server + path, headers=AUTH, timeout=10)
+            assert r.status_code == 405, f"{method} {path} -> {r.status_code}"
+
+
+def _tree_digest(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() + f":{p.stat().st_mtime_ns}"
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _redis_digest(redis_url: str) -> dict[bytes, bytes]:
+    import redis
+
+    r = redis.Redis.from_url(redis_url)
+    try:
+        return {k: r.dump(k) for k in sorted(r.scan_iter(count=1000))}
+    finally:
+        r.close()
+
+
+def test_browsing_every_page_writes_nothing(console_server, console_world):
+    stores = [console_world.model_store, console_world.exposure_log, console_world.feature_repo]
+    before = [_tree_digest(s) for s in stores], _redis_digest(console_world.redis_url)
+    for path in PAGES + ["/models/ranker/v2", "/experiments/retrieval_probe"]:
+        assert httpx.get(console_server + path, headers=AUTH, timeout=10).status_code == 200, path
+    after = [_tree_digest(s) for s in stores], _redis_digest(console_world.redis_url)
+    assert after == before
+
+
+@pytest.mark.parametrize(("path", "status", "field"), [
+    ("/experiments/no_such_experiment", 404, "name"),
+    ("/experiments/no_such_experiment/analysis.json", 404, "name"),
+    ("/experiments/no_such_experiment/looks.csv", 404, "name"),
+    ("/models/ranker/diff?a=v1", 422, "b"),
+    ("/models/ranker/diff?a=v1&b=zzz", 404, "b"),
+    ("/models/ranker/diff?a=..&b=v1", 404, "a"),
+    ("/models/ranker/v9", 404, "version"),
+    ("/models/ranker/NOT-valid", 404, "version"),
+    ("/models/nosuch/v1", 404, "version"),
+])
+def test_bad_input_is_a_clear_4xx(console_server, path, status, field):
+    r = httpx.get(console_server + path, headers=AUTH, timeout=10)
+    assert r.status_code == status, r.text
+    assert r.json()["detail"][0]["loc"][-1] == field
+    page = httpx.get(console_server + path, headers={**AUTH, "Accept": "text/html"}, timeout=10)
+    assert page.status_code == status and "<html" in page.text  # browsers get a page, scripts get JSON
