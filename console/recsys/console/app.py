@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
@@ -110,6 +111,16 @@ def build_app(cfg: ConsoleConfig, environ: dict[str, str] | None = None) -> Fast
                                               status_code=404)
         where = "query" if field in ("a", "b") else "path"
         return JSONResponse({"detail": [{"loc": [where, field], "msg": what, "type": "not_found"}]}, 404)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, exc: RequestValidationError):
+        """A bad query parameter: 422 naming the field (JSON), or the same message on a page for browsers."""
+        errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+        if "text/html" in request.headers.get("accept", ""):
+            text = "; ".join(f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in errors)
+            return templates.TemplateResponse(request, "not_found.html", {"message": text, "nav": "",
+                                                                          "title": "Bad request"}, status_code=422)
+        return JSONResponse({"detail": errors}, status_code=422)
 
     # ------------------------------------------------------------------ login
     @app.get("/login", response_class=HTMLResponse)
