@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Idempotent set-up on a fresh machine: venv, pinned dependencies, helm binary, Redis.
+# Idempotent set-up on a fresh machine: venv, pinned dependencies, helm binary, Redis, headless Chromium.
 # Re-running is cheap: pip is skipped while pyproject.toml/setup.py are unchanged.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,5 +32,16 @@ if ! command -v haproxy >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 &&
     || { apt-get update -qq >/dev/null 2>&1 \
          && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends haproxy >/dev/null 2>&1; }; } \
     || echo "==> WARNING: could not install haproxy; serving uses Ray Serve's own HTTP proxy"
+fi
+# Headless Chromium + its WebDriver for the console's browser tests (tests/console; Debian packages, no CDN).
+# Not optional for the test suite: without them those tests fail with a message naming this step.
+if { ! [ -x /usr/bin/chromium ] || ! [ -x /usr/bin/chromedriver ]; } && command -v apt-get >/dev/null 2>&1 \
+    && [ "$(id -u)" = 0 ]; then
+  echo "==> installing chromium and chromium-driver (Debian packages, for the console's browser tests)"
+  { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null 2>&1 \
+    || { apt-get update -qq >/dev/null 2>&1 \
+         && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver \
+            >/dev/null 2>&1; }; } \
+    || echo "==> WARNING: could not install chromium/chromium-driver; tests/console will fail until they are installed"
 fi
 echo "==> environment ready (.venv, helm in .tools/bin, Redis on 127.0.0.1:6379)"

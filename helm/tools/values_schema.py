@@ -435,11 +435,28 @@ props = {
             "config": {"type": "object", "description": "experiment definitions (recsys.experiments format)"},
         }
     ),
+    "console": obj(
+        {
+            "enabled": B("render the read-only operator console (recsys console) Deployment + Service"),
+            "replicas": I(1),
+            "port": I(1, 65535),
+            "readKey": obj({"existingSecret": REF("optionalName"), "key": S(minLength=1)}),
+            "insecure": B("serve every console page without a key (local clusters only)"),
+            "refreshSeconds": I(2, 3600),
+            "scrapeIntervalSeconds": {"type": "number", "exclusiveMinimum": 0, "maximum": 600},
+            "service": obj({"type": {"enum": ["ClusterIP", "NodePort", "LoadBalancer"]}, "annotations": REF("labels")}),
+            "resources": REF("resources"),
+            "nodeSelector": REF("nodeSelector"),
+            "tolerations": REF("tolerations"),
+            "affinity": REF("affinity"),
+        }
+    ),
     "networkPolicy": obj(
         {
             "enabled": B(),
             "kuberayOperatorNamespace": REF("name"),
             "servingFrom": {"type": "array", "items": {"type": "object"}},
+            "consoleFrom": {"type": "array", "items": {"type": "object"}},
         }
     ),
     "grafanaDashboard": obj({"enabled": B(), "labels": REF("labels")}),

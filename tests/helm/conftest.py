@@ -29,6 +29,8 @@ ALL_FEATURES = {
     "modelStore.existingClaim": "models",
     "modelStore.credentialsSecret": "store-creds",
     "training.jobs.ranking.workers.gpus": "1",
+    "console.enabled": "true",
+    "console.readKey.existingSecret": "recsys-console-key",
 }
 
 
