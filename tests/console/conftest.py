@@ -117,8 +117,8 @@ class ServingTraffic:
     def __init__(self):
         from prometheus_client import start_http_server
 
-        from recsys.serving.metrics import ServingMetrics
-        from recsys.serving.observability import RequestContext
+        from recsys.serving.http.observability import RequestContext
+        from recsys.serving.pipeline.metrics import ServingMetrics
 
         self.metrics = ServingMetrics()
         self.metrics.set_versions({"retrieval": "v2", "ranking": "v1"})
