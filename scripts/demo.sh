@@ -44,3 +44,13 @@ curl -sS -X POST "http://127.0.0.1:${PORT}/v1/recommendations" -H 'content-type:
   -d '{"user_id": 9999999, "n": 3}'
 echo
 echo "==> 6/6 done. The server keeps running: try http://127.0.0.1:${PORT}/docs ; stop it with: .venv/bin/recsys serve stop --ray"
+# The read-only operator console (README "Console"): printed, not started, so the demo stays as fast.
+CONSOLE_KEY_FILE=var/secrets/console-read-key
+if [ ! -s "$CONSOLE_KEY_FILE" ]; then
+  (umask 077 && python -c 'import secrets; print(secrets.token_urlsafe(24))' > "$CONSOLE_KEY_FILE")
+fi
+echo "--- operator console (experiments, models, serving; log in with the key in $CONSOLE_KEY_FILE):"
+echo "    .venv/bin/recsys experiments simulate experiments/examples/recommendations.yaml --log var/logs/exposures-demo"
+echo "    .venv/bin/recsys console --port 8300 --read-key-file $CONSOLE_KEY_FILE --metrics-url http://127.0.0.1:${PORT}/metrics \\"
+echo "      --experiments experiments/examples/recommendations.yaml --exposure-log var/logs/exposures-demo"
+echo "    then open http://127.0.0.1:8300/"
