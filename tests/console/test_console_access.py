@@ -99,3 +99,30 @@ def test_bad_input_is_a_clear_4xx(console_server, path, status, field):
     assert r.json()["detail"][0]["loc"][-1] == field
     page = httpx.get(console_server + path, headers={**AUTH, "Accept": "text/html"}, timeout=10)
     assert page.status_code == status and "<html" in page.text  # browsers get a page, scripts get JSON
+
+
+def test_missing_sources_show_not_available(tmp_path):
+    """No config, no log, no model store, nothing on the metrics port, no Redis: every page still renders."""
+    from fastapi.testclient import TestClient
+
+    from recsys.console.app import build_app
+    from recsys.console.config import ConsoleConfig
+
+    cfg = ConsoleConfig(model_store_uri=str(tmp_path / "no-models"), experiments_config=tmp_path / "missing.yaml",
+                        exposure_log_dir=tmp_path / "no-log", metrics_url="http://127.0.0.1:9/metrics",
+                        redis_url="redis://127.0.0.1:9/0", feature_repo_dir=tmp_path / "no-features", timeout_s=0.5)
+    client = TestClient(build_app(cfg, environ={"RECSYS_CONSOLE_READ_KEY": READ_KEY}), headers=AUTH)
+    experiments = client.get("/experiments")
+    assert experiments.status_code == 200 and "not available: experiments config" in experiments.text
+    assert client.get("/experiments.json").json() == {"available": False,
+                                                       "reason": experiments.text.split("not available: ")[1]
+                                                       .split("</p>")[0].replace("&#39;", "'")}
+    models = client.get("/models")
+    assert models.status_code == 200 and "holds no model yet" in models.text
+    app = client.app
+    app.state.serving.scrape_once()  # the port answers nothing: recorded, not raised
+    serving = client.get("/serving")
+    assert serving.status_code == 200
+    assert "unreachable" in serving.text  # the scrape's failure, named
+    assert serving.text.count("not available: Redis error: ConnectionError") == 5  # lag, dead letters, ...
+    assert "not available:" in serving.text.split("Batch features as of")[1].split("</dd>")[0]

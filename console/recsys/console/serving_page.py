@@ -119,12 +119,15 @@ class ServingPage:
 
     def online_store(self) -> dict[str, Any]:
         out: dict[str, Any] = {"offline_build": sources.offline_build(self.cfg.feature_repo_dir)}
+        redis_numbers = ("lag", "dead_letters", "materialization", "realtime_age_s", "memory")
         if self.cfg.redis_url is None:
-            na = NotAvailable("no Redis URL configured")
-            return {**out, **dict.fromkeys(("lag", "dead_letters", "materialization", "realtime_age_s", "memory"), na)}
+            return {**out, **dict.fromkeys(redis_numbers, NotAvailable("no Redis URL configured"))}
         if self._redis is None:
             self._redis = sources.RedisReader(self.cfg.redis_url, self.cfg.feature_project, self.cfg.timeout_s)
         r = self._redis
+        up = r.reachable()
+        if isinstance(up, NotAvailable):
+            return {**out, **dict.fromkeys(redis_numbers, up), "snapshot_age_s": None}
         last_ms, server_s = r.last_realtime_update_ms(), r.server_time_s()
         age = (server_s - last_ms / 1000.0) if isinstance(last_ms, int) and isinstance(server_s, float) else last_ms
         build = out["offline_build"]

@@ -163,9 +163,13 @@ class RedisReader:
 
     def __init__(self, redis_url: str, project: str, timeout_s: float):
         import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
 
         self._errors = (redis.exceptions.RedisError, OSError)
-        self.client = redis.Redis.from_url(redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+        # No retries: a page draw must not wait out redis-py's default back-off once per number.
+        self.client = redis.Redis.from_url(redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
+                                           retry=Retry(NoBackoff(), 0))
         self.project = project
         self.keys = _overlay_keys(project)
 
@@ -174,6 +178,10 @@ class RedisReader:
             return fn()
         except self._errors as e:
             return NotAvailable(f"Redis error: {type(e).__name__}: {e}")
+
+    def reachable(self):
+        """True, or NotAvailable with the reason (checked once per page, so a dead Redis costs one timeout)."""
+        return self._guard(lambda: bool(self.client.ping()))
 
     def materialization_version(self):
         from recsys.features.online import materialization_key
