@@ -251,7 +251,7 @@ def test_a_lost_apply_reply_still_archives_the_batch(ingest_cfg, small_dataset, 
     user, item = 700_000_003, int(small_dataset.items.item_id.iloc[2])
     archive = EventLog(tmp_path / "archive.jsonl")
     consumer = StreamConsumer(cfg, name="lossy", stream_cfg=StreamConfig(block_ms=1), archive=archive)
-    real_script = consumer._script
+    real_script = consumer.applier._batch
 
     def reply_lost(*args, **kwargs):  # the script runs in Redis; only the reply goes missing
         real_script(*args, **kwargs)
@@ -261,10 +261,10 @@ def test_a_lost_apply_reply_still_archives_the_batch(ingest_cfg, small_dataset, 
         consumer.ensure_group()
         ids = {EventIngestor(cfg).accept([{"user_id": user, "item_id": item, "event_type": "click"}]).event_id
                for _ in range(4)}
-        consumer._script = reply_lost
+        consumer.applier._batch = reply_lost
         with pytest.raises(redis.exceptions.TimeoutError):
             consumer.poll_once(block_ms=1)
-        consumer._script = real_script
+        consumer.applier._batch = real_script
         assert consumer.backlog() == 0, "the script acknowledged the entries before its reply was lost"
         assert OnlineFeatureClient(cfg).fetch(user, []).user["user_clicks_all"] == 4
         assert {r["event_id"] for r in archive.read().records} == ids

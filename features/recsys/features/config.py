@@ -32,6 +32,15 @@ class FeatureStoreConfig(BaseModel):
         description="Newest items per user kept online for serving's already-seen filter (0 = none; "
                     "recsys.features.seen)")
     max_clock_skew_s: float = Field(300.0, ge=0, description="How far in the future an event timestamp may be")
+    max_entity_id: int = Field(
+        2**53 - 1, ge=1, le=2**63 - 1,
+        description="Largest user/item id an event may carry (ids are >= 0); larger ids are rejected with 422. "
+                    "2**53 - 1 by default: the largest integer every JSON client reads back exactly")
+    online_user_ttl_s: int = Field(
+        31 * 86400, ge=0,
+        description="Real-time state of a user (overlay counters, recent items, live seen set) expires this long "
+                    "after the user's last event (0 = never): a user who returns later is cold again")
+    online_item_ttl_s: int = Field(31 * 86400, ge=0, description="Same for an item's real-time counters")
 
     @field_validator("redis_url")
     @classmethod
@@ -65,6 +74,11 @@ class FeatureStoreConfig(BaseModel):
 
     # ------------------------------------------------------------------ redis
     @property
+    def is_cluster(self) -> bool:
+        """``redis+cluster://``: a Redis Cluster (scripts run per user / per item slot; Feast redis_cluster)."""
+        return self.redis_url.split("://", 1)[0].endswith("+cluster")
+
+    @property
     def redis_target(self) -> str:
         """``host:port/db`` of the Redis URL: safe for logs and errors (no password, no user)."""
         return redact_redis_url(self.redis_url)
@@ -95,8 +109,9 @@ def _masked(url: str) -> str:
 def parse_redis_url(url: str) -> dict:
     """``redis://[:pw@]host[:port][/db]`` (or ``rediss://``) -> redis.Redis keyword arguments."""
     u = urlparse(url)
-    if u.scheme not in ("redis", "rediss"):
-        raise ValueError(f"redis_url must start with redis:// or rediss://, got {_masked(url)!r}")
+    if u.scheme not in ("redis", "rediss", "redis+cluster", "rediss+cluster"):
+        raise ValueError(f"redis_url must start with redis://, rediss:// or redis+cluster:// (a Redis Cluster), "
+                         f"got {_masked(url)!r}")
     if not u.hostname:
         raise ValueError(f"redis_url has no host: {_masked(url)!r}")
     path = u.path.strip("/")
@@ -105,6 +120,8 @@ def parse_redis_url(url: str) -> dict:
         port = u.port or 6379
     except ValueError as e:
         raise ValueError(f"redis_url {_masked(url)!r}: {e}") from e
+    if u.scheme.endswith("+cluster") and db != 0:
+        raise ValueError(f"redis_url {_masked(url)!r}: a Redis Cluster has only db 0")
     kw: dict = {"host": u.hostname, "port": port, "db": db}
     if u.password:
         if "," in u.password:
@@ -112,7 +129,7 @@ def parse_redis_url(url: str) -> dict:
         kw["password"] = unquote(u.password)
     if u.username:
         kw["username"] = unquote(u.username)
-    if u.scheme == "rediss":
+    if u.scheme.startswith("rediss"):
         kw["ssl"] = True
     return kw
 

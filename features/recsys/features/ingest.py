@@ -7,8 +7,9 @@ online features by a :class:`~recsys.features.stream.StreamConsumer` (atomic cou
 done), so a Redis stall delays the update but never drops it. When the append itself fails the caller
 gets :class:`~recsys.features.stream.EventLogUnavailable` and nothing was accepted.
 
-Events from anyone: users and items the offline build has never seen are accepted (only the int64
-range is checked) - a new user's first clicks are exactly what real-time personalisation is for.
+Events from anyone: users and items the offline build has never seen are accepted (only the id
+range 0..max_entity_id is checked) - a new user's first clicks are exactly what real-time personalisation
+is for.
 Serving appends and lets its per-replica consumer apply (``accept``); the CLI and tests call
 :func:`ingest_events`, which appends and then drains the stream in-process, so the online features
 are updated when it returns (``pushed``).
@@ -59,7 +60,7 @@ class IngestResult:
 
 
 # ------------------------------------------------------------------ validation
-def _as_id(event: Mapping, name: str, index: int | None) -> int:
+def _as_id(event: Mapping, name: str, index: int | None, max_id: int = INT64_MAX) -> int:
     v = event[name]
     if isinstance(v, bool) or v is None:
         raise EventValidationError(name, f"must be an integer id, got {v!r}", index)
@@ -71,6 +72,8 @@ def _as_id(event: Mapping, name: str, index: int | None) -> int:
         raise EventValidationError(name, f"must be an integer id, got {v!r}", index)
     if not INT64_MIN <= out <= INT64_MAX:
         raise EventValidationError(name, f"{out} is outside the int64 range", index)
+    if not 0 <= out <= max_id:
+        raise EventValidationError(name, f"{out} is outside the accepted id range 0..{max_id}", index)
     return out
 
 
@@ -100,10 +103,11 @@ def _as_time(v, index: int | None, now: float, max_skew_s: float) -> tuple[pd.Ti
 
 
 def validate_event(event: Mapping, now: float | None = None, max_skew_s: float = 300.0,
-                   index: int | None = None) -> dict:
+                   index: int | None = None, max_id: int = INT64_MAX) -> dict:
     """Check one raw event; return the normalized log record or raise EventValidationError(field).
 
-    Any user and item id in the int64 range is accepted (new users and items included); a missing
+    Any user and item id in ``0..max_id`` is accepted (new users and items included): a negative or
+    absurdly large id is a client bug, and each accepted id costs Redis memory until its TTL. A missing
     ``timestamp`` means now.
     """
     if not isinstance(event, Mapping):
@@ -115,8 +119,8 @@ def validate_event(event: Mapping, now: float | None = None, max_skew_s: float =
     unknown = sorted(set(event) - set(REQUIRED_FIELDS) - set(OPTIONAL_FIELDS))
     if unknown:
         raise EventValidationError(unknown[0], f"unknown field (allowed: {REQUIRED_FIELDS + OPTIONAL_FIELDS})", index)
-    user_id = _as_id(event, "user_id", index)
-    item_id = _as_id(event, "item_id", index)
+    user_id = _as_id(event, "user_id", index, max_id)
+    item_id = _as_id(event, "item_id", index, max_id)
     etype = event["event_type"]
     if etype not in EVENT_TYPES:
         raise EventValidationError("event_type", f"{etype!r} is not one of {list(EVENT_TYPES)}", index)
@@ -162,7 +166,8 @@ class EventIngestor:
 
     def validate(self, events: Sequence[Mapping]) -> list[dict]:
         now = time.time()
-        return [validate_event(e, now, self.cfg.max_clock_skew_s, index=i if len(events) > 1 else None)
+        return [validate_event(e, now, self.cfg.max_clock_skew_s, index=i if len(events) > 1 else None,
+                               max_id=self.cfg.max_entity_id)
                 for i, e in enumerate(events)]
 
     def accept(self, events: Sequence[Mapping]) -> IngestResult:

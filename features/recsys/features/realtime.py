@@ -3,22 +3,16 @@
 Why an overlay instead of rewriting Feast's rows: Feast stores each feature as a serialized protobuf,
 so an increment is a read-modify-write, and two writers of the same user lose updates. The overlay is
 plain Redis counters next to Feast's rows, changed only by one Lua script (:data:`APPLY_SCRIPT`) that
-the stream consumer runs per batch, so every increment is atomic, a batch is all-or-nothing, and a
-re-delivered stream entry is never counted twice (the script XACKs each entry first and skips it when
-the entry was already acknowledged). Readers (:class:`~recsys.features.online.OnlineFeatureClient`)
-add the overlay to the batch row on every read.
+the stream consumer runs per batch (:mod:`recsys.features.stream_scripts`), so every increment is atomic,
+a batch is all-or-nothing, and a re-delivered stream entry is never counted twice (the script XACKs each
+entry first and skips it when the entry was already acknowledged). Readers
+(:class:`~recsys.features.online.OnlineFeatureClient`) add the overlay to the batch row on every read.
 
-Layout, all under ``recsys:rt:{project}`` (``P``)::
-
-    P:events            stream of accepted events (consumer group "online")
-    P:u:{user}          hash: c:{clicks|views|...}:{day|all} counts, rsum, last, h:{hour}, w:{dow}, g:{genre}
-    P:u:{user}:r        list "item:ts", most recent first (LTRIM'd to recent_items)
-    P:u:{user}:s        string "item,item,...," of every applied event's item (trimmed to seen_items);
-                        P:u:{user}:sb is the batch part written by materialize (:mod:`recsys.features.seen`)
-    P:i:{item}          hash: c:{...}:{day|all} counts, rsum
-    P:touched           sorted set item -> Redis server time (ms) of its last applied event, last hour only:
-                        readers holding item rows in memory re-read just these (serving's item snapshot)
-    P:seen:{event_id}   marker of a client-supplied event id (24 h): a retried event counts once
+Key names and layout: :mod:`recsys.features.keys` (every key of one user carries the hash tag
+``{u:<id>}``, of one item ``{i:<id>}``). Per user: a hash of counters (``c:{clicks|views|...}:{day|all}``,
+``rsum``, ``last``, ``h:{hour}``, ``w:{dow}``, ``g:{genre}``), the recent-items list and the seen set;
+per item: a hash of counters. Every one of them expires ``online_user_ttl_s`` / ``online_item_ttl_s``
+after its last event (a user who comes back later is a cold user again, as far as the overlay goes).
 
 Windowed counts decay by day buckets (``day`` = unix days of the *event* time): the 7d count is the
 sum of the last 7 day buckets as of the *read* time, so counts fall as days pass, without a rebuild.
@@ -34,87 +28,10 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from recsys.features.keys import OverlayKeys, cache_generation_key
 from recsys.features.schema import DAYS_OF_WEEK, EVENT_NAMES, HOUR_BUCKETS, WINDOWS, smoothed_rate
 
 KEEP_DAYS = 31  # longest window (30d) + today
-TOUCHED_KEEP_S = 3600  # how far back P:touched remembers items (readers poll it every few seconds)
-
-APPLY_SCRIPT = """
-local stream, group, prefix = KEYS[1], ARGV[1], ARGV[2]
-local recent_n = tonumber(ARGV[3])
-local today = tonumber(ARGV[4])
-local keep_days = tonumber(ARGV[5])
-local gen_prefix = ARGV[6]
-local gen_ttl = tonumber(ARGV[7])
-local seen_cap = tonumber(ARGV[8])
-local F = 12
-local applied = 0
-local touched = {}
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
-local i = 9
-while i + F - 1 <= #ARGV do
-  local id, user, item, plural, day, ts, rating, hour, dow, weight, genres, dedupe = unpack(ARGV, i, i + F - 1)
-  i = i + F
-  local fresh = redis.call('XACK', stream, group, id) == 1
-  if fresh and dedupe ~= '' then
-    fresh = redis.call('SET', prefix .. ':seen:' .. dedupe, '1', 'NX', 'EX', 86400) ~= false
-  end
-  if fresh then
-    local uk = prefix .. ':u:' .. user
-    local ik = prefix .. ':i:' .. item
-    for _, k in ipairs({uk, ik}) do
-      redis.call('HINCRBY', k, 'c:' .. plural .. ':all', 1)
-      if day ~= '' then redis.call('HINCRBY', k, 'c:' .. plural .. ':' .. day, 1) end
-      if rating ~= '' then redis.call('HINCRBYFLOAT', k, 'rsum', rating) end
-      touched[k] = true
-    end
-    local last = tonumber(redis.call('HGET', uk, 'last') or '0')
-    if tonumber(ts) > last then redis.call('HSET', uk, 'last', ts) end
-    redis.call('HINCRBY', uk, 'h:' .. hour, 1)
-    redis.call('HINCRBY', uk, 'w:' .. dow, 1)
-    if genres ~= '' then
-      for g in string.gmatch(genres, '[^,]+') do redis.call('HINCRBYFLOAT', uk, 'g:' .. g, weight) end
-    end
-    redis.call('ZADD', prefix .. ':touched', now, item)
-    redis.call('LPUSH', uk .. ':r', item .. ':' .. ts)
-    redis.call('LTRIM', uk .. ':r', 0, recent_n - 1)
-    if seen_cap > 0 then
-      local sk = uk .. ':s'
-      if redis.call('APPEND', sk, item .. ',') > seen_cap * 24 then
-        -- keep the newest ids: cut after the first separator in the last 12 * seen_cap + 21 bytes
-        -- (an int64 id and its comma take at most 21 bytes, so that range always holds a separator)
-        local tail = redis.call('GETRANGE', sk, -(seen_cap * 12 + 21), -1)
-        local cut = string.find(tail, ',', 1, true)
-        redis.call('SET', sk, string.sub(tail, cut + 1))
-      end
-    end
-    if gen_prefix ~= '' then
-      local gk = gen_prefix .. user
-      redis.call('INCR', gk)
-      redis.call('EXPIRE', gk, gen_ttl)
-    end
-    applied = applied + 1
-  end
-end
-for k, _ in pairs(touched) do
-  if redis.call('HGET', k, 'pruned') ~= tostring(today) then
-    for _, f in ipairs(redis.call('HKEYS', k)) do
-      local d = string.match(f, '^c:%a+:(%d+)$')
-      if d and tonumber(d) < today - keep_days then redis.call('HDEL', k, f) end
-    end
-    redis.call('HSET', k, 'pruned', today)
-  end
-end
-if applied > 0 then redis.call('ZREMRANGEBYSCORE', prefix .. ':touched', '-inf', now - TOUCHED_KEEP_S * 1000) end
-return applied
-""".replace("TOUCHED_KEEP_S", str(TOUCHED_KEEP_S))
-"""KEYS[1] = stream; ARGV = group, prefix, recent_n, today, keep_days, cache-generation prefix ('' = none),
-generation TTL, seen_items cap (0 = keep no seen set), then 12 values per event (see :func:`event_args`).
-
-The seen string is trimmed by bytes, not ids (ids vary in length): when it passes ``24 * cap`` bytes
-it keeps the last ``12 * cap`` bytes from a separator on, i.e. roughly the newest ``cap`` ids for
-typical ids; amortised O(1) per event."""
 
 
 READ_ITEMS_SCRIPT = """
@@ -123,43 +40,16 @@ for i, k in ipairs(KEYS) do out[i] = redis.call('HGETALL', k) end
 return out
 """
 """The overlay hashes of N items in one command (the read path fetches 500 candidates per request: one
-EVAL costs far less than 500 HGETALLs on the wire, and most candidates have no overlay)."""
-
-
-class OverlayKeys:
-    """Redis key names of one Feast project's overlay and event stream."""
-
-    def __init__(self, project: str):
-        self.prefix = f"recsys:rt:{project}"
-        self.stream = f"{self.prefix}:events"
-
-    def user(self, user_id: int) -> str:
-        return f"{self.prefix}:u:{int(user_id)}"
-
-    def recent(self, user_id: int) -> str:
-        return f"{self.prefix}:u:{int(user_id)}:r"
-
-    def seen_batch(self, user_id: int) -> str:
-        """Every item of the user as of the last materialization (:mod:`recsys.features.seen`)."""
-        return f"{self.prefix}:u:{int(user_id)}:sb"
-
-    def seen_live(self, user_id: int) -> str:
-        """Items of the user's events applied since (the apply script appends)."""
-        return f"{self.prefix}:u:{int(user_id)}:s"
-
-    def item(self, item_id: int) -> str:
-        return f"{self.prefix}:i:{int(item_id)}"
-
-    @property
-    def touched(self) -> str:
-        return f"{self.prefix}:touched"
+EVAL costs far less than 500 HGETALLs on the wire, and most candidates have no overlay). One Redis node
+only: on a Cluster the keys span slots, and the reader pipelines HGETALLs instead."""
 
 
 def event_args(stream_id: str, rec: Mapping, genres: Sequence[int], weight: float, today: int) -> list[str]:
-    """The 12 script values of one event (ids, counter names, day bucket, time slots, genre weights, dedupe id).
+    """The 12 script values of one event (ids, counter names, day bucket, time slots, genre weights, dedupe flag).
 
-    A client-supplied ``event_id`` is the dedupe id: the same event sent twice (a retry after a 503 whose
-    append had in fact reached Redis) is applied once within 24 h. Generated ids never repeat: no marker.
+    A client-supplied ``event_id`` sets the dedupe flag: the same event sent twice (a retry after a 503
+    whose append had in fact reached Redis) is applied once within 24 h (marker
+    :meth:`~recsys.features.keys.OverlayKeys.event_marker`). Generated ids never repeat: no marker.
     """
     ts = float(rec["ts"])
     day = int(ts // 86400)
@@ -169,7 +59,15 @@ def event_args(stream_id: str, rec: Mapping, genres: Sequence[int], weight: floa
     return [stream_id, str(int(rec["user_id"])), str(int(rec["item_id"])), EVENT_NAMES[rec["event_type"]],
             str(day) if today - day <= KEEP_DAYS else "", repr(ts), "" if rating is None else repr(float(rating)),
             str(hour), str(dow), repr(float(weight)), ",".join(str(int(g)) for g in genres),
-            str(rec["event_id"]) if rec.get("client_event_id") else ""]
+            "1" if rec.get("client_event_id") else ""]
+
+
+def event_keys(keys: OverlayKeys, rec: Mapping, cache_prefix: str) -> list[str]:
+    """The 6 keys of one event in :data:`~recsys.features.stream_scripts.APPLY_SCRIPT` (all named, used or not)."""
+    user, item = int(rec["user_id"]), int(rec["item_id"])
+    marker = keys.event_marker(user, str(rec.get("event_id") or ""))
+    gen = cache_generation_key(cache_prefix, user) if cache_prefix else keys.user(user)
+    return [keys.user(user), keys.recent(user), keys.seen_live(user), keys.item(item), marker, gen]
 
 
 # ------------------------------------------------------------------ reading

@@ -19,6 +19,7 @@ COMPONENT_GROUPS: tuple[tuple[str, str], ...] = (
     ("train", "recsys.training.cli"),
     ("evaluate", "recsys.training.evaluate_cli"),
     ("features", "recsys.features.cli"),
+    ("events", "recsys.features.events_cli"),
     ("serve", "recsys.serving.cli.serve"),
     ("recommend", "recsys.serving.cli.recommend"),
     ("catalog", "recsys.serving.cli.catalog"),

@@ -35,8 +35,12 @@ class LoopBoundRedis:
         from redis.backoff import NoBackoff
         from redis.retry import Retry
 
-        kwargs = {"retry": Retry(NoBackoff(), 0), "health_check_interval": 0, **self._kwargs}
-        client = aredis.Redis.from_url(self._url, **kwargs) if self._url else aredis.Redis(**kwargs)
+        from recsys.platform.redis_connect import async_redis_from_url
+
+        if self._url:  # a redis+cluster:// URL gives a RedisCluster client
+            client = async_redis_from_url(self._url, **self._kwargs)
+        else:
+            client = aredis.Redis(**{"retry": Retry(NoBackoff(), 0), "health_check_interval": 0, **self._kwargs})
         # loops that are gone (tests, CLI calls) release their clients here
         self._clients = {k: v for k, v in self._clients.items() if v[0]() is not None}
         self._clients[id(loop)] = (weakref.ref(loop), client)
