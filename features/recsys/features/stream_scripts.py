@@ -1,5 +1,9 @@
 """The Lua scripts of the event stream: append with a cap, apply to the overlay, dead-letter, replay.
 
+Each script starts with ``#!lua`` (Redis 7 script flags; none given = a write script): Redis then refuses
+the whole call up front when it is out of memory (``maxmemory`` + ``noeviction``), instead of failing a
+write half-way through a batch; the caller retries later (HTTP 503 + Retry-After for appends).
+
 Every script names every key it touches in KEYS (Redis Cluster routes a script by its keys, and a
 script touching an undeclared key on another node fails there). Key names come from
 :mod:`recsys.features.keys`; the hash tags there put the keys of one call in one slot:
@@ -17,7 +21,7 @@ from __future__ import annotations
 
 TOUCHED_KEEP_S = 3600  # how far back P:touched remembers items (readers poll it every few seconds)
 
-_EFFECTS = """
+_EFFECTS = """#!lua
 local function count(k, plural, day, rating)
   redis.call('HINCRBY', k, 'c:' .. plural .. ':all', 1)
   if day ~= '' then redis.call('HINCRBY', k, 'c:' .. plural .. ':' .. day, 1) end
@@ -185,7 +189,7 @@ return applied
 """Cluster mode, one item: KEYS = item hash, applied markers; ARGV = today, keep_days, ttl, window, then
 (stream id, plural, day, rating) per event."""
 
-ACK_SCRIPT = """
+ACK_SCRIPT = """#!lua
 local n = tonumber(ARGV[2])
 local acked = 0
 for i = 3, 2 + n do acked = acked + redis.call('XACK', KEYS[1], ARGV[1], ARGV[i]) end
@@ -195,7 +199,7 @@ return acked
 """Cluster mode: KEYS = stream, invalidation queue; ARGV = group, number of stream ids, the stream ids, then
 the user ids owed a result-cache invalidation (queued in the same step as the acknowledgement)."""
 
-APPEND_SCRIPT = """
+APPEND_SCRIPT = """#!lua
 local stream, group, cap = KEYS[1], ARGV[1], tonumber(ARGV[2])
 local n = #ARGV - 2
 if cap > 0 and redis.call('XLEN', stream) + n > cap then
@@ -231,7 +235,7 @@ return ids
 fit under the cap after dropping applied entries is refused with STREAMFULL (HTTP 503), never trimmed into
 unapplied entries."""
 
-DEAD_LETTER_SCRIPT = """
+DEAD_LETTER_SCRIPT = """#!lua
 local stream, dlq, group = KEYS[1], KEYS[2], ARGV[1]
 local moved = 0
 local i = 3
@@ -249,7 +253,7 @@ return moved
 """KEYS = stream, dead-letter stream; ARGV = group, dead-letter cap, then (id, payload, error, deliveries)
 per entry. Acknowledge and move in one step: an entry is either pending or dead-lettered, never lost."""
 
-REPLAY_SCRIPT = """
+REPLAY_SCRIPT = """#!lua
 local stream, dlq = KEYS[1], KEYS[2]
 local out = {}
 for i = 1, #ARGV do

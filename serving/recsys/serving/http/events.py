@@ -6,7 +6,10 @@ group, so Redis spreads the entries over them; a replica that dies leaves its un
 pending, and the others take them over (XAUTOCLAIM) after ``reclaim_idle_ms``. Applying an entry also
 bumps the user's result-cache generation in the same Lua script (when the cache lives on the same
 Redis), so a cached answer never outlives the event that made it stale; with a separate cache Redis
-the consumer invalidates after applying and retries until that succeeds.
+the XACK queues the user in a Redis set and the consumer invalidates the queued users, dequeuing
+them only once that succeeded (retried on every poll): an acknowledged event always ends in an
+invalidated cache. Stream entries the consumer cannot apply go to the dead-letter stream
+(``recsys events dlq``), never block it.
 
 Event ingestion needs only the feature store's Redis (stream + overlay); ``feature_repo_dir`` adds
 the JSON-lines archive of applied events for offline use.
@@ -45,7 +48,7 @@ class EventPipeline:
         self.ingestor = EventIngestor(store_cfg)
         cache = self._result_cache()
         same_redis = cache.cfg.redis_url in (None, service.cfg.redis_url)
-        prefix = f"{cache.cfg.key_prefix}:gen:" if cache.enabled and same_redis else ""
+        prefix = cache.cfg.key_prefix if cache.enabled and same_redis else ""  # keys.cache_generation_key
         on_applied = None
         if cache.enabled and not same_redis:
             on_applied = self._invalidate

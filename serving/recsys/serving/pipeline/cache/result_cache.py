@@ -2,8 +2,8 @@
 
 Key layout (one Redis round trip per lookup, one per store, one per invalidation)::
 
-    {prefix}:gen:{user}                          -> int, INCR'd by every event of the user (POST /v1/events)
-    {prefix}:res:{user}:{variant}:{shape_hash}   -> JSON {"g": generation at compute start, "r": response}
+    {prefix}:gen:{u:<user>}                      -> int, INCR'd by every event of the user (POST /v1/events)
+    {prefix}:res:{u:<user>}:{variant}:{shape_hash} -> JSON {"g": generation at compute start, "r": response}
 
 A lookup is ``MGET gen-key result-key``; an entry whose stored generation differs from the
 current one is a miss. So an event invalidates every cached answer of that user with a single
@@ -32,6 +32,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from recsys.features.keys import cache_generation_key, cache_result_key
 from recsys.platform.redis_async import LoopBoundRedis
 
 log = logging.getLogger(__name__)
@@ -110,10 +111,10 @@ class ResultCache:
 
     # ------------------------------------------------------------------ keys
     def _gen_key(self, user_id: int) -> str:
-        return f"{self.cfg.key_prefix}:gen:{int(user_id)}"
+        return cache_generation_key(self.cfg.key_prefix, user_id)  # the event consumer's script bumps this key
 
     def _res_key(self, user_id: int, variant: str, shape_hash: str) -> str:
-        return f"{self.cfg.key_prefix}:res:{int(user_id)}:{variant}:{shape_hash}"
+        return cache_result_key(self.cfg.key_prefix, user_id, variant, shape_hash)
 
     # ------------------------------------------------------------------ breaker
     def _available(self) -> bool:
