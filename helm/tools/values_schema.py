@@ -218,6 +218,7 @@ props = {
     ),
     "redis": obj(
         {
+            "cluster": B(),
             "mode": {"enum": ["internal", "external"], "description": "internal StatefulSet or external Redis"},
             "urlSecret": obj(
                 {"name": REF("optionalName"), "urlKey": S(minLength=1), "feastConnectionKey": S(minLength=1)}
@@ -227,6 +228,7 @@ props = {
                     "image": REF("image"),
                     "appendOnly": B(),
                     "maxMemory": S(pattern=r"^([0-9]+(b|kb|mb|gb)?)?$"),
+                    "maxMemoryPercent": I(10, 90, "Share of resources.limits.memory given to maxmemory when maxMemory is empty"),
                     "maxMemoryPolicy": {
                         "enum": [
                             "noeviction",

@@ -142,3 +142,40 @@ def test_liveness_probe_opt_in(all_features_render):
     rs = all_features_render.get("RayService")
     worker = rs["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]
     assert worker["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "serve"}
+
+
+def _redis_args(rendered) -> list[str]:
+    sts = rendered.get("StatefulSet", "recsys-redis")
+    return sts["spec"]["template"]["spec"]["containers"][0]["args"]
+
+
+@pytest.mark.parametrize("limit,expected", [("1Gi", str(1073741824 * 75 // 100)), ("4G", str(4 * 10**9 * 75 // 100))])
+def test_redis_maxmemory_is_derived_below_the_container_limit(render, limit, expected):
+    """A full Redis must refuse writes (noeviction -> 503 + Retry-After), not be OOM-killed at the limit."""
+    args = _redis_args(render(set_values={"redis.internal.resources.limits.memory": limit}))
+    assert args[args.index("--maxmemory") + 1] == expected
+    assert args[args.index("--maxmemory-policy") + 1] == "noeviction"
+
+
+def test_redis_maxmemory_explicit_value_and_unparseable_limit(render):
+    from recsys.platform.k8s.chart import HelmError
+
+    args = _redis_args(render(set_values={"redis.internal.maxMemory": "300mb"}))
+    assert args[args.index("--maxmemory") + 1] == "300mb"
+    with pytest.raises(HelmError, match="cannot derive maxmemory"):
+        render(set_values={"redis.internal.resources.limits.memory": "1.5Gi"})
+
+
+def test_redis_cluster_option_needs_an_external_cluster_and_feast_redis_cluster(render):
+    from recsys.platform.k8s.chart import HelmError
+
+    with pytest.raises(HelmError, match="needs redis.mode=external"):
+        render(set_values={"redis.cluster": "true"})
+    external = {"redis.cluster": "true", "redis.mode": "external", "redis.urlSecret.name": "my-cluster"}
+    with pytest.raises(HelmError, match="redis_type: redis_cluster"):
+        render(set_values=external)
+    yaml_text = ("project: recsys\nprovider: local\nregistry: s3://b/registry.db\nonline_store:\n  type: redis\n"
+                 "  redis_type: redis_cluster\n  connection_string: ${REDIS_CONNECTION_STRING}\n")
+    rendered = render(set_values=external, set_json={"features.feast.featureStoreYaml": yaml_text})
+    assert "redis_cluster" in rendered.get("ConfigMap", "recsys-feast")["data"]["feature_store.yaml"]
+    assert not [s for s in rendered.of_kind("StatefulSet") if s["metadata"]["name"] == "recsys-redis"]

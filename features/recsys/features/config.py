@@ -94,6 +94,8 @@ class FeatureStoreConfig(BaseModel):
         """Feast's ``host:port,db=N,...`` string; values are JSON-decoded by Feast, then passed to redis-py."""
         kw = self.redis_kwargs(socket_timeout if socket_timeout is not None else self.batch_timeout_s)
         parts = [f"{kw.pop('host')}:{kw.pop('port')}"]
+        if self.is_cluster:
+            kw.pop("db", None)  # a cluster has db 0 only; Feast's RedisCluster takes no db
         for key, value in kw.items():
             if value is None or value is False:
                 continue

@@ -96,6 +96,7 @@ def render_feature_store_yaml(cfg: FeatureStoreConfig) -> Path:
         project=cfg.project,
         registry_path=str(cfg.registry_path.resolve()),
         connection_string=cfg.feast_connection_string(),
+        redis_type="redis_cluster" if cfg.is_cluster else "redis",  # Feast's own RedisCluster client
     )
     path = repo / "feature_store.yaml"
     path.write_text(text)

@@ -503,3 +503,27 @@ timeZone: {{ .timeZone | quote }}
 recsys.io/schedule-time-zone: {{ printf "%s (not applied: Kubernetes %s has no CronJob timeZone; the schedule runs in the controller-manager's zone)" .timeZone .ctx.Capabilities.KubeVersion.Version | quote }}
 {{- end }}
 {{- end }}
+
+{{/*
+Redis maxmemory of the in-chart Redis: redis.internal.maxMemory when set, else maxMemoryPercent of the
+container's memory limit (so Redis refuses writes - the API answers 503 + Retry-After - before the kernel
+OOM-kills the pod; the rest of the limit covers fork/AOF rewrite, buffers and fragmentation). Empty when
+neither is set (unbounded; not recommended).
+*/}}
+{{- define "recsys.redisMaxMemory" -}}
+{{- $r := .Values.redis.internal -}}
+{{- if $r.maxMemory -}}
+{{- $r.maxMemory -}}
+{{- else -}}
+{{- $lim := toString (dig "limits" "memory" "" ($r.resources | default dict)) -}}
+{{- if $lim -}}
+{{- $units := dict "" 1 "k" 1000 "K" 1000 "M" 1000000 "G" 1000000000 "T" 1000000000000 "Ki" 1024 "Mi" 1048576 "Gi" 1073741824 "Ti" 1099511627776 -}}
+{{- $num := regexFind "^[0-9]+" $lim -}}
+{{- $unit := trimPrefix $num $lim -}}
+{{- if or (not $num) (not (hasKey $units $unit)) -}}
+{{- fail (printf "redis.internal.resources.limits.memory %q: cannot derive maxmemory from it (use an integer with Ki/Mi/Gi/Ti/k/M/G/T) - or set redis.internal.maxMemory" $lim) -}}
+{{- end -}}
+{{- div (mul (int64 $num) (int64 (get $units $unit)) (int64 $r.maxMemoryPercent)) 100 | toString -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
