@@ -39,7 +39,6 @@ from recsys.features.schema import (
 )
 from recsys.features.seen import recent_distinct
 from recsys.features.seen import unpack as unpack_seen
-from recsys.platform.redis_async import LoopBoundRedis
 
 ENTITY_KEY_SERIALIZATION_VERSION = 3
 _F32_TAG, _F64_TAG = 0x35, 0x29  # Value.float_val / Value.double_val wire tags (field 6 / 5)
@@ -161,15 +160,15 @@ class OnlineFeatureClient:
     def __init__(self, cfg: FeatureStoreConfig, item_features: Sequence[str] = ITEM_RANKER_INPUTS):
         import redis
         from feast.protos.feast.types.Value_pb2 import Value
-        from redis.backoff import NoBackoff
-        from redis.retry import Retry
+
+        from recsys.features.redis_clients import async_client, sync_client
 
         self.cfg = cfg
         self._Value = Value
         # Any client-side Redis failure (refused, timeout, garbage on the wire) means "no features now".
         self._redis_errors = (redis.exceptions.RedisError, OSError)
-        self.redis = redis.Redis(**cfg.redis_kwargs(), retry=Retry(NoBackoff(), 0), health_check_interval=0)
-        self._aredis = LoopBoundRedis(**cfg.redis_kwargs())  # fetch_async: the request's own event loop
+        self.redis = sync_client(cfg)  # redis.Redis, or RedisCluster for a redis+cluster:// URL
+        self._aredis = async_client(cfg)  # fetch_async: the request's own event loop
         self.layout = RedisLayout(cfg.project)
         self.overlay = OverlayKeys(cfg.project)
         item_views = {n: v for v in (ITEM_STATS_VIEW, ITEM_PROFILE_VIEW) for n in VIEW_FEATURES[v]}
@@ -202,14 +201,16 @@ class OnlineFeatureClient:
             pipe.lrange(self.overlay.recent(u), 0, self.cfg.recent_items - 1)
             pipe.get(self.overlay.seen_batch(u))
             pipe.get(self.overlay.seen_live(u))
-        if overlay_items:
+        if overlay_items and self.cfg.is_cluster:  # item keys span slots: one HGETALL each (routed per node)
+            for i in overlay_items:
+                pipe.hgetall(self.overlay.item(i))
+        elif overlay_items:
             keys = [self.overlay.item(i) for i in overlay_items]
             pipe.eval(READ_ITEMS_SCRIPT, len(keys), *keys)
 
-    @staticmethod
-    def _replies(out: list, overlay_items: Sequence[int]) -> list:
+    def _replies(self, out: list, overlay_items: Sequence[int]) -> list:
         # the item script's one reply -> one entry per item, like the other commands
-        return [*out[:-1], *out[-1]] if overlay_items else out
+        return [*out[:-1], *out[-1]] if overlay_items and not self.cfg.is_cluster else out
 
     def _unavailable(self, e: BaseException) -> FeatureStoreUnavailable:
         return FeatureStoreUnavailable(f"online store {self.cfg.redis_target} unavailable: {type(e).__name__}")
@@ -404,12 +405,18 @@ def delete_project_keys(cfg: FeatureStoreConfig) -> int:
 
     For tests and benchmarks that share a Redis db: no FLUSHDB, only this project's rows.
     """
-    import redis
+    from recsys.features.redis_clients import sync_client
 
-    r = redis.Redis(**cfg.redis_kwargs(socket_timeout=cfg.batch_timeout_s))
+    r = sync_client(cfg, cfg.batch_timeout_s)
     suffix = cfg.project.encode()
     keys = [k for k in r.scan_iter(count=1000) if k.endswith(suffix)]
     keys += list(r.scan_iter(match=f"{OverlayKeys(cfg.project).prefix}:*", count=1000))  # stream + overlay
     for i in range(0, len(keys), 500):
-        r.delete(*keys[i:i + 500])
+        if cfg.is_cluster:  # a multi-key DEL must stay in one slot: one per key, pipelined
+            with r.pipeline(transaction=False) as pipe:
+                for k in keys[i:i + 500]:
+                    pipe.delete(k)
+                pipe.execute()
+        else:
+            r.delete(*keys[i:i + 500])
     return len(keys)

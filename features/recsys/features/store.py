@@ -24,6 +24,7 @@ from recsys.features.errors import FeatureStoreError, FeatureStoreUnavailable
 from recsys.features.offline import load_metadata
 from recsys.features.online import materialization_key
 from recsys.features.realtime import OverlayKeys
+from recsys.features.redis_clients import sync_client
 from recsys.features.repo.definitions import (
     ITEM_PROFILE_TABLE,
     ITEM_STATS_TABLE,
@@ -186,7 +187,7 @@ def materialize(cfg: FeatureStoreConfig, end: datetime | None = None, start: dat
     except _REDIS_ERRORS as e:
         raise FeatureStoreUnavailable(
             f"online store {cfg.redis_target} unreachable while materializing: {type(e).__name__}") from e
-    with redis.Redis(**cfg.redis_kwargs(socket_timeout=cfg.batch_timeout_s)) as r:
+    with sync_client(cfg, cfg.batch_timeout_s) as r:  # RedisCluster for a redis+cluster:// URL
         try:  # serving's already-seen filter and history (recsys.features.seen)
             seen_users = write_seen_sets(r, OverlayKeys(cfg.project), cfg.offline_dir / SEEN_TABLE, end,
                                          cfg.seen_items)
