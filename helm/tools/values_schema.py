@@ -228,7 +228,7 @@ props = {
                     "image": REF("image"),
                     "appendOnly": B(),
                     "maxMemory": S(pattern=r"^([0-9]+(b|kb|mb|gb)?)?$"),
-                    "maxMemoryPercent": I(10, 90, "Share of resources.limits.memory given to maxmemory when maxMemory is empty"),
+                    "maxMemoryPercent": I(10, 90, "Share of limits.memory given to maxmemory when maxMemory is empty"),
                     "maxMemoryPolicy": {
                         "enum": [
                             "noeviction",

@@ -58,7 +58,7 @@ def test_events_are_applied_exactly_once_on_a_cluster(cfg):
         consumer.ensure_group()
         retried = {"user_id": 1000, "item_id": 50, "event_type": "click", "event_id": "client-1"}
         EventIngestor(cfg).accept([*_events(), retried, retried])  # the client event id counts once
-        assert consumer.drain(10.0), consumer.stats
+        assert consumer.drain(60.0), consumer.stats
         r = consumer.redis
         assert int(r.hget(consumer.keys.user(1000), "c:clicks:all")) == 2
         assert int(r.hget(consumer.keys.user(1001), "c:ratings:all")) == 1
@@ -92,11 +92,45 @@ def test_dead_letters_and_the_invalidation_queue_on_a_cluster(cfg):
         consumer.ensure_group()
         consumer.redis.xadd(consumer.keys.stream, {"e": "[1, 2]"})
         EventIngestor(cfg).accept(_events(3))
-        assert consumer.drain(10.0)
+        assert consumer.drain(60.0)
         letters = DeadLetters(cfg).list()
         assert len(letters) == 1 and "not a JSON object" in letters[0].error
         assert len(calls) >= 2 and consumer.pending_invalidations() == 0
         assert DeadLetters(cfg).replay([letters[0].id])[letters[0].id]
-        assert consumer.drain(10.0) and DeadLetters(cfg).count() == 1  # replayed, dead-lettered again
+        assert consumer.drain(60.0) and DeadLetters(cfg).count() == 1  # replayed, dead-lettered again
     finally:
         consumer.stop()
+
+
+def test_linucb_state_and_the_result_cache_on_a_cluster(cfg, redis_cluster_url):
+    """Serving's Redis users on the cluster: LinUCB's scripts (state + pending in one slot) and the result cache,
+    invalidated by the event consumer's script bumping the generation key in the user's slot."""
+    import numpy as np
+
+    from recsys.features.ingest import EventIngestor
+    from recsys.features.stream import StreamConfig, StreamConsumer
+    from recsys.serving.pipeline.cache.result_cache import CacheConfig, ResultCache
+    from recsys.serving.pipeline.exploration.linucb import LinUCB, LinUCBConfig
+
+    model = LinUCB(redis_cluster_url, LinUCBConfig(key=f"test:linucb:{uuid.uuid4().hex}", content_dims=2))
+    x = np.ones(model.d)
+    model.record_impression(7, 70, x)
+    assert model.record_reward(7, 70, 1.0) and not model.record_reward(7, 70, 1.0), "rewarded once"
+    model.refresh(force=True)
+    assert model.impressions == 1
+    model.reset()
+
+    prefix = f"test:rc:{uuid.uuid4().hex[:8]}"
+    cache = ResultCache(CacheConfig(enabled=True, ttl_s=60, key_prefix=prefix), redis_cluster_url)
+    lookup = cache.get(1003, "v", "h")
+    assert cache.put(1003, "v", "h", lookup.generation, {"items": [1, 2]})
+    assert cache.get(1003, "v", "h").payload == {"items": [1, 2]}
+    consumer = StreamConsumer(cfg, name="c0", invalidate_prefix=prefix, stream_cfg=StreamConfig(block_ms=10))
+    try:
+        consumer.ensure_group()
+        EventIngestor(cfg).accept([{"user_id": 1003, "item_id": 5, "event_type": "click"}])
+        assert consumer.drain(60.0)
+        assert cache.get(1003, "v", "h").payload is None, "the applied event invalidated the cached answer"
+    finally:
+        consumer.stop()
+        cache.close()

@@ -25,6 +25,7 @@ Layout (``P`` = ``recsys:rt:<project>``)::
     P:{i:<item>}:ap               applied markers (cluster mode only)
     P:touched                     sorted set item -> last applied time (ms)
     <cache prefix>:gen:{u:<user>} the user's result-cache generation (serving's result cache)
+    {<linucb key>}:state          LinUCB's shared model; {<linucb key>}:pending:<user>:<item> its parked impressions
 """
 
 from __future__ import annotations
@@ -51,6 +52,16 @@ def cache_generation_key(cache_prefix: str, user_id: int) -> str:
 def cache_result_key(cache_prefix: str, user_id: int, variant: str, shape_hash: str) -> str:
     """A cached answer of a user (same slot as the generation: one MGET reads both)."""
     return f"{cache_prefix}:res:{user_tag(user_id)}:{variant}:{shape_hash}"
+
+
+def linucb_state_key(prefix: str) -> str:
+    """The shared LinUCB model hash; ``{<prefix>}`` tags it so its pending impressions share its slot."""
+    return f"{{{prefix}}}:state"
+
+
+def linucb_pending_key(prefix: str, user_id: int, item_id: int) -> str:
+    """A shown impression's features, parked until the click (same slot as the state: one script updates both)."""
+    return f"{{{prefix}}}:pending:{int(user_id)}:{int(item_id)}"
 
 
 class OverlayKeys:

@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from recsys.features.keys import cache_generation_key, cache_result_key
 from recsys.platform.redis_async import LoopBoundRedis
+from recsys.platform.redis_connect import redis_from_url
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,6 @@ class ResultCache:
     ``invalidate_user`` for threads and tools. The breaker state is shared and thread-safe."""
 
     def __init__(self, cfg: CacheConfig, default_redis_url: str):
-        import redis
         from redis.backoff import NoBackoff
         from redis.retry import Retry
 
@@ -96,12 +96,12 @@ class ResultCache:
         self.enabled = cfg.enabled
         # retry=Retry(NoBackoff(), 0): redis-py 7 otherwise retries 3x with 1-10 s exponential
         # backoff on connection errors, turning a Redis outage into multi-second request stalls.
-        self._redis = redis.Redis.from_url(
+        # redis_from_url: a RedisCluster for a redis+cluster:// URL (gen and result keys share the user's slot)
+        self._redis = redis_from_url(
             cfg.redis_url or default_redis_url,
             socket_connect_timeout=cfg.socket_timeout_s,
             socket_timeout=cfg.socket_timeout_s,
             retry=Retry(NoBackoff(), 0),
-            health_check_interval=0,
         )
         self._aredis = LoopBoundRedis(cfg.redis_url or default_redis_url, socket_connect_timeout=cfg.socket_timeout_s,
                                       socket_timeout=cfg.socket_timeout_s)

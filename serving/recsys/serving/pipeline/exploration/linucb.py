@@ -21,7 +21,7 @@ propensity, which off-policy evaluation needs.
 
 State: one Redis hash per model key (``A:i:j`` upper triangle, ``b:i``, ``n``, ``clicks``). Updates
 are Lua scripts, so concurrent replicas never lose an increment:
-* impression: ``A += x x'`` and the shown ``x`` is parked under ``pending:<user>:<item>`` (TTL);
+* impression: ``A += x x'`` and the shown ``x`` is parked under ``{<key>}:pending:<user>:<item>`` (TTL);
 * click / purchase: ``GETDEL`` the parked ``x`` and ``b += reward * x`` (once per impression, so a
   double click is not a double reward; a click on an item never shown by this slot changes nothing).
 Each replica re-reads the hash at most every ``refresh_s`` and caches ``A^-1`` and ``theta``.
@@ -35,6 +35,8 @@ import time
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
+
+from recsys.features.keys import linucb_pending_key, linucb_state_key
 
 _IMPRESSION_LUA = """
 local d = tonumber(ARGV[1])
@@ -104,9 +106,14 @@ class LinUCB:
                  timeout_s: float = 0.5):
         import redis
 
+        from recsys.platform.redis_connect import is_cluster_url, redis_from_url
+
         self.cfg = cfg or LinUCBConfig()
         self.d = 1 + 2 * self.cfg.content_dims
-        self._r = redis.Redis.from_url(redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+        if is_cluster_url(redis_url):  # the state and pending keys share one hash tag: one slot per script
+            self._r = redis_from_url(redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+        else:
+            self._r = redis.Redis.from_url(redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
         self._impression = self._r.register_script(_IMPRESSION_LUA)
         self._reward = self._r.register_script(_REWARD_LUA)
         self._rng = np.random.default_rng(seed)
@@ -118,10 +125,10 @@ class LinUCB:
 
     @property
     def state_key(self) -> str:
-        return f"{self.cfg.key}:state"
+        return linucb_state_key(self.cfg.key)
 
     def _pending_key(self, user_id: int, item_id: int) -> str:
-        return f"{self.cfg.key}:pending:{int(user_id)}:{int(item_id)}"
+        return linucb_pending_key(self.cfg.key, user_id, item_id)
 
     # ------------------------------------------------------------------ state
     def refresh(self, force: bool = False) -> None:
