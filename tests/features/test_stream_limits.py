@@ -93,6 +93,15 @@ def test_the_stream_cap_drops_applied_entries_only_and_refuses_instead_of_losing
         with pytest.raises(EventLogFull, match="cap 10"):
             ingestor.accept([_event(5)])
         assert ingestor.stream.refused_full == 1
+        from types import SimpleNamespace
+
+        from prometheus_client import CollectorRegistry, generate_latest
+
+        from recsys.serving.http.events import _EventStreamCollector
+
+        registry = CollectorRegistry()  # what GET /metrics of the ingress shows
+        registry.register(_EventStreamCollector(SimpleNamespace(ingestor=ingestor, consumer=consumer)))
+        assert 'recsys_event_log_refused_total{reason="full"} 1.0' in generate_latest(registry).decode()
         assert consumer.drain(5.0)
         assert int(r.hget(consumer.keys.user(5), "c:clicks:all")) == 18, "every accepted event applied"
         ingestor.accept([_event(5)])  # room again once applied

@@ -74,6 +74,7 @@ def create_api(service: RecommendationService) -> FastAPI:
     """The app: error shapes, middleware, then the routes by concern (events start this replica's consumer)."""
     events_pipeline = EventPipeline(service)
     events_pipeline.start()
+    events_pipeline.register_metrics(service.metrics.registry)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):

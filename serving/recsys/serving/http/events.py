@@ -71,6 +71,10 @@ class EventPipeline:
             if not self._result_cache().invalidate_user(user):
                 raise ConnectionError("result cache invalidation failed")  # retried with the entries
 
+    def register_metrics(self, registry: Any) -> None:
+        """Expose the stream's limits on /metrics (read at scrape time from the ingestor and consumer)."""
+        registry.register(_EventStreamCollector(self))
+
     def start(self) -> None:
         if self.consumer is not None:
             self.consumer.start()
@@ -84,3 +88,32 @@ class EventPipeline:
         if self.ingestor is None:
             raise EventsNotConfigured("event ingestion is not configured on this server")
         return await self.ingestor.accept_async(events)  # redis.asyncio: no thread hop per request
+
+
+class _EventStreamCollector:
+    """Prometheus collector: appends refused at the stream cap / by a full Redis, dead letters, consumer state."""
+
+    def __init__(self, pipeline: EventPipeline):
+        self.pipeline = pipeline
+
+    def describe(self) -> list:
+        return []  # collected lazily (no fixed series before the first scrape)
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily
+
+        refused = CounterMetricFamily("recsys_event_log_refused", "Event appends refused with 503 (nothing "
+                                      "accepted): reason=full (stream cap, consumers behind) or oom (Redis "
+                                      "maxmemory)", labels=["reason"])
+        stream = getattr(self.pipeline.ingestor, "stream", None)
+        refused.add_metric(["full"], float(getattr(stream, "refused_full", 0)))
+        refused.add_metric(["oom"], float(getattr(stream, "refused_oom", 0)))
+        yield refused
+        stats = getattr(self.pipeline.consumer, "stats", None)
+        for name, attr, doc in (("recsys_event_dead_lettered", "dead_lettered", "Stream entries moved to the "
+                                 "dead-letter stream by this replica's consumer (recsys events dlq list)"),
+                                ("recsys_event_invalidation_failures", "invalidation_failures",
+                                 "Result-cache invalidations that failed and stay queued (retried)")):
+            c = CounterMetricFamily(name, doc)
+            c.add_metric([], float(getattr(stats, attr, 0)))
+            yield c
