@@ -134,3 +134,42 @@ def test_linucb_state_and_the_result_cache_on_a_cluster(cfg, redis_cluster_url):
     finally:
         consumer.stop()
         cache.close()
+
+
+def test_feast_materialize_and_seen_sets_on_a_cluster(small_dataset, redis_cluster_url, tmp_path):
+    """Feast (redis_type: redis_cluster) materializes into the cluster; OnlineFeatureClient reads the rows,
+    the seen sets written by materialize and the live seen set appended by the consumer."""
+    from recsys.features import apply, build_offline_features, materialize
+    from recsys.features.ingest import EventIngestor
+    from recsys.features.online import OnlineFeatureClient, delete_project_keys
+    from recsys.features.stream import StreamConfig, StreamConsumer
+
+    cfg = FeatureStoreConfig(repo_dir=tmp_path / "repo", redis_url=redis_cluster_url,
+                             project=f"c{uuid.uuid4().hex[:8]}", event_log_path=tmp_path / "events.jsonl")
+    consumer = None
+    try:
+        build_offline_features(small_dataset, cfg, progress=False)
+        apply(cfg)
+        assert "redis_type: redis_cluster" in (cfg.repo_dir / "feature_store.yaml").read_text()
+        stats = materialize(cfg, progress=False)
+        assert stats.rows > 0 and stats.seen_users > 0
+        ev = small_dataset.events
+        user = int(ev.user_id.iloc[0])
+        client = OnlineFeatureClient(cfg)
+        feats = client.fetch(user, [int(small_dataset.items.item_id.iloc[0])])
+        assert not feats.user_missing and not feats.missing[0], "Feast rows read back from the cluster"
+        before = feats.user["user_clicks_all"]
+        consumer = StreamConsumer(cfg, name="c0", stream_cfg=StreamConfig(block_ms=10))
+        consumer.ensure_group()
+        new_item = 9_999_001
+        EventIngestor(cfg).accept([{"user_id": user, "item_id": new_item, "event_type": "click"}])
+        assert consumer.drain(60.0)
+        after = client.fetch(user, [])
+        assert after.user["user_clicks_all"] == before + 1
+        seen_batch = consumer.redis.get(consumer.keys.seen_batch(user))
+        assert seen_batch, "materialize wrote the user's seen set on the cluster"
+        assert consumer.redis.get(consumer.keys.seen_live(user)) == f"{new_item},".encode()
+    finally:
+        if consumer is not None:
+            consumer.stop()
+        delete_project_keys(cfg)
