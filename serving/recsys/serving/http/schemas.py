@@ -13,6 +13,9 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, RootModel
 
 EventType = Literal["view", "click", "purchase", "rating"]
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+EVENT_ID_MAX = 2**53 - 1
+"""Largest id an event may carry (= FeatureStoreConfig.max_entity_id's default): each id costs Redis memory
+until its TTL, and 2**53-1 is the largest integer every JSON client reads back exactly."""
 
 
 def _integral_number(v: Any) -> Any:
@@ -117,8 +120,9 @@ class SimilarItemsResponse(BaseModel):
 class _EventBase(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    user_id: JsonInt = Field(..., ge=INT64_MIN, le=INT64_MAX, description="Any user id; new users are welcome")
-    item_id: JsonInt = Field(..., ge=INT64_MIN, le=INT64_MAX, description="Any item id")
+    user_id: JsonInt = Field(..., ge=0, le=EVENT_ID_MAX, description="Any user id in 0..2**53-1 (the feature "
+                             "store's default max_entity_id); new users are welcome")
+    item_id: JsonInt = Field(..., ge=0, le=EVENT_ID_MAX, description="Any item id in 0..2**53-1")
     timestamp: str | None = Field(None, pattern=TIMESTAMP_PATTERN,
                                   description="RFC 3339 time, years 2000-2099; default: now. A time ahead of the "
                                               "server clock (beyond the allowed skew) counts as now.")
