@@ -37,7 +37,7 @@ def test_unit_events_equal_the_unit_table_at_every_cut():
             assert a == pytest.approx(b, rel=1e-9, nan_ok=True)
 
 
-def test_tau_comes_from_config_baseline_pre_period_or_a_flagged_first_look():
+def test_tau_comes_from_config_baseline_pre_period_never_from_the_experiments_own_data():
     frames = _frames(simulation_experiment("ctr"))
     assert plan_tau(simulation_experiment("ctr", tau=0.02), frames).source == "config"
     baseline = plan_tau(simulation_experiment("ctr", baseline=0.08, tau_relative=0.25), frames)
@@ -45,13 +45,14 @@ def test_tau_comes_from_config_baseline_pre_period_or_a_flagged_first_look():
     pre = plan_tau(simulation_experiment("ctr"), frames)
     assert pre.source == "pre-period" and pre.pre_registered
     assert pre.tau == pytest.approx(0.1 * 0.1, rel=0.15)  # tau_relative 0.1 x the pre-period CTR (~0.10)
-    # no pre-period: frozen at the first look, flagged, and later data never move it
-    experiment = simulation_experiment("ctr")
-    bare = _frames(experiment, pre=0)
-    full = analyze_experiment(experiment, bare).tau_plan
-    assert full.source == "first look" and not full.pre_registered and "not pre-registered" in full.detail
-    early = analyze_experiment(experiment, _until(bare, bare.exposures.ts.quantile(0.3))).tau_plan
-    assert early.tau == full.tau
+    # no pre-period: no tau (it used to come from the first look's own data); the mSPRT does not run,
+    # says why, and the group-sequential test (which needs no tau) still decides
+    experiment = simulation_experiment("ctr", max_units_per_variant=1500, looks=5)
+    analysis = analyze_experiment(experiment, _frames(experiment, pre=0))
+    assert analysis.tau_plan is None and analysis.plan.tau_source == "none"
+    decisions = analysis.comparisons[0].decisions
+    assert decisions["msprt"].action == "continue" and "mSPRT not run" in decisions["msprt"].reason
+    assert decisions["group_sequential"].action == "stop"
 
 
 def test_looks_are_fixed_by_the_plan_not_by_when_the_report_runs():

@@ -111,21 +111,45 @@ def status(file: str, log_dir: str) -> None:
 @click.option("--log", "log_dir", required=True, type=click.Path(file_okay=False), help="exposure log directory")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="where to write PNG + HTML [LOG/report]")
 @click.option("--experiment", "names", multiple=True, help="only these experiments (repeatable)")
-def report(file: str, log_dir: str, out_dir: str | None, names: tuple[str, ...]) -> None:
-    """Metrics table, sequential decision and confidence-sequence plot per experiment."""
+@click.option("--plans", "plans_dir", type=click.Path(file_okay=False),
+              help="frozen plans directory [<config dir>/<config stem>.plans]")
+@click.option("--replan", "replan_reason", default=None,
+              help="write a new plan version from the config as it is now, with this reason (recorded)")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="also write the analyses as JSON here")
+def report(file: str, log_dir: str, out_dir: str | None, names: tuple[str, ...], plans_dir: str | None,
+           replan_reason: str | None, json_out: str | None) -> None:
+    """Plan, SRM, guardrails, metrics, sequential decision and confidence-sequence plot per experiment.
+
+    The first report of an experiment freezes its plan (τ, looks, α spending, metrics, MDE) next to the
+    config; later reports analyse with the frozen plan. ``--replan REASON`` writes the next version.
+    """
+    import json
+
     from recsys.experiments.analysis import analyze_experiment
+    from recsys.experiments.frozen_plan import PlanStore
     from recsys.experiments.report import text_report, write_report
 
     config = _load(file)
     unknown = [n for n in names if n not in {e.name for e in config.experiments}]
     if unknown:
         raise click.ClickException(f"--experiment: unknown experiment(s) {unknown}")
+    if replan_reason is not None and not replan_reason.strip():
+        raise click.ClickException("--replan: give a reason (it is recorded in the plan)")
     frames = _frames(log_dir)
+    store = PlanStore(plans_dir) if plans_dir else PlanStore.beside(file)
     experiments = [e for e in config.experiments if not names or e.name in names]
-    analyses = [analyze_experiment(e, frames) for e in experiments]
+    analyses = []
+    for e in experiments:
+        try:
+            plan = store.replan(e, frames, replan_reason) if replan_reason else store.freeze(e, frames)
+        except (OSError, ValueError) as exc:
+            raise click.ClickException(f"plan for {e.name}: {exc}") from None
+        analyses.append(analyze_experiment(e, frames, plan))
     for analysis in analyses:
         click.echo(text_report(analysis))
         click.echo()
+    if json_out:
+        Path(json_out).write_text(json.dumps([a.to_dict() for a in analyses], indent=2), encoding="utf-8")
     html_path, pngs = write_report(analyses, Path(out_dir) if out_dir else Path(log_dir) / "report")
     for png in pngs:
         click.echo(f"wrote {png}")

@@ -98,6 +98,12 @@ class Analysis(_Strict):
     )
     reward_events: list[Literal["click", "purchase", "rating", "view"]] = Field(default_factory=lambda: ["purchase"])
     higher_is_better: bool = True
+    srm_p_threshold: float = Field(
+        0.001, gt=0, lt=1, description="no ship/stop decision is printed while the SRM test's p is below this"
+    )
+    mde: float | None = Field(
+        None, gt=0, description="minimum detectable effect, relative to the baseline (0.05 = 5%); recorded in the plan"
+    )
 
 
 class Experiment(_Strict):

@@ -42,7 +42,7 @@ if TYPE_CHECKING:  # pandas is only needed to read; writers (serving replicas) s
 FsyncPolicy = Literal["always", "interval", "never"]
 EXPOSURE_COLUMNS = [
     "unit_id", "experiment", "variant", "layer", "request_id", "ts", "items", "is_holdout",
-    "assigned_variant", "fallback_reason", "propensities",
+    "assigned_variant", "fallback_reason", "propensities", "degraded",
 ]
 OUTCOME_COLUMNS = ["unit_id", "event_type", "value", "ts", "item_id", "event_id"]
 RECENT_EVENT_IDS = 100_000  # per writer; the reader de-duplicates the rest
@@ -95,13 +95,17 @@ class ExposureLog:
         assigned_variant: str | None = None,
         fallback_reason: str | None = None,
         propensities: Sequence[float] | None = None,
+        degraded: Sequence[str] | None = None,
     ) -> None:
         """Record that ``unit_id`` was served ``items`` under ``experiment``/``variant``.
 
         Serving logs ``variant="fallback"`` with the ``assigned_variant`` and a ``fallback_reason`` when
         the assigned variant's setting did not reach the answer (a missing version, a failing stage).
         ``propensities`` (optional, one per item): the probability the serving policy had of showing
-        that item in this response; off-policy evaluation (``ope.py``) needs it.
+        that item in this response; off-policy evaluation (``ope.py``) needs it. Stored unrounded: a
+        small probability rounded to 0 would make IPS divide by zero.
+        ``degraded`` (optional): the response's degraded reasons (shard outage, no candidates, ...),
+        logged for *every* arm so that the fallback/degraded rate per arm is a fair guardrail metric.
         """
         if propensities is not None and len(propensities) != len(items):
             raise ValueError(f"propensities has {len(propensities)} values for {len(items)} items")
@@ -119,7 +123,9 @@ class ExposureLog:
             record["assigned_variant"] = assigned_variant
             record["fallback_reason"] = fallback_reason
         if propensities is not None:
-            record["propensities"] = [round(float(p), 6) for p in propensities]
+            record["propensities"] = [float(p) for p in propensities]
+        if degraded:
+            record["degraded"] = [str(reason) for reason in degraded]
         self._append("exposures", record)
 
     def log_assignment(

@@ -9,6 +9,12 @@ The randomisation unit is the user (``unit_id``), so every variance is computed 
 * Mean reward = mean over units of the summed ``value`` of the analysis' reward events, variance ``s²/n``.
 
 An outcome counts for an experiment only if it happened at or after that unit's first exposure in it.
+
+Intention to treat: a unit is analysed in the arm it was **assigned** to. Serving logs an exposure whose
+variant did not reach the answer as ``variant="fallback"`` with ``assigned_variant``; such exposures
+count in the assigned arm (`assigned_arms`), and the share of fallback/degraded exposures per arm is a
+guardrail metric of its own (`FallbackGuardrail`). Dropping them, or making them an arm, removes the
+units an outage hit from one arm only, so the survivors of that arm look better than they are.
 """
 
 from __future__ import annotations
@@ -24,6 +30,36 @@ from recsys.experiments.exposure_log import LogFrames
 
 METRICS = ("ctr", "conversion", "reward")
 SRM_P_THRESHOLD = 0.001
+FALLBACK = "fallback"
+FALLBACK_GUARDRAIL_P = 0.001  # a fallback rate that differs between arms this clearly is flagged
+
+
+def assigned_arms(ex: pd.DataFrame) -> np.ndarray:
+    """The arm each exposure's unit was assigned to (intention to treat), ``fallback`` records included."""
+    variant = ex["variant"].to_numpy(dtype=object)
+    if "assigned_variant" not in ex.columns:
+        return variant
+    assigned = ex["assigned_variant"].to_numpy(dtype=object)
+    return np.where((variant == FALLBACK) & pd.notna(assigned), assigned, variant)
+
+
+def _has_reasons(value: Any) -> bool:
+    if value is None or isinstance(value, float | str):
+        return bool(value) and isinstance(value, str)
+    try:
+        return len(value) > 0
+    except TypeError:
+        return False
+
+
+def degraded_flags(ex: pd.DataFrame) -> np.ndarray:
+    """True where the answer was not the arm's intended one: logged as fallback, or degraded in any arm."""
+    flag = ex["variant"].to_numpy(dtype=object) == FALLBACK
+    if "fallback_reason" in ex.columns:
+        flag |= pd.notna(ex["fallback_reason"].to_numpy(dtype=object))
+    if "degraded" in ex.columns:
+        flag |= np.fromiter((_has_reasons(v) for v in ex["degraded"].to_numpy(dtype=object)), bool, len(ex))
+    return flag
 
 
 def ratio_delta_variance(numerator: np.ndarray, denominator: np.ndarray) -> tuple[float, float]:
@@ -79,8 +115,9 @@ def unit_table(
 ) -> tuple[pd.DataFrame, int]:
     """One row per exposed unit: variant, first exposure, exposures, clicks, purchased, reward.
 
-    Returns the table and the number of units seen in more than one variant (kept in their first one;
-    a non-zero count means assignment changed under them, e.g. a lane was shrunk).
+    The variant is the assigned one (intention to treat: ``fallback`` exposures count in their
+    ``assigned_variant``). Returns the table and the number of units seen in more than one assigned
+    variant (kept in their first one; a non-zero count means assignment changed under them).
     """
     ex = frames.exposures
     ex = ex[ex["experiment"] == experiment]
@@ -89,7 +126,7 @@ def unit_table(
     columns = ["unit_id", "variant", "first_ts", "exposures", "clicks", "purchased", "reward"]
     if ex.empty:
         return pd.DataFrame(columns=columns), 0
-    ex = ex.sort_values("ts", kind="stable")
+    ex = ex.assign(variant=assigned_arms(ex)).sort_values("ts", kind="stable")
     units = ex.groupby("unit_id", sort=False).agg(
         variant=("variant", "first"),
         first_ts=("ts", "first"),
@@ -160,7 +197,7 @@ def variant_metrics(table: pd.DataFrame) -> dict[str, VariantMetrics]:
 class UnitEvents:
     """One experiment's log as arrays, so metrics at many look times cost a few ``bincount`` each.
 
-    Same rules as `unit_table`: a unit belongs to its first variant from its first exposure on, and
+    Same rules as `unit_table`: a unit belongs to its first assigned variant from its first exposure on, and
     an outcome counts if it happened at or after that first exposure. ``metrics_at(cut)`` equals
     ``variant_metrics(unit_table(frames, experiment, reward_events, until=cut)[0])`` (a test checks
     it); re-grouping the DataFrame at every look made the A/A simulations through the report path
@@ -174,7 +211,8 @@ class UnitEvents:
         order = np.argsort(exp_ts, kind="stable")
         self.exp_ts = exp_ts[order]
         codes, uniques = pd.factorize(ex["unit_id"].to_numpy(dtype=object)[mask][order], sort=False)
-        variants = ex["variant"].to_numpy(dtype=object)[mask][order]
+        variants = assigned_arms(ex)[mask][order]
+        self.exp_degraded = degraded_flags(ex)[mask][order]
         self.unit_ids = np.asarray(uniques, dtype=object)
         n = len(uniques)
         self.exp_unit = codes.astype(np.int64)
@@ -220,6 +258,36 @@ class UnitEvents:
     def empty(self) -> bool:
         return len(self.unit_ids) == 0
 
+    def fallback_guardrail(self, control: str, threshold: float = FALLBACK_GUARDRAIL_P) -> FallbackGuardrail:
+        """Share of each arm's exposures that were fallback/degraded, and a test that it is the same as control's.
+
+        Per unit ``d_i`` degraded of ``e_i`` exposures; the rate is a ratio of means, so its variance is the
+        delta method across units, like CTR. Flagged when a treatment's rate differs from control's with
+        two-sided p < ``threshold``.
+        """
+        n = len(self.unit_ids)
+        exposures = np.bincount(self.exp_unit, minlength=n).astype(float)
+        degraded = np.bincount(self.exp_unit, weights=self.exp_degraded.astype(float), minlength=n)
+        stats_by_arm = {}
+        for variant, mask in self._unit_masks.items():
+            stats_by_arm[variant] = ratio_delta_variance(degraded[mask], exposures[mask])
+        counts = {v: int(degraded[m].sum()) for v, m in self._unit_masks.items()}
+        p_values: dict[str, float] = {}
+        if control in stats_by_arm:
+            rc, vc = stats_by_arm[control]
+            for variant, (rt, vt) in stats_by_arm.items():
+                if variant == control:
+                    continue
+                se = np.sqrt(vc + vt) if np.isfinite(vc + vt) else float("nan")
+                if se > 0:
+                    p_values[variant] = float(2 * stats.norm.sf(abs(rt - rc) / se))
+                else:
+                    p_values[variant] = 1.0 if rt == rc else 0.0
+        flagged = any(p < threshold for p in p_values.values())
+        rates = {v: float(r) for v, (r, _) in stats_by_arm.items()}
+        return FallbackGuardrail(rates=rates, degraded_exposures=counts, p_values=p_values, flagged=flagged,
+                                 threshold=threshold)
+
     def arm_first_ts(self, variant: str) -> np.ndarray:
         """Sorted first-exposure times of a variant's units (the k-th entry: when it had k+1 units)."""
         return np.sort(self.first_ts[self.unit_variant == variant])
@@ -243,6 +311,20 @@ class UnitEvents:
                     variant, exposures[mask], clicks[mask], purchases[mask] > 0, reward[mask]
                 )
         return out
+
+
+@dataclass(frozen=True)
+class FallbackGuardrail:
+    """Fallback/degraded exposures per arm (a guardrail metric): an arm served worse than it was assigned."""
+
+    rates: dict[str, float]  # share of the arm's exposures that were fallback or degraded
+    degraded_exposures: dict[str, int]
+    p_values: dict[str, float]  # treatment vs control, two-sided
+    flagged: bool
+    threshold: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,10 @@ data being tested:
   2. ``analysis.tau_relative × analysis.baseline`` (the baseline from past data, written in the config);
   3. ``analysis.tau_relative × the metric in the pre-period``: every logged exposure (any experiment,
      the holdout) and its outcomes in the ``pre_period_days`` before the experiment's ``start``;
-  4. otherwise ``tau_relative × the pooled metric of all arms at the first planned look``, frozen
-     from then on and flagged as *not pre-registered* (under H0 the pooled mean carries no
-     information about the sign or size of the difference, so the damage is small, but the report
-     says so and asks for one of 1–3).
+  4. otherwise there is no τ and the mSPRT does not run (the group-sequential test needs none). An
+     earlier version took τ from the pooled metric at the first look, i.e. from the experiment's own
+     data; that is gone. The frozen plan (`frozen_plan`) stores τ, so deleting old log files later
+     cannot change it.
 * **Looks.** Looks sit at unit counts, not at report times, so running the report twice never
   re-cuts the history: the mSPRT looks each time both arms have gained ``look_every_units`` more
   units; the group-sequential test looks when both arms reach ``k/looks × max_units_per_variant``
@@ -43,7 +43,7 @@ class TauPlan:
 
     @property
     def pre_registered(self) -> bool:
-        return self.source != "first look"
+        return self.source in ("config", "baseline", "pre-period")
 
 
 def _estimate(metrics: VariantMetrics, metric: str) -> float:
@@ -99,7 +99,11 @@ def _pool(parts: list[VariantMetrics]) -> VariantMetrics:
 
 
 def plan_tau(experiment: Experiment, frames: LogFrames, events: UnitEvents | None = None) -> TauPlan | None:
-    """Resolve τ once for the experiment (see the module docstring); None when nothing can give one yet."""
+    """Resolve τ from what was known before the experiment (see the module docstring); None otherwise.
+
+    ``events`` is ignored (kept for callers of the old signature): τ never comes from the experiment's
+    own data. `frozen_plan.make_plan` calls this once and the plan file keeps the result.
+    """
     a = experiment.analysis
     if a.tau is not None:
         return TauPlan(a.tau, "config", "analysis.tau")
@@ -115,21 +119,7 @@ def plan_tau(experiment: Experiment, frames: LogFrames, events: UnitEvents | Non
             f"{rel:g} x {a.primary_metric} {value:.4g} over {units} units in the "
             f"{a.pre_period_days:g} days before start",
         )
-    if events is None or events.empty:
-        return None
-    first = first_look_time(events, experiment)
-    if first is None:
-        return None
-    pooled = _pool(list(events.metrics_at(first).values()))
-    value = _estimate(pooled, a.primary_metric)
-    if not (np.isfinite(value) and value > 0):
-        return None
-    return TauPlan(
-        rel * value,
-        "first look",
-        f"{rel:g} x pooled {a.primary_metric} {value:.4g} at the first look (not pre-registered: "
-        "set analysis.tau or analysis.baseline, or keep pre-period exposures in the log)",
-    )
+    return None
 
 
 def first_look_time(events: UnitEvents, experiment: Experiment) -> float | None:

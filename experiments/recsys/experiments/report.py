@@ -68,7 +68,9 @@ def metrics_rows(analysis: ExperimentAnalysis) -> list[list[str]]:
 
 
 def decision_rows(analysis: ExperimentAnalysis) -> list[list[str]]:
+    """Per treatment and method; the decision column says ``withheld (SRM)`` while the SRM gate is closed."""
     rows = [["treatment", "method", "diff", "lower", "upper", "p (always-valid)", "stat", "bound", "decision"]]
+    withheld = analysis.decision_withheld is not None
     for comparison in analysis.comparisons:
         for method, d in comparison.decisions.items():
             rows.append(
@@ -81,7 +83,7 @@ def decision_rows(analysis: ExperimentAnalysis) -> list[list[str]]:
                     _fmt(d.p_value),
                     _fmt(d.statistic),
                     _fmt(d.threshold),
-                    d.label,
+                    "withheld (SRM)" if withheld and d.action == "stop" else d.label,
                 ]
             )
     return rows
@@ -94,14 +96,37 @@ def srm_line(srm: SrmResult) -> str:
 
 
 def plan_line(analysis: ExperimentAnalysis) -> str:
-    """The pre-registered parts of the test: τ and its source, and where the looks are."""
+    """The frozen plan: its id, τ and its source, the looks, α and its spending, and any replan."""
     a = analysis.experiment.analysis
+    plan = analysis.plan
     tau = analysis.tau_plan
-    tau_text = f"tau {_fmt(tau.tau)} ({tau.source}: {tau.detail})" if tau else "tau not resolved yet"
+    tau_text = f"tau {_fmt(tau.tau)} ({tau.source}: {tau.detail})" if tau else "no tau (mSPRT not run)"
     looks = f"mSPRT looks every {a.look_every_units} units per arm"
     if a.max_units_per_variant is not None:
-        looks += f"; group sequential at k/{a.looks} of {a.max_units_per_variant} units per arm"
-    return f"plan: {tau_text}; {looks}"
+        looks += f"; group sequential at k/{a.looks} of {a.max_units_per_variant} units per arm, OBF spending"
+    head = f"plan {plan.plan_id} (frozen {plan.created_at})" if plan else "plan (not frozen)"
+    line = f"{head}: {tau_text}; {looks}; alpha {a.alpha:g}"
+    if a.mde is not None:
+        line += f"; MDE {a.mde:g} relative"
+    if plan is not None and plan.replanned_from is not None:
+        line += f"\nREPLANNED from v{plan.replanned_from}: {plan.replan_reason}"
+    if analysis.plan_drift:
+        line += (
+            f"\nWARNING: the config's analysis.{{{', '.join(analysis.plan_drift)}}} changed since the plan was "
+            "frozen; this report uses the frozen values (--replan REASON to adopt the new ones)"
+        )
+    return line
+
+
+def fallback_line(analysis: ExperimentAnalysis) -> str:
+    """The fallback/degraded rate per arm (a guardrail metric) and whether it differs from control's."""
+    g = analysis.fallback
+    if g is None:
+        return "fallback/degraded: no exposures"
+    rates = ", ".join(f"{v}={r:.2%}" for v, r in g.rates.items())
+    tests = ", ".join(f"{v} vs control p={_fmt(p)}" for v, p in g.p_values.items())
+    verdict = f"DIFFERS between arms (p < {g.threshold:g})" if g.flagged else "ok"
+    return f"fallback/degraded exposures per arm: {rates} [{tests}] -> {verdict}"
 
 
 def text_report(analysis: ExperimentAnalysis) -> str:
@@ -110,11 +135,12 @@ def text_report(analysis: ExperimentAnalysis) -> str:
         f"== {e.name} (layer {e.layer}; metric {e.analysis.primary_metric}; method {e.analysis.method}; "
         f"alpha {e.analysis.alpha})"
     )
-    parts = [head, plan_line(analysis), _render(metrics_rows(analysis))]
+    # the plan, the SRM verdict and the guardrail come before anything that looks like a decision
+    parts = [head, plan_line(analysis), srm_line(analysis.srm), fallback_line(analysis)]
+    parts.append(_render(metrics_rows(analysis)))
     if analysis.comparisons:
         parts.append(_render(decision_rows(analysis)))
         parts.extend(f"  {c.treatment}: {c.decision.reason}" for c in analysis.comparisons)
-    parts.append(srm_line(analysis.srm))
     if analysis.conflicting_units:
         parts.append(f"WARNING: {analysis.conflicting_units} units were exposed to more than one variant")
     parts.append(f"DECISION {e.name}: {analysis.overall_label}")
@@ -195,7 +221,7 @@ def write_report(analyses: list[ExperimentAnalysis], out_dir: str | Path) -> tup
             f"<div class='row'><div>{_html_table(metrics_rows(analysis))}"
             f"{_html_table(decision_rows(analysis)) if analysis.comparisons else ''}"
             f"<ul>{reasons}</ul><p>{html.escape(plan_line(analysis))}</p>"
-            f"<p>{html.escape(srm_line(analysis.srm))}</p></div>"
+            f"<p>{html.escape(srm_line(analysis.srm))}</p><p>{html.escape(fallback_line(analysis))}</p></div>"
             f"<img alt='confidence sequence for {html.escape(analysis.name)}' "
             f"src='data:image/png;base64,{encoded}'></div></section>"
         )
