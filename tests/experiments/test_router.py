@@ -142,12 +142,18 @@ def test_layers_are_independent(make_config):
     assert p > P_FLOOR, table
 
 
+def _reranking_only(experiment: dict) -> dict:
+    """The experiment's treatment sets a re-ranking knob instead of the ranking version."""
+    experiment["variants"][1] = {"name": "treatment", "weight": 50, "reranking": {"mmr_lambda": 0.5}}
+    return experiment
+
+
 def test_experiments_in_one_layer_never_share_a_unit(make_config, ab_experiment):
     config = make_config(
         experiments=[
             ab_experiment("x", layer="shared", layer_share=30),
             ab_experiment("y", layer="shared", layer_share=50),
-            ab_experiment("z", layer="other"),
+            _reranking_only(ab_experiment("z", layer="other")),  # two layers may not set the same field
         ]
     )
     router = ExperimentRouter(config)
@@ -264,7 +270,7 @@ def test_assign_is_microseconds(make_config, ab_experiment):
             "holdout": {"percent": 5},
             "experiments": [
                 ab_experiment("x", layer="one", start="2025-01-01T00:00:00Z"),
-                ab_experiment("y", layer="two", targeting={"segment": "new"}),
+                _reranking_only(ab_experiment("y", layer="two", targeting={"segment": "new"})),
             ],
         }
     )

@@ -35,12 +35,41 @@ def cli() -> None:
 @click.argument("file", type=click.Path(dir_okay=False))
 def validate(file: str) -> None:
     """Check an experiments YAML file; exit 1 naming every bad field."""
+    from recsys.experiments.slots import allocate, ledger_path, read_ledger
+
     config = _load(file)
+    try:
+        _, problems = allocate(config, read_ledger(ledger_path(file), config.buckets))
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    if problems:
+        raise click.ClickException(f"{file}: slot allocation:\n  " + "\n  ".join(problems))
     layers = config.layer_names()
     click.echo(
         f"OK: {file}: {len(config.experiments)} experiment(s) in {len(layers)} layer(s), "
         f"holdout {config.holdout.percent:g}%"
     )
+
+
+@cli.command(name="allocate")
+@click.argument("file", type=click.Path(dir_okay=False))
+def allocate_slots(file: str) -> None:
+    """Write the slot ledger (<stem>.slots.json) so running experiments keep their buckets; commit it."""
+    from recsys.experiments.slots import allocate, ledger_path, read_ledger, write_ledger
+
+    config = _load(file)
+    where = ledger_path(file)
+    try:
+        layout, problems = allocate(config, read_ledger(where, config.buckets))
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    if problems:
+        raise click.ClickException(f"{file}: slot allocation:\n  " + "\n  ".join(problems))
+    write_ledger(where, layout, config.buckets)
+    for layer, slots in layout.items():
+        for name, (low, high) in slots.items():
+            click.echo(f"{layer}/{name}: buckets [{low}, {high}) of {config.buckets}")
+    click.echo(f"wrote {where}")
 
 
 @cli.command(name="list")

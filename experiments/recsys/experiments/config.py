@@ -281,6 +281,49 @@ def _semantic_problems(config: ExperimentsConfig) -> list[str]:
     return problems
 
 
+def _salt_problems(config: ExperimentsConfig) -> list[str]:
+    """Every hash salt must be unique: two hashes with one salt give the same buckets, so the layers,
+    experiments or holdout sharing it are correlated instead of independent."""
+    owners: list[tuple[str, str, str]] = [("holdout", "holdout.salt", config.holdout.salt)]
+    owners += [(f"layers[{n}]", f"layers[{n}].salt", config.layer_salt(n)) for n in config.layer_names()]
+    owners += [(f"experiments[{e.name}]", f"experiments[{e.name}].salt", e.effective_salt) for e in config.experiments]
+    first: dict[str, str] = {}
+    problems = []
+    for owner, where, salt in owners:
+        if salt in first:
+            problems.append(
+                f"{where}: salt {salt!r} is also used by {first[salt]} (a reused salt correlates their "
+                "assignments; give each a unique salt)"
+            )
+        else:
+            first[salt] = owner
+    return problems
+
+
+def _layer_field_problems(config: ExperimentsConfig) -> list[str]:
+    """Two layers may not set the same field: `resolve` would silently let the first layer win."""
+    setters: dict[str, tuple[str, str]] = {}
+    problems = []
+    for layer in config.layer_names():
+        fields: dict[str, str] = {}
+        for experiment in config.experiments_in(layer):
+            for variant in experiment.variants:
+                names = [k for k in ("retrieval_version", "ranking_version") if getattr(variant, k) is not None]
+                names += [f"reranking.{k}" for k in variant.reranking.overrides()]
+                for name in names:
+                    fields.setdefault(name, experiment.name)
+        for name, experiment in fields.items():
+            if name in setters:
+                other_layer, other = setters[name]
+                problems.append(
+                    f"layers[{layer}]: sets {name} (experiment {experiment}), which layer {other_layer} also sets "
+                    f"(experiment {other}); a unit in both would get only the first layer's value"
+                )
+            else:
+                setters[name] = (layer, experiment)
+    return problems
+
+
 def parse_config(raw: Any, source: str = "<config>") -> ExperimentsConfig:
     """Validate an already-parsed YAML/JSON document; raise `ConfigError` naming every bad field."""
     if raw is None:
@@ -292,7 +335,7 @@ def parse_config(raw: Any, source: str = "<config>") -> ExperimentsConfig:
     except ValidationError as exc:
         lines = _format_validation_error(exc, raw)
         raise ConfigError(f"{source}: invalid experiment config:\n  " + "\n  ".join(lines)) from None
-    problems = _semantic_problems(config)
+    problems = _semantic_problems(config) + _salt_problems(config) + _layer_field_problems(config)
     if problems:
         raise ConfigError(f"{source}: invalid experiment config:\n  " + "\n  ".join(problems))
     return config

@@ -17,6 +17,7 @@ Hashing scheme (see docs/experiments.md for the picture):
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -26,7 +27,10 @@ from typing import Any
 
 import mmh3
 
-from recsys.experiments.config import HOLDOUT, ExperimentsConfig, Targeting, load_config
+from recsys.experiments.config import HOLDOUT, ConfigError, ExperimentsConfig, Targeting, load_config
+from recsys.experiments.slots import Ledger, allocate, ledger_path, read_ledger, write_ledger
+
+log = logging.getLogger(__name__)
 
 
 def bucket(salt: str, unit_id: str, buckets: int) -> int:
@@ -103,18 +107,17 @@ def _percent_to_buckets(percent: float, buckets: int) -> int:
     return int(round(percent * buckets / 100.0))
 
 
-def _compile(config: ExperimentsConfig) -> _Tables:
+def _compile(config: ExperimentsConfig, slots_ledger: Ledger | None = None) -> _Tables:
+    """Integer tables for `assign`; slots from the ledger (`recsys.experiments.slots`), else the config."""
     n = config.buckets
     layers = []
     uses_time = False
+    layout, _ = allocate(config, slots_ledger)
     for layer_name in config.layer_names():
         slots = []
-        slot_pct = 0.0  # boundaries come from rounded *cumulative* percentages: no bucket lost to rounding
         experiments = config.experiments_in(layer_name)
-        for experiment, share in zip(experiments, config.layer_shares(layer_name), strict=True):
-            slot_low = _percent_to_buckets(slot_pct, n)
-            slot_pct += share
-            slot_high = min(n, _percent_to_buckets(slot_pct, n))
+        for experiment in experiments:
+            slot_low, slot_high = layout[layer_name][experiment.name]
             lanes = []
             lane_pct = 0.0
             for variant, lane in zip(experiment.variants, experiment.lanes(), strict=True):
@@ -156,6 +159,24 @@ def _compile(config: ExperimentsConfig) -> _Tables:
     )
 
 
+def _persisted_slots(path: str | Path, config: ExperimentsConfig) -> Ledger:
+    """Read the slot ledger beside ``path``, place new experiments, and write it back when possible."""
+    where = ledger_path(path)
+    try:
+        previous = read_ledger(where, config.buckets)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    layout, problems = allocate(config, previous)
+    if problems:
+        raise ConfigError(f"{path}: slot allocation:\n  " + "\n  ".join(problems))
+    if layout != previous:
+        try:
+            write_ledger(where, layout, config.buckets)
+        except OSError as exc:  # a read-only config mount: the layout still holds for this process
+            log.warning("cannot write slot ledger %s (%s); run `recsys experiments allocate` and ship it", where, exc)
+    return layout
+
+
 def _targets(targeting: Targeting, attributes: dict[str, Any] | None) -> bool:
     attributes = attributes or {}
     if targeting.segment != "all" and attributes.get(targeting.segment_attribute) != targeting.segment:
@@ -181,9 +202,12 @@ class ExperimentRouter:
     `from_file` calls `maybe_reload()` now and then to pick up config edits without a restart.
     """
 
-    def __init__(self, config: ExperimentsConfig, *, path: str | Path | None = None) -> None:
+    def __init__(
+        self, config: ExperimentsConfig, *, path: str | Path | None = None, slots: Ledger | None = None
+    ) -> None:
         self.config = config
-        self._tables = _compile(config)
+        self.slots = slots
+        self._tables = _compile(config, slots)
         self._path = Path(path) if path is not None else None
         self._mtime_ns = self._stat_mtime() if self._path else None
         self._last_check = 0.0
@@ -191,8 +215,13 @@ class ExperimentRouter:
     # ------------------------------------------------------------------ construction / reload
     @classmethod
     def from_file(cls, path: str | Path) -> ExperimentRouter:
-        """Build from a YAML file and remember it for `maybe_reload`. Raises `ConfigError` if invalid."""
-        return cls(load_config(path), path=path)
+        """Build from a YAML file and remember it for `maybe_reload`. Raises `ConfigError` if invalid.
+
+        Slots come from the ledger next to the file (``<stem>.slots.json``), which is written (created,
+        or extended with new experiments) when the directory is writable: see `recsys.experiments.slots`.
+        """
+        config = load_config(path)
+        return cls(config, path=path, slots=_persisted_slots(path, config))
 
     def _stat_mtime(self) -> int | None:
         try:
@@ -218,17 +247,19 @@ class ExperimentRouter:
             return False
         try:
             config = load_config(self._path)
+            slots = _persisted_slots(self._path, config)
         except ValueError:
             return False
-        self.config, self._tables, self._mtime_ns = config, _compile(config), mtime
+        self.config, self.slots, self._tables, self._mtime_ns = config, slots, _compile(config, slots), mtime
         return True
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"config": self.config, "path": self._path, "mtime_ns": self._mtime_ns}
+        return {"config": self.config, "path": self._path, "mtime_ns": self._mtime_ns, "slots": self.slots}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.config = state["config"]
-        self._tables = _compile(self.config)
+        self.slots = state.get("slots")
+        self._tables = _compile(self.config, self.slots)
         self._path = state["path"]
         self._mtime_ns = state["mtime_ns"]
         self._last_check = 0.0
