@@ -218,13 +218,25 @@ def _tests(experiment: Experiment, tau: TauPlan | None) -> dict[str, MsprtTest |
     return tests
 
 
-def _looks_at(events: UnitEvents, times: list[float], control: str, treatment: str, metric: str) -> list[Look]:
+def cuped_window(experiment: Experiment) -> tuple[float, float] | None:
+    """The pre-period ``[start - pre_period_days, start)`` whose traffic gives CUPED covariates, if asked for."""
+    a = experiment.analysis
+    if not a.cuped or experiment.start is None:
+        return None
+    start = experiment.start.timestamp()
+    return (start - a.pre_period_days * 86_400.0, start)
+
+
+def _looks_at(
+    events: UnitEvents, times: list[float], control: str, treatment: str, metric: str, cuped: bool = False
+) -> list[Look]:
     looks = []
     for cut in times:
-        snap = events.metrics_at(cut)
+        snap = events.metrics_at(cut, cuped=cuped)
         if control in snap and treatment in snap:
             c, t = snap[control], snap[treatment]
-            looks.append(Look(cut, ArmSummary(c.units, *c.estimate(metric)), ArmSummary(t.units, *t.estimate(metric))))
+            arms = (ArmSummary(m.units, *m.estimate(metric, cuped)) for m in (c, t))
+            looks.append(Look(cut, *arms))
     return looks
 
 
@@ -243,8 +255,9 @@ def analyze_experiment(
         drift = plan_drift(plan, experiment)
         experiment = plan.apply(experiment)
     a = experiment.analysis
-    events = UnitEvents(frames, experiment.name, a.reward_events)
-    metrics = events.metrics_at()
+    window = cuped_window(experiment)
+    events = UnitEvents(frames, experiment.name, a.reward_events, pre_window=window)
+    metrics = events.metrics_at(cuped=window is not None)
     analysis = ExperimentAnalysis(experiment, metrics, srm_for(frames, experiment, events), events.conflicting)
     analysis.plan, analysis.plan_drift = plan, drift
     control = experiment.control_variant
@@ -268,7 +281,7 @@ def analyze_experiment(
         paths: dict[str, SequentialPath] = {}
         for method, test in tests.items():
             times = milestone_times(control_ts, treatment_ts, schedule[method])
-            looks = _looks_at(events, times, control, variant.name, a.primary_metric)
+            looks = _looks_at(events, times, control, variant.name, a.primary_metric, cuped=window is not None)
             if looks:
                 paths[method] = test.run(looks, control, variant.name)
             else:

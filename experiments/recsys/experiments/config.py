@@ -101,6 +101,9 @@ class Analysis(_Strict):
     srm_p_threshold: float = Field(
         0.001, gt=0, lt=1, description="no ship/stop decision is printed while the SRM test's p is below this"
     )
+    cuped: bool = Field(
+        False, description="adjust each metric by the unit's own pre-period value (CUPED); needs `start`"
+    )
     mde: float | None = Field(
         None, gt=0, description="minimum detectable effect, relative to the baseline (0.05 = 5%); recorded in the plan"
     )

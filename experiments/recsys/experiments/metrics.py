@@ -19,7 +19,7 @@ units an outage hit from one arm only, so the survivors of that arm look better 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -92,9 +92,17 @@ class VariantMetrics:
     conversion_var: float
     reward_mean: float
     reward_var: float  # variance of the mean, not of a unit
+    # CUPED (estimate, variance, theta) per metric, when the analysis asked for it (see cuped.py)
+    adjusted: dict[str, tuple[float, float, float]] = field(default_factory=dict)
 
-    def estimate(self, metric: str) -> tuple[float, float]:
-        """(point estimate, variance of the estimate) for ``ctr``, ``conversion`` or ``reward``."""
+    def estimate(self, metric: str, cuped: bool = False) -> tuple[float, float]:
+        """(point estimate, variance of the estimate) for ``ctr``, ``conversion`` or ``reward``.
+
+        ``cuped``: the CUPED-adjusted pair when it was computed (else the plain one).
+        """
+        if cuped and metric in self.adjusted:
+            estimate, variance, _ = self.adjusted[metric]
+            return estimate, variance
         if metric == "ctr":
             return self.ctr, self.ctr_var
         if metric == "conversion":
@@ -204,7 +212,14 @@ class UnitEvents:
     too slow to run thousands of times.
     """
 
-    def __init__(self, frames: LogFrames, experiment: str, reward_events: tuple[str, ...] | list[str]) -> None:
+    def __init__(
+        self,
+        frames: LogFrames,
+        experiment: str,
+        reward_events: tuple[str, ...] | list[str],
+        pre_window: tuple[float, float] | None = None,
+    ) -> None:
+        """``pre_window``: ``[lo, hi)`` epoch seconds whose traffic gives each unit's CUPED covariates."""
         ex = frames.exposures
         mask = (ex["experiment"] == experiment).to_numpy()
         exp_ts = ex["ts"].to_numpy(dtype=float)[mask]
@@ -241,6 +256,11 @@ class UnitEvents:
         self.out_reward = np.where(np.isin(kinds, list(reward_events)), values, 0.0)
         self.variant_names = sorted({str(v) for v in self.unit_variant})
         self._unit_masks = {v: self.unit_variant == v for v in self.variant_names}
+        self.pre: np.ndarray | None = None
+        if pre_window is not None:
+            from recsys.experiments.cuped import pre_period_covariates
+
+            self.pre = pre_period_covariates(frames, self.unit_ids, pre_window, reward_events)
 
     def counts(self) -> dict[str, dict[str, int]]:
         """Exposed units (by first variant) and exposures per variant, as `analysis.exposure_counts` reports."""
@@ -292,7 +312,8 @@ class UnitEvents:
         """Sorted first-exposure times of a variant's units (the k-th entry: when it had k+1 units)."""
         return np.sort(self.first_ts[self.unit_variant == variant])
 
-    def metrics_at(self, cut: float = float("inf")) -> dict[str, VariantMetrics]:
+    def metrics_at(self, cut: float = float("inf"), cuped: bool = False) -> dict[str, VariantMetrics]:
+        """Metrics of the units exposed by ``cut``; with ``cuped`` (and a ``pre_window``) also CUPED-adjusted."""
         n = len(self.unit_ids)
         if n == 0:
             return {}
@@ -304,12 +325,21 @@ class UnitEvents:
         purchases = np.bincount(units, weights=self.out_purchase[:seen], minlength=n)
         reward = np.bincount(units, weights=self.out_reward[:seen], minlength=n)
         out: dict[str, VariantMetrics] = {}
-        for variant in self.variant_names:
-            mask = present & self._unit_masks[variant]
-            if mask.any():
-                out[variant] = metrics_from_arrays(
-                    variant, exposures[mask], clicks[mask], purchases[mask] > 0, reward[mask]
-                )
+        masks = {v: present & self._unit_masks[v] for v in self.variant_names}
+        masks = {v: m for v, m in masks.items() if m.any()}
+        for variant, mask in masks.items():
+            out[variant] = metrics_from_arrays(
+                variant, exposures[mask], clicks[mask], purchases[mask] > 0, reward[mask]
+            )
+        if cuped and self.pre is not None and masks:
+            from recsys.experiments.cuped import cuped_estimates
+
+            arms = {
+                v: {"exposures": exposures[m], "clicks": clicks[m], "purchased": purchases[m] > 0, "reward": reward[m]}
+                for v, m in masks.items()
+            }
+            adjusted = cuped_estimates(arms, {v: self.pre[m] for v, m in masks.items()})
+            out = {v: replace(metrics, adjusted=adjusted[v]) for v, metrics in out.items()}
         return out
 
 

@@ -59,9 +59,16 @@ def _interval(values: np.ndarray, center: float, confidence: float) -> tuple[flo
 
 
 def _weights(target_prob: np.ndarray, logging_prob: np.ndarray) -> np.ndarray:
+    """π/μ per decision; a decision whose logged propensity is not a positive number is named (no support)."""
     mu = np.asarray(logging_prob, np.float64)
-    if np.any(mu <= 0) or np.any(~np.isfinite(mu)):
-        raise ValueError("logging propensities must be finite and > 0 for every logged decision")
+    bad = np.flatnonzero(~(np.isfinite(mu) & (mu > 0)))
+    if bad.size:
+        first = int(bad[0])
+        more = f" (and {bad.size - 1} more)" if bad.size > 1 else ""
+        raise ValueError(
+            f"decision {first}{more}: logging propensity {mu[first]:g} - the logging policy had no support "
+            "there, so no estimator can weigh it; log the true (unrounded) propensities of every decision"
+        )
     return np.asarray(target_prob, np.float64) / mu
 
 
@@ -139,10 +146,34 @@ def _read_policy(policy: str | Path) -> pd.DataFrame:
     return pd.DataFrame({"item_id": df["item_id"].astype(str), "probability": prob.astype(float)})
 
 
+def _credited_clicks(
+    rows: pd.DataFrame, outcomes: pd.DataFrame, click_events: tuple[str, ...], window_s: float
+) -> np.ndarray:
+    """1 where a shown (unit, item) row got a click; each click credits one row only.
+
+    Attribution: a click goes to the LATEST showing of that item to that unit at or before the click,
+    if that showing is at most ``window_s`` old; earlier showings of the same item get nothing for it.
+    """
+    clicks = outcomes[outcomes["event_type"].isin(click_events)][["unit_id", "item_id", "ts"]].dropna()
+    clicks = clicks.assign(item_id=clicks["item_id"].astype(str)).rename(columns={"ts": "click_ts"})
+    joined = rows[["unit_id", "item_id", "ts"]].reset_index().merge(
+        clicks.reset_index(names="click"), on=["unit_id", "item_id"]
+    )
+    joined = joined[(joined["click_ts"] >= joined["ts"]) & (joined["click_ts"] <= joined["ts"] + window_s)]
+    latest = joined.sort_values(["ts", "index"], kind="stable").groupby("click")["index"].last()
+    r = np.zeros(len(rows))
+    r[latest.to_numpy(dtype=np.int64)] = 1.0
+    return r
+
+
 def decisions_from_log(exposures: pd.DataFrame, outcomes: pd.DataFrame, target: pd.DataFrame, *,
                        window_s: float = 3600.0, click_events: tuple[str, ...] = ("click", "purchase"),
                        prior_strength: float = 20.0) -> RequestDecisions:
     """Join exposures (with propensities) to clicks within ``window_s`` and reduce them per request.
+
+    Each click credits one shown item: its latest showing to that unit at or before the click, within
+    ``window_s`` (`_credited_clicks`). A shown item with propensity 0 (or none) is an error naming the
+    request: IPS would divide by it.
 
     The reward model ``q_i`` is the per-item click rate shrunk towards the global rate (``prior_strength``
     pseudo-shows), cross-fitted: requests are split in two halves by a hash of the request id and each
@@ -154,17 +185,24 @@ def decisions_from_log(exposures: pd.DataFrame, outcomes: pd.DataFrame, target: 
     skipped = int((~has_p).sum())
     if ex.empty:
         raise ValueError("no exposure in the log carries propensities: serve with propensity logging first")
-    rows = ex[["unit_id", "request_id", "ts", "items", "propensities"]].explode(["items", "propensities"])
+    # one decision per served response: the same response is logged once per layer (same unit, id and
+    # time); a request id alone is not enough, since a client may reuse its X-Request-ID
+    ex = ex.drop_duplicates(subset=["request_id", "unit_id", "ts"])
+    ex = ex.assign(decision=pd.factorize(list(zip(ex["request_id"], ex["unit_id"], ex["ts"], strict=True)))[0])
+    rows = ex[["unit_id", "request_id", "ts", "items", "propensities", "decision"]].explode(["items", "propensities"])
     rows = rows.rename(columns={"items": "item_id", "propensities": "mu"})
     rows["item_id"] = rows["item_id"].astype(str)
     rows["mu"] = rows["mu"].astype(float)
-    clicks = outcomes[outcomes["event_type"].isin(click_events)][["unit_id", "item_id", "ts"]].dropna()
-    clicks = clicks.assign(item_id=clicks["item_id"].astype(str)).rename(columns={"ts": "click_ts"})
-    joined = rows.reset_index(drop=True).reset_index().merge(clicks, on=["unit_id", "item_id"], how="left")
-    ok = (joined["click_ts"] >= joined["ts"]) & (joined["click_ts"] <= joined["ts"] + window_s)
-    clicked = joined.assign(r=ok.astype(float)).groupby("index")["r"].max()
+    bad = ~(np.isfinite(rows["mu"].to_numpy()) & (rows["mu"].to_numpy() > 0))
+    if bad.any():
+        first = rows[bad].iloc[0]
+        raise ValueError(
+            f"request {first['request_id']}: item {first['item_id']} has logging propensity {first['mu']:g} "
+            f"({int(bad.sum())} shown item(s) in all): an item shown with propensity 0 means the log is wrong; "
+            "serving must log the true (unrounded) propensity of every shown item"
+        )
     rows = rows.reset_index(drop=True)
-    rows["r"] = clicked.reindex(range(len(rows))).fillna(0.0).to_numpy()
+    rows["r"] = _credited_clicks(rows, outcomes, click_events, window_s)
     rows["fold"] = [zlib.crc32(str(r).encode()) & 1 for r in rows["request_id"]]
 
     pi = target.groupby("item_id")["probability"].sum()
@@ -188,7 +226,7 @@ def decisions_from_log(exposures: pd.DataFrame, outcomes: pd.DataFrame, target: 
 
     rows["ips"] = rows["w"] * rows["r"]
     rows["corr"] = rows["w"] * (rows["r"] - rows["q"])
-    per = rows.groupby("request_id").agg(ips=("ips", "sum"), w=("w", "sum"), corr=("corr", "sum"),
+    per = rows.groupby("decision").agg(ips=("ips", "sum"), w=("w", "sum"), corr=("corr", "sum"),
                                          fold=("fold", "first"))
     return RequestDecisions(per["ips"].to_numpy(), per["w"].to_numpy(), per["corr"].to_numpy(),
                             dm_fold[per["fold"].to_numpy()], total, len(per), skipped, mass_logged)

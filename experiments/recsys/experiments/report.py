@@ -108,6 +108,8 @@ def plan_line(analysis: ExperimentAnalysis) -> str:
     line = f"{head}: {tau_text}; {looks}; alpha {a.alpha:g}"
     if a.mde is not None:
         line += f"; MDE {a.mde:g} relative"
+    if a.cuped:
+        line += f"; CUPED on (covariate: each unit's {a.pre_period_days:g}-day pre-period value)"
     if plan is not None and plan.replanned_from is not None:
         line += f"\nREPLANNED from v{plan.replanned_from}: {plan.replan_reason}"
     if analysis.plan_drift:
@@ -116,6 +118,20 @@ def plan_line(analysis: ExperimentAnalysis) -> str:
             "frozen; this report uses the frozen values (--replan REASON to adopt the new ones)"
         )
     return line
+
+
+def cuped_line(analysis: ExperimentAnalysis) -> str | None:
+    """The primary metric per arm with CUPED next to the plain estimate (what the tests used)."""
+    metric = analysis.experiment.analysis.primary_metric
+    parts = []
+    for variant, m in analysis.metrics.items():
+        if metric not in m.adjusted:
+            continue
+        est, var, theta = m.adjusted[metric]
+        plain, plain_var = m.estimate(metric)
+        parts.append(f"{variant} {_fmt(est)} se {_fmt(math.sqrt(var))} (plain {_fmt(plain)} se "
+                     f"{_fmt(math.sqrt(plain_var))}, theta {_fmt(theta, 3)})")
+    return f"CUPED {metric}: " + "; ".join(parts) if parts else None
 
 
 def fallback_line(analysis: ExperimentAnalysis) -> str:
@@ -138,6 +154,8 @@ def text_report(analysis: ExperimentAnalysis) -> str:
     # the plan, the SRM verdict and the guardrail come before anything that looks like a decision
     parts = [head, plan_line(analysis), srm_line(analysis.srm), fallback_line(analysis)]
     parts.append(_render(metrics_rows(analysis)))
+    if (cuped := cuped_line(analysis)) is not None:
+        parts.append(cuped)
     if analysis.comparisons:
         parts.append(_render(decision_rows(analysis)))
         parts.extend(f"  {c.treatment}: {c.decision.reason}" for c in analysis.comparisons)

@@ -250,6 +250,7 @@ def simulate_decisions(
     pre_period_units: int = 2000,
     duration_s: float = 14 * DAY_S,
     seed: int = 0,
+    power: bool = True,
 ) -> DecisionRates:
     """A/A false-positive rate and A/B power of the decisions `analyze_experiment` makes for ``experiment``.
 
@@ -257,6 +258,7 @@ def simulate_decisions(
     ``reward``. Each run is a fresh log: ``units_per_arm`` users per arm arriving over ``duration_s``,
     plus ``pre_period_units`` users in the week before ``start`` (the pre-period τ is drawn from
     them unless the config fixes τ). A false positive is any "stop: <variant> wins" in an A/A run.
+    ``power=False`` runs the A/A half only (the power fields are then NaN).
     """
     from recsys.experiments.analysis import analyze_experiment
 
@@ -266,13 +268,14 @@ def simulate_decisions(
     control = experiment.control_variant
     treatment = next(v.name for v in experiment.variants if v.name != control)
     metric = experiment.analysis.primary_metric
+    cuped = experiment.analysis.cuped
     z = stats.norm.isf(experiment.analysis.alpha / 2)
     counts = {"aa_msprt": 0, "aa_gs": 0, "ab_msprt": 0, "ab_gs": 0, "ab_fixed": 0}
     stops: list[float] = []
     ratios: list[float] = []
     taus: list[tuple[float, str]] = []
     started = time.perf_counter()
-    for label, effect in (("aa", 0.0), ("ab", lift)):
+    for label, effect in (("aa", 0.0), ("ab", lift)) if power else (("aa", 0.0),):
         for _ in range(runs):
             frames = _simulated_frames(
                 rng, experiment, units_per_arm=units_per_arm, lift=effect, click_rate=click_rate,
@@ -289,7 +292,7 @@ def simulate_decisions(
                 counts["aa_gs"] += bool(gs and gs.winner is not None)
                 if ms is not None and np.isfinite(ms.upper - ms.lower):
                     c, t = analysis.metrics[control], analysis.metrics[treatment]
-                    se = np.sqrt(c.estimate(metric)[1] + t.estimate(metric)[1])
+                    se = np.sqrt(c.estimate(metric, cuped)[1] + t.estimate(metric, cuped)[1])
                     ratios.append((ms.upper - ms.lower) / (2 * z * se))
             else:
                 counts["ab_msprt"] += bool(ms and ms.winner == treatment)
@@ -299,7 +302,7 @@ def simulate_decisions(
                     first = int(np.argmax(path.p_value <= ms.extra["alpha"]))
                     stops.append((first + 1) * experiment.analysis.look_every_units / units_per_arm)
                 c, t = analysis.metrics[control], analysis.metrics[treatment]
-                (ec, vc), (et, vt) = c.estimate(metric), t.estimate(metric)
+                (ec, vc), (et, vt) = c.estimate(metric, cuped), t.estimate(metric, cuped)
                 counts["ab_fixed"] += bool((et - ec) / np.sqrt(vc + vt) >= z)
     tau, source = (float(np.median([t for t, _ in taus])), taus[0][1]) if taus else (float("nan"), "none")
     base = click_rate if metric == "ctr" else purchase_rate
@@ -312,10 +315,10 @@ def simulate_decisions(
         tau=tau,
         tau_source=source,
         msprt_fpr=counts["aa_msprt"] / runs,
-        msprt_power=counts["ab_msprt"] / runs,
+        msprt_power=counts["ab_msprt"] / runs if power else float("nan"),
         group_sequential_fpr=counts["aa_gs"] / runs,
-        group_sequential_power=counts["ab_gs"] / runs,
-        fixed_horizon_power=counts["ab_fixed"] / runs,
+        group_sequential_power=counts["ab_gs"] / runs if power else float("nan"),
+        fixed_horizon_power=counts["ab_fixed"] / runs if power else float("nan"),
         msprt_mean_stop_fraction=float(np.mean(stops)) if stops else float("nan"),
         ci_width_ratio=float(np.median(ratios)) if ratios else float("nan"),
         seconds=time.perf_counter() - started,
@@ -394,6 +397,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--lift", type=float, default=0.10, help="relative lift of the A/B runs")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--rows", default="", help="comma list of row numbers (1-based) to run; default all")
+    ap.add_argument("--aa-only", action="store_true", help="A/A runs only (false-positive rates)")
     args = ap.parse_args(argv)
     plan = {"max_units_per_variant": args.units, "looks": 10, "look_every_units": max(2, args.units // 20)}
     settings: list[tuple[str, Experiment, int]] = [
@@ -404,7 +408,7 @@ def main(argv: list[str] | None = None) -> None:
         ),
         ("CTR 0.10, tau_relative 0.1 (default), pre-period", simulation_experiment("ctr", **plan), 2000),
         ("CTR 0.10, tau_relative 0.2, pre-period", simulation_experiment("ctr", tau_relative=0.2, **plan), 2000),
-        ("CTR 0.10, default, no pre-period (tau frozen at first look)", simulation_experiment("ctr", **plan), 0),
+        ("CTR 0.10, default, no pre-period (no tau: group sequential only)", simulation_experiment("ctr", **plan), 0),
         ("conversion 0.02, default, pre-period", simulation_experiment("conversion", **plan), 2000),
         ("reward (purchase value), default, pre-period", simulation_experiment("reward", **plan), 2000),
     ]
@@ -415,7 +419,7 @@ def main(argv: list[str] | None = None) -> None:
             continue
         rates = simulate_decisions(
             experiment, runs=args.runs, units_per_arm=args.units, lift=args.lift, pre_period_units=pre,
-            seed=args.seed + i,
+            seed=args.seed + i, power=not args.aa_only,
         )
         print(f"{label}: {rates.to_dict()}", flush=True)
         rows.append((label, rates))
