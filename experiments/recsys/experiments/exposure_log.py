@@ -42,9 +42,10 @@ if TYPE_CHECKING:  # pandas is only needed to read; writers (serving replicas) s
 FsyncPolicy = Literal["always", "interval", "never"]
 EXPOSURE_COLUMNS = [
     "unit_id", "experiment", "variant", "layer", "request_id", "ts", "items", "is_holdout",
-    "assigned_variant", "fallback_reason", "propensities", "degraded",
+    "assigned_variant", "fallback_reason", "propensities", "degraded", "exposure_id",
 ]
-OUTCOME_COLUMNS = ["unit_id", "event_type", "value", "ts", "item_id", "event_id"]
+OUTCOME_COLUMNS = ["unit_id", "event_type", "value", "ts", "item_id", "event_id", "received_ts"]
+MAX_CLOCK_SKEW_S = 300.0  # an outcome may not be later than the time it was received plus this
 RECENT_EVENT_IDS = 100_000  # per writer; the reader de-duplicates the rest
 
 
@@ -96,6 +97,7 @@ class ExposureLog:
         fallback_reason: str | None = None,
         propensities: Sequence[float] | None = None,
         degraded: Sequence[str] | None = None,
+        exposure_id: str | None = None,
     ) -> None:
         """Record that ``unit_id`` was served ``items`` under ``experiment``/``variant``.
 
@@ -106,6 +108,8 @@ class ExposureLog:
         small probability rounded to 0 would make IPS divide by zero.
         ``degraded`` (optional): the response's degraded reasons (shard outage, no candidates, ...),
         logged for *every* arm so that the fallback/degraded rate per arm is a fair guardrail metric.
+        ``exposure_id`` (optional): the server's id of the served response (shared by its per-layer
+        records); ``request_id`` is then the client's id, which a client may reuse.
         """
         if propensities is not None and len(propensities) != len(items):
             raise ValueError(f"propensities has {len(propensities)} values for {len(items)} items")
@@ -126,6 +130,8 @@ class ExposureLog:
             record["propensities"] = [float(p) for p in propensities]
         if degraded:
             record["degraded"] = [str(reason) for reason in degraded]
+        if exposure_id is not None:
+            record["exposure_id"] = str(exposure_id)
         self._append("exposures", record)
 
     def log_assignment(
@@ -159,8 +165,14 @@ class ExposureLog:
         item_id: str | int | None = None,
         *,
         event_id: str | None = None,
+        received_ts: datetime | float | None = None,
     ) -> bool:
         """Record a click/purchase/rating/view; ``value`` is the amount, the rating, or 1.
+
+        ``ts`` is when the event happened (the client's time, validated by ingestion); ``received_ts``
+        when it reached the server. With ``received_ts``, ``ts`` is clamped to at most ``received_ts +
+        MAX_CLOCK_SKEW_S`` (a client clock ahead of ours) and both are recorded, so a queued or backfilled
+        event keeps its own time and does not count as after an exposure it preceded.
 
         ``event_id`` (the client's id of the event) makes the call idempotent: a retried event is
         counted once (see the module docstring). Returns False when this writer had already logged
@@ -186,6 +198,9 @@ class ExposureLog:
             "item_id": None if item_id is None else str(item_id),
             "event_id": event_id,
         }
+        if received_ts is not None:
+            record["received_ts"] = _epoch(received_ts)
+            record["ts"] = min(record["ts"], record["received_ts"] + MAX_CLOCK_SKEW_S)
         self._append("outcomes", record)
         if event_id is not None:
             self._recent_events[event_id] = None

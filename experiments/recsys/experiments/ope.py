@@ -187,8 +187,12 @@ def decisions_from_log(exposures: pd.DataFrame, outcomes: pd.DataFrame, target: 
         raise ValueError("no exposure in the log carries propensities: serve with propensity logging first")
     # one decision per served response: the same response is logged once per layer (same unit, id and
     # time); a request id alone is not enough, since a client may reuse its X-Request-ID
-    ex = ex.drop_duplicates(subset=["request_id", "unit_id", "ts"])
-    ex = ex.assign(decision=pd.factorize(list(zip(ex["request_id"], ex["unit_id"], ex["ts"], strict=True)))[0])
+    # (serving's exposure_id names a response; older logs fall back to request id + unit + time)
+    server_id = ex["exposure_id"] if "exposure_id" in ex.columns else pd.Series(None, index=ex.index)
+    key = [e if isinstance(e, str) else (r, u, t)
+           for e, r, u, t in zip(server_id, ex["request_id"], ex["unit_id"], ex["ts"], strict=True)]
+    ex = ex.assign(decision=pd.factorize(pd.Series(key, index=ex.index, dtype=object))[0])
+    ex = ex.drop_duplicates(subset=["decision"])
     rows = ex[["unit_id", "request_id", "ts", "items", "propensities", "decision"]].explode(["items", "propensities"])
     rows = rows.rename(columns={"items": "item_id", "propensities": "mu"})
     rows["item_id"] = rows["item_id"].astype(str)

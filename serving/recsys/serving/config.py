@@ -158,6 +158,9 @@ class ServingConfig(BaseModel):
     )
     experiments_config: Path | None = Field(None, description="Experiments YAML; None = no experiments")
     exposure_log_dir: Path = Field(Path("var/logs/exposures"), description="Exposure/outcome JSONL directory")
+    targeting_key: str | None = Field(
+        None, description="HMAC key of signed targeting attributes (context.targeting); None = only stored features"
+    )
     exploration_rate: float = Field(0.1, ge=0.0, le=1.0, description="Share of requests given an exploration slot")
     exploration_slot: int = Field(3, ge=0, le=1000, description="0-based position of the exploration item")
     new_item_days: float = Field(14.0, ge=0.0, description="Items created this recently (vs newest) count as new")

@@ -8,13 +8,32 @@ after the answer is built one exposure per layer is logged with the variant that
 served. A layer whose setting did not reach the answer — its version missing or failing, or
 overridden by an earlier layer — is logged as ``variant="fallback"`` with the assigned variant and
 the reason, so the analysis never credits a treatment with answers it did not shape.
+
+Experiment integrity (issue 23):
+
+* **Targeting is server-side.** The attributes the router matches come from the user's stored features
+  (`targeting_attributes`: ``segment`` is ``returning`` when the online store holds a history for the
+  user, else ``new``) and, optionally, from a context signed with the server's ``targeting_key``
+  (``context.targeting = sign_targeting(key, user_id, attributes)``, HMAC-SHA256 over the user id and
+  the attributes). The raw request body is never read for targeting: a caller could otherwise opt in or
+  out of an experiment, or switch segment between requests.
+* **Exposure ids are the server's**: each served response gets a fresh ``exposure_id`` shared by its
+  per-layer records; the client's X-Request-ID stays in ``request_id``.
+* **Degraded reasons are logged for every arm** (``degraded``), so the fallback/degraded rate per arm
+  compares like with like (only versioned variants were relabelled ``fallback`` before).
+* **Outcomes carry the event's time** (ingestion validated it and clamped it to the allowed clock skew),
+  with the time serving logged it in ``received_ts``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 import logging
 import time
-from collections.abc import Sequence
+import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -109,10 +128,33 @@ def experiment_variant_versions(experiments_config: str | Path | None) -> list[V
     return sorted(pairs, key=lambda p: (p.retrieval_version or "", p.ranking_version or ""))
 
 
+def _targeting_body(user_id: int, attributes: Mapping[str, Any]) -> bytes:
+    return json.dumps({"user_id": int(user_id), "attributes": dict(attributes)}, sort_keys=True,
+                      separators=(",", ":")).encode()
+
+
+def sign_targeting(key: str, user_id: int, attributes: Mapping[str, Any]) -> dict[str, Any]:
+    """``context.targeting`` for a trusted caller: the attributes and their HMAC for this user."""
+    sig = hmac.new(key.encode(), _targeting_body(user_id, attributes), hashlib.sha256).hexdigest()
+    return {"attributes": dict(attributes), "sig": sig}
+
+
+def verified_targeting(key: str | None, user_id: int, signed: Any) -> dict[str, Any]:
+    """The attributes of a correctly signed ``context.targeting`` for this user, else {}."""
+    if not key or not isinstance(signed, Mapping):
+        return {}
+    attributes, sig = signed.get("attributes"), signed.get("sig")
+    if not isinstance(attributes, Mapping) or not isinstance(sig, str):
+        return {}
+    want = hmac.new(key.encode(), _targeting_body(user_id, attributes), hashlib.sha256).hexdigest()
+    return dict(attributes) if hmac.compare_digest(want, sig) else {}
+
+
 class ExperimentGateway:
     def __init__(self, cfg: ServingConfig):
         self.router: Any = None
         self.log: Any = None
+        self.targeting_key = cfg.targeting_key
         if cfg.experiments_config is None:
             return
         try:
@@ -127,6 +169,26 @@ class ExperimentGateway:
     @property
     def enabled(self) -> bool:
         return self.router is not None
+
+    @property
+    def needs_attributes(self) -> bool:
+        """Whether any experiment targets: only then is the user's stored row read before assignment."""
+        return self.router is not None and any(not e.targeting.is_everyone for e in self.router.config.experiments)
+
+    def targeting_attributes(
+        self, user_id: int, stored: Any, context: Mapping[str, Any] | None
+    ) -> dict[str, Any]:
+        """Attributes for targeting, from the server's side only (see the module docstring).
+
+        ``stored``: the user's online feature row (`HydratedFeatures`), None when it could not be read (then
+        no segment is known and targeted experiments leave the user out of this request).
+        """
+        attributes: dict[str, Any] = {}
+        if stored is not None:
+            attributes["segment"] = "returning" if getattr(stored, "recent_item_ids", None) else "new"
+        signed = (context or {}).get("targeting")
+        attributes.update(verified_targeting(self.targeting_key, user_id, signed))
+        return attributes
 
     def assign(self, user_id: int, attributes: dict[str, Any] | None) -> VariantChoice:
         """Assign the user in every layer and resolve what the request is served with."""
@@ -171,10 +233,14 @@ class ExperimentGateway:
         degraded: Sequence[str] = (),
         propensities: list[float] | None = None,
     ) -> None:
-        """One exposure per layer, with the variant actually served (``fallback`` + reason otherwise)."""
+        """One exposure per layer, with the variant actually served (``fallback`` + reason otherwise).
+
+        ``request_id`` is the client's id; the records of this response share a fresh server ``exposure_id``.
+        """
         if self.log is None or not choice.layers:
             return
         now = time.time()
+        exposure_id = uuid.uuid4().hex
         for layer in choice.layers:
             reason = None if served is None else fallback_reason(choice, layer, served, degraded)
             try:
@@ -182,19 +248,23 @@ class ExperimentGateway:
                     str(user_id), layer.experiment, FALLBACK if reason else layer.variant, request_id, now, items,
                     layer=layer.layer, is_holdout=layer.is_holdout,
                     assigned_variant=layer.variant if reason else None, fallback_reason=reason,
-                    propensities=propensities,
+                    propensities=propensities, degraded=list(degraded) or None, exposure_id=exposure_id,
                 )
             except OSError as e:  # a full or read-only disk must not fail the recommendation itself
                 log.warning("exposure log write failed: %s", e)
 
     def log_outcome(
-        self, user_id: int, event_type: str, value: float, item_id: int | None, event_id: str | None = None
+        self, user_id: int, event_type: str, value: float, item_id: int | None, event_id: str | None = None,
+        ts: float | None = None,
     ) -> None:
         """Log an outcome once per ``event_id``: call it only after ingestion accepted the event, and pass
-        the client's event id so that a retried event is not counted twice."""
+        the client's event id so that a retried event is not counted twice, and the event's validated time
+        ``ts`` (ingestion clamped it to the allowed clock skew), not the time it reached this log."""
         if self.log is None:
             return
+        now = time.time()
         try:
-            self.log.log_outcome(str(user_id), event_type, value, time.time(), item_id, event_id=event_id)
+            self.log.log_outcome(str(user_id), event_type, value, now if ts is None else ts, item_id,
+                                 event_id=event_id, received_ts=now)
         except OSError as e:
             log.warning("outcome log write failed: %s", e)

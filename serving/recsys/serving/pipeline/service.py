@@ -40,7 +40,7 @@ from recsys.serving.pipeline.errors import NotReadyError, RequestLimitError, Unk
 from recsys.serving.pipeline.experiments import NO_EXPERIMENT, ExperimentGateway, VariantChoice
 from recsys.serving.pipeline.exploration.stage import Exploration
 from recsys.serving.pipeline.exploration.thompson import ThompsonExplorer
-from recsys.serving.pipeline.features.client import FeatureGateway
+from recsys.serving.pipeline.features.client import FeatureGateway, FeatureReadError, FeatureStoreUnavailable
 from recsys.serving.pipeline.features.stage import FeatureHydration
 from recsys.serving.pipeline.metrics import ServingMetrics
 from recsys.serving.pipeline.reranking.stage import Reranking
@@ -146,12 +146,30 @@ class RecommendationService(BundleLifecycle):
             default = bundle.versions.retrieval
             return default, self.loader.retrieval(default)
 
+    async def _assign(self, state: RequestState, req: RecommendationRequest) -> VariantChoice:
+        """Experiment assignment with server-side targeting attributes (never the request body's context).
+
+        Only when some experiment targets is the user's stored row read first (it is kept on ``state`` and
+        the history stage reuses it, so the answer costs no extra round trip on a cache miss).
+        """
+        if not self.experiments.needs_attributes:
+            return self.experiments.assign(req.user_id, None)
+        stored = None
+        try:
+            async with asyncio.timeout(self.cfg.feature_timeout_s * 5):
+                stored = await self.hydration.features.fetch_user_async(req.user_id)
+            state.user_features = stored
+        except (FeatureStoreUnavailable, FeatureReadError, TimeoutError):
+            state.degrade("targeting_features_unavailable")
+        return self.experiments.assign(req.user_id, self.experiments.targeting_attributes(
+            req.user_id, stored, req.context))
+
     async def recommend(self, req: RecommendationRequest, request_id: str | None = None) -> RecommendationResponse:
         bundle = self._require_bundle()
         self._check_limits(req)
         t_start = time.perf_counter()
         state = RequestState(request_id or uuid.uuid4().hex)
-        choice = self.experiments.assign(req.user_id, req.context) if self.experiments.enabled else NO_EXPERIMENT
+        choice = await self._assign(state, req) if self.experiments.enabled else NO_EXPERIMENT
         r_version = choice.retrieval_version or bundle.versions.retrieval
         k_version = choice.ranking_version or bundle.versions.ranking
         ctx = current_request()
@@ -247,6 +265,8 @@ class RecommendationService(BundleLifecycle):
             explorer.record_click(item_id)
             self.exploration.record_click(int(event["user_id"]), item_id)
         value = event.get("rating") if event.get("event_type") == "rating" else 1.0
+        ts = event.get("ts")  # the event's own time, clamped by ingestion to the allowed clock skew
         self.experiments.log_outcome(int(event["user_id"]), str(event["event_type"]),
                                      float(value if value is not None else 1.0), item_id,
-                                     event_id=event.get("event_id"))  # a retried event counts once
+                                     event_id=event.get("event_id"),  # a retried event counts once
+                                     ts=float(ts) if isinstance(ts, int | float) else None)

@@ -74,6 +74,8 @@ class FeatureHydration:
         """(history, feature store down): the request's history, else the online store's recent items."""
         if given is not None:
             return list(given), False
+        if state.user_features is not None:  # already read for experiment targeting
+            return state.user_features.recent_item_ids, False
         with self.metrics.stage("history", state.timings):
             try:
                 async with asyncio.timeout(self.cfg.feature_timeout_s * 5):
