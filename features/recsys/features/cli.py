@@ -14,6 +14,7 @@ import click
 
 from recsys.features.config import FeatureStoreConfig
 from recsys.features.errors import EventValidationError, FeatureStoreError, FeatureStoreUnavailable
+from recsys.features.materialize_engines import DEFAULT_ENGINE, ENGINES
 from recsys.platform.cli import UserError, pass_config
 
 
@@ -62,15 +63,19 @@ def apply_cmd(platform_cfg) -> None:
 @cli.command("materialize")
 @click.option("--end", type=click.DateTime(), default=None, help="Materialize up to this time (UTC; default: "
               "the last offline snapshot).")
-@click.option("--incremental", is_flag=True, help="Continue from the previous materialization's end.")
+@click.option("--incremental", is_flag=True, help="Only entities that changed since the previous run's end "
+              "(its watermark in Redis; a full load when there is none).")
+@click.option("--engine", type=click.Choice(ENGINES), default=DEFAULT_ENGINE, show_default=True,
+              help="inline/ray-data: our writer in Feast's layout (in this process / in Ray Data actors); "
+                   "feast/feast-ray: Feast's local / Ray compute engine. See docs/features.md.")
 @pass_config
-def materialize_cmd(platform_cfg, end: datetime | None, incremental: bool) -> None:
-    """Load the latest offline feature rows into Redis (Feast materialize), printing rows/s."""
+def materialize_cmd(platform_cfg, end: datetime | None, incremental: bool, engine: str) -> None:
+    """Load the latest offline feature rows into Redis in Feast's online layout, printing rows/s."""
     from recsys.features.store import materialize
 
     if end is not None and end.tzinfo is None:
         end = end.replace(tzinfo=UTC)
-    _run(materialize, _cfg(platform_cfg), end=end, incremental=incremental)
+    _run(materialize, _cfg(platform_cfg), end=end, incremental=incremental, engine=engine)
 
 
 @cli.command("ingest")

@@ -75,19 +75,27 @@ def recent_distinct(ids: np.ndarray, k: int, tail: int | None = None) -> list[in
     return rev[np.sort(first)][:k].tolist()
 
 
-def write_seen_sets(redis_client, keys, table_path, end: datetime, cap: int, chunk_users: int = 2000) -> int:
+def write_seen_sets(redis_client, keys, table_path, end: datetime, cap: int, chunk_users: int = 2000,
+                    since: int | None = None) -> int:
     """Replace every user's batch part with their items first seen at or before ``end`` (the newest
     ``cap`` by last interaction); returns how many users were written. Pipelined, ``chunk_users`` keys
     per round trip. An item whose last interaction is after ``end`` (materializing an earlier instant
-    than the build) is ordered by its first one: the exact last one before ``end`` is not stored."""
+    than the build) is ordered by its first one: the exact last one before ``end`` is not stored.
+
+    ``since`` (ns, the previous run's end): only users with an interaction after it are rewritten (an
+    incremental run); the others' stored sets are already right."""
     if cap <= 0 or not table_path.exists():
         return 0
     end_ns = pd.Timestamp(end).value
-    df = pq.read_table(table_path).to_pandas()
-    df = df[df["first_ts"] <= end_ns]
+    df = pq.read_table(table_path, filters=[("first_ts", "<=", end_ns)]).to_pandas()
     if df.empty:
         return 0
     df = df.assign(order=np.where(df["last_ts"] <= end_ns, df["last_ts"], df["first_ts"]))
+    if since is not None:
+        changed = df.loc[df["order"] > since, "user_id"].unique()
+        df = df[df["user_id"].isin(changed)]
+        if df.empty:
+            return 0
     df = df.sort_values(["user_id", "order", "item_id"], kind="stable")
     users = df["user_id"].to_numpy(np.int64)
     items = df["item_id"].to_numpy(np.int64)

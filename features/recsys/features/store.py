@@ -21,6 +21,15 @@ import pyarrow.parquet as pq
 from recsys.features.config import FeatureStoreConfig
 from recsys.features.dask_tokens import fast_object_tokens
 from recsys.features.errors import FeatureStoreError, FeatureStoreUnavailable
+from recsys.features.materialize_engines import (
+    DEFAULT_ENGINE,
+    ENGINES,
+    feast_ray_store,
+    read_watermark,
+    to_ns,
+    write_direct,
+    write_watermark,
+)
 from recsys.features.offline import load_metadata
 from recsys.features.online import materialization_key
 from recsys.features.realtime import OverlayKeys
@@ -69,6 +78,8 @@ class MaterializeStats:
     scanned_rows: int = 0  # offline snapshot rows in [start, end] that Feast read to find the latest ones
     version: int = 0  # the project's materialization counter after this run (readers re-read on a change)
     seen_users: int = 0  # users whose already-seen item set was written (recsys.features.seen)
+    engine: str = DEFAULT_ENGINE
+    rows_seconds: float = 0.0  # the feature rows alone (without the seen sets and the version bump)
 
     @property
     def rows(self) -> int:
@@ -80,11 +91,13 @@ class MaterializeStats:
 
     def summary(self) -> str:
         per_view = ", ".join(f"{k}={v:,}" for k, v in self.rows_by_view.items())
-        return (f"materialized {self.rows:,} rows ({per_view}) for {self.start:%Y-%m-%d %H:%M} .. "
+        return (f"materialized {self.rows:,} rows ({per_view}) with engine {self.engine} for "
+                f"{self.start:%Y-%m-%d %H:%M} .. "
                 f"{self.end:%Y-%m-%d %H:%M} in {self.seconds:.2f}s = {self.rows_per_s:,.0f} rows/s "
                 f"(scanned {self.scanned_rows:,} snapshot rows = "
                 f"{self.scanned_rows / max(self.seconds, 1e-9):,.0f}/s); "
-                f"seen-item sets of {self.seen_users:,} users; materialization version {self.version}")
+                f"seen-item sets of {self.seen_users:,} users; feature rows alone {self.rows_seconds:.2f}s; "
+                f"materialization version {self.version}")
 
 
 # ------------------------------------------------------------------ repo files
@@ -146,14 +159,18 @@ def _rows_in_interval(cfg: FeatureStoreConfig, view: str, start: datetime, end: 
 
 
 def materialize(cfg: FeatureStoreConfig, end: datetime | None = None, start: datetime | None = None,
-                incremental: bool = False, progress: bool = True) -> MaterializeStats:
-    """Load the latest offline row per entity with timestamp in [start, end] into Redis via Feast.
+                incremental: bool = False, progress: bool = True, engine: str = DEFAULT_ENGINE,
+                concurrency: int = 2) -> MaterializeStats:
+    """Load the latest offline row per entity with timestamp in (start, end] into Redis (Feast's layout).
 
     Default ``end`` is the last snapshot of the build (not "now": the synthetic data may end in the
     past and a later ``end`` would just scan more); default ``start`` is the earliest offline row.
-    ``incremental`` continues from where the previous materialization stopped (Feast's
-    materialize_incremental).
+    ``incremental`` starts at the watermark of the previous successful run (kept in Redis), so only
+    entities with a new snapshot row - the users and items that changed - are written, and only
+    those users' seen sets. ``engine``: one of :data:`~recsys.features.materialize_engines.ENGINES`.
     """
+    if engine not in ENGINES:
+        raise FeatureStoreError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
     meta = _check_built(cfg)
     end = end or pd.Timestamp(meta["last_snapshot"]).to_pydatetime()
     if end.tzinfo is None:
@@ -168,42 +185,53 @@ def materialize(cfg: FeatureStoreConfig, end: datetime | None = None, start: dat
         raise FeatureStoreError(f"feature views {sorted(set(views) - registered)} not registered: "
                                 "run `recsys features apply` first")
     first = pd.Timestamp(meta["first_snapshot"]).floor("s").to_pydatetime() - pd.Timedelta(seconds=1)
+    watermark = None
     if incremental:
-        ends = [iv[1] for fv in store.list_feature_views() if fv.name in views for iv in fv.materialization_intervals]
-        start = max(ends) if ends else first
+        try:
+            with sync_client(cfg, cfg.batch_timeout_s) as r:
+                watermark = read_watermark(r, cfg.project)
+        except _REDIS_ERRORS as e:
+            raise FeatureStoreUnavailable(f"online store {cfg.redis_target} unreachable: {type(e).__name__}") from e
+        if watermark is not None:
+            start = pd.Timestamp(watermark, tz="UTC").to_pydatetime()
     start = start or first
     if start.tzinfo is None:
         start = start.replace(tzinfo=UTC)
-    counts = {v: _rows_in_interval(cfg, v, start, end) for v in views}
-    rows = {v: c[0] for v, c in counts.items()}
     t0 = time.perf_counter()
     try:
-        with fast_object_tokens(), warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Discarding nonzero nanoseconds")
-            if incremental:
-                store.materialize_incremental(end_date=end, feature_views=views)
-            else:
-                store.materialize(start_date=start, end_date=end, feature_views=views)
+        if engine in ("inline", "ray-data"):
+            rows = write_direct(cfg, to_ns(start), to_ns(end), engine, concurrency=concurrency)
+            scanned = 0
+        else:
+            counts = {v: _rows_in_interval(cfg, v, start, end) for v in views}
+            rows, scanned = {v: c[0] for v, c in counts.items()}, sum(c[1] for c in counts.values())
+            t0 = time.perf_counter()
+            fstore = feast_ray_store(cfg, concurrency) if engine == "feast-ray" else store
+            with fast_object_tokens(), warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Discarding nonzero nanoseconds")
+                fstore.materialize(start_date=start, end_date=end, feature_views=views)
     except _REDIS_ERRORS as e:
         raise FeatureStoreUnavailable(
             f"online store {cfg.redis_target} unreachable while materializing: {type(e).__name__}") from e
+    rows_seconds = time.perf_counter() - t0
     with sync_client(cfg, cfg.batch_timeout_s) as r:  # RedisCluster for a redis+cluster:// URL
         try:  # serving's already-seen filter and history (recsys.features.seen)
             seen_users = write_seen_sets(r, OverlayKeys(cfg.project), cfg.offline_dir / SEEN_TABLE, end,
-                                         cfg.seen_items)
+                                         cfg.seen_items, since=watermark)
         except _REDIS_ERRORS as e:
             raise FeatureStoreUnavailable(
                 f"online store {cfg.redis_target} unreachable while writing the seen-item sets (feature rows "
                 f"written; re-run materialize): {type(e).__name__}") from e
         try:  # after the rows: a reader that sees the new version finds them all written
             stats_version = int(r.incr(materialization_key(cfg.project)))
+            write_watermark(r, cfg.project, to_ns(end))
         except _REDIS_ERRORS as e:
             raise FeatureStoreUnavailable(
                 f"online store {cfg.redis_target} unreachable after materializing (rows written, readers "
                 f"not notified; re-run materialize): {type(e).__name__}") from e
     stats = MaterializeStats(start=start, end=end, rows_by_view=rows, seconds=time.perf_counter() - t0,
-                             scanned_rows=sum(c[1] for c in counts.values()), version=stats_version,
-                             seen_users=seen_users)
+                             scanned_rows=scanned, version=stats_version, seen_users=seen_users,
+                             engine=engine, rows_seconds=rows_seconds)
     if progress:
         print(stats.summary(), flush=True)
     return stats
