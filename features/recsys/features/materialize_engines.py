@@ -48,11 +48,14 @@ def write_watermark(redis_client, project: str, end_ns: int) -> None:
     redis_client.set(watermark_key(project), str(int(end_ns)))
 
 
-def write_direct(cfg: FeatureStoreConfig, start_ns: int, end_ns: int, engine: str,
+def write_direct(cfg: FeatureStoreConfig, start_ns: int, end_ns: int, engine: str, last_snapshot_ns: int,
                  concurrency: int = 2) -> dict[str, int]:
-    """Newest row per entity with start_ns < ts <= end_ns of every view, written by ``inline``/``ray-data``."""
+    """Newest row per entity with start_ns < ts <= end_ns of every view, written by ``inline``/``ray-data``.
+
+    Up to the build's last snapshot (``end_ns >= last_snapshot_ns``) the newest row in the window is the
+    entity's newest row overall, if it is after ``start_ns``: read from the build's latest-row tables."""
     from recsys.features.errors import FeatureStoreError
-    from recsys.features.online_writer import latest_index, write_inline, write_ray
+    from recsys.features.online_writer import LATEST_DIR, latest_index, write_inline, write_ray
     from recsys.features.redis_clients import sync_client
 
     if engine == "ray-data" and cfg.is_cluster:
@@ -61,6 +64,8 @@ def write_direct(cfg: FeatureStoreConfig, start_ns: int, end_ns: int, engine: st
     kwargs = cfg.redis_kwargs(socket_timeout=cfg.batch_timeout_s) if engine == "ray-data" else {}
     for table, key, views in TABLE_GROUPS:
         path = cfg.offline_dir / table
+        if end_ns >= last_snapshot_ns and (cfg.offline_dir / LATEST_DIR / table).exists():
+            path = cfg.offline_dir / LATEST_DIR / table
         index = latest_index(path, key, start_ns, end_ns)
         if engine == "ray-data":
             _ensure_ray()

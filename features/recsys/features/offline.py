@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from recsys.features.config import FeatureStoreConfig
+from recsys.features.online_writer import LATEST_DIR, latest_rows
 from recsys.features.repo.definitions import ITEM_PROFILE_TABLE, ITEM_STATS_TABLE, TIMESTAMP_FIELD, USER_TABLE
 from recsys.features.schema import (
     DAYS_OF_WEEK,
@@ -323,6 +324,12 @@ def build_offline_features(dataset: Dataset, cfg: FeatureStoreConfig, progress: 
         tmp = out / (name + ".tmp")
         pq.write_table(table, tmp)
         tmp.replace(out / name)  # readers never see a half-written table
+    (out / LATEST_DIR).mkdir(exist_ok=True)
+    for table, name, key in ((user_table, USER_TABLE, "user_id"), (item_table, ITEM_STATS_TABLE, "item_id"),
+                             (profile, ITEM_PROFILE_TABLE, "item_id")):  # materialization's fast path
+        tmp = out / LATEST_DIR / (name + ".tmp")
+        pq.write_table(latest_rows(table, key), tmp)
+        tmp.replace(out / LATEST_DIR / name)
     np.save(out / USER_IDS_FILE, user_ids)
     np.save(out / ITEM_IDS_FILE, item_ids)
     first = pd.Timestamp(GENESIS_NS, tz="UTC")

@@ -70,6 +70,21 @@ def latest_index(path: Path, key: str, start_ns: int, end_ns: int, batch_rows: i
     return LatestIndex(ids_acc, ts_acc)
 
 
+LATEST_DIR = "latest"
+"""Sub-directory of the offline dir holding, per snapshot table, each entity's newest row (written by the
+build): a materialization up to the build's last snapshot - full or incremental, the daily case -
+reads one row per entity instead of every daily snapshot (458k -> 6k rows for the 1x users)."""
+
+
+def latest_rows(table: pa.Table, key: str) -> pa.Table:
+    """The newest row (by ``TIMESTAMP_FIELD``) of each ``key`` in ``table``."""
+    ids = table.column(key).to_numpy().astype(np.int64, copy=False)
+    ts = table.column(TIMESTAMP_FIELD).cast(pa.timestamp("ns", tz="UTC")).cast(pa.int64()).to_numpy()
+    order = np.lexsort((ts, ids))
+    last = order[np.r_[ids[order][1:] != ids[order][:-1], True]] if len(ids) else np.zeros(0, np.int64)
+    return table.take(pa.array(last))
+
+
 class OnlineRowEncoder:
     """Arrow rows of one feature view -> (Redis key, {field: bytes}) pairs in Feast's online format."""
 

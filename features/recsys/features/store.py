@@ -200,7 +200,8 @@ def materialize(cfg: FeatureStoreConfig, end: datetime | None = None, start: dat
     t0 = time.perf_counter()
     try:
         if engine in ("inline", "ray-data"):
-            rows = write_direct(cfg, to_ns(start), to_ns(end), engine, concurrency=concurrency)
+            rows = write_direct(cfg, to_ns(start), to_ns(end), engine, to_ns(meta["last_snapshot"]),
+                                concurrency=concurrency)
             scanned = 0
         else:
             counts = {v: _rows_in_interval(cfg, v, start, end) for v in views}

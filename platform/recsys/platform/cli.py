@@ -221,6 +221,24 @@ def models_show(cfg: PlatformConfig, name: str, version: str | None, as_json: bo
     click.echo(json.dumps(mv.metadata, indent=2))
 
 
+@root.command("capacity")
+@click.option("--users", type=click.IntRange(min=1), default=100_000_000, show_default=True)
+@click.option("--items", type=click.IntRange(min=1), default=1_000_000, show_default=True)
+@click.option("--events", type=click.IntRange(min=1), default=10_000_000_000, show_default=True,
+              help="Events in the training window.")
+@click.option("--rps", type=click.FloatRange(min=0), default=1_000_000, show_default=True,
+              help="Recommendation requests per second to serve.")
+@click.option("--cores-per-node", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--retrain-hours", type=click.FloatRange(min=0, min_open=True), default=4.0, show_default=True,
+              help="The daily retrain must finish within this.")
+def capacity_cmd(users: int, items: int, events: int, rps: float, cores_per_node: int, retrain_hours: float) -> None:
+    """Cores, nodes, Redis size and wall time for a daily retrain and for serving (docs/operations.md)."""
+    from recsys.platform.capacity import Assumptions, estimate
+
+    click.echo(estimate(users, items, events, rps, Assumptions(cores_per_node=cores_per_node,
+                                                               retrain_window_h=retrain_hours)).table())
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     root.main(args=argv, prog_name="recsys", standalone_mode=True)

@@ -115,14 +115,23 @@ def cli() -> None:
 
 @cli.command("baselines")
 @common_options
+@click.option("--models", default=None, help="Comma-separated subset of popularity,item_knn,als,bpr,ease "
+              "(default: all; EASE on a catalog above --ease-max-items is then skipped, by name it is an error).")
+@click.option("--ease-max-items", type=click.IntRange(min=1), default=None,
+              help="Largest catalog EASE accepts (default 12,000: its dense closed form needs ~20 bytes x n^2).")
 @pass_config
-def baselines(pcfg: PlatformConfig, data_dir, seed, num_workers, version, promote, split, cluster) -> None:
-    """Popularity, item-kNN and ALS, fitted on everything before the test cut (no Ray job)."""
+def baselines(pcfg: PlatformConfig, data_dir, seed, num_workers, version, promote, split, cluster,
+              models, ease_max_items) -> None:
+    """Popularity, item-kNN, ALS, BPR and EASE, fitted on everything before the test cut (no Ray job)."""
     from recsys.platform.model_store import ModelStore
     from recsys.training.workflows import load_inputs, train_baselines
 
     cfg = make_config(pcfg, data_dir, seed, num_workers, split, cluster=cluster)
-    run_step(lambda: train_baselines(cfg, load_inputs(cfg), ModelStore(cfg.model_store_uri), version, promote))
+    if ease_max_items is not None:
+        cfg = cfg.model_copy(update={"baselines": cfg.baselines.model_copy(update={"ease_max_items": ease_max_items})})
+    names = tuple(m.strip() for m in models.split(",") if m.strip()) if models else None
+    run_step(lambda: train_baselines(cfg, load_inputs(cfg), ModelStore(cfg.model_store_uri), version, promote,
+                                     models=names))
 
 
 @cli.command("sequential")

@@ -25,6 +25,8 @@ class BaselineConfig(_Strict):
     als_alpha: float = Field(2.0, ge=0, description="Confidence c = 1 + alpha * r (Hu, Koren, Volinsky 2008)")
     als_iterations: int = Field(12, ge=1)
     als_cg_steps: int = Field(3, ge=1, description="Conjugate-gradient steps per ALS half-iteration")
+    ease_max_items: int = Field(12_000, ge=1, description="EASE refuses larger catalogs (dense n x n closed "
+                                "form: ~20 bytes x n^2 of memory, O(n^3) time)")
 
 
 class RetrievalConfig(_Strict):

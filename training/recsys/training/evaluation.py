@@ -290,16 +290,13 @@ class Evaluator:
         return out
 
     def evaluate_recommendations(self, name: str, recs: np.ndarray, seconds: float = 0.0) -> ModelReport:
-        hits = hit_matrix(recs, self.targets)
         alpha = (1 - self.confidence) / 2
         metrics: dict[str, MetricValue] = {}
+        names = list(PER_USER_METRICS)
         for k in self.ks:
             top = recs[:, :k]
-            per_user = ranking_metrics(hits, self.n_targets, k)
-            per_user["ild"] = intra_list_diversity(top, self.item_genres)
-            per_user["novelty"] = novelty(top, self.item_probability)
-            names = list(PER_USER_METRICS)
-            values = np.stack([per_user[m] for m in names], axis=1)
+            values = np.concatenate([self._per_user(recs[sl], sl, k, names)
+                                     for sl in batched(len(self.users), self.batch_size)])
             boot = bootstrap_means(values, self._weights)
             lo, hi = np.quantile(boot, [alpha, 1 - alpha], axis=0)
             for j, m in enumerate(names):
@@ -316,6 +313,16 @@ class Evaluator:
             c_lo, c_hi = coverage_interval(cov, cov_boot, alpha)
             metrics[f"coverage@{k}"] = MetricValue(cov, c_lo, c_hi)
         return ModelReport(name=name, metrics=metrics, n_users=len(self.users), seconds=seconds)
+
+    def _per_user(self, recs: np.ndarray, sl: slice, k: int, names: list[str]) -> np.ndarray:
+        """[users in ``sl``, metrics] at ``k``: one batch at a time, so the [U, K, K] diversity block and the
+        hit matrix stay the size of a batch (tests/training/test_scale_limits.py: batched == unbatched)."""
+        hits = hit_matrix(recs, self.targets[sl])
+        top = recs[:, :k]
+        per_user = ranking_metrics(hits, self.n_targets[sl], k)
+        per_user["ild"] = intra_list_diversity(top, self.item_genres)
+        per_user["novelty"] = novelty(top, self.item_probability)
+        return np.stack([per_user[m] for m in names], axis=1)
 
     def evaluate(self, name: str, model, progress: bool = False) -> ModelReport:
         import time

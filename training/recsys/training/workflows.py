@@ -75,13 +75,21 @@ def _echo(msg: str, progress: bool) -> None:
 
 # ------------------------------------------------------------------------------- baselines
 def train_baselines(cfg: TrainingConfig, inputs: Inputs, store: ModelStore, version: str | None = None,
-                    promote: bool = False, progress: bool = True) -> dict[str, ModelVersion]:
+                    promote: bool = False, progress: bool = True,
+                    models: tuple[str, ...] | None = None) -> dict[str, ModelVersion]:
+    """Fit, save and (optionally) promote the baselines: ``models`` (default: all of ``BASELINES``).
+
+    EASE above ``ease_max_items`` is skipped with a message when it is part of the default set, and is
+    an error (exit code 2 from the CLI) when asked for by name: it would not fit the machine."""
     bc = cfg.baselines
+    unknown = set(models or ()) - set(BASELINES)
+    if unknown:
+        raise TrainingInputError(f"unknown baseline(s) {sorted(unknown)}; choose from {', '.join(BASELINES)}")
     x = interaction_matrix(inputs.history, inputs.catalog)
     item_ids, user_ids = inputs.catalog.items.ids, inputs.catalog.users.ids
     data_hash = inputs.dataset.content_hash()
     out = {}
-    for name in BASELINES:
+    for name in models or BASELINES:
         t0 = time.perf_counter()
         if name == "popularity":
             model, params = PopularityRecommender().fit(x), {}
@@ -93,11 +101,13 @@ def train_baselines(cfg: TrainingConfig, inputs: Inputs, store: ModelStore, vers
                       "regularization": model.regularization}
             model.fit(x)
         elif name == "ease":
-            model = EaseRecommender()
+            model = EaseRecommender(max_items=bc.ease_max_items)
             params = {"regularization": model.regularization, "keep": model.keep, "max_items": model.max_items}
             try:
                 model.fit(x)
             except EaseTooLargeError as e:  # a closed form that does not fit the machine is skipped, not fatal
+                if models is not None:
+                    raise TrainingInputError(str(e)) from e
                 _echo(f"[ease] skipped: {e}", progress)
                 continue
         else:
