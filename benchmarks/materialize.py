@@ -69,7 +69,12 @@ def main() -> None:
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)  # ray-data / feast-ray join it
     with tempfile.TemporaryDirectory() as tmp:
         repo = args.repo or build_repo(Path(tmp) / "features", args.scale, args.seed)
-        results = [run_engine(repo, args.redis_url, e) for e in args.engines]
+        results, failed = [], {}
+        for e in args.engines:
+            try:
+                results.append(run_engine(repo, args.redis_url, e))
+            except Exception as err:  # noqa: BLE001 - an engine that fails is reported, the others still run
+                failed[e] = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
     base = next((r for r in results if r["engine"] == "feast"), results[0])
     print(f"{'engine':>10} {'rows':>8} {'full s':>8} {'rows/s':>9} {'vs feast':>9} | "
           f"{'inc rows':>8} {'inc s':>7} {'inc seen users':>14} {'inc total s':>11}")
@@ -77,6 +82,8 @@ def main() -> None:
         print(f"{r['engine']:>10} {r['rows']:>8,} {r['seconds']:>8.2f} {r['rows_per_s']:>9,.0f} "
               f"{r['rows_per_s'] / base['rows_per_s']:>8.1f}x | {r['inc_rows']:>8,} {r['inc_seconds']:>7.2f} "
               f"{r['inc_seen_users']:>14,} {r['inc_total_s']:>11.2f}")
+    for e, why in failed.items():
+        print(f"{e:>10} FAILED: {why}")
     ray.shutdown()
 
 

@@ -70,6 +70,9 @@ def latest_index(path: Path, key: str, start_ns: int, end_ns: int, batch_rows: i
     return LatestIndex(ids_acc, ts_acc)
 
 
+_FIXED = {"f32": (0x35, "<f4"), "f64": (0x29, "<f8")}
+"""Wire tag (Value.float_val = field 6 / double_val = field 5, fixed-width) and dtype of scalar floats."""
+
 LATEST_DIR = "latest"
 """Sub-directory of the offline dir holding, per snapshot table, each entity's newest row (written by the
 build): a materialization up to the build's last snapshot - full or incremental, the daily case -
@@ -116,6 +119,15 @@ class OnlineRowEncoder:
 
     def _column(self, col: pa.ChunkedArray | pa.Array, kind: str) -> list[bytes]:
         V = self._Value
+        if kind in _FIXED and col.null_count == 0:  # one tag byte + little-endian value, built with numpy
+            tag, dtype = _FIXED[kind]
+            arr = np.asarray(col.to_numpy() if isinstance(col, pa.Array) else col.to_numpy(), dtype=dtype)
+            width = 1 + arr.dtype.itemsize
+            buf = np.empty((len(arr), width), np.uint8)
+            buf[:, 0] = tag
+            buf[:, 1:] = arr.view(np.uint8).reshape(len(arr), width - 1)
+            blob = buf.tobytes()
+            return [blob[j:j + width] for j in range(0, len(blob), width)]
         values = col.to_pylist()
         arg = {"f32": "float_val", "f64": "double_val", "i64": "int64_val"}.get(kind)
         if arg is not None:
