@@ -17,11 +17,12 @@ class Measured:
     """Per-unit costs measured here (core-seconds per unit unless noted)."""
 
     build_core_s_per_event: float = 4.3 / 1.09e6  # `recsys features build`, 1x (1.09M events) in 4.3 s, 1 process
-    materialize_rows_per_core_s: float = 13_000.0  # inline writer, full load, 1x (benchmarks/materialize.py)
+    materialize_rows_per_core_s: float = 20_000.0  # inline writer, full load, 1x (benchmarks/materialize.py)
     seen_core_s_per_user: float = 0.3 / 6000  # seen sets of 6k users in ~0.3 s
-    two_tower_core_s_per_event: float = 14.0 * 2 / 1.0e6  # one epoch over 1M events: 14 s on 2 cores
-    als_core_s_per_event: float = 10.0 * 2 / 1.0e6  # ALS 12 iterations over 1M events, ~10 s on 2 cores
-    eval_core_s_per_user: float = 2.0 * 2 / 6000  # scoring + metrics of 6k users, all models, ~2 s
+    # benchmarks/scale.py at 1x (1.09M events, 6k users) on the shared 2-core box, CLI start-up included:
+    two_tower_core_s_per_event: float = 41.4 * 2 / 1.09e6  # `train retrieval --epochs 1`: 41.4 s
+    baselines_core_s_per_event: float = 95.2 * 2 / 1.09e6  # popularity, item-kNN, ALS, BPR: 95.2 s
+    eval_core_s_per_user: float = 10.9 * 2 / 6000  # `recsys evaluate`, every promoted model: 10.9 s
     user_hash_bytes: int = 1_400  # Redis MEMORY USAGE of one user's feature hash (two views)
     item_hash_bytes: int = 1_430  # one item's feature hash (two views)
     seen_bytes_per_item: float = 6.3  # seen set: "id," text per remembered item
@@ -89,7 +90,7 @@ def estimate(users: int, items: int, events: int, rps: float, assumptions: Assum
         "features build": events * m.build_core_s_per_event,
         "materialize": (2 * users + 2 * items) / m.materialize_rows_per_core_s + users * m.seen_core_s_per_user,
         "train two-tower": events * m.two_tower_core_s_per_event * a.epochs,
-        "train ALS": events * m.als_core_s_per_event,
+        "train baselines": events * m.baselines_core_s_per_event,
         "evaluate": users * m.eval_core_s_per_user,
     }
     core_h = {k: v / 3600 for k, v in core_s.items()}
