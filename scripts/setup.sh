@@ -22,7 +22,7 @@ fi
 if [ -f scripts/install_helm.sh ]; then
   bash scripts/install_helm.sh >/dev/null
 fi
-bash scripts/k8s_testenv.sh install || echo "==> WARNING: no local Kubernetes API server (see above); the k8s tests will skip"
+bash scripts/k8s_testenv.sh install || echo "==> WARNING: no local Kubernetes API server (see above); the k8s tests will FAIL"
 bash scripts/ensure_redis.sh
 # HAProxy as Ray Serve's HTTP ingress (`recsys serve start` uses it when present: ~2x the requests/s of
 # Serve's Python proxy on 2 cores, docs/serving.md). Optional: without it serving falls back to the proxy.

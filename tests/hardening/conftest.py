@@ -41,7 +41,8 @@ class RedisProcess:
     def start(self, timeout: float = 10.0) -> None:
         exe = shutil.which("redis-server")
         if exe is None:
-            pytest.skip("redis-server binary not on PATH")
+            pytest.fail("redis-server is not on PATH: the fault tests need their own Redis server to kill and "
+                        "restart (install it: `apt-get install -y redis-server`; scripts/ensure_redis.sh does)")
         self.proc = subprocess.Popen(
             [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
              "--dir", str(self.workdir), "--protected-mode", "no"],

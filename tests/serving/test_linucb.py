@@ -43,16 +43,22 @@ def test_concurrent_updates_from_many_clients_are_never_lost(model_factory):
     clients = [first] + [model_factory(content_dims=2, key=first.cfg.key) for _ in range(3)]
     x = np.array([1.0, 0.5, -0.25, 0.1, 0.2])
 
+    errors: list[str] = []  # a thread's exception is only a warning: collected here, asserted below
+
     def work(m: LinUCB, w: int) -> None:
-        for i in range(40):
-            m.record_impression(w, i, x)
-            m.record_reward(w, i, 1.0)
+        try:
+            for i in range(40):
+                m.record_impression(w, i, x)
+                m.record_reward(w, i, 1.0)
+        except Exception as e:  # noqa: BLE001 - reported to the main thread
+            errors.append(f"client {w}: {type(e).__name__}: {e}")
 
     threads = [threading.Thread(target=work, args=(m, w)) for w, m in enumerate(clients)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    assert not errors, errors
     first.refresh(force=True)
     assert first.impressions == 160
     raw = first._r.hgetall(first.state_key)

@@ -125,9 +125,14 @@ def test_new_item_served_by_every_replica_within_5s(replicas, small_dataset):
     print(f"new item served after (s): {seen}")
     assert len(seen) == 4, f"served within 5 s only: {seen}"
     assert max(seen.values()) < 5.0
-    # the item's own metadata neighbours now include it (the index is symmetric)
+    # the source item's own metadata neighbours now include the new item (the index is symmetric), on both
+    # replicas' content index: b got the item from the catalog feed. (/v1/items/{src}/similar answers a known
+    # item from ANN + item-kNN only, so it is checked for a 200, not for the new item.)
     r = httpx.get(f"{b}/v1/items/{src_id}/similar", params={"n": 10})
-    assert r.status_code == 200
+    assert r.status_code == 200, r.text
+    for rep in replicas:
+        neighbours, _ = rep.service.live.content.similar(src_id, 10)
+        assert new_id in neighbours.tolist(), (rep.url, neighbours.tolist())
 
 
 @pytest.mark.slow

@@ -80,6 +80,8 @@ def test_rollout_reaches_every_replica_with_one_pair(rollout_url, rollout_store,
         assert not failures, failures[:5]
         # during the switch: only whole pairs, never v1 retrieval with a v2 ranker or the reverse
         assert {p for p, _ in seen} <= {("v1", "v1"), ("v2", "v2")}
+        # and the traffic really spanned the switch: both pairs were answered while it ran
+        assert {p for p, _ in seen} == {("v1", "v1"), ("v2", "v2")}, sorted({p for p, _ in seen})
         assert not any(d for _, d in seen), "an answer during the rollout was degraded"
 
         # after the switch: every replica (many requests spread over both ingress replicas) serves v2

@@ -29,11 +29,19 @@ class MeanHistoryTower(nn.Module):
         return v / torch.linalg.vector_norm(v, 2, dim=[1], keepdim=True)
 
 
-def write_stub_two_tower(store, split, catalog, version: str = "v1", factors: int = 16):
-    """Fit ALS on ``split.train``, write it as a promoted two_tower version, return the ModelVersion."""
+def write_stub_two_tower(store, split, catalog, version: str = "v1", factors: int = 16,
+                         scramble_seed: int | None = None):
+    """Fit ALS on ``split.train``, write it as a promoted two_tower version, return the ModelVersion.
+
+    ``scramble_seed`` shuffles the embeddings over the items: a two-tower that learned nothing (same
+    shapes and score distribution, retrieval order unrelated to the users' taste), for the tests where
+    a ranker must clearly beat retrieval order.
+    """
     als = AlsRecommender(factors=factors, iterations=4, seed=0).fit(interaction_matrix(split.train, catalog))
     emb = np.asarray(als.item_factors, np.float32)
     emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-9)
+    if scramble_seed is not None:
+        emb = np.ascontiguousarray(emb[np.random.default_rng(scramble_seed).permutation(len(emb))])
     config = {"embedding_dim": emb.shape[1], "history_length": 10, "n_items": catalog.n_items,
               "n_users": catalog.n_users}
     with store.write_version("two_tower", version, kind="retrieval") as d:

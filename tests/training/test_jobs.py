@@ -91,10 +91,15 @@ def test_ranker_artifacts_and_pipeline(trained):
     assert "two_tower_score" in spec["dense"] and "ui_in_recent" not in spec["dense"]  # list-constant: dropped
     assert spec["loss"] == "listwise" and set(spec["cross_features"]) <= set(spec["dense"])
     assert [s["name"] for s in spec["sparse"]] == list(cfg.ranking.sparse_features)
-    # train_ranking(promote=True) went through the gate: promoted iff the gate passed, result stored
+    # train_ranking(promote=True) went through the gate and stored its result: the decision is the gate's rule
+    # (every metric's CI lower bound above zero) applied to the stored CIs, and the store followed it (no ranker
+    # was promoted before, so a refusal leaves none). The pass path with a ranker that clearly beats retrieval
+    # order is test_promotion_gate.py::test_train_ranking_promotes_a_ranker_that_passes_the_gate.
     gate = rk.metrics["gate"]
     assert set(gate["metrics"]) == set(cfg.ranking.gate_metrics)
-    assert (store.promoted("ranker") == rk.version) == gate["passed"]
+    should_pass = all(gate["metrics"][m]["lo"] > 0 for m in cfg.ranking.gate_metrics)
+    assert gate["passed"] is should_pass, gate
+    assert store.promoted("ranker") == (rk.version if should_pass else None)
     import warnings
 
     with warnings.catch_warnings():

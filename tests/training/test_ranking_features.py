@@ -6,10 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-pytest.importorskip("recsys.features.schema")
-
-from recsys.platform.data.schema import Dataset  # noqa: E402
-from recsys.training.ranking.features import InlineFeatureSource  # noqa: E402
+from recsys.platform.data.schema import Dataset
+from recsys.training.ranking.features import InlineFeatureSource
 
 
 def test_features_ignore_events_at_or_after_the_row_time(small_dataset):

@@ -317,21 +317,15 @@ def simulate_ope(*, runs: int = 300, decisions: int = 2000, n_actions: int = 10,
         r = (rng.random((runs, decisions)) < ctr[c, a]).astype(np.float64)
         w = pi[c, a] / mu[c, a]
         dm = (pi[c] * q[c]).sum(-1)
-        per = {
-            "ips": w * r,
-            "dr": dm + w * (r - q[c, a]),
-        }
-        results: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        for name, v in per.items():
-            est = v.mean(1)
-            se = v.std(1, ddof=1) / np.sqrt(decisions)
-            results[name] = (est, se)
-        sn = (w * r).sum(1) / w.sum(1)
-        infl = w * (r - sn[:, None]) / w.mean(1, keepdims=True)
-        results["snips"] = (sn, infl.std(1, ddof=1) / np.sqrt(decisions))
-        ess = w.sum(1) ** 2 / (w**2).sum(1)
+        # each run goes through the CLI's own estimators (estimate_from_log), one decision per request
+        estimates = [{e.estimator: e for e in estimate_from_log(RequestDecisions(
+            ips_terms=w[k] * r[k], weight_sums=w[k], dr_corrections=w[k] * (r[k] - q[c[k], a[k]]), dm_value=dm[k],
+            slate_size=1.0, n_requests=decisions, skipped_without_propensities=0, target_mass_logged=1.0),
+            confidence)} for k in range(runs)]
+        ess = np.array([e["ips"].effective_n for e in estimates])
         for name in ("ips", "snips", "dr"):
-            est, se = results[name]
+            est = np.array([e[name].value for e in estimates])
+            se = np.array([e[name].se for e in estimates])
             cover = np.abs(est - true_value) <= z * se
             rows.append(OPESimulationRow(lam, kl, true_value, name, float(est.mean()), float(est.mean() - true_value),
                                          float(est.std(ddof=1)), float(se.mean()), float(cover.mean()),

@@ -87,13 +87,16 @@ class EvaluationConfig(_Strict):
 
 
 class FailOnce(_Strict):
-    """Failure drill: the last-rank worker process exits once at ``epoch`` (1-based); ``marker`` records it.
+    """Failure drill: one worker process (``rank``, default the last) exits once at ``epoch`` (1-based);
+    ``marker`` records it.
 
     Exercises ``FailureConfig`` + resume from the latest checkpoint on a real cluster (tests, chaos runs).
+    A ``rank`` the run does not have never fires, so a test naming rank 1 also checks that 2 workers ran.
     """
 
     epoch: int = Field(..., ge=1)
     marker: str = Field(..., description="File written before the crash; once it exists nothing crashes")
+    rank: int | None = Field(None, ge=0, description="The worker rank that exits (None: the last rank)")
 
 
 class TrainingConfig(_Strict):

@@ -255,19 +255,21 @@ class WorkerContext:
         return len(history), history
 
     def epoch_metrics(self, epoch: int, **metrics: Any) -> dict[str, Any]:
-        """The metric dict of one epoch; the first epoch after a resume is flagged ``resumed``."""
-        out = {"epoch": epoch + 1, **metrics}
+        """The metric dict of one epoch (with the world size); the first epoch after a resume is flagged ``resumed``."""
+        out = {"epoch": epoch + 1, "workers": self.world, **metrics}  # the world size that really ran
         if self.resumed_from is not None and epoch == self.resumed_from:
             out["resumed"] = True
         return out
 
     def maybe_fail(self, epoch: int) -> None:
-        """Failure drill (``TrainingConfig.fail_once``): the last rank's process exits once at an epoch.
+        """Failure drill (``TrainingConfig.fail_once``): one rank's process (default the last) exits once at an epoch.
 
         The marker file records that the crash happened, so the restarted worker group trains on.
         """
         spec = self.config.get("fail_once")
-        if not spec or epoch + 1 != int(spec["epoch"]) or self.rank != self.world - 1:
+        if not spec or epoch + 1 != int(spec["epoch"]):
+            return
+        if self.rank != (self.world - 1 if spec.get("rank") is None else int(spec["rank"])):
             return
         marker = Path(spec["marker"])
         if marker.exists():
