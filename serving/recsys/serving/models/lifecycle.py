@@ -12,14 +12,21 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from recsys.serving.catalog.feed import catalog_stream_id
 from recsys.serving.http.schemas import ReloadResponse
-from recsys.serving.models.bundle import ActiveVersions, Bundle
+from recsys.serving.models.bundle import ActiveVersions, Bundle, BundleLoader
 from recsys.serving.models.rollout import RolloutRefused, RolloutSpec, wait_for_inner_deployments
+
+if TYPE_CHECKING:  # the attributes RecommendationService provides (declared here, set there)
+    from recsys.serving.catalog.feed import LiveCatalog
+    from recsys.serving.config import ServingConfig
+    from recsys.serving.pipeline.features.stage import FeatureHydration
+    from recsys.serving.pipeline.metrics import ServingMetrics
+    from recsys.serving.pipeline.state import Target
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +38,17 @@ class BundleLifecycle:
     redeploys the running app with a new ``user_config``; None outside Serve.
     """
 
+    cfg: ServingConfig
+    loader: BundleLoader
+    live: LiveCatalog
+    hydration: FeatureHydration
+    shards: list[Target]
+    ranker: Target | None
+    metrics: ServingMetrics
     bundle: Bundle | None
     redeploy: Callable[[Any, RolloutSpec, str], None] | None
+    _load_lock: asyncio.Lock
+    _reload_task: asyncio.Task | None
     _preloaded: list[ActiveVersions]
     _rollout: RolloutSpec | None
     _catalog_items: pd.DataFrame | None
