@@ -13,6 +13,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from recsys.platform.data.history import HISTORY_LENGTH
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -31,7 +33,8 @@ class BaselineConfig(_Strict):
 
 class RetrievalConfig(_Strict):
     embedding_dim: int = Field(64, ge=4)
-    history_length: int = Field(50, ge=1, description="Most recent distinct items fed to the user tower")
+    history_length: int = Field(HISTORY_LENGTH, ge=1,
+                                description="Newest distinct items fed to the user tower (platform/data/history.py)")
     text_buckets: int = Field(4096, ge=16, description="Hash buckets of the item description token bag")
     hidden_dim: int = Field(128, ge=8)
     temperature: float = Field(0.05, gt=0)
