@@ -36,6 +36,7 @@ from recsys.platform.data.schema import Dataset  # noqa: E402
 from recsys.platform.data.split import Split, split_events  # noqa: E402
 from recsys.training.base import Catalog, interaction_matrix, top_n, user_histories  # noqa: E402
 from recsys.training.baselines import BprRecommender, EaseRecommender  # noqa: E402
+from recsys.training.cold_start import ColdStartFallback, cold_users, recent_popularity  # noqa: E402
 from recsys.training.config import TrainingConfig  # noqa: E402
 from recsys.training.evaluation import Evaluator, MetricValue, hit_matrix, ranking_metrics  # noqa: E402
 from recsys.training.sequential.config import SequentialConfig  # noqa: E402
@@ -86,12 +87,15 @@ class Row:
     d_recall: MetricValue | None = None
     d_ndcg: MetricValue | None = None
     seconds: float = 0.0
+    warm: tuple[float, float] = (float("nan"), float("nan"))  # (Recall@20, NDCG@20) of users with a history
+    cold: tuple[float, float] = (float("nan"), float("nan"))  # ... and of users with none (the fallback's)
 
 
 @dataclass
 class ProtocolResult:
     protocol: str
     n_users: int
+    n_cold: int = 0
     rows: list[Row] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -114,8 +118,13 @@ def score_lists(ev: Evaluator, lists: dict[str, np.ndarray], seconds: dict[str, 
         per_user[name] = (m20["recall"], m20["ndcg"], float(m200["recall"].mean()))
     rows = []
     ref = per_user.get(reference)
+    cold = cold_users(ev.users, ev.user_items)
     for name, (rec, ndcg, r200) in per_user.items():
         row = Row(name, _ci(ev, rec, alpha), _ci(ev, ndcg, alpha), r200, seconds=seconds.get(name, 0.0))
+        if (~cold).any():
+            row.warm = (float(rec[~cold].mean()), float(ndcg[~cold].mean()))
+        if cold.any():
+            row.cold = (float(rec[cold].mean()), float(ndcg[cold].mean()))
         if ref is not None and name != reference:
             row.d_recall, row.d_ndcg = _ci(ev, rec - ref[0], alpha), _ci(ev, ndcg - ref[1], alpha)
         rows.append(row)
@@ -132,12 +141,13 @@ def _fmt(v: MetricValue | None, signed: bool = False) -> str:
 def markdown(results: list[ProtocolResult], title: str) -> str:
     lines = [f"**{title}**", "",
              "| protocol | model | Recall@20 [95% CI] | NDCG@20 [95% CI] | ΔRecall@20 vs two-tower | "
-             "ΔNDCG@20 vs two-tower | Recall@200 | s |",
-             "|---|---|---|---|---|---|---:|---:|"]
+             "ΔNDCG@20 vs two-tower | Recall@200 | warm R@20 / N@20 | cold R@20 / N@20 | s |",
+             "|---|---|---|---|---|---|---:|---:|---:|---:|"]
     for res in results:
         for r in res.rows:
-            lines.append(f"| {res.protocol} ({res.n_users} users) | {r.name} | {_fmt(r.recall)} | {_fmt(r.ndcg)} | "
-                         f"{_fmt(r.d_recall, True)} | {_fmt(r.d_ndcg, True)} | {r.recall200:.4f} | {r.seconds:.0f} |")
+            lines.append(f"| {res.protocol} ({res.n_users} users, {res.n_cold} cold) | {r.name} | {_fmt(r.recall)} | "
+                         f"{_fmt(r.ndcg)} | {_fmt(r.d_recall, True)} | {_fmt(r.d_ndcg, True)} | {r.recall200:.4f} | "
+                         f"{r.warm[0]:.4f} / {r.warm[1]:.4f} | {r.cold[0]:.4f} / {r.cold[1]:.4f} | {r.seconds:.0f} |")
     return "\n".join(lines)
 
 
@@ -171,7 +181,8 @@ def run_protocol(ds: Dataset, protocol: str, args, work: Path) -> ProtocolResult
     store = ModelStore(cfg.model_store_uri)
     ev = Evaluator.from_split(ds, split, cat, part="test", ks=(20,), bootstrap_samples=args.bootstrap,
                               seed=args.seed)
-    res = ProtocolResult(protocol, len(ev.users))
+    res = ProtocolResult(protocol, len(ev.users), int(cold_users(ev.users, ev.user_items).sum()))
+    fallback = recent_popularity(inputs.history, cat)  # what load_recommender gives every stored model
     lists: dict[str, np.ndarray] = {}
     seconds: dict[str, float] = {}
 
@@ -189,7 +200,7 @@ def run_protocol(ds: Dataset, protocol: str, args, work: Path) -> ProtocolResult
         x = interaction_matrix(inputs.history, cat)
         imp = implicit_models(x, args.seed)
         for name, model in imp.items():
-            add(name, model, (time.perf_counter() - t0) / 2)
+            add(name, ColdStartFallback(model, fallback), (time.perf_counter() - t0) / 2)
     t0 = time.perf_counter()
     tt = train_retrieval(cfg, inputs, store, "v1", progress=False)
     add("two_tower", load_recommender(store, tt, inputs, cfg), time.perf_counter() - t0)
@@ -197,7 +208,7 @@ def run_protocol(ds: Dataset, protocol: str, args, work: Path) -> ProtocolResult
     sc = SequentialConfig(**({"epochs": args.sasrec_epochs} if args.sasrec_epochs else {}))
     trained = fit_sasrec(cfg, inputs, sc)
     hist = user_histories(inputs.history, cat, sc.max_length)
-    add("sasrec", sasrec_recommender(trained.model, hist), time.perf_counter() - t0)
+    add("sasrec", ColdStartFallback(sasrec_recommender(trained.model, hist), fallback), time.perf_counter() - t0)
     if not args.no_ranker:
         t0 = time.perf_counter()
         rk = train_ranking(cfg, inputs, store, "v1", retrieval_version=tt.version, progress=False)

@@ -231,6 +231,7 @@ def ranking_context(cfg: TrainingConfig, inputs: Inputs, store: ModelStore, tt_m
 def gate_window_check(cfg: TrainingConfig, inputs: Inputs, store: ModelStore, ranker_mv: ModelVersion,
                       progress: bool = True):
     """Pipeline vs retrieval order on the gate window (the last label window; no ranker trains on it)."""
+    from recsys.training.cold_start import ColdStartFallback
     from recsys.training.ranking.data import label_windows, window_targets
     from recsys.training.ranking.gate import compare, decide
 
@@ -245,7 +246,8 @@ def gate_window_check(cfg: TrainingConfig, inputs: Inputs, store: ModelStore, ra
     sub = targets[users]
     n = max(int(m.split("@")[1]) for m in rc.gate_metrics)
     pipe, _ = rec.recommend(users, rec.ctx.seen, n=max(n, 200))
-    retr, _ = rec.ctx.retrieval.recommend(users, rec.ctx.seen, n=max(n, 200))
+    retrieval = ColdStartFallback(rec.ctx.retrieval, rec.fallback)  # the same fallback on both sides
+    retr, _ = retrieval.recommend(users, rec.ctx.seen, n=max(n, 200))
     paired = compare(pipe[:, :n], retr[:, :n], sub, tuple(rc.gate_metrics), rc.gate_confidence, cfg.seed)
     result = decide(window.name, len(users), paired, rc.gate_confidence)
     from recsys.training.ranking.gate import per_user_metrics
@@ -334,10 +336,16 @@ def train_ranking(cfg: TrainingConfig, inputs: Inputs, store: ModelStore, versio
 def load_recommender(store: ModelStore, mv: ModelVersion, inputs: Inputs, cfg: TrainingConfig,
                      history: pd.DataFrame | None = None):
     """A Recommender for a stored version; ``history`` = the visible events (default: train + validation, the
-    test protocol)."""
-    from recsys.training.two_tower.artifacts import load_torchscript
+    test protocol). Users with no history get recent-window popularity (:mod:`recsys.training.cold_start`)."""
+    from recsys.training.cold_start import ColdStartFallback, recent_popularity
 
     history = inputs.history if history is None else history
+    return ColdStartFallback(_load_model(store, mv, inputs, cfg, history), recent_popularity(history, inputs.catalog))
+
+
+def _load_model(store: ModelStore, mv: ModelVersion, inputs: Inputs, cfg: TrainingConfig, history: pd.DataFrame):
+    from recsys.training.two_tower.artifacts import load_torchscript
+
     path = store.local_path(mv)
     if mv.name == "popularity":
         return PopularityRecommender.load(path)
