@@ -94,14 +94,15 @@ def train_baselines(cfg: TrainingConfig, inputs: Inputs, store: ModelStore, vers
         if name == "popularity":
             model, params = PopularityRecommender().fit(x), {}
         elif name == "item_knn":
-            model, params = ItemKnnRecommender(bc.knn_neighbors).fit(x), {"neighbors": bc.knn_neighbors}
+            params = {"neighbors": bc.knn_neighbors, "shrinkage": bc.knn_shrinkage}
+            model = ItemKnnRecommender(**params).fit(x)
         elif name == "bpr":
             model = BprRecommender(seed=cfg.seed)
             params = {"factors": model.factors, "learning_rate": model.learning_rate, "epochs": model.epochs,
                       "regularization": model.regularization}
             model.fit(x)
         elif name == "ease":
-            model = EaseRecommender(max_items=bc.ease_max_items)
+            model = EaseRecommender(regularization=bc.ease_regularization, max_items=bc.ease_max_items)
             params = {"regularization": model.regularization, "keep": model.keep, "max_items": model.max_items}
             try:
                 model.fit(x)
@@ -112,7 +113,8 @@ def train_baselines(cfg: TrainingConfig, inputs: Inputs, store: ModelStore, vers
                 continue
         else:
             params = {"factors": bc.als_factors, "regularization": bc.als_regularization, "alpha": bc.als_alpha,
-                      "iterations": bc.als_iterations, "cg_steps": bc.als_cg_steps}
+                      "iterations": bc.als_iterations, "cg_steps": bc.als_cg_steps,
+                      "unobserved_weight": bc.als_unobserved_weight, "init_std": bc.als_init_std}
             model = AlsRecommender(**params, seed=cfg.seed)
             from tqdm.auto import tqdm
 
