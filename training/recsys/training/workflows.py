@@ -193,12 +193,20 @@ def resolve_version(store: ModelStore, name: str, version: str | None) -> ModelV
         raise TrainingInputError(str(e)) from e
 
 
-def _feature_source(cfg: TrainingConfig, inputs: Inputs, kind: str | None = None):
-    """The Feast source when asked for (or ``auto`` and built from this dataset), else None (inline per frame)."""
+def _feature_source(cfg: TrainingConfig, inputs: Inputs, kind: str | None = None, history: pd.DataFrame | None = None):
+    """The Feast source when asked for (or ``auto`` and built from this dataset), else None (inline per frame).
+
+    ``auto`` picks inline when ``history`` hides events the store holds (a per-user split: the store would
+    leak held-out events); ``feast`` then fails in :class:`RankingContext` with :class:`FeatureLeakError`.
+    """
+    from recsys.training.ranking.context import hidden_events_before
     from recsys.training.ranking.features import FeastFeatureSource, make_feature_source
 
     kind = kind or cfg.ranking.feature_source
     if kind == "inline":
+        return None
+    t_ns = int(history["timestamp"].max().value) + 1 if history is not None and len(history) else 0
+    if kind == "auto" and t_ns and hidden_events_before(inputs.dataset, history, t_ns) > 0:
         return None
     fs_cfg = None
     try:
@@ -227,7 +235,7 @@ def ranking_context(cfg: TrainingConfig, inputs: Inputs, store: ModelStore, tt_m
 
     return RankingContext(inputs.dataset, history, inputs.catalog, _two_tower_at(store, tt_mv, history, inputs.catalog),
                           rc or cfg.ranking, knn_neighbors=cfg.baselines.knn_neighbors,
-                          store_source=_feature_source(cfg, inputs))
+                          store_source=_feature_source(cfg, inputs, history=history))
 
 
 def gate_window_check(cfg: TrainingConfig, inputs: Inputs, store: ModelStore, ranker_mv: ModelVersion,
