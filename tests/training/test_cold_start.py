@@ -40,3 +40,4 @@ def test_cold_users_get_the_fallback_and_warm_users_the_model():
     idx, _ = rec.recommend(np.array([0, 3]), seen, n=2)  # user 1 (warm), user 4 (no history)
     assert idx[0].tolist() == [0, 1]
     assert cat.items.id_of(idx[1]).tolist() == [11, 12]
+

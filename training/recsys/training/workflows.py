@@ -319,7 +319,7 @@ def train_ranking(cfg: TrainingConfig, inputs: Inputs, store: ModelStore, versio
     if trained.dropped:
         _echo(f"[ranker] dropped columns: {trained.dropped}", progress)
     best = trained.best_metrics  # the exported weights are the best validation epoch's, not the last
-    metrics = {k: v for k, v in best.items() if k in ("loss", "val_loss", "val_auc") and v == v}
+    metrics = {k: v for k, v in best.items() if k in ("loss", "val_loss", "val_auc", "val_ndcg@20") and v == v}
     params = {**rc.model_dump(), "seed": cfg.seed, "split": cfg.split, "retrieval_version": tt_mv.version,
               "num_workers": cfg.num_workers, "best_epoch": trained.best_epoch, "feature_source": source_kind,
               "n_examples": trained.n_examples, "n_lists": trained.n_groups,

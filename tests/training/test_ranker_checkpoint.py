@@ -1,0 +1,19 @@
+"""The ranker's exported epoch is chosen by per-list validation NDCG@20 (issue 24)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def test_ranker_checkpoint_metric_is_per_list_ndcg():
+    """The ranker's epochs are compared by NDCG@20 inside each list, not AUC pooled across lists."""
+    from recsys.training.ranking.job import BEST_BY, list_ndcg
+
+    assert BEST_BY == ("val_ndcg@20", "max")
+    logits = np.array([[3.0, 2.0, 1.0, 0.0], [0.0, 1.0, 2.0, 9.0]])
+    labels = np.array([[0, 1, 0, 0], [1, 0, 0, 1]], np.float32)
+    mask = np.array([[True, True, True, True], [True, True, True, False]])  # list 2: its last slot is padding
+    want = np.mean([1 / np.log2(3), (1 / np.log2(4)) / 1.0])
+    assert np.isclose(list_ndcg(logits, labels, mask), want)
+    # pooled AUC would prefer a model that ranks whole lists above others; per-list NDCG ignores offsets
+    assert np.isclose(list_ndcg(logits + np.array([[100.0], [0.0]]), labels, mask), want)
