@@ -17,3 +17,14 @@ def test_ranker_checkpoint_metric_is_per_list_ndcg():
     assert np.isclose(list_ndcg(logits, labels, mask), want)
     # pooled AUC would prefer a model that ranks whole lists above others; per-list NDCG ignores offsets
     assert np.isclose(list_ndcg(logits + np.array([[100.0], [0.0]]), labels, mask), want)
+
+
+def test_gate_against_the_serving_ranker_asks_for_not_worse_against_retrieval_for_better():
+    from recsys.training.ranking.gate import PairedMetric, decide
+
+    tie = {"ndcg@20": PairedMetric(0.30, 0.30, 0.001, -0.01, 0.012)}
+    assert not decide("w", 100, tie, 0.95).passed, "retrieval order: the ranker must be better"
+    cur = decide("w", 100, tie, 0.95, baseline="ranker/v1 (serving now)")
+    assert cur.passed and cur.baseline == "ranker/v1 (serving now)" and "serving now" in cur.summary()
+    worse = {"ndcg@20": PairedMetric(0.28, 0.30, -0.02, -0.03, -0.005)}
+    assert not decide("w", 100, worse, 0.95, baseline="ranker/v1 (serving now)").passed

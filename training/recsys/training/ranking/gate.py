@@ -1,10 +1,13 @@
-"""Promotion gate: a ranker ships only if it beats retrieval order on a window it never saw.
+"""Promotion gate: a ranker ships only if it beats what serves now on a window it never saw.
 
-The comparison is paired (same users, same targets, same history): per user, the pipeline's
-metric minus retrieval order's, then a percentile bootstrap CI of the mean difference
-(``scipy.stats.bootstrap``).  The gate passes when the lower bound is above zero for every gate
-metric; otherwise the previous version stays promoted and serving keeps ranking with it — or,
-when no ranker was ever promoted, by retrieval score.
+The comparison is paired (same users, same targets, same history): per user, the new pipeline's
+metric minus the baseline's, then a percentile bootstrap CI of the mean difference
+(``scipy.stats.bootstrap``). The baseline is **the pipeline serving now** (the promoted ranker over the
+same candidates) or, when no ranker was ever promoted, **retrieval order**. Against retrieval order the
+gate passes when the lower bound is above zero for every gate metric (the ranker must earn its place);
+against a promoted ranker it passes when no metric's point estimate is below zero and no CI lies
+entirely below zero (a retrained ranker that is not worse replaces the older one, so a tie does not
+freeze serving on stale weights). Otherwise the previous version stays promoted.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ class GateResult:
     metrics: dict[str, PairedMetric] = field(default_factory=dict)
     reason: str = ""
     candidate_recall: dict[str, float] = field(default_factory=dict)
+    baseline: str = "retrieval order"  # or "ranker/<version> (serving now)"
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -43,7 +47,7 @@ class GateResult:
     def summary(self) -> str:
         parts = [f"{m} {v.pipeline:.4f} vs {v.retrieval:.4f} (diff {v.diff:+.4f}, CI [{v.lo:+.4f}, {v.hi:+.4f}])"
                  for m, v in self.metrics.items()]
-        return f"gate on {self.window} ({self.n_users} users): " + "; ".join(parts)
+        return f"gate on {self.window} ({self.n_users} users) vs {self.baseline}: " + "; ".join(parts)
 
 
 def per_user_metrics(recs: np.ndarray, targets: sp.csr_matrix, ks: tuple[int, ...]) -> dict[str, np.ndarray]:
@@ -80,10 +84,17 @@ def compare(pipeline_recs: np.ndarray, retrieval_recs: np.ndarray, targets: sp.c
     return {m: paired_ci(a[m], b[m], confidence, seed) for m in metrics}
 
 
-def decide(window: str, n_users: int, paired: dict[str, PairedMetric], confidence: float) -> GateResult:
-    """Pass iff every metric's CI lower bound is above zero."""
-    losing = [m for m, v in paired.items() if not v.lo > 0]
-    reason = "pipeline beats retrieval order on every gate metric" if not losing else (
-        "CI of the difference does not exclude zero (or the pipeline loses) on " + ", ".join(losing))
+def decide(window: str, n_users: int, paired: dict[str, PairedMetric], confidence: float,
+           baseline: str = "retrieval order") -> GateResult:
+    """Against retrieval order: pass iff every CI lower bound is above zero. Against the serving ranker:
+    pass iff every point estimate is >= 0 and every CI upper bound is above zero (module docstring)."""
+    if baseline == "retrieval order":
+        losing = [m for m, v in paired.items() if not v.lo > 0]
+        reason = "pipeline beats retrieval order on every gate metric" if not losing else (
+            "CI of the difference does not exclude zero (or the pipeline loses) on " + ", ".join(losing))
+    else:
+        losing = [m for m, v in paired.items() if v.diff < 0 or not v.hi > 0]
+        reason = f"not worse than {baseline} on every gate metric" if not losing else (
+            f"worse than {baseline} on " + ", ".join(losing))
     return GateResult(passed=not losing, window=window, n_users=n_users, confidence=confidence, metrics=paired,
-                      reason=reason)
+                      reason=reason, baseline=baseline)
