@@ -19,12 +19,15 @@ def test_ranker_checkpoint_metric_is_per_list_ndcg():
     assert np.isclose(list_ndcg(logits + np.array([[100.0], [0.0]]), labels, mask), want)
 
 
-def test_gate_against_the_serving_ranker_asks_for_not_worse_against_retrieval_for_better():
+def test_gate_needs_a_win_over_retrieval_and_no_loss_to_the_serving_ranker():
     from recsys.training.ranking.gate import PairedMetric, decide
 
-    tie = {"ndcg@20": PairedMetric(0.30, 0.30, 0.001, -0.01, 0.012)}
-    assert not decide("w", 100, tie, 0.95).passed, "retrieval order: the ranker must be better"
-    cur = decide("w", 100, tie, 0.95, baseline="ranker/v1 (serving now)")
-    assert cur.passed and cur.baseline == "ranker/v1 (serving now)" and "serving now" in cur.summary()
-    worse = {"ndcg@20": PairedMetric(0.28, 0.30, -0.02, -0.03, -0.005)}
-    assert not decide("w", 100, worse, 0.95, baseline="ranker/v1 (serving now)").passed
+    win = {"ndcg@20": PairedMetric(0.32, 0.30, 0.02, 0.005, 0.035)}
+    tie = {"ndcg@20": PairedMetric(0.32, 0.32, 0.001, -0.01, 0.012)}
+    worse = {"ndcg@20": PairedMetric(0.30, 0.32, -0.02, -0.03, -0.005)}
+    assert decide("w", 100, win, 0.95).passed, "no ranker serving: beating retrieval order is enough"
+    assert not decide("w", 100, tie, 0.95).passed, "a tie with retrieval order is refused"
+    g = decide("w", 100, win, 0.95, vs_serving=tie, serving="ranker/v1")
+    assert g.passed and "ranker/v1 (serving now)" in g.summary(), "not worse than the serving ranker"
+    g = decide("w", 100, win, 0.95, vs_serving=worse, serving="ranker/v1")
+    assert not g.passed and "worse than ranker/v1" in g.reason

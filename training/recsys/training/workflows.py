@@ -258,15 +258,14 @@ def gate_window_check(cfg: TrainingConfig, inputs: Inputs, store: ModelStore, ra
     pipe, _ = rec.recommend(users, rec.ctx.seen, n=max(n, 200))
     retrieval = ColdStartFallback(rec.ctx.retrieval, rec.fallback)  # the same fallback on both sides
     retr, _ = retrieval.recommend(users, rec.ctx.seen, n=max(n, 200))
-    serving = store.promoted(RANKER_NAME)
+    paired = compare(pipe[:, :n], retr[:, :n], sub, tuple(rc.gate_metrics), rc.gate_confidence, cfg.seed)
+    serving, vs_serving = store.promoted(RANKER_NAME), None
     if serving and serving != ranker_mv.version:  # the pipeline serving now, on the same window
         current = load_recommender(store, store.get(RANKER_NAME, serving), inputs, cfg, history=window.history)
-        base, _ = current.recommend(users, current.ctx.seen, n=n)
-        baseline = f"{RANKER_NAME}/{serving} (serving now)"
-    else:
-        base, baseline = retr, "retrieval order"
-    paired = compare(pipe[:, :n], base[:, :n], sub, tuple(rc.gate_metrics), rc.gate_confidence, cfg.seed)
-    result = decide(window.name, len(users), paired, rc.gate_confidence, baseline=baseline)
+        now, _ = current.recommend(users, current.ctx.seen, n=n)
+        vs_serving = compare(pipe[:, :n], now[:, :n], sub, tuple(rc.gate_metrics), rc.gate_confidence, cfg.seed)
+    result = decide(window.name, len(users), paired, rc.gate_confidence, vs_serving,
+                    f"{RANKER_NAME}/{serving}" if vs_serving else "")
     from recsys.training.ranking.gate import per_user_metrics
     from recsys.training.ranking.pipeline import CandidateRecallRecommender
 
