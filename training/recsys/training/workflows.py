@@ -234,7 +234,7 @@ def ranking_context(cfg: TrainingConfig, inputs: Inputs, store: ModelStore, tt_m
     from recsys.training.ranking.context import RankingContext
 
     return RankingContext(inputs.dataset, history, inputs.catalog, _two_tower_at(store, tt_mv, history, inputs.catalog),
-                          rc or cfg.ranking, knn_neighbors=cfg.baselines.knn_neighbors,
+                          rc or cfg.ranking, knn_neighbors=cfg.baselines.knn_neighbors, knn_shrinkage=cfg.baselines.knn_shrinkage,
                           store_source=_feature_source(cfg, inputs, history=history))
 
 

@@ -70,7 +70,7 @@ class RankingContext:
     """Sources and features as of the end of ``history`` (see module docstring)."""
 
     def __init__(self, dataset: Dataset, history: pd.DataFrame, catalog: Catalog, retrieval,
-                 rc: RankingConfig, knn_neighbors: int = 100, store_source=None):
+                 rc: RankingConfig, knn_neighbors: int = 100, store_source=None, knn_shrinkage: float = 0.0):
         self.catalog, self.rc = catalog, rc
         self.t_ns = int(history["timestamp"].max().value) + 1 if len(history) else 0
         if store_source is not None and (hidden := hidden_events_before(dataset, history, self.t_ns)) > 0:
@@ -82,7 +82,7 @@ class RankingContext:
         self.seen = interaction_matrix(history, catalog)
         self.recent = user_histories(history, catalog, max(KNN_RECENT_ITEMS, RECENT_SIM_ITEMS))
         self.retrieval = retrieval
-        self.knn = ItemKnnRecommender(knn_neighbors).fit(self.seen)
+        self.knn = ItemKnnRecommender(knn_neighbors, shrinkage=knn_shrinkage).fit(self.seen)  # = the served one
         pop = PopularityRecommender().fit(self.seen).scores
         self.popularity = (pop / max(float(pop.max(initial=0.0)), 1e-12)).astype(np.float32)
         self.store = store_source if store_source is not None else InlineFeatureSource(
