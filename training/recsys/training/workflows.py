@@ -234,8 +234,9 @@ def ranking_context(cfg: TrainingConfig, inputs: Inputs, store: ModelStore, tt_m
     from recsys.training.ranking.context import RankingContext
 
     return RankingContext(inputs.dataset, history, inputs.catalog, _two_tower_at(store, tt_mv, history, inputs.catalog),
-                          rc or cfg.ranking, knn_neighbors=cfg.baselines.knn_neighbors, knn_shrinkage=cfg.baselines.knn_shrinkage,
-                          store_source=_feature_source(cfg, inputs, history=history))
+                          rc or cfg.ranking, knn_neighbors=cfg.baselines.knn_neighbors,
+                          store_source=_feature_source(cfg, inputs, history=history),
+                          knn_shrinkage=cfg.baselines.knn_shrinkage)
 
 
 def gate_window_check(cfg: TrainingConfig, inputs: Inputs, store: ModelStore, ranker_mv: ModelVersion,

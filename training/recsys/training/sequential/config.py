@@ -30,7 +30,7 @@ class SequentialConfig(BaseModel):
     full_softmax_max_items: int = Field(FULL_SOFTMAX_MAX_ITEMS, ge=1,
                                         description="Full softmax up to this catalog size, sampled + logQ above")
     negatives: int = Field(4096, ge=1, description="Sampled softmax only: popularity-drawn negatives per batch")
-    batch_size: int = Field(64, ge=2, description="Training windows per step (64: ~30 steps per epoch on ml-latest-small)")
+    batch_size: int = Field(64, ge=2, description="Windows per step (64: ~30 steps per epoch on ml-latest-small)")
     learning_rate: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     epochs: int = Field(200, ge=1, description="Upper bound; early stopping on validation NDCG@20 ends sooner")
