@@ -53,6 +53,12 @@ class ColdStartFallback:
             raise AttributeError(name)
         return getattr(self.model, name)
 
+    def __setattr__(self, name, value):  # transparent: setting ``histories`` etc. reaches the wrapped model
+        if name in ("model", "fallback"):
+            object.__setattr__(self, name, value)
+        else:
+            setattr(self.model, name, value)
+
     def recommend(self, user_indices, user_items, n: int = 20, filter_already_liked: bool = True):
         users = np.asarray(user_indices, np.int64)
         cold = cold_users(users, user_items)
