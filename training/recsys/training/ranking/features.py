@@ -20,7 +20,6 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 
-from recsys.platform.data.history import HISTORY_LENGTH
 from recsys.platform.data.schema import EVENT_TYPES, EVENT_WEIGHTS, Dataset, genre_vocabulary
 
 
@@ -66,7 +65,7 @@ class InlineFeatureSource:
     at one cut-off time — costs one pass over the events.
     """
 
-    def __init__(self, dataset: Dataset, recent_items: int = HISTORY_LENGTH, chunk_rows: int = 200_000):
+    def __init__(self, dataset: Dataset, recent_items: int = 20, chunk_rows: int = 200_000):
         from recsys.features.schema import EVENT_NAMES, WINDOWS
 
         self.names = ranker_feature_names()
