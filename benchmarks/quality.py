@@ -36,6 +36,7 @@ from recsys.platform.data.schema import Dataset  # noqa: E402
 from recsys.platform.data.split import Split, split_events  # noqa: E402
 from recsys.training.base import Catalog, interaction_matrix, top_n, user_histories  # noqa: E402
 from recsys.training.baselines import BprRecommender, EaseRecommender  # noqa: E402
+from recsys.training.cold_start import ColdStartFallback, cold_users, recent_popularity  # noqa: E402
 from recsys.training.config import TrainingConfig  # noqa: E402
 from recsys.training.evaluation import Evaluator, MetricValue, hit_matrix, ranking_metrics  # noqa: E402
 from recsys.training.sequential.config import SequentialConfig  # noqa: E402
@@ -56,7 +57,7 @@ class FactorAdapter:
                      user_items if filter_already_liked else None, users)
 
 
-def implicit_models(x, seed: int, factors: int = 64) -> dict:
+def implicit_models(x, seed: int, factors: int = 64, regularization: float = 0.05) -> dict:
     """implicit 0.7's ALS (same objective as ours: confidence 1 + 2r) and BPR, as reference rows."""
     from implicit.cpu.als import AlternatingLeastSquares
     from implicit.cpu.bpr import BayesianPersonalizedRanking
@@ -66,7 +67,7 @@ def implicit_models(x, seed: int, factors: int = 64) -> dict:
     conf.data = 1.0 + 2.0 * conf.data
     out = {}
     with threadpool_limits(1, "blas"):
-        als = AlternatingLeastSquares(factors=factors, regularization=0.05, alpha=1.0, iterations=12,
+        als = AlternatingLeastSquares(factors=factors, regularization=regularization, alpha=1.0, iterations=12,
                                       random_state=seed, num_threads=0, calculate_training_loss=False)
         als.fit(conf, show_progress=False)
         out["implicit ALS"] = FactorAdapter(als.user_factors, als.item_factors)
@@ -86,12 +87,16 @@ class Row:
     d_recall: MetricValue | None = None
     d_ndcg: MetricValue | None = None
     seconds: float = 0.0
+    warm: tuple[float, float] = (float("nan"), float("nan"))  # (Recall@20, NDCG@20) of users with a history
+    cold: tuple[float, float] = (float("nan"), float("nan"))  # ... and of users with none (the fallback's)
 
 
 @dataclass
 class ProtocolResult:
     protocol: str
     n_users: int
+    n_cold: int = 0
+    notes: list[str] = field(default_factory=list)
     rows: list[Row] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -114,8 +119,13 @@ def score_lists(ev: Evaluator, lists: dict[str, np.ndarray], seconds: dict[str, 
         per_user[name] = (m20["recall"], m20["ndcg"], float(m200["recall"].mean()))
     rows = []
     ref = per_user.get(reference)
+    cold = cold_users(ev.users, ev.user_items)
     for name, (rec, ndcg, r200) in per_user.items():
         row = Row(name, _ci(ev, rec, alpha), _ci(ev, ndcg, alpha), r200, seconds=seconds.get(name, 0.0))
+        if (~cold).any():
+            row.warm = (float(rec[~cold].mean()), float(ndcg[~cold].mean()))
+        if cold.any():
+            row.cold = (float(rec[cold].mean()), float(ndcg[cold].mean()))
         if ref is not None and name != reference:
             row.d_recall, row.d_ndcg = _ci(ev, rec - ref[0], alpha), _ci(ev, ndcg - ref[1], alpha)
         rows.append(row)
@@ -132,12 +142,13 @@ def _fmt(v: MetricValue | None, signed: bool = False) -> str:
 def markdown(results: list[ProtocolResult], title: str) -> str:
     lines = [f"**{title}**", "",
              "| protocol | model | Recall@20 [95% CI] | NDCG@20 [95% CI] | ΔRecall@20 vs two-tower | "
-             "ΔNDCG@20 vs two-tower | Recall@200 | s |",
-             "|---|---|---|---|---|---|---:|---:|"]
+             "ΔNDCG@20 vs two-tower | Recall@200 | warm R@20 / N@20 | cold R@20 / N@20 | s |",
+             "|---|---|---|---|---|---|---:|---:|---:|---:|"]
     for res in results:
         for r in res.rows:
-            lines.append(f"| {res.protocol} ({res.n_users} users) | {r.name} | {_fmt(r.recall)} | {_fmt(r.ndcg)} | "
-                         f"{_fmt(r.d_recall, True)} | {_fmt(r.d_ndcg, True)} | {r.recall200:.4f} | {r.seconds:.0f} |")
+            lines.append(f"| {res.protocol} ({res.n_users} users, {res.n_cold} cold) | {r.name} | {_fmt(r.recall)} | "
+                         f"{_fmt(r.ndcg)} | {_fmt(r.d_recall, True)} | {_fmt(r.d_ndcg, True)} | {r.recall200:.4f} | "
+                         f"{r.warm[0]:.4f} / {r.warm[1]:.4f} | {r.cold[0]:.4f} / {r.cold[1]:.4f} | {r.seconds:.0f} |")
     return "\n".join(lines)
 
 
@@ -171,7 +182,8 @@ def run_protocol(ds: Dataset, protocol: str, args, work: Path) -> ProtocolResult
     store = ModelStore(cfg.model_store_uri)
     ev = Evaluator.from_split(ds, split, cat, part="test", ks=(20,), bootstrap_samples=args.bootstrap,
                               seed=args.seed)
-    res = ProtocolResult(protocol, len(ev.users))
+    res = ProtocolResult(protocol, len(ev.users), int(cold_users(ev.users, ev.user_items).sum()))
+    fallback = recent_popularity(inputs.history, cat)  # what load_recommender gives every stored model
     lists: dict[str, np.ndarray] = {}
     seconds: dict[str, float] = {}
 
@@ -189,7 +201,7 @@ def run_protocol(ds: Dataset, protocol: str, args, work: Path) -> ProtocolResult
         x = interaction_matrix(inputs.history, cat)
         imp = implicit_models(x, args.seed)
         for name, model in imp.items():
-            add(name, model, (time.perf_counter() - t0) / 2)
+            add(name, ColdStartFallback(model, fallback), (time.perf_counter() - t0) / 2)
     t0 = time.perf_counter()
     tt = train_retrieval(cfg, inputs, store, "v1", progress=False)
     add("two_tower", load_recommender(store, tt, inputs, cfg), time.perf_counter() - t0)
@@ -197,13 +209,30 @@ def run_protocol(ds: Dataset, protocol: str, args, work: Path) -> ProtocolResult
     sc = SequentialConfig(**({"epochs": args.sasrec_epochs} if args.sasrec_epochs else {}))
     trained = fit_sasrec(cfg, inputs, sc)
     hist = user_histories(inputs.history, cat, sc.max_length)
-    add("sasrec", sasrec_recommender(trained.model, hist), time.perf_counter() - t0)
+    add("sasrec", ColdStartFallback(sasrec_recommender(trained.model, hist), fallback), time.perf_counter() - t0)
     if not args.no_ranker:
         t0 = time.perf_counter()
         rk = train_ranking(cfg, inputs, store, "v1", retrieval_version=tt.version, progress=False)
         add("two_tower->ranker", load_recommender(store, rk, inputs, cfg), time.perf_counter() - t0)
     res.rows = score_lists(ev, lists, seconds)
+    res.notes = versus_best_single(ev, lists, res.rows, "two_tower->ranker")
+    res.notes.append(f"sasrec best epoch {trained.best_epoch} of {len(trained.history)} "
+                     f"(val NDCG@20 {(trained.best_metrics or {}).get('val_ndcg@20', float('nan')):.4f})")
     return res
+
+
+def versus_best_single(ev: Evaluator, lists: dict[str, np.ndarray], rows: list[Row], pipeline: str) -> list[str]:
+    """Paired CIs of ``pipeline`` minus the best single model of the table (by NDCG@20, then Recall@20)."""
+    singles = [r for r in rows if r.name != pipeline]
+    if pipeline not in lists or not singles:
+        return []
+    best = max(singles, key=lambda r: (r.ndcg.value, r.recall.value)).name
+    alpha = (1 - ev.confidence) / 2
+    out = []
+    for metric in ("recall", "ndcg"):
+        a, b = (ranking_metrics(hit_matrix(lists[n], ev.targets), ev.n_targets, 20)[metric] for n in (pipeline, best))
+        out.append(f"{pipeline} - {best} (best single model) {metric}@20: {_fmt(_ci(ev, a - b, alpha), True)}")
+    return out
 
 
 # --------------------------------------------------------------------------------- tuning
@@ -212,32 +241,52 @@ def tune(ds: Dataset, split: Split, grid: dict[str, list[dict]], seed: int = 42,
     """Validation-window scores of each setting: fit on train only, history = train, targets = validation.
 
     The test window is never read (the evaluator is built with ``part="validation"``, which takes
-    history from train and targets from validation only).  Returns (model, params, recall@20, ndcg@20).
+    history from train and targets from validation only).  Users without a training history get the
+    shared recent-popularity fallback, as in the test table.  Returns (model, params, recall@20, ndcg@20).
     """
+    from recsys.training.baselines import AlsRecommender, ItemKnnRecommender
+
     cat = Catalog.from_dataset(ds)
     ev = Evaluator.from_split(ds, split, cat, part="validation", ks=(20,), bootstrap_samples=10, seed=seed)
     x = interaction_matrix(split.train, cat)
+    fallback = recent_popularity(split.train, cat)
     out = []
     for name, settings in grid.items():
         for params in settings:
             if name == "ease":
                 model = EaseRecommender(**params).fit(x)
+            elif name == "als":
+                model = AlsRecommender(seed=seed, **params).fit(x)
+            elif name == "item_knn":
+                model = ItemKnnRecommender(**params).fit(x)
+            elif name == "implicit ALS":
+                model = implicit_models(x, seed, **params)["implicit ALS"]
             elif name == "bpr":
                 model = BprRecommender(seed=seed, **params).fit(x)
             elif name == "sasrec" and sasrec_fit is not None:
                 model = sasrec_fit(SequentialConfig(**params))
             else:
                 continue
-            m = ev.evaluate(name, model).metrics
+            m = ev.evaluate(name, ColdStartFallback(model, fallback)).metrics
             out.append((name, params, m["recall@20"].value, m["ndcg@20"].value))
             print(f"  tune {name} {params}: val recall@20={out[-1][2]:.4f} ndcg@20={out[-1][3]:.4f}", flush=True)
+    for name in grid:
+        mine = [o for o in out if o[0] == name]
+        if mine:
+            best = max(mine, key=lambda o: o[3])
+            print(f"  best {name} by val ndcg@20: {best[1]} recall@20={best[2]:.4f} ndcg@20={best[3]:.4f}", flush=True)
     return out
 
 
 TUNE_GRID = {
-    "sasrec": [{"epochs": 40}],  # the job prints validation Recall@20 after every epoch: one run = the epoch curve
-    "ease": [{"regularization": r} for r in (100.0, 500.0, 1000.0)],
-    "bpr": [{"learning_rate": 0.05, "epochs": 30}, {"learning_rate": 0.1, "epochs": 15}],
+    # SASRec stops early on validation NDCG@20 by itself: one run prints the epoch curve
+    "sasrec": [{}],
+    "ease": [{"regularization": r} for r in (1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0, 10000.0)],
+    # iALS after Rendle et al. 2022: regularization, confidence alpha, unobserved weight, dimension; init 0.1/sqrt(d)
+    "als": [{"factors": 64, "regularization": lam, "alpha": a, "unobserved_weight": w0, "iterations": 16}
+            for lam in (1.0, 10.0, 100.0) for a in (1.0, 10.0) for w0 in (0.01, 0.1, 1.0)],
+    "item_knn": [{"neighbors": k, "shrinkage": s} for k in (50, 200) for s in (0.0, 10.0, 100.0)],
+    "implicit ALS": [{"factors": 64, "regularization": r} for r in (0.05, 1.0, 10.0)],
 }
 
 
@@ -286,6 +335,7 @@ def main() -> None:
     p.add_argument("--no-implicit", action="store_true")
     p.add_argument("--no-ranker", action="store_true")
     p.add_argument("--tune", action="store_true", help="validation-window grid instead of the test table")
+    p.add_argument("--tune-models", default=",".join(TUNE_GRID), help="which grids --tune runs")
     p.add_argument("--out", help="write the results as JSON here")
     args = p.parse_args()
 
@@ -312,7 +362,8 @@ def main() -> None:
                     return sasrec_recommender(tr.model, user_histories(split.train, cat, sc.max_length))
 
                 print(f"[{protocol}] validation grid", flush=True)
-                tune(ds, split, TUNE_GRID, args.seed, sasrec_fit=fit)
+                grid = {k: v for k, v in TUNE_GRID.items() if k in args.tune_models.split(",")}
+                tune(ds, split, grid, args.seed, sasrec_fit=fit)
             return
         results = []
         for protocol in args.protocols.split(","):
@@ -321,12 +372,16 @@ def main() -> None:
             res.timings["total_s"] = round(time.perf_counter() - t0, 1)
             results.append(res)
             print(markdown([res], f"{title} — {protocol} ({res.timings['total_s']:.0f}s)"), flush=True)
+            print("\n".join(res.notes), flush=True)
     print()
     print(markdown(results, title))
+    for r in results:
+        print("\n".join(f"[{r.protocol}] {n}" for n in r.notes))
     print(f"\ntotal {time.perf_counter() - t_all:.0f}s; Δ = paired bootstrap over the same users "
           f"({args.bootstrap} resamples); Recall@200 = the top-200 list's recall (a ranker's ceiling)")
     if args.out:
         Path(args.out).write_text(json.dumps([{"protocol": r.protocol, "n_users": r.n_users, "timings": r.timings,
+                                               "notes": r.notes, "n_cold": r.n_cold,
                                                "rows": [{"name": x.name, "recall@20": x.recall.__dict__,
                                                          "ndcg@20": x.ndcg.__dict__, "recall@200": x.recall200,
                                                          "d_recall": x.d_recall and x.d_recall.__dict__,

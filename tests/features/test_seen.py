@@ -33,7 +33,7 @@ def test_materialized_seen_set_and_history_match_the_data(feature_cfg, small_dat
     from recsys.training.base import Catalog, user_histories
 
     cat = Catalog.from_dataset(small_dataset)
-    hist = user_histories(small_dataset.events, cat, feature_cfg.recent_items)
+    hist = user_histories(small_dataset.events, cat, feature_cfg.history_items)
     client = OnlineFeatureClient(feature_cfg)
     ev = small_dataset.events
     for user in small_dataset.users["user_id"].to_numpy()[::37][:8].tolist():
@@ -42,7 +42,7 @@ def test_materialized_seen_set_and_history_match_the_data(feature_cfg, small_dat
         assert set(f.seen_item_ids.tolist()) == mine
         row = hist[cat.users.index_of([user])[0]]
         expected = [int(i) for i in cat.items.id_of(row[row >= 0])]
-        assert f.history_item_ids == expected[:feature_cfg.recent_items]
+        assert f.history_item_ids == expected[:feature_cfg.history_items]
 
 
 def test_applied_events_extend_seen_set_and_history(ingest_cfg, small_dataset, tmp_path):
@@ -68,7 +68,7 @@ def test_applied_events_extend_seen_set_and_history(ingest_cfg, small_dataset, t
         seen = f.seen_item_ids.tolist()
         assert consumer.redis.strlen(consumer.keys.seen_live(user)) <= 24 * cfg.seen_items, "bounded"
         assert 10 <= len(seen) < 100 and seen[-10:] == list(range(190, 200)), "the newest ids are kept"
-        assert f.history_item_ids == list(range(199, 199 - cfg.recent_items, -1))
+        assert f.history_item_ids == list(range(199, 199 - cfg.history_items, -1))
     finally:
         consumer.stop()
         delete_project_keys(cfg)

@@ -68,7 +68,8 @@ def build_parity_setup(ds, redis_url: str, tmp) -> dict:
     d_ns = (int(ds.events["timestamp"].max().value) // DAY_NS) * DAY_NS
     history = ds.events[ds.events["timestamp"].astype("int64") < d_ns]
     seen = interaction_matrix(history, cat)
-    for name, model in (("item_knn", ItemKnnRecommender(cfg.baselines.knn_neighbors).fit(seen)),
+    for name, model in (("item_knn", ItemKnnRecommender(cfg.baselines.knn_neighbors,
+                                                                   shrinkage=cfg.baselines.knn_shrinkage).fit(seen)),
                         ("popularity", PopularityRecommender().fit(seen))):
         with store.write_version(name, "v1", kind="baseline") as d:
             model.save(d, cat.items.ids)

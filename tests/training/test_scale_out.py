@@ -123,7 +123,7 @@ def test_ranker_two_workers_match_one(two_tower_runs, small_dataset, small_split
     from recsys.training.base import user_histories
     from recsys.training.ranking.context import RankingContext
     from recsys.training.ranking.data import build_ranking_examples, label_windows
-    from recsys.training.ranking.job import train_ranker
+    from recsys.training.ranking.job import BEST_BY, train_ranker
     from recsys.training.two_tower.artifacts import TwoTowerRecommender
 
     split, cat = small_split
@@ -141,7 +141,7 @@ def test_ranker_two_workers_match_one(two_tower_runs, small_dataset, small_split
     assert a1 > 0.55 and abs(a1 - a2) <= AUC_TOL, (a1, a2)
     assert {h["workers"] for h in runs[1].history} == {1} and {h["workers"] for h in runs[2].history} == {2}
     for run in runs.values():
-        assert run.best_epoch == max(run.history, key=lambda h: h["val_auc"])["epoch"]
+        assert run.best_epoch == max(run.history, key=lambda h: h[BEST_BY[0]])["epoch"]
 
 
 def test_worker_killed_mid_training_resumes_from_checkpoint(two_tower_runs, small_dataset, small_split, tmp_path):

@@ -13,6 +13,8 @@ from urllib.parse import unquote, urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from recsys.platform.data.history import SERVED_HISTORY_LENGTH
+
 
 class FeatureStoreConfig(BaseModel):
     """Where the Feast repo, offline parquet, registry and event log live, and how to reach Redis."""
@@ -26,7 +28,10 @@ class FeatureStoreConfig(BaseModel):
     connect_timeout_s: float = Field(0.3, gt=0, description="Redis connect timeout for online reads and pushes")
     read_timeout_s: float = Field(0.5, gt=0, description="Redis socket timeout for online reads and pushes")
     batch_timeout_s: float = Field(30.0, gt=0, description="Redis socket timeout while materializing")
-    recent_items: int = Field(20, ge=1, le=200, description="Length of user_recent_item_ids")
+    recent_items: int = Field(20, ge=1, le=200, description="Length of user_recent_item_ids (the ranker's event list)")
+    history_items: int = Field(
+        SERVED_HISTORY_LENGTH, ge=1, le=200,
+        description="Length of the distinct history serving feeds the models (recsys.platform.data.history)")
     seen_items: int = Field(
         5000, ge=0, le=100_000,
         description="Newest items per user kept online for serving's already-seen filter (0 = none; "

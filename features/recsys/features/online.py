@@ -324,7 +324,7 @@ class OnlineFeatureClient:
         recent = [int(x) for x in user.get("user_recent_item_ids") or []]
         live = unpack_seen(seen_live)
         seen = np.concatenate([unpack_seen(seen_batch), live])
-        k = self.cfg.recent_items
+        k = self.cfg.history_items
         history = (recent_distinct(seen, k, tail=k + len(live)) if len(seen)
                    else list(dict.fromkeys(recent))[:k])  # no seen set (seen_items = 0, not materialized)
         return OnlineFeatures(

@@ -7,8 +7,9 @@ evaluator):
   each source's top-k; serving dropped only the recent-items list, so a user with a long history was
   shown items they had already watched, and got fewer fresh candidates than the ranker trained on;
 * training's history (two-tower fold-in, item-kNN, recent-similarity features) is the user's last
-  *distinct* items (``recsys.training.base.user_histories``); serving de-duplicated the 20 most
-  recent *events* (``user_recent_item_ids``), which leaves fewer items whenever an item repeats.
+  *distinct* items in the one history order (``recsys.platform.data.history``: last interaction, then
+  item id); serving de-duplicated the 20 most recent *events* (``user_recent_item_ids``), which leaves
+  fewer items whenever an item repeats.
 
 Layout (next to the real-time overlay, :class:`~recsys.features.realtime.OverlayKeys`)::
 
@@ -31,6 +32,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from recsys.platform.data.history import history_order, newest_distinct
 
 SEEN_TABLE = "user_seen.parquet"
 """Offline table (in ``offline_dir``): one row per (user, item), first and last interaction time (ns)."""
@@ -63,16 +66,9 @@ def unpack(*blobs: bytes | str | None) -> np.ndarray:
 
 
 def recent_distinct(ids: np.ndarray, k: int, tail: int | None = None) -> list[int]:
-    """The newest ``k`` distinct ids of an oldest-first sequence, newest first (``user_histories`` order).
-
-    ``tail``: how many trailing entries can hold them (the batch part is distinct, so ``k`` plus the
-    live part's length suffices), to skip sorting thousands of ids per request.
-    """
-    rev = np.asarray(ids, np.int64)[::-1]
-    if tail is not None:
-        rev = rev[:tail]
-    _, first = np.unique(rev, return_index=True)
-    return rev[np.sort(first)][:k].tolist()
+    """The newest ``k`` distinct ids of an oldest-first sequence, newest first: the shared history rule
+    (:func:`recsys.platform.data.history.newest_distinct`)."""
+    return newest_distinct(ids, k, tail)
 
 
 def write_seen_sets(redis_client, keys, table_path, end: datetime, cap: int, chunk_users: int = 2000,
@@ -96,9 +92,8 @@ def write_seen_sets(redis_client, keys, table_path, end: datetime, cap: int, chu
         df = df[df["user_id"].isin(changed)]
         if df.empty:
             return 0
-    df = df.sort_values(["user_id", "order", "item_id"], kind="stable")
-    users = df["user_id"].to_numpy(np.int64)
-    items = df["item_id"].to_numpy(np.int64)
+    users, items = history_order(df["user_id"].to_numpy(np.int64), df["item_id"].to_numpy(np.int64),
+                                 df["order"].to_numpy(np.int64))
     starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
     stops = np.r_[starts[1:], len(users)]
     for c in range(0, len(starts), chunk_users):

@@ -29,6 +29,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from recsys.platform.data.history import distinct_newest_first
+
 SOURCES: tuple[str, ...] = ("two_tower", "item_knn", "popularity")
 """Retrieval sources serving has for every request (candidate lists + a score for any item)."""
 KNN_RECENT_ITEMS = 20
@@ -44,12 +46,8 @@ CROSS_FEATURES: list[str] = [
 
 
 def recent_distinct(item_ids: Sequence[int] | np.ndarray, n: int) -> np.ndarray:
-    """The first ``n`` distinct ids of a most-recent-first list (an event log repeats items)."""
-    ids = np.asarray(item_ids, dtype=np.int64).ravel()
-    if len(ids) == 0:
-        return ids
-    _, first = np.unique(ids, return_index=True)
-    return ids[np.sort(first)][:n]
+    """The first ``n`` distinct ids of a most-recent-first list (:mod:`recsys.platform.data.history`)."""
+    return np.asarray(distinct_newest_first(np.asarray(item_ids, np.int64).ravel(), n), np.int64)
 
 
 def list_ranks(scores: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:

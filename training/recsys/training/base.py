@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from recsys.platform.data.history import distinct_sequences, newest_first
 from recsys.platform.data.schema import EVENT_WEIGHTS, Dataset
 
 
@@ -108,22 +109,22 @@ def interaction_matrix(
 
 
 def user_histories(events: pd.DataFrame, catalog: Catalog, length: int) -> np.ndarray:
-    """[n_users, length] item indices, most recent distinct item first, padded with -1.
+    """[n_users, length] item indices, newest distinct item first, padded with -1.
 
-    This is the ``history`` input of the two-tower user tower (contracts.md) built from past events.
+    The ``history`` input of the two-tower user tower and SASRec (contracts.md), in the one history order
+    (:mod:`recsys.platform.data.history`: last interaction, then item id).
     """
+    seq, start = event_sequences(events, catalog)
+    return newest_first(seq, start, length)
+
+
+def event_sequences(events: pd.DataFrame, catalog: Catalog) -> tuple[np.ndarray, np.ndarray]:
+    """(flat item indices, [n_users + 1] offsets): every user's distinct items in history order, oldest first."""
     u = catalog.users.index_of(events["user_id"].to_numpy())
     i = catalog.items.index_of(events["item_id"].to_numpy())
     ts = events["timestamp"].astype("int64").to_numpy()
     ok = (u >= 0) & (i >= 0)
-    frame = pd.DataFrame({"u": u[ok], "i": i[ok], "t": ts[ok]})
-    # Most recent occurrence of each (user, item), newest first.
-    frame = frame.sort_values(["u", "t"], ascending=[True, False], kind="stable").drop_duplicates(["u", "i"])
-    frame["rank"] = frame.groupby("u").cumcount()
-    frame = frame[frame["rank"] < length]
-    out = np.full((catalog.n_users, length), -1, dtype=np.int64)
-    out[frame["u"].to_numpy(), frame["rank"].to_numpy()] = frame["i"].to_numpy()
-    return out
+    return distinct_sequences(u[ok], i[ok], ts[ok], catalog.n_users)
 
 
 def top_n(

@@ -97,12 +97,13 @@ def connect_cluster(cfg, cluster: ClusterOptions) -> None:
 def run_step(fn):
     """Run a training step turning user-fixable errors into exit code 2 and job failures into 1."""
     from recsys.platform.model_store import ModelStoreError
+    from recsys.training.ranking.context import FeatureLeakError
     from recsys.training.ray_job import TrainingJobError
     from recsys.training.workflows import TrainingInputError
 
     try:
         return fn()
-    except (TrainingInputError, ModelStoreError) as e:
+    except (TrainingInputError, ModelStoreError, FeatureLeakError) as e:
         raise TrainingUsageError(str(e)) from e
     except TrainingJobError as e:
         raise click.ClickException(str(e)) from e

@@ -13,25 +13,34 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from recsys.platform.data.history import HISTORY_LENGTH
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
 class BaselineConfig(_Strict):
-    knn_neighbors: int = Field(100, ge=1, description="Neighbours kept per item (item-kNN)")
+    """Chosen on validation windows only (``benchmarks/quality.py --tune``; grids in docs/training.md)."""
+
+    knn_neighbors: int = Field(50, ge=1, description="Neighbours kept per item (item-kNN)")
+    knn_shrinkage: float = Field(100.0, ge=0, description="Cosine shrinkage x_i.x_j / (|x_i||x_j| + s)")
     als_factors: int = Field(64, ge=1)
-    als_regularization: float = Field(0.05, ge=0)
-    als_alpha: float = Field(2.0, ge=0, description="Confidence c = 1 + alpha * r (Hu, Koren, Volinsky 2008)")
-    als_iterations: int = Field(12, ge=1)
+    als_regularization: float = Field(1.0, ge=0)
+    als_alpha: float = Field(1.0, ge=0, description="Confidence c = 1 + alpha * r (Hu, Koren, Volinsky 2008)")
+    als_unobserved_weight: float = Field(1.0, gt=0, description="Weight of every pair's squared score (Rendle 2022)")
+    als_init_std: float | None = Field(None, gt=0, description="Factor init std; None = 0.1 / sqrt(factors)")
+    als_iterations: int = Field(16, ge=1)
     als_cg_steps: int = Field(3, ge=1, description="Conjugate-gradient steps per ALS half-iteration")
     ease_max_items: int = Field(12_000, ge=1, description="EASE refuses larger catalogs (dense n x n closed "
                                 "form: ~20 bytes x n^2 of memory, O(n^3) time)")
+    ease_regularization: float = Field(300.0, gt=0, description="EASE lambda (Steck 2019)")
 
 
 class RetrievalConfig(_Strict):
     embedding_dim: int = Field(64, ge=4)
-    history_length: int = Field(50, ge=1, description="Most recent distinct items fed to the user tower")
+    history_length: int = Field(HISTORY_LENGTH, ge=1,
+                                description="Newest distinct items fed to the user tower (platform/data/history.py)")
     text_buckets: int = Field(4096, ge=16, description="Hash buckets of the item description token bag")
     hidden_dim: int = Field(128, ge=8)
     temperature: float = Field(0.05, gt=0)

@@ -94,14 +94,15 @@ def train_baselines(cfg: TrainingConfig, inputs: Inputs, store: ModelStore, vers
         if name == "popularity":
             model, params = PopularityRecommender().fit(x), {}
         elif name == "item_knn":
-            model, params = ItemKnnRecommender(bc.knn_neighbors).fit(x), {"neighbors": bc.knn_neighbors}
+            params = {"neighbors": bc.knn_neighbors, "shrinkage": bc.knn_shrinkage}
+            model = ItemKnnRecommender(**params).fit(x)
         elif name == "bpr":
             model = BprRecommender(seed=cfg.seed)
             params = {"factors": model.factors, "learning_rate": model.learning_rate, "epochs": model.epochs,
                       "regularization": model.regularization}
             model.fit(x)
         elif name == "ease":
-            model = EaseRecommender(max_items=bc.ease_max_items)
+            model = EaseRecommender(regularization=bc.ease_regularization, max_items=bc.ease_max_items)
             params = {"regularization": model.regularization, "keep": model.keep, "max_items": model.max_items}
             try:
                 model.fit(x)
@@ -112,7 +113,8 @@ def train_baselines(cfg: TrainingConfig, inputs: Inputs, store: ModelStore, vers
                 continue
         else:
             params = {"factors": bc.als_factors, "regularization": bc.als_regularization, "alpha": bc.als_alpha,
-                      "iterations": bc.als_iterations, "cg_steps": bc.als_cg_steps}
+                      "iterations": bc.als_iterations, "cg_steps": bc.als_cg_steps,
+                      "unobserved_weight": bc.als_unobserved_weight, "init_std": bc.als_init_std}
             model = AlsRecommender(**params, seed=cfg.seed)
             from tqdm.auto import tqdm
 
@@ -191,12 +193,20 @@ def resolve_version(store: ModelStore, name: str, version: str | None) -> ModelV
         raise TrainingInputError(str(e)) from e
 
 
-def _feature_source(cfg: TrainingConfig, inputs: Inputs, kind: str | None = None):
-    """The Feast source when asked for (or ``auto`` and built from this dataset), else None (inline per frame)."""
+def _feature_source(cfg: TrainingConfig, inputs: Inputs, kind: str | None = None, history: pd.DataFrame | None = None):
+    """The Feast source when asked for (or ``auto`` and built from this dataset), else None (inline per frame).
+
+    ``auto`` picks inline when ``history`` hides events the store holds (a per-user split: the store would
+    leak held-out events); ``feast`` then fails in :class:`RankingContext` with :class:`FeatureLeakError`.
+    """
+    from recsys.training.ranking.context import hidden_events_before
     from recsys.training.ranking.features import FeastFeatureSource, make_feature_source
 
     kind = kind or cfg.ranking.feature_source
     if kind == "inline":
+        return None
+    t_ns = int(history["timestamp"].max().value) + 1 if history is not None and len(history) else 0
+    if kind == "auto" and t_ns and hidden_events_before(inputs.dataset, history, t_ns) > 0:
         return None
     fs_cfg = None
     try:
@@ -225,12 +235,14 @@ def ranking_context(cfg: TrainingConfig, inputs: Inputs, store: ModelStore, tt_m
 
     return RankingContext(inputs.dataset, history, inputs.catalog, _two_tower_at(store, tt_mv, history, inputs.catalog),
                           rc or cfg.ranking, knn_neighbors=cfg.baselines.knn_neighbors,
-                          store_source=_feature_source(cfg, inputs))
+                          store_source=_feature_source(cfg, inputs, history=history),
+                          knn_shrinkage=cfg.baselines.knn_shrinkage)
 
 
 def gate_window_check(cfg: TrainingConfig, inputs: Inputs, store: ModelStore, ranker_mv: ModelVersion,
                       progress: bool = True):
     """Pipeline vs retrieval order on the gate window (the last label window; no ranker trains on it)."""
+    from recsys.training.cold_start import ColdStartFallback
     from recsys.training.ranking.data import label_windows, window_targets
     from recsys.training.ranking.gate import compare, decide
 
@@ -245,9 +257,16 @@ def gate_window_check(cfg: TrainingConfig, inputs: Inputs, store: ModelStore, ra
     sub = targets[users]
     n = max(int(m.split("@")[1]) for m in rc.gate_metrics)
     pipe, _ = rec.recommend(users, rec.ctx.seen, n=max(n, 200))
-    retr, _ = rec.ctx.retrieval.recommend(users, rec.ctx.seen, n=max(n, 200))
+    retrieval = ColdStartFallback(rec.ctx.retrieval, rec.fallback)  # the same fallback on both sides
+    retr, _ = retrieval.recommend(users, rec.ctx.seen, n=max(n, 200))
     paired = compare(pipe[:, :n], retr[:, :n], sub, tuple(rc.gate_metrics), rc.gate_confidence, cfg.seed)
-    result = decide(window.name, len(users), paired, rc.gate_confidence)
+    serving, vs_serving = store.promoted(RANKER_NAME), None
+    if serving and serving != ranker_mv.version:  # the pipeline serving now, on the same window
+        current = load_recommender(store, store.get(RANKER_NAME, serving), inputs, cfg, history=window.history)
+        now, _ = current.recommend(users, current.ctx.seen, n=n)
+        vs_serving = compare(pipe[:, :n], now[:, :n], sub, tuple(rc.gate_metrics), rc.gate_confidence, cfg.seed)
+    result = decide(window.name, len(users), paired, rc.gate_confidence, vs_serving,
+                    f"{RANKER_NAME}/{serving}" if vs_serving else "")
     from recsys.training.ranking.gate import per_user_metrics
     from recsys.training.ranking.pipeline import CandidateRecallRecommender
 
@@ -307,7 +326,7 @@ def train_ranking(cfg: TrainingConfig, inputs: Inputs, store: ModelStore, versio
     if trained.dropped:
         _echo(f"[ranker] dropped columns: {trained.dropped}", progress)
     best = trained.best_metrics  # the exported weights are the best validation epoch's, not the last
-    metrics = {k: v for k, v in best.items() if k in ("loss", "val_loss", "val_auc") and v == v}
+    metrics = {k: v for k, v in best.items() if k in ("loss", "val_loss", "val_auc", "val_ndcg@20") and v == v}
     params = {**rc.model_dump(), "seed": cfg.seed, "split": cfg.split, "retrieval_version": tt_mv.version,
               "num_workers": cfg.num_workers, "best_epoch": trained.best_epoch, "feature_source": source_kind,
               "n_examples": trained.n_examples, "n_lists": trained.n_groups,
@@ -334,10 +353,16 @@ def train_ranking(cfg: TrainingConfig, inputs: Inputs, store: ModelStore, versio
 def load_recommender(store: ModelStore, mv: ModelVersion, inputs: Inputs, cfg: TrainingConfig,
                      history: pd.DataFrame | None = None):
     """A Recommender for a stored version; ``history`` = the visible events (default: train + validation, the
-    test protocol)."""
-    from recsys.training.two_tower.artifacts import load_torchscript
+    test protocol). Users with no history get recent-window popularity (:mod:`recsys.training.cold_start`)."""
+    from recsys.training.cold_start import ColdStartFallback, recent_popularity
 
     history = inputs.history if history is None else history
+    return ColdStartFallback(_load_model(store, mv, inputs, cfg, history), recent_popularity(history, inputs.catalog))
+
+
+def _load_model(store: ModelStore, mv: ModelVersion, inputs: Inputs, cfg: TrainingConfig, history: pd.DataFrame):
+    from recsys.training.two_tower.artifacts import load_torchscript
+
     path = store.local_path(mv)
     if mv.name == "popularity":
         return PopularityRecommender.load(path)

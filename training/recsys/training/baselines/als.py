@@ -42,12 +42,18 @@ def _with_values(m: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     return torch.sparse_csr_tensor(m.crow_indices(), m.col_indices(), values, size=m.shape, check_invariants=False)
 
 
-def _cg_solve(cm1: torch.Tensor, y: torch.Tensor, x0: torch.Tensor, regularization: float, steps: int) -> torch.Tensor:
-    """Batched CG on torch tensors: ``A p`` is one GEMM plus an SDDMM (``sampled_addmm``) and an SpMM."""
+def _cg_solve(cm1: torch.Tensor, y: torch.Tensor, x0: torch.Tensor, regularization: float, steps: int,
+              unobserved_weight: float = 1.0) -> torch.Tensor:
+    """Batched CG on torch tensors: ``A p`` is one GEMM plus an SDDMM (``sampled_addmm``) and an SpMM.
+
+    ``unobserved_weight`` w0 (Rendle et al. 2022, "Revisiting the performance of iALS"): every pair's
+    squared score is weighted w0 and an observed pair's error 1 + alpha r, so
+    ``A_u = w0 Y^T Y + lambda I + Y_u^T diag(1 + alpha r_u - w0) Y_u`` (w0 = 1 is Hu et al.'s objective).
+    """
     k = y.shape[1]
-    yty = y.T @ y + regularization * torch.eye(k, dtype=torch.float32)
-    weights = cm1.values()
-    b = _with_values(cm1, weights + 1.0) @ y
+    yty = unobserved_weight * (y.T @ y) + regularization * torch.eye(k, dtype=torch.float32)
+    b = _with_values(cm1, cm1.values() + 1.0) @ y
+    weights = cm1.values() + (1.0 - unobserved_weight)
     y_t = y.T.contiguous()
 
     def apply_a(p: torch.Tensor) -> torch.Tensor:
@@ -102,9 +108,13 @@ class AlsRecommender:
         iterations: int = 12,
         cg_steps: int = 3,
         seed: int = 42,
+        unobserved_weight: float = 1.0,
+        init_std: float | None = None,
     ) -> None:
         self.factors, self.regularization, self.alpha = factors, regularization, alpha
         self.iterations, self.cg_steps, self.seed = iterations, cg_steps, seed
+        self.unobserved_weight = unobserved_weight
+        self.init_std = init_std  # None: 0.1 / sqrt(factors), Rendle et al.'s initialisation
         self.user_factors: np.ndarray | None = None
         self.item_factors: np.ndarray | None = None
         self.item_ids: np.ndarray | None = None
@@ -123,7 +133,7 @@ class AlsRecommender:
         cm1_t.sort_indices()
         rng = np.random.default_rng(self.seed)
         n_users, n_items = cm1.shape
-        scale = np.float32(0.01)
+        scale = np.float32(self.init_std if self.init_std is not None else 0.1 / np.sqrt(self.factors))
         x = torch.from_numpy(rng.standard_normal((n_users, self.factors), dtype=np.float32) * scale)
         y = torch.from_numpy(rng.standard_normal((n_items, self.factors), dtype=np.float32) * scale)
         by_user, by_item = to_torch_csr(cm1), to_torch_csr(cm1_t)
@@ -131,8 +141,8 @@ class AlsRecommender:
         with torch.no_grad():
             for it in range(self.iterations):
                 t0 = time.perf_counter()
-                x = _cg_solve(by_user, y, x, self.regularization, self.cg_steps)
-                y = _cg_solve(by_item, x, y, self.regularization, self.cg_steps)
+                x = _cg_solve(by_user, y, x, self.regularization, self.cg_steps, self.unobserved_weight)
+                y = _cg_solve(by_item, x, y, self.regularization, self.cg_steps, self.unobserved_weight)
                 dt = time.perf_counter() - t0
                 self.iteration_seconds.append(dt)
                 if callback is not None:

@@ -25,8 +25,9 @@ def neighbor_matrix(neighbors: np.ndarray, weights: np.ndarray) -> sp.csr_matrix
 
 
 class ItemKnnRecommender:
-    def __init__(self, neighbors: int = 100, block_size: int = 512) -> None:
+    def __init__(self, neighbors: int = 100, block_size: int = 512, shrinkage: float = 0.0) -> None:
         self.k = neighbors
+        self.shrinkage = shrinkage  # cosine x_i.x_j / (|x_i||x_j| + shrinkage): damps pairs seen by few users
         self.block_size = block_size
         self.neighbors: np.ndarray | None = None  # [n_items, K] item indices, -1 = padding
         self.weights: np.ndarray | None = None  # [n_items, K] cosine similarity, 0 for padding
@@ -36,7 +37,8 @@ class ItemKnnRecommender:
     def fit(self, interactions: sp.csr_matrix) -> ItemKnnRecommender:
         x = sp.csc_matrix(interactions, dtype=np.float32)
         norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=0)).ravel())
-        xn = (x @ sp.diags(1.0 / np.maximum(norms, 1e-12))).tocsc().astype(np.float32)
+        shrink = self.shrinkage > 0
+        xn = x if shrink else (x @ sp.diags(1.0 / np.maximum(norms, 1e-12))).tocsc().astype(np.float32)
         xt = xn.T.tocsr()
         n = x.shape[1]
         k = min(self.k, max(n - 1, 1))
@@ -44,6 +46,8 @@ class ItemKnnRecommender:
         wts = np.zeros((n, k), dtype=np.float32)
         for sl in batched(n, self.block_size):
             sims = (xt[sl] @ xn).toarray()
+            if shrink:
+                sims /= np.outer(norms[sl], norms) + self.shrinkage
             rows = np.arange(sl.start, sl.stop)
             sims[rows - sl.start, rows] = 0.0  # an item is not its own neighbour
             sims[sims <= 0] = -np.inf

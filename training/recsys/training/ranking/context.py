@@ -51,17 +51,38 @@ class CandidateLists:
         return self.items >= 0
 
 
+class FeatureLeakError(ValueError):
+    """A prebuilt feature store would hand the ranker events that its history frame hides."""
+
+
+def hidden_events_before(dataset: Dataset, history: pd.DataFrame, t_ns: int) -> int:
+    """Events of ``dataset`` before ``t_ns`` that ``history`` does not hold (0 for a global time cut).
+
+    A Feast store is built from the whole dataset and queried at one instant; under ``leave_last_out``
+    that instant (the end of the visible data) is after most users' own held-out events, which the
+    store's counts, recent items and recency then contain. Counting is enough: ``history`` is a subset.
+    """
+    before = int((dataset.events["timestamp"].astype("int64").to_numpy() < t_ns).sum())
+    return before - len(history)
+
+
 class RankingContext:
     """Sources and features as of the end of ``history`` (see module docstring)."""
 
     def __init__(self, dataset: Dataset, history: pd.DataFrame, catalog: Catalog, retrieval,
-                 rc: RankingConfig, knn_neighbors: int = 100, store_source=None):
+                 rc: RankingConfig, knn_neighbors: int = 100, store_source=None, knn_shrinkage: float = 0.0):
         self.catalog, self.rc = catalog, rc
         self.t_ns = int(history["timestamp"].max().value) + 1 if len(history) else 0
+        if store_source is not None and (hidden := hidden_events_before(dataset, history, self.t_ns)) > 0:
+            raise FeatureLeakError(
+                f"feature_source 'feast' reads the store as of {pd.Timestamp(self.t_ns)}, which holds {hidden:,} "
+                "events this history hides (held-out events of a per-user split such as leave_last_out): the "
+                "ranker would see its own labels. Use ranking.feature_source 'inline' (computed from the visible "
+                "history only) or a global_time split.")
         self.seen = interaction_matrix(history, catalog)
         self.recent = user_histories(history, catalog, max(KNN_RECENT_ITEMS, RECENT_SIM_ITEMS))
         self.retrieval = retrieval
-        self.knn = ItemKnnRecommender(knn_neighbors).fit(self.seen)
+        self.knn = ItemKnnRecommender(knn_neighbors, shrinkage=knn_shrinkage).fit(self.seen)  # = the served one
         pop = PopularityRecommender().fit(self.seen).scores
         self.popularity = (pop / max(float(pop.max(initial=0.0)), 1e-12)).astype(np.float32)
         self.store = store_source if store_source is not None else InlineFeatureSource(

@@ -1,10 +1,13 @@
-"""Promotion gate: a ranker ships only if it beats retrieval order on a window it never saw.
+"""Promotion gate: a ranker ships only if it beats retrieval order, and is not worse than the pipeline
+serving now, on a window it never saw.
 
-The comparison is paired (same users, same targets, same history): per user, the pipeline's
-metric minus retrieval order's, then a percentile bootstrap CI of the mean difference
-(``scipy.stats.bootstrap``).  The gate passes when the lower bound is above zero for every gate
-metric; otherwise the previous version stays promoted and serving keeps ranking with it — or,
-when no ranker was ever promoted, by retrieval score.
+Each comparison is paired (same users, same targets, same history): per user, the new pipeline's metric
+minus the other list's, then a percentile bootstrap CI of the mean difference (``scipy.stats.bootstrap``).
+Against **retrieval order** the lower bound must be above zero for every gate metric (the ranker must earn
+its place). When a ranker is already promoted, the new pipeline is also compared with **the pipeline
+serving now** (the promoted ranker over the same candidates): no point estimate below zero and no CI
+entirely below zero, so a retrained ranker that is not worse replaces the older one and a worse one does
+not. Otherwise the previous version stays promoted — or, when none was, serving ranks by retrieval score.
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ class GateResult:
     metrics: dict[str, PairedMetric] = field(default_factory=dict)
     reason: str = ""
     candidate_recall: dict[str, float] = field(default_factory=dict)
+    serving: str = ""  # "ranker/<version>" compared against, when one was promoted
+    vs_serving: dict[str, PairedMetric] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -43,7 +48,11 @@ class GateResult:
     def summary(self) -> str:
         parts = [f"{m} {v.pipeline:.4f} vs {v.retrieval:.4f} (diff {v.diff:+.4f}, CI [{v.lo:+.4f}, {v.hi:+.4f}])"
                  for m, v in self.metrics.items()]
-        return f"gate on {self.window} ({self.n_users} users): " + "; ".join(parts)
+        out = f"gate on {self.window} ({self.n_users} users) vs retrieval order: " + "; ".join(parts)
+        if self.serving:
+            out += f"; vs {self.serving} (serving now): " + "; ".join(
+                f"{m} diff {v.diff:+.4f} [{v.lo:+.4f}, {v.hi:+.4f}]" for m, v in self.vs_serving.items())
+        return out
 
 
 def per_user_metrics(recs: np.ndarray, targets: sp.csr_matrix, ks: tuple[int, ...]) -> dict[str, np.ndarray]:
@@ -80,10 +89,18 @@ def compare(pipeline_recs: np.ndarray, retrieval_recs: np.ndarray, targets: sp.c
     return {m: paired_ci(a[m], b[m], confidence, seed) for m in metrics}
 
 
-def decide(window: str, n_users: int, paired: dict[str, PairedMetric], confidence: float) -> GateResult:
-    """Pass iff every metric's CI lower bound is above zero."""
+def decide(window: str, n_users: int, paired: dict[str, PairedMetric], confidence: float,
+           vs_serving: dict[str, PairedMetric] | None = None, serving: str = "") -> GateResult:
+    """Pass iff every CI lower bound against retrieval order is above zero and, when a ranker serves now,
+    every difference to it is >= 0 with a CI upper bound above zero (module docstring)."""
     losing = [m for m, v in paired.items() if not v.lo > 0]
-    reason = "pipeline beats retrieval order on every gate metric" if not losing else (
-        "CI of the difference does not exclude zero (or the pipeline loses) on " + ", ".join(losing))
-    return GateResult(passed=not losing, window=window, n_users=n_users, confidence=confidence, metrics=paired,
-                      reason=reason)
+    worse = [m for m, v in (vs_serving or {}).items() if v.diff < 0 or not v.hi > 0]
+    if losing:
+        reason = "CI of the difference does not exclude zero (or the pipeline loses) on " + ", ".join(losing)
+    elif worse:
+        reason = f"worse than {serving} (serving now) on " + ", ".join(worse)
+    else:
+        reason = "pipeline beats retrieval order on every gate metric" + (
+            f" and is not worse than {serving} (serving now)" if serving else "")
+    return GateResult(passed=not losing and not worse, window=window, n_users=n_users, confidence=confidence,
+                      metrics=paired, reason=reason, serving=serving, vs_serving=dict(vs_serving or {}))

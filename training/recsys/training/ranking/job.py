@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +16,7 @@ from recsys.platform.ranking_features import select_columns
 from recsys.training.config import RankingConfig, TrainingConfig
 from recsys.training.ranking.data import RankingExamples
 from recsys.training.ranking.model import DeepFmRanker, MlpRanker
+from recsys.training.ray_job import BestBy
 
 _LOG_MARKERS = ("_views_", "_clicks_", "_purchases_", "_ratings_", "days", "age", "_rank")
 
@@ -73,6 +75,26 @@ def auc(labels: np.ndarray, scores: np.ndarray) -> float:
     return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
+def list_ndcg(logits: np.ndarray, labels: np.ndarray, mask: np.ndarray, k: int = 20) -> float:
+    """Mean NDCG@k over lists with a positive, each list ordered by ``logits`` ([G, M], ``mask`` = real slots).
+
+    The ranker's job is the order inside one user's list; AUC pooled across lists also rewards separating
+    users with many positives from users with few, which a listwise model never has to do.
+    """
+    scores = np.where(mask, logits, -np.inf)
+    rel = np.where(mask, labels > 0.5, False)
+    keep = rel.any(axis=1)
+    if not keep.any():
+        return float("nan")
+    scores, rel = scores[keep], rel[keep]
+    k = min(k, scores.shape[1])
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    disc = 1.0 / np.log2(np.arange(2, k + 2))
+    dcg = (np.take_along_axis(rel, order, axis=1) * disc).sum(axis=1)
+    idcg = np.cumsum(disc)[np.minimum(rel.sum(axis=1), k) - 1]
+    return float((dcg / idcg).mean())
+
+
 def group_index(group: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """[G, M] row indices of each group among ``rows`` (-1 padded): the listwise batches."""
     rows = rows[np.argsort(group[rows], kind="stable")]
@@ -113,16 +135,17 @@ def fit_ranker(model: torch.nn.Module, data: dict[str, Any], rc: RankingConfig, 
     listwise = rc.loss == "listwise"
     batch_size = local_batch_size(effective_batch_size(rc, len(train_groups)), world)
 
-    def batch_loss(m, groups: np.ndarray, tensors) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def batch_loss(m, groups: np.ndarray, tensors, lists: bool = False):
         dense, sparse, label = tensors
         idx = torch.from_numpy(groups).to(dense.device)
         mask = idx >= 0
         flat = idx.clamp_min(0).reshape(-1)
         logits = m(dense[flat], sparse[flat]).reshape(idx.shape)
         y = label[flat].reshape(idx.shape)
-        if listwise:
-            return listwise_loss(logits, y, mask), logits[mask], y[mask]
-        return F.binary_cross_entropy_with_logits(logits[mask], y[mask]), logits[mask], y[mask]
+        loss = listwise_loss(logits, y, mask) if listwise else F.binary_cross_entropy_with_logits(logits[mask], y[mask])
+        if lists:
+            return loss, logits, y, mask
+        return loss, logits[mask], y[mask]
 
     for epoch in range(start, rc.epochs):
         if ctx is not None:
@@ -142,15 +165,17 @@ def fit_ranker(model: torch.nn.Module, data: dict[str, Any], rc: RankingConfig, 
         metrics = (ctx.epoch_metrics(epoch, loss=total / max(steps, 1), seconds=seconds) if ctx is not None
                    else {"epoch": epoch + 1, "loss": total / max(steps, 1), "seconds": seconds})
         if rank == 0:
-            metrics.update(val_loss=float("nan"), val_auc=float("nan"))
+            metrics.update(val_loss=float("nan"), val_auc=float("nan"), **{"val_ndcg@20": float("nan")})
             if len(val_groups):
                 with torch.no_grad():
-                    vloss, vlogits, vy = batch_loss(cpu_copy(model).eval(), val_groups, cpu)
+                    vloss, vlogits, vy, vmask = batch_loss(cpu_copy(model).eval(), val_groups, cpu, lists=True)
                     metrics["val_loss"] = float(vloss)
-                    metrics["val_auc"] = auc(vy.numpy(), vlogits.numpy())
+                    metrics["val_auc"] = auc(vy[vmask].numpy(), vlogits[vmask].numpy())
+                    metrics["val_ndcg@20"] = list_ndcg(vlogits.numpy(), vy.numpy(), vmask.numpy())
                 model.train()
             print(f"[ranker] epoch {epoch + 1}/{rc.epochs} {rc.loss} loss={metrics['loss']:.4f} "
-                  f"val_loss={metrics['val_loss']:.4f} val_auc={metrics['val_auc']:.4f} "
+                  f"val_loss={metrics['val_loss']:.4f} val_ndcg@20={metrics['val_ndcg@20']:.4f} "
+                  f"val_auc={metrics['val_auc']:.4f} "
                   f"({seconds:.1f}s, {steps} steps x {batch_size} x {world} worker(s))", flush=True)
         history.append(metrics)
         if on_epoch is not None:
@@ -172,8 +197,9 @@ def train_loop(config: dict[str, Any]) -> None:
                on_epoch=lambda metrics, history, opt: report_epoch(model, metrics, history, opt))
 
 
-BEST_BY = ("val_auc", "max")
-"""The validation metric that picks the exported epoch (CheckpointConfig score)."""
+BEST_BY = ("val_ndcg@20", "max")
+"""The validation metric that picks the exported epoch (CheckpointConfig score): per-list NDCG@20 of the
+held-out lists (:func:`list_ndcg`), the quantity the ranker is judged by."""
 
 
 @dataclass
@@ -205,7 +231,7 @@ def train_ranker(cfg: TrainingConfig, examples: RankingExamples, n_items: int, n
     """
     import ray
 
-    from recsys.training.ray_job import BestBy, JobResources, ensure_ray, run_torch_job
+    from recsys.training.ray_job import JobResources, ensure_ray, run_torch_job
 
     t0 = time.perf_counter()
     rc = cfg.ranking
@@ -234,9 +260,17 @@ def train_ranker(cfg: TrainingConfig, examples: RankingExamples, n_items: int, n
         model = build_ranker(len(names), vocab, names, rc)
         model.mean.copy_(torch.from_numpy(data["mean"]))
         model.std.copy_(torch.from_numpy(data["std"]))
-        history = fit_ranker(model, data, rc, cfg.seed)
+        best: dict[str, Any] = {}
+
+        def keep_best(metrics, history, opt) -> None:  # in-process: the same BEST_BY choice as the Ray job
+            if not best or BestBy(*BEST_BY).key(metrics) > BestBy(*BEST_BY).key(best["metrics"]):
+                best.update(metrics=dict(metrics), state=copy.deepcopy(model.state_dict()))
+
+        history = fit_ranker(model, data, rc, cfg.seed, on_epoch=keep_best)
+        if best:
+            model.load_state_dict(best["state"])
         return TrainedRanker(model=model.eval(), dense_names=names, sparse_names=examples.sparse_names, vocab=vocab,
-                             history=history, best_epoch=history[-1]["epoch"] if history else 0,
+                             history=history, best_epoch=int(best["metrics"]["epoch"]) if best else 0,
                              n_examples=len(examples.label), n_groups=len(groups),
                              positive_rate=float(examples.label.mean()), seconds=time.perf_counter() - t0,
                              dropped=dropped)

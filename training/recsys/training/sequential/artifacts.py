@@ -23,7 +23,7 @@ def sasrec_config(sc: SequentialConfig, catalog: Catalog) -> dict:
     return {"model": "sasrec", "embedding_dim": sc.embedding_dim, "history_length": sc.max_length,
             "n_items": catalog.n_items, "n_users": catalog.n_users, "blocks": sc.blocks, "heads": sc.heads,
             "user_index": "ignored (SASRec has no user id)",
-            "history": "item_ids.npy rows, distinct, newest first (by first interaction), -1 pad"}
+            "history": "item_ids.npy rows, distinct, newest first (last interaction, then id), -1 pad"}
 
 
 def item_embeddings(model: SasRecModel) -> np.ndarray:

@@ -2,7 +2,8 @@
 
 Same shape as the two-tower job (``two_tower/job.py``): windows go through the object store, each
 epoch reports metrics + a checkpoint via :func:`recsys.training.ray_job.report_epoch`, rank 0
-measures validation Recall@20 (history = training events, targets = new validation items).
+measures validation NDCG@20 / Recall@20 (history = training events, targets = new validation items),
+stops after ``patience`` epochs without a better NDCG@20 and the best epoch's weights are exported.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import pandas as pd
 import torch
 
 from recsys.training.base import Catalog, top_n
+from recsys.training.evaluation import hit_matrix, ranking_metrics
 from recsys.training.sequential.config import SequentialConfig
 from recsys.training.sequential.data import SequenceData, build_sequence_data
 from recsys.training.sequential.model import SasRecModel
@@ -26,21 +28,36 @@ def build_model(n_items: int, sc: SequentialConfig) -> SasRecModel:
 
 
 @torch.no_grad()
-def validation_recall(model: SasRecModel, data: SequenceData, k: int = 20) -> float:
+def validation_metrics(model: SasRecModel, data: SequenceData, k: int = 20) -> dict[str, float]:
+    """Validation Recall@k and NDCG@k (the evaluator's definitions) of users with a training history."""
     if len(data.val_users) == 0:
-        return float("nan")
+        return {f"val_recall@{k}": float("nan"), f"val_ndcg@{k}": float("nan")}
+    was_training = model.training
     model.eval()
     enc = model.encoder
     users = enc(torch.from_numpy(data.val_users), torch.from_numpy(data.val_history)).numpy()
     idx, _ = top_n(users @ enc.item_vectors().numpy().T, k, data.val_exclude, np.arange(len(data.val_users)))
-    t = data.val_targets
-    hits = np.array([np.isin(idx[r], t.indices[t.indptr[r]:t.indptr[r + 1]]).sum() for r in range(len(idx))])
-    model.train()
-    return float(np.mean(hits / np.maximum(np.diff(t.indptr), 1)))
+    m = ranking_metrics(hit_matrix(idx, data.val_targets), np.diff(data.val_targets.indptr), k)
+    model.train(was_training)
+    return {f"val_recall@{k}": float(m["recall"].mean()), f"val_ndcg@{k}": float(m["ndcg"].mean())}
+
+
+def epochs_since_best(history: list[dict[str, Any]], metric: str) -> int:
+    """Epochs run after the best ``metric`` so far (0 when the last one is the best): early stopping's count."""
+    values = [h.get(metric, float("nan")) for h in history]
+    real = [i for i, v in enumerate(values) if v == v]
+    if not real:
+        return len(history)
+    best = max(real, key=lambda i: (values[i], -i))  # the first epoch reaching the best value
+    return len(history) - 1 - best
 
 
 def train_loop(config: dict[str, Any]) -> None:
-    """Per-worker loop; device / equal shards / resume / checkpoints from :mod:`recsys.training.ray_job`."""
+    """Per-worker loop; device / equal shards / resume / checkpoints from :mod:`recsys.training.ray_job`.
+
+    Every rank measures validation (the DDP replicas hold the same weights), so all ranks take the same
+    early-stopping decision without a collective.
+    """
     from recsys.training.ray_job import cpu_copy, local_batch_size, report_epoch, shard, worker_setup
 
     sc = SequentialConfig(**config["sequential"])
@@ -53,7 +70,13 @@ def train_loop(config: dict[str, Any]) -> None:
     start, history = ctx.resume(model, opt)
     rng = np.random.default_rng(seed + 1000 * rank)
     bs = local_batch_size(sc.batch_size, world)
+    sampled = data.n_items > sc.full_softmax_max_items
+    q = np.exp(data.log_q.astype(np.float64))
+    q /= q.sum()
+    (log_q,) = ctx.to(torch.from_numpy(data.log_q))
     for epoch in range(start, sc.epochs):
+        if history and epochs_since_best(history, BEST_BY[0]) >= sc.patience:
+            break
         ctx.maybe_fail(epoch)
         t0 = time.perf_counter()
         order = shard(len(data.inputs), rank, world, seed, epoch)
@@ -63,26 +86,30 @@ def train_loop(config: dict[str, Any]) -> None:
         model.train()
         for s in range(0, len(order), bs):
             b = order[s:s + bs]
-            inputs, targets, negatives = ctx.to(torch.from_numpy(data.inputs[b]), torch.from_numpy(data.targets[b]),
-                                                torch.from_numpy(rng.integers(0, data.n_items, sc.negatives)))
-            loss = model(inputs, targets, negatives)
+            inputs, targets = ctx.to(torch.from_numpy(data.inputs[b]), torch.from_numpy(data.targets[b]))
+            if sampled:
+                (neg,) = ctx.to(torch.from_numpy(rng.choice(data.n_items, sc.negatives, p=q)))
+                loss = model(inputs, targets, neg, log_q)
+            else:
+                loss = model(inputs, targets)
             opt.zero_grad()
             loss.backward()
             opt.step()
             total += float(loss.detach())
             steps += 1
         metrics = ctx.epoch_metrics(epoch, loss=total / max(steps, 1), seconds=time.perf_counter() - t0)
+        metrics.update(validation_metrics(cpu_copy(model), data))
         if rank == 0:
-            metrics["val_recall@20"] = validation_recall(cpu_copy(model), data)
             print(f"[sasrec] epoch {epoch + 1}/{sc.epochs} loss={metrics['loss']:.4f} "
-                  f"val_recall@20={metrics['val_recall@20']:.4f} ({metrics['seconds']:.1f}s, {steps} steps "
-                  f"x {bs} x {world} worker(s))", flush=True)
+                  f"val_ndcg@20={metrics['val_ndcg@20']:.4f} val_recall@20={metrics['val_recall@20']:.4f} "
+                  f"({metrics['seconds']:.1f}s, {steps} steps x {bs} x {world} worker(s), "
+                  f"{'sampled' if sampled else 'full'} softmax)", flush=True)
         history.append(metrics)
         report_epoch(model, metrics, history, opt)
 
 
-BEST_BY = ("val_recall@20", "max")
-"""The validation metric that picks the exported epoch (CheckpointConfig score)."""
+BEST_BY = ("val_ndcg@20", "max")
+"""The validation metric that picks the exported epoch (CheckpointConfig score) and drives early stopping."""
 
 
 @dataclass
@@ -91,6 +118,8 @@ class TrainedSasRec:
     data: SequenceData
     history: list[dict[str, Any]]
     seconds: float
+    best_epoch: int = 0
+    best_metrics: dict[str, Any] | None = None  # the exported epoch's own metrics (weights and numbers together)
 
 
 def train_sasrec(sc: SequentialConfig, train_events: pd.DataFrame, validation_events: pd.DataFrame,
@@ -119,5 +148,5 @@ def train_sasrec(sc: SequentialConfig, train_events: pd.DataFrame, validation_ev
     model = build_model(catalog.n_items, sc)
     model.load_state_dict(job.state)
     model.eval()
-    history = job.history
-    return TrainedSasRec(model=model, data=data, history=history, seconds=time.perf_counter() - t0)
+    return TrainedSasRec(model=model, data=data, history=job.history, seconds=time.perf_counter() - t0,
+                         best_epoch=job.best_epoch, best_metrics=job.best_metrics)

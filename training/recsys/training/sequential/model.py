@@ -90,19 +90,24 @@ class SasRecModel(nn.Module):
         super().__init__()
         self.encoder = SequenceEncoder(n_items, max_length, dim, heads, blocks, dropout)
 
-    def forward(self, seq: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
-        """Sampled softmax at every real position: the next item against ``negatives`` shared by the batch.
+    def forward(self, seq: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor | None = None,
+                log_q: torch.Tensor | None = None) -> torch.Tensor:
+        """Cross-entropy of the next item at every real position.
 
-        ``seq``/``targets`` [B, L] (targets = seq shifted by one, ``n_items`` where there is none),
-        ``negatives`` [N]; negatives equal to a position's target are masked (accidental hits).
+        ``seq``/``targets`` [B, L] (targets = seq shifted by one, ``n_items`` where there is none). Without
+        ``negatives``: full softmax over the catalog (Klenitskiy & Vasilev 2023). With ``negatives`` [N]
+        (drawn by popularity) and ``log_q`` [n_items]: sampled softmax, every logit minus its item's log q
+        (Yi et al. 2019), negatives equal to a position's target masked (accidental hits).
         """
         h = self.encoder.encode(seq)  # [B, L, D]
         n = self.encoder.n_items
         valid = targets < n
         hv, tv = h[valid], targets[valid]  # [P, D], [P]
+        if negatives is None:
+            return F.cross_entropy(hv @ self.encoder.item_vectors().T, tv)
         emb = self.encoder.item_embedding
-        pos = (hv * emb(tv)).sum(-1, keepdim=True)
-        neg = hv @ emb(negatives).T
+        pos = (hv * emb(tv)).sum(-1, keepdim=True) - log_q[tv].unsqueeze(1)
+        neg = hv @ emb(negatives).T - log_q[negatives].unsqueeze(0)
         neg = neg.masked_fill(negatives.unsqueeze(0) == tv.unsqueeze(1), float("-inf"))
         logits = torch.cat([pos, neg], dim=1)
         return F.cross_entropy(logits, torch.zeros(len(tv), dtype=torch.long, device=seq.device))

@@ -30,9 +30,10 @@ def train_sequential(cfg: TrainingConfig, inputs, store: ModelStore, version: st
                      progress: bool = True) -> ModelVersion:
     sc = sc or SequentialConfig()
     trained = fit_sasrec(cfg, inputs, sc)
-    last = trained.history[-1] if trained.history else {}
-    metrics = {k: v for k, v in last.items() if k in ("loss", "val_recall@20")}
+    best = trained.best_metrics or {}  # the exported epoch's numbers, not the last epoch's
+    metrics = {k: v for k, v in best.items() if k in ("loss", "val_recall@20", "val_ndcg@20", "epoch") and v == v}
     params = {**sc.model_dump(), "seed": cfg.seed, "split": cfg.split, "fit_on": "train",
+              "best_epoch": trained.best_epoch,
               "num_workers": cfg.num_workers, "train_seconds": round(trained.seconds, 3), "history": trained.history}
     version = version or ModelStore.new_version_id()
     with store.write_version(SEQUENTIAL_NAME, version, kind="retrieval", metrics=metrics, params=params,

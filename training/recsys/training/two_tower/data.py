@@ -1,7 +1,8 @@
 """Training examples for the two-tower model, built once on the driver and shipped via the object store.
 
-A positive is the *first* interaction of a user with an item in the training events; its input
-is the user's distinct items before it (most recent first), so the model never sees the future.
+A positive is a user's distinct item at its place in the user's history order
+(:mod:`recsys.platform.data.history`: last interaction, then item id); its input is the items before it
+(most recent first), the same order serving and the evaluator feed the user tower.
 Examples are stored as (user, position in the user's item sequence, item) and the [B, L] history
 is gathered per batch from one flat array, which keeps the payload small (no [N, L] matrix).
 """
@@ -14,7 +15,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from recsys.training.base import Catalog, interaction_matrix, user_histories
+from recsys.training.base import Catalog, event_sequences, interaction_matrix, user_histories
 from recsys.training.item_features import ItemFeatures
 
 
@@ -25,7 +26,7 @@ class RetrievalData:
     ex_user: np.ndarray  # [N] user index of each positive
     ex_pos: np.ndarray  # [N] position of the positive in the user's sequence (= history length available)
     ex_item: np.ndarray  # [N] item index
-    seq_items: np.ndarray  # flat distinct-item sequences of all users, ordered by first interaction
+    seq_items: np.ndarray  # flat distinct-item sequences of all users, in history order
     seq_start: np.ndarray  # [n_users + 1] offsets into seq_items
     log_q: np.ndarray  # [n_items] log sampling probability of each item as an in-batch negative
     item_genres: np.ndarray
@@ -53,16 +54,8 @@ def build_retrieval_data(
     max_val_users: int = 2000,
     seed: int = 42,
 ) -> RetrievalData:
-    u = catalog.users.index_of(train_events["user_id"].to_numpy())
-    i = catalog.items.index_of(train_events["item_id"].to_numpy())
-    t = train_events["timestamp"].astype("int64").to_numpy()
-    frame = pd.DataFrame({"u": u, "i": i, "t": t})
-    frame = frame[(frame["u"] >= 0) & (frame["i"] >= 0)]
-    first = frame.sort_values(["u", "t"], kind="stable").drop_duplicates(["u", "i"], keep="first")
-    seq_u = first["u"].to_numpy()
-    seq_items = first["i"].to_numpy().astype(np.int64)
-    counts = np.bincount(seq_u, minlength=catalog.n_users)
-    seq_start = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    seq_items, seq_start = event_sequences(train_events, catalog)
+    seq_u = np.repeat(np.arange(catalog.n_users), np.diff(seq_start))
     ex_pos = np.arange(len(seq_u)) - seq_start[seq_u]
     item_freq = np.bincount(seq_items, minlength=catalog.n_items).astype(np.float64) + 1.0
     log_q = np.log(item_freq / item_freq.sum()).astype(np.float32)
