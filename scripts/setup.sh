@@ -10,7 +10,10 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 stamp=.venv/.recsys-installed
-want=$(cat pyproject.toml setup.py | sha256sum | cut -d' ' -f1)
+# The editable install maps each package folder one by one, so a new (sub)package needs a re-install:
+# the stamp covers the list of package folders too, not only the dependency files.
+want=$({ cat pyproject.toml setup.py; find platform features training serving experiments console -name __init__.py \
+  -not -path "*/.venv/*" 2>/dev/null | LC_ALL=C sort || true; } | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "==> installing dependencies (first run takes a few minutes)"
   .venv/bin/python -m pip install -q --upgrade pip
