@@ -13,14 +13,14 @@ import uuid
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import Body, FastAPI, Path, Query, Request
+from fastapi import Body, Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from recsys.serving.catalog.api import create_catalog_router
-from recsys.serving.http.auth import ApiKeyGuard, ApiKeyMiddleware, load_api_keys
+from recsys.serving.http.auth import KeyCheckedRoute, install_auth, recommendations_gate, require_api_key
 from recsys.serving.http.events import EventPipeline, EventsNotConfigured
 from recsys.serving.http.observability import AccessLogMiddleware
 from recsys.serving.http.request_limits import BodySizeLimitMiddleware
@@ -56,6 +56,10 @@ class ReloadRequest(BaseModel):
     ranking_version: str | None = Field(None, description="Version to switch to; None = promoted")
 
 
+KEY = [Depends(require_api_key)]
+"""The dependency list of every write/admin route (auth.py; tests/hardening/test_route_auth.py enforces it)."""
+
+
 def _field_error(field: str, msg: str, status: int = 422, where: str = "body") -> JSONResponse:
     return JSONResponse(status_code=status,
                         content={"detail": [{"loc": [where, field], "msg": msg, "type": "value_error"}]})
@@ -87,6 +91,8 @@ def create_api(service: RecommendationService) -> FastAPI:
         description="Two-stage recommendations: sharded FAISS retrieval -> ranking -> re-ranking.",
         lifespan=lifespan,
     )
+    app.router.route_class = KeyCheckedRoute  # auth dependencies run before the body is read (auth.py)
+    install_auth(app, service.cfg.security)
     app.state.events = events_pipeline
     lim = service.cfg.limits
     err = {"model": ErrorResponse}
@@ -104,7 +110,7 @@ def create_api(service: RecommendationService) -> FastAPI:
     _add_recommendation_routes(app, service, errors)
     _add_event_routes(app, service, events_pipeline, {**errors, **protected})
     _add_operations_routes(app, service, errors, protected)
-    app.include_router(create_catalog_router(service))  # POST /v1/items (issue 14)
+    app.include_router(create_catalog_router(service, KEY))  # POST /v1/items (issue 14)
     _publish_limits(app, service)
     return app
 
@@ -138,19 +144,19 @@ def _add_error_handlers(app: FastAPI) -> None:
 
 
 def _add_middleware(app: FastAPI, service: RecommendationService) -> None:
-    # outermost last: access log (request id, metrics, JSON line) -> API key -> body size -> app
-    sec = service.cfg.security
+    # outermost last: access log (request id, metrics, JSON line) -> body size -> app (-> route-level API key)
     app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=service.cfg.limits.max_body_bytes)
-    app.add_middleware(ApiKeyMiddleware, guard=ApiKeyGuard(load_api_keys(sec), tuple(sec.protected_prefixes),
-                                                           insecure=sec.insecure))
     app.add_middleware(AccessLogMiddleware, metrics=service.metrics, sample=service.cfg.access_log_sample)
 
 
 def _add_recommendation_routes(app: FastAPI, service: RecommendationService,
                                errors: dict[int | str, dict[str, Any]]) -> None:
     lim = service.cfg.limits
+    limited = {401: {"model": ErrorResponse, "description": "API key missing (security.recommendations_need_key)"},
+               429: {"model": ErrorResponse, "description": "Per-client rate limit (if configured)"}}
 
-    @app.post("/v1/recommendations", response_model=RecommendationResponse, responses=errors)
+    @app.post("/v1/recommendations", response_model=RecommendationResponse,
+              dependencies=[Depends(recommendations_gate)], responses={**errors, **limited})
     async def recommend(request: Request, body: RecommendationRequest) -> RecommendationResponse:
         """Top-N items for a user (cold-start users included), with model versions and degradation flags."""
         return await service.recommend(body, request_id=_request_id(request))
@@ -178,7 +184,7 @@ def _add_event_routes(app: FastAPI, service: RecommendationService, events_pipel
                   "are welcome. 503 + Retry-After: the log could not be written and nothing was accepted.")
 
     @app.post("/v1/events", response_model=EventAccepted, status_code=202, description=events_doc,
-              responses=responses)
+              dependencies=KEY, responses=responses)
     async def events(body: Annotated[EventIn | EventBatch, Body()]) -> Any:
         """Append events to the durable log (202), or 503 + Retry-After when it cannot be written."""
         batch = body.root if isinstance(body, EventBatch) else [body]
@@ -229,7 +235,7 @@ def _add_operations_routes(app: FastAPI, service: RecommendationService,
         """Prometheus text exposition."""
         return Response(content=service.metrics.render(), media_type=service.metrics.content_type)
 
-    @app.post("/admin/reload", response_model=ReloadResponse,
+    @app.post("/admin/reload", response_model=ReloadResponse, dependencies=KEY,
               responses={**errors, **protected,
                          409: {**err, "description": "Reload refused; the old versions keep serving"}})
     async def reload(body: ReloadRequest | None = Body(None)) -> Any:

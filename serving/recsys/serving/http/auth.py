@@ -1,4 +1,15 @@
-"""API-key auth for the write endpoints (``/v1/events``, ``/admin/*``): closed by default.
+"""API-key auth for the write endpoints (every POST/PUT/PATCH/DELETE and ``/admin/*``): closed by default.
+
+Route-level, not path-level: each write route declares ``Depends(require_api_key)`` and the app's
+route class (:class:`KeyCheckedRoute`) runs that check before FastAPI reads or parses the body, so
+a request without a key gets 401 whatever the body holds and whatever ``root_path`` the app is mounted
+under (a path-prefix match failed open under ``root_path="/"``, issue 22).
+``tests/hardening/test_route_auth.py`` enumerates the app's routes, so a new write route without the
+dependency fails CI.
+
+``POST /v1/recommendations`` writes too (an exposure log line, bandit state): it stays open by default
+(it is the product's read path), ``security.recommendations_need_key`` closes it, and
+``security.recommendations_per_client_per_s`` rate-limits it per client (the key, else the peer address).
 
 Keys never travel through the Serve config (which Ray shows in its dashboard and logs): the config
 names *where* they are — an environment variable (the Helm chart maps its optional Secret to
@@ -17,14 +28,17 @@ the key is never logged or echoed.
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from fastapi import HTTPException, Request
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field
+
+from recsys.serving.http.rate_limit import ClientRateLimiter
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +51,13 @@ class SecurityConfig(BaseModel):
     api_key_env: str = Field("RECSYS_API_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
                              description="Env var holding the key(s); the Helm chart's apiKey Secret sets it")
     api_key_file: Path | None = Field(None, description="File holding the key(s), e.g. a mounted Secret")
-    protected_prefixes: tuple[str, ...] = Field(("/v1/events", "/admin/"),
-                                                description="Path prefixes that need a key")
+    protected_prefixes: tuple[str, ...] = Field((), description="Deprecated, ignored: write routes declare "
+                                                               "the key dependency themselves (auth.py)")
+    recommendations_need_key: bool = Field(False, description="POST /v1/recommendations needs the key too "
+                                                              "(it writes exposure logs and bandit state)")
+    recommendations_per_client_per_s: float = Field(0.0, ge=0.0, description="Per-client rate limit of POST "
+                                                    "/v1/recommendations per replica (0 = off); 429 + Retry-After")
+    recommendations_burst: int = Field(20, ge=1, description="Token-bucket burst of that rate limit")
     insecure: bool = Field(False, description="Explicit opt-out: with no key configured, leave the write "
                                               "endpoints open (local experiments only)")
 
@@ -60,12 +79,12 @@ def load_api_keys(cfg: SecurityConfig, environ: Mapping[str, str] | None = None)
 class ApiKeyGuard:
     """Constant-time check of a presented key against the configured set."""
 
-    def __init__(self, keys: frozenset[str], protected_prefixes: tuple[str, ...], insecure: bool = False):
+    def __init__(self, keys: frozenset[str], insecure: bool = False, recommendations_need_key: bool = False):
         self._keys = tuple(k.encode() for k in keys)
-        self.protected_prefixes = protected_prefixes
         self.insecure = insecure
+        self.recommendations_need_key = recommendations_need_key
         if not self._keys and insecure:
-            log.warning("no API key configured and security.insecure is set: /v1/events and /admin/* are OPEN")
+            log.warning("no API key configured and security.insecure is set: the write endpoints are OPEN")
 
     @property
     def enabled(self) -> bool:
@@ -76,9 +95,6 @@ class ApiKeyGuard:
     def configured(self) -> bool:
         return bool(self._keys)
 
-    def protects(self, path: str) -> bool:
-        return self.enabled and any(path == p.rstrip("/") or path.startswith(p) for p in self.protected_prefixes)
-
     def accepts(self, presented: bytes | None) -> bool:
         if not presented:
             return False
@@ -88,7 +104,7 @@ class ApiKeyGuard:
         return ok
 
 
-def presented_key(headers: list[tuple[bytes, bytes]]) -> bytes | None:
+def presented_key(headers: Iterable[tuple[bytes, bytes]]) -> bytes | None:
     for name, value in headers:
         lname = name.lower()
         if lname == b"x-api-key":
@@ -98,39 +114,97 @@ def presented_key(headers: list[tuple[bytes, bytes]]) -> bytes | None:
     return None
 
 
-def _unauthorized(missing: bool, configured: bool = True) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+def unauthorized(missing: bool, configured: bool = True) -> HTTPException:
+    """The 401 (FastAPI's error shape, naming the header); the app's HTTPException handler renders it."""
     if not configured:
         msg = ("API key required, and no API key is configured on this server: the operator sets one "
                "(RECSYS_API_KEY / security.api_key_file) or starts it with --insecure")
     else:
         msg = "API key required for this endpoint" if missing else "API key is not valid"
-    body = json.dumps({"detail": [{"loc": ["header", "x-api-key"], "msg": msg, "type": "unauthorized"}]}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-               (b"www-authenticate", b'Bearer realm="recsys"')]
-    return body, headers
+    return HTTPException(status_code=401, detail=[{"loc": ["header", "x-api-key"], "msg": msg, "type": "unauthorized"}],
+                         headers={"WWW-Authenticate": 'Bearer realm="recsys"'})
 
 
-def app_path(scope: dict) -> str:
-    """The path inside the app: ASGI ``path`` includes ``root_path`` (Serve's route prefix); strip it."""
-    path, root = scope.get("path", ""), scope.get("root_path", "")
-    if root and path.startswith(root):
-        path = path[len(root):] or "/"
-    return path
+GUARD_STATE = "api_key_guard"
+LIMITER_STATE = "recommendations_limiter"
 
 
-class ApiKeyMiddleware:
-    """ASGI middleware answering 401 on protected paths before the body is read or parsed."""
+def install_auth(app: Any, cfg: SecurityConfig) -> None:
+    """Put the guard (and the optional recommendations rate limiter) where the dependencies find them."""
+    guard = ApiKeyGuard(load_api_keys(cfg), insecure=cfg.insecure,
+                        recommendations_need_key=cfg.recommendations_need_key)
+    setattr(app.state, GUARD_STATE, guard)
+    limiter = None
+    if cfg.recommendations_per_client_per_s > 0:
+        limiter = ClientRateLimiter(cfg.recommendations_per_client_per_s, cfg.recommendations_burst)
+    setattr(app.state, LIMITER_STATE, limiter)
 
-    def __init__(self, app: Any, guard: ApiKeyGuard):
-        self.app = app
-        self.guard = guard
 
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope.get("type") == "http" and self.guard.protects(app_path(scope)):
-            key = presented_key(scope.get("headers") or [])
-            if not self.guard.accepts(key):
-                body, headers = _unauthorized(missing=key is None, configured=self.guard.configured)
-                await send({"type": "http.response.start", "status": 401, "headers": headers})
-                await send({"type": "http.response.body", "body": body})
-                return
-        await self.app(scope, receive, send)
+def _check_key(request: Request) -> bytes | None:
+    guard: ApiKeyGuard | None = getattr(request.app.state, GUARD_STATE, None)
+    key = presented_key(request.scope.get("headers") or [])
+    if guard is None:  # an app built without install_auth: closed, never open by omission
+        raise unauthorized(missing=key is None, configured=False)
+    if guard.enabled and not guard.accepts(key):
+        raise unauthorized(missing=key is None, configured=guard.configured)
+    return key
+
+
+def _first_time(request: Request, check: str) -> bool:
+    """Each check runs once per request (KeyCheckedRoute runs it early, FastAPI's solver again)."""
+    done = request.scope.setdefault("recsys.checks_done", set())
+    if check in done:
+        return False
+    done.add(check)
+    return True
+
+
+async def require_api_key(request: Request) -> None:
+    """Dependency of every write/admin route: 401 unless a configured key is presented."""
+    if _first_time(request, "api_key"):
+        _check_key(request)
+
+
+async def recommendations_gate(request: Request) -> None:
+    """Dependency of ``POST /v1/recommendations``: the optional key, then the optional per-client limit."""
+    if not _first_time(request, "recommendations"):
+        return
+    guard: ApiKeyGuard | None = getattr(request.app.state, GUARD_STATE, None)
+    if guard is None or guard.recommendations_need_key:
+        key = _check_key(request)
+    else:
+        key = presented_key(request.scope.get("headers") or [])
+    limiter: ClientRateLimiter | None = getattr(request.app.state, LIMITER_STATE, None)
+    if limiter is not None:
+        client = key or (request.client.host if request.client else "unknown").encode()
+        wait_s = limiter.acquire(client)
+        if wait_s > 0:
+            raise HTTPException(status_code=429, detail=[{"loc": ["header", "x-api-key"], "type": "rate_limited",
+                                                          "msg": "too many recommendation requests from this "
+                                                                 "client; retry after Retry-After seconds"}],
+                                headers={"Retry-After": str(max(1, int(wait_s + 0.999)))})
+
+
+PRE_BODY_CHECKS = (require_api_key, recommendations_gate)
+
+
+class KeyCheckedRoute(APIRoute):
+    """A route whose auth dependencies run before FastAPI reads or parses the body.
+
+    FastAPI reads and JSON-decodes the body before it solves dependencies, so a plain dependency
+    would answer a malformed body with 422 before the 401. The dependency stays declared (OpenAPI,
+    the route-enumerating test, and a second check should this class ever be bypassed).
+    """
+
+    def get_route_handler(self) -> Any:
+        handler = super().get_route_handler()
+        checks = [d.call for d in self.dependant.dependencies if d.call in PRE_BODY_CHECKS]
+        if not checks:
+            return handler
+
+        async def checked(request: Request) -> Any:
+            for check in checks:
+                await check(request)
+            return await handler(request)
+
+        return checked
