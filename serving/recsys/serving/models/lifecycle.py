@@ -57,7 +57,7 @@ class BundleLifecycle:
     async def start(self) -> None:
         """Resolve and load the configured versions; shards/ranker load theirs in their constructors."""
         versions = self.loader.resolve(self.cfg.retrieval_version, self.cfg.ranking_version)
-        self._activate(await asyncio.to_thread(self.loader.load, versions))
+        self._activate(await asyncio.to_thread(self._load_bundle, versions))
         await self.hydration.start()  # the item-feature snapshot: requests then read no item rows
         items, self._catalog_items = self._catalog_items, None  # read once in __init__; not kept
         await self.live.start(items, lambda: self.explorer, catalog_stream_id(self.cfg.catalog_path))
@@ -68,12 +68,27 @@ class BundleLifecycle:
         self.bundle = bundle  # the swap: one attribute write, atomic for this event loop
         self.metrics.set_versions(bundle.versions.as_dict())
 
+    def _load_bundle(self, versions: ActiveVersions) -> Bundle:
+        """Read the ingress-side artifacts of ``versions`` (blocking; counted: an idle poll reads none)."""
+        self.metrics.bundle_loads.inc()
+        return self.loader.load(versions)
+
     async def _reload_loop(self) -> None:
+        refused: ActiveVersions | None = None  # a declarative app: say it once per desired version set
         while True:
             await asyncio.sleep(self.cfg.reload_interval_s)
             try:
-                await self.reload()
+                result = await self.reload()
+                self.metrics.rollout_polls.labels("changed" if result.changed else "unchanged").inc()
+                refused = None
+            except RolloutRefused as e:
+                self.metrics.rollout_polls.labels("refused").inc()
+                wanted = getattr(e, "versions", None)
+                if wanted != refused:
+                    log.warning("promoted versions changed to %s but %s", wanted, e)
+                    refused = wanted
             except Exception as e:  # noqa: BLE001 - a bad promotion must never stop the poller
+                self.metrics.rollout_polls.labels("failed").inc()
                 log.warning("periodic reload failed, keeping current versions: %s", e)
 
     async def apply_rollout(self, spec: RolloutSpec) -> ReloadResponse:
@@ -98,7 +113,7 @@ class BundleLifecycle:
                 await asyncio.to_thread(self.loader.retrieval, p.retrieval)
                 if p.ranking:
                     await asyncio.to_thread(self.loader.spec, p.ranking)
-            self._activate(await asyncio.to_thread(self.loader.load, versions))
+            self._activate(await asyncio.to_thread(self._load_bundle, versions))
             self._rollout, self._preloaded = spec, preload
             keep = {versions.retrieval, *(p.retrieval for p in preload)}
             if previous is not None:
@@ -115,19 +130,30 @@ class BundleLifecycle:
         bundle; outside Serve (plain-class tests) it applies the spec to this instance only.
         Unknown versions are refused here, before anything changes.
         """
-        versions = self.loader.resolve(retrieval_version or self.cfg.retrieval_version,
-                                       ranking_version or self.cfg.ranking_version)
+        versions = await asyncio.to_thread(self.loader.resolve, retrieval_version or self.cfg.retrieval_version,
+                                           ranking_version or self.cfg.ranking_version)
         spec = RolloutSpec(retrieval_version=versions.retrieval, ranking_version=versions.ranking,
                            preload=self._rollout.preload if self._rollout else [])
+        previous = self.active
+        if previous == versions:
+            # The desired version set is what this replica serves (every replica got the same user_config):
+            # no artifact read, no redeploy, and no refusal from a declaratively deployed app.
+            return ReloadResponse(changed=False, model_versions=versions.as_dict(), previous=versions.as_dict())
         app_name = self._app_name()
         if app_name is None:
             return await self.apply_rollout(spec)
         if self.redeploy is None:
-            raise RolloutRefused("no redeploy function was given to this replica (build the app with build_app)")
+            refused = RolloutRefused("no redeploy function was given to this replica (build the app with build_app)")
+            refused.versions = versions
+            raise refused
         # preflight on this replica: a corrupt or incomplete version is refused before any replica sees it
-        await asyncio.to_thread(self.loader.load, versions)
-        previous = self.active
-        await asyncio.to_thread(self.redeploy, self.cfg, spec, app_name)
+        await asyncio.to_thread(self._load_bundle, versions)
+        try:
+            await asyncio.to_thread(self.redeploy, self.cfg, spec, app_name)
+        except RolloutRefused as e:
+            e.versions = versions
+            raise
+        self.metrics.rollout_redeploys.inc()
         deadline = time.monotonic() + spec.settle_timeout_s
         while self.active != versions and time.monotonic() < deadline:
             await asyncio.sleep(0.1)

@@ -110,3 +110,5 @@ async def wait_for_inner_deployments(app_name: str | None, own_deployment: str, 
 
 class RolloutRefused(RuntimeError):
     """The rollout cannot be done from inside the app (declaratively deployed)."""
+
+    versions: Any = None  # the desired versions that were refused (set by the caller; the poller logs once per set)

@@ -52,6 +52,12 @@ class ServingMetrics:
         self.ranker_active = Gauge("recsys_ranker_active", "1 when a ranker version is loaded; 0: every response "
                                    "is ranked by retrieval score (none promoted, e.g. refused by the gate)",
                                    registry=self.registry)
+        self.bundle_loads = Counter("recsys_bundle_loads_total", "Ingress-side artifact loads of a model bundle "
+                                    "(start-up, rollout, reload preflight)", registry=self.registry)
+        self.rollout_polls = Counter("recsys_rollout_polls_total", "Periodic promoted-version polls by outcome "
+                                     "(unchanged, changed, refused, failed)", ["outcome"], registry=self.registry)
+        self.rollout_redeploys = Counter("recsys_rollout_redeploys_total", "Redeploys of the Serve app this replica "
+                                         "started (a new user_config for every replica)", registry=self.registry)
         self.ranking_mode = Counter("recsys_ranking_mode_total", "Responses by how they were ordered "
                                     "(ranker, retrieval_only, cold_start)", ["mode"], registry=self.registry)
 
