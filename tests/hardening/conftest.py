@@ -45,7 +45,8 @@ class RedisProcess:
                         "restart (install it: `apt-get install -y redis-server`; scripts/ensure_redis.sh does)")
         self.proc = subprocess.Popen(
             [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.workdir), "--protected-mode", "no"],
+             "--dir", str(self.workdir), "--protected-mode", "no",
+             "--enable-debug-command", "local"],  # DEBUG SLEEP: stall tests (this private server only)
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         deadline = time.time() + timeout

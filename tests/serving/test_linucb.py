@@ -234,6 +234,7 @@ def test_linucb_variant_in_the_service_logs_propensities_and_learns_from_clicks(
         assert res.exit_code == 0, res.output
         out = json.loads(res.output)
         assert out["requests"] == int((ex["variant"] == "bandit").sum()) and out["skipped_without_propensities"] == 0
+        assert svc.exploration.rewards.join(10), "the click's reward never left the queue"
         model = svc.exploration.linucb
         model.refresh(force=True)
         assert model.impressions == len(shown)

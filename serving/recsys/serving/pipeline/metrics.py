@@ -58,6 +58,8 @@ class ServingMetrics:
                                      "(unchanged, changed, refused, failed)", ["outcome"], registry=self.registry)
         self.rollout_redeploys = Counter("recsys_rollout_redeploys_total", "Redeploys of the Serve app this replica "
                                          "started (a new user_config for every replica)", registry=self.registry)
+        self.linucb_rewards_dropped = Counter("recsys_linucb_rewards_dropped_total", "LinUCB rewards dropped because "
+                                              "the reward queue was full (Redis slow or down)", registry=self.registry)
         self.ranking_mode = Counter("recsys_ranking_mode_total", "Responses by how they were ordered "
                                     "(ranker, retrieval_only, cold_start)", ["mode"], registry=self.registry)
 

@@ -20,6 +20,7 @@ from recsys.serving.http.schemas import RecommendationRequest, RecommendedItem
 from recsys.serving.models.artifacts import Catalog
 from recsys.serving.pipeline.candidates.filters import FilterSpec, business_filter
 from recsys.serving.pipeline.exploration.linucb import LinUCB, features, user_profile
+from recsys.serving.pipeline.exploration.reward_queue import RewardQueue
 from recsys.serving.pipeline.exploration.thompson import (
     ThompsonExplorer,
     exploration_policy,
@@ -41,6 +42,7 @@ class Exploration:
         self.metrics = metrics
         self.live = live  # LiveCatalog: content vectors for LinUCB's features
         self._linucb: LinUCB | None = None
+        self.rewards = RewardQueue(self._apply_reward, on_drop=metrics.linucb_rewards_dropped.inc)
 
     @property
     def linucb(self) -> LinUCB:
@@ -129,11 +131,14 @@ class Exploration:
         return pick, prob
 
     def record_click(self, user_id: int, item_id: int) -> bool:
-        """A click/purchase: LinUCB's reward for the impression it parked (blocking Redis call)."""
+        """A click/purchase: LinUCB's reward for the impression it parked, queued (never blocks the loop).
+
+        The Redis call runs in :class:`RewardQueue`'s worker thread; False when there is no LinUCB
+        state in this replica or the queue is full (the drop is counted).
+        """
         if self._linucb is None:
             return False
-        try:
-            return self._linucb.record_reward(user_id, item_id, 1.0)
-        except Exception as e:  # noqa: BLE001
-            log.warning("linucb reward not recorded: %s", e)
-            return False
+        return self.rewards.submit(user_id, item_id, 1.0)
+
+    def _apply_reward(self, user_id: int, item_id: int, reward: float) -> bool:
+        return self.linucb.record_reward(user_id, item_id, reward)
