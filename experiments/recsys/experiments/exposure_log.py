@@ -28,7 +28,7 @@ import json
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -65,13 +65,20 @@ class ExposureLog:
 
     def __init__(
         self,
-        directory: str | Path,
+        directory: str | Path | None,
         *,
         fsync: FsyncPolicy = "interval",
         fsync_interval_s: float = 1.0,
+        sink: Callable[[str, dict[str, Any]], None] | None = None,
     ) -> None:
+        """``sink(kind, record)``: send records there instead of local files, e.g.
+        ``recsys.platform.log_archiver.LogStream.publish`` (the Redis stream archived to parquet)."""
         if fsync not in ("always", "interval", "never"):
             raise ValueError(f"fsync must be 'always', 'interval' or 'never', got {fsync!r}")
+        self.sink = sink
+        if sink is None and directory is None:
+            raise ValueError("ExposureLog needs a directory or a sink")
+        directory = directory if directory is not None else "."
         self.directory = Path(directory)
         self.fsync = fsync
         self.fsync_interval_s = fsync_interval_s
@@ -79,7 +86,8 @@ class ExposureLog:
         self._last_fsync = time.monotonic()
         self._pid = os.getpid()
         self._recent_events: OrderedDict[str, None] = OrderedDict()
-        self.directory.mkdir(parents=True, exist_ok=True)
+        if sink is None:
+            self.directory.mkdir(parents=True, exist_ok=True)
 
     # ------------------------------------------------------------------ writing
     def log_exposure(
@@ -209,6 +217,9 @@ class ExposureLog:
         return True
 
     def _append(self, kind: str, record: dict[str, Any]) -> None:
+        if self.sink is not None:
+            self.sink(kind, record)
+            return
         line = (json.dumps(record, separators=(",", ":")) + "\n").encode()
         day = time.strftime("%Y-%m-%d", time.gmtime(record["ts"]))
         fd = self._fd(f"{kind}-{day}.jsonl")
@@ -265,10 +276,12 @@ class ExposureLog:
             "directory": self.directory,
             "fsync": self.fsync,
             "fsync_interval_s": self.fsync_interval_s,
+            "sink": self.sink,
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["directory"], fsync=state["fsync"], fsync_interval_s=state["fsync_interval_s"])
+        self.__init__(state["directory"], fsync=state["fsync"], fsync_interval_s=state["fsync_interval_s"],
+                      sink=state.get("sink"))
 
 
 # ---------------------------------------------------------------------- reading
@@ -304,19 +317,42 @@ def _read_lines(paths: Iterable[Path], required: Sequence[str]) -> tuple[list[di
     return records, bad
 
 
-def read_log(directory: str | Path) -> LogFrames:
-    """Load every exposure and outcome file in ``directory``."""
+def read_log(directory: str | Path, start: str | None = None, end: str | None = None) -> LogFrames:
+    """Load the exposures and outcomes of a log: a JSON-lines directory, or the archived parquet dataset
+    (``recsys.platform.log_dataset``: a local dir, ``file://`` or ``s3://`` URI), optionally only the
+    UTC days ``start``..``end`` (``YYYY-MM-DD``, inclusive; the parquet reader then opens no other day)."""
     import pandas as pd
 
+    from recsys.platform import log_dataset
+
+    uri = str(directory)
+    if "://" in uri or log_dataset.is_dataset(uri, ("exposures", "outcomes")):
+        ex = log_dataset.read_frame(uri, "exposures", EXPOSURE_COLUMNS, start, end)
+        oc = log_dataset.read_frame(uri, "outcomes", OUTCOME_COLUMNS, start, end)
+        return _frames(ex, oc, 0)
     directory = Path(directory)
     if not directory.is_dir():
         raise FileNotFoundError(f"log directory {directory} does not exist")
     exposures, bad_e = _read_lines(
-        sorted(directory.glob("exposures-*.jsonl")), ["unit_id", "experiment", "variant", "ts"]
-    )
-    outcomes, bad_o = _read_lines(sorted(directory.glob("outcomes-*.jsonl")), ["unit_id", "event_type", "ts"])
+        (p for p in sorted(directory.glob("exposures-*.jsonl")) if _in_range(p, start, end)),
+        ["unit_id", "experiment", "variant", "ts"])
+    outcomes, bad_o = _read_lines((p for p in sorted(directory.glob("outcomes-*.jsonl")) if _in_range(p, start, end)),
+                                  ["unit_id", "event_type", "ts"])
     ex = pd.DataFrame.from_records(exposures, columns=EXPOSURE_COLUMNS)
     oc = pd.DataFrame.from_records(outcomes, columns=OUTCOME_COLUMNS)
+    return _frames(ex, oc, bad_e + bad_o)
+
+
+def _in_range(path: Path, start: str | None, end: str | None) -> bool:
+    day = path.stem.split("-", 1)[1]
+    return not ((start and day < start) or (end and day > end))
+
+
+def _frames(ex: pd.DataFrame, oc: pd.DataFrame, bad: int) -> LogFrames:
+    import pandas as pd
+
+    for col in ("items", "propensities"):  # parquet lists arrive as arrays: the JSON reader's lists
+        ex[col] = ex[col].map(lambda v: list(v) if v is not None and not isinstance(v, list | str | float) else v)
     ex["ts"] = ex["ts"].astype(float)
     oc["ts"] = oc["ts"].astype(float)
     oc["value"] = pd.to_numeric(oc["value"], errors="coerce").fillna(1.0)
@@ -328,4 +364,4 @@ def read_log(directory: str | Path) -> LogFrames:
     duplicates = int(duplicate.sum())
     if duplicates:
         oc = oc[~duplicate].reset_index(drop=True)
-    return LogFrames(ex, oc, bad_e + bad_o, duplicates)
+    return LogFrames(ex, oc, bad, duplicates)
