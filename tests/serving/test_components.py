@@ -4,6 +4,7 @@ ranker inputs/batching, config, and the API in-process (experiments, degraded fe
 from __future__ import annotations
 
 import asyncio
+import time
 
 import numpy as np
 import pytest
@@ -306,3 +307,40 @@ def test_redis_url_falls_back_to_the_environment(monkeypatch):
     monkeypatch.setenv("REDIS_URL", "redis://redis.example:6379/2")
     assert parse_args({}).redis_url == "redis://redis.example:6379/2"
     assert parse_args({"redis_url": "redis://127.0.0.1:6379/0"}).redis_url == "redis://127.0.0.1:6379/0"
+
+
+def test_inprocess_logs_go_through_the_stream_into_daily_parquet(serving_args, tmp_path, redis_url):
+    """log_archive set: no JSON-lines file is written; exposures, outcomes and events reach the parquet
+    dataset through the Redis stream and the replica's archiver (issue 22), and read_log reads them."""
+    import uuid
+
+    import redis as redis_client
+
+    from recsys.experiments.exposure_log import read_log
+    from recsys.platform import log_dataset
+    from recsys.serving.http.api import create_api
+
+    exp_file = tmp_path / "experiments.yaml"
+    exp_file.write_text("version: 1\nexperiments:\n  - name: t\n    variants:\n"
+                        "      - {name: control, weight: 50}\n      - {name: other, weight: 50}\n")
+    uri = f"file://{tmp_path}/dataset"
+    stream = f"test:logs:{uuid.uuid4().hex[:8]}"
+    svc = _service(serving_args, experiments_config=str(exp_file), exposure_log_dir=str(tmp_path / "unused"),
+                   feature_timeout_s=5.0, log_archive={"uri": uri, "stream": stream, "retention_days": 30})
+    try:
+        with TestClient(create_api(svc)) as c:
+            for user in range(1, 11):
+                assert c.post("/v1/recommendations", json={"user_id": user, "n": 5}).status_code == 200
+            assert c.post("/v1/events", json={"user_id": 1, "item_id": 2, "event_type": "click"}).status_code == 202
+            deadline = time.time() + 20
+            while time.time() < deadline:
+                frames = read_log(uri) if log_dataset.is_dataset(uri, ("exposures",)) else None
+                if frames is not None and len(frames.exposures) == 10 and len(frames.outcomes) == 1:
+                    break
+                time.sleep(0.2)
+        assert frames is not None and len(frames.exposures) == 10, frames
+        assert set(frames.exposures.variant) <= {"control", "other"} and len(frames.outcomes) == 1
+        assert not (tmp_path / "unused").exists(), "no local JSON-lines log when log_archive is set"
+    finally:
+        svc.experiments.archiver.stop()
+        redis_client.Redis.from_url(redis_url).delete(stream)

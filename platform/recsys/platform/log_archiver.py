@@ -72,14 +72,24 @@ class LogArchiver:
         self._thread: threading.Thread | None = None
         self.archived = 0
         self.bad = 0
+        self._group_ready = False
+
+    def _ensure_group(self) -> None:
+        """Create the group on first use (not in the constructor: a replica starts while Redis is down)."""
+        import redis
+
+        if self._group_ready:
+            return
         try:
-            self._r.xgroup_create(cfg.stream, cfg.group, id="0", mkstream=True)
+            self._r.xgroup_create(self.cfg.stream, self.cfg.group, id="0", mkstream=True)
         except redis.ResponseError as e:
             if "BUSYGROUP" not in str(e):
                 raise
+        self._group_ready = True
 
     def run_once(self, block_ms: int = 1000) -> int:
         """Archive this consumer's pending entries, else up to ``batch`` new ones; returns records written."""
+        self._ensure_group()
         got = self._r.xreadgroup(self.cfg.group, self.consumer, {self.cfg.stream: "0"}, count=self.cfg.batch)
         entries = got[0][1] if got else []
         if not entries:
@@ -157,3 +167,34 @@ class LogArchiver:
 
     def stop(self) -> None:
         self._stop.set()
+
+
+class DatasetArchive:
+    """The stream consumer's event archive (``append(records)``) as the parquet dataset's ``events`` kind.
+
+    A drop-in for the JSON-lines ``EventLog`` in ``recsys.features.stream.StreamConsumer``: it is called
+    by that consumer group only, before the entries are acknowledged. A record parquet cannot type is
+    dropped and counted instead of failing the batch (which would retry forever); I/O errors
+    propagate as ``OSError`` as before.
+    """
+
+    def __init__(self, uri: str, kind: str = "events", retention_days: int = 0):
+        self.uri, self.kind, self.retention_days = uri, kind, retention_days
+        self.bad = 0
+
+    def append(self, records: list[dict[str, Any]]) -> int:
+        import pyarrow as pa
+
+        rows = [r for r in records if isinstance(r.get("ts"), int | float)]
+        self.bad += len(records) - len(rows)
+        try:
+            log_dataset.write_records(self.uri, self.kind, rows)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
+            for r in rows:
+                try:
+                    log_dataset.write_records(self.uri, self.kind, [r])
+                except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
+                    self.bad += 1
+        if self.retention_days:
+            log_dataset.prune(self.uri, self.kind, self.retention_days)
+        return len(rows)

@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from recsys.experiments.variant_params import RerankDefaults  # the one declaration of the re-ranking knobs
+from recsys.platform.log_archiver import LogArchiveConfig
 from recsys.serving.http.auth import SecurityConfig
 from recsys.serving.pipeline.cache.result_cache import CacheConfig
 from recsys.serving.pipeline.exploration.linucb import LinUCBConfig
@@ -157,7 +158,11 @@ class ServingConfig(BaseModel):
         None, description="items.parquet (or a dataset dir holding it): genres, created_at, available"
     )
     experiments_config: Path | None = Field(None, description="Experiments YAML; None = no experiments")
-    exposure_log_dir: Path = Field(Path("var/logs/exposures"), description="Exposure/outcome JSONL directory")
+    exposure_log_dir: Path = Field(Path("var/logs/exposures"), description="Exposure/outcome JSONL directory "
+                                   "(local development; unused when log_archive is set)")
+    log_archive: LogArchiveConfig | None = Field(None, description="Exposures, outcomes and the event archive go "
+                                                 "through the Redis stream into daily parquet at log_archive.uri "
+                                                 "(recsys.platform.log_archiver); no shared volume")
     targeting_key: str | None = Field(
         None, description="HMAC key of signed targeting attributes (context.targeting); None = only stored features"
     )

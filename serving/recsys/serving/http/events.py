@@ -52,7 +52,11 @@ class EventPipeline:
         on_applied = None
         if cache.enabled and not same_redis:
             on_applied = self._invalidate
-        archive = EventLog(store_cfg.log_path) if service.cfg.feature_repo_dir is not None else None
+        archive: Any = EventLog(store_cfg.log_path) if service.cfg.feature_repo_dir is not None else None
+        if service.cfg.log_archive is not None:  # parquet days at a URI, written by this consumer group
+            from recsys.platform.log_archiver import DatasetArchive
+
+            archive = DatasetArchive(service.cfg.log_archive.uri, "events", service.cfg.log_archive.retention_days)
         self.consumer = StreamConsumer(store_cfg, invalidate_prefix=prefix,
                                        invalidate_ttl_s=int(cache.cfg.generation_ttl_s),
                                        on_applied=on_applied, archive=archive)

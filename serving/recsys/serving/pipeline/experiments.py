@@ -164,7 +164,16 @@ class ExperimentGateway:
             log.warning("experiments_config set but recsys.experiments unavailable: %s", e)
             return
         self.router = ExperimentRouter.from_file(cfg.experiments_config)
-        self.log = ExposureLog(cfg.exposure_log_dir)
+        self.archiver: Any = None
+        if cfg.log_archive is None:
+            self.log = ExposureLog(cfg.exposure_log_dir)
+            return
+        from recsys.platform.log_archiver import LogArchiver, LogStream
+
+        self.log = ExposureLog(None, sink=LogStream(cfg.redis_url, cfg.log_archive).publish)
+        if cfg.log_archive.run_archiver:  # one consumer of the one group per replica: they share the stream
+            self.archiver = LogArchiver(cfg.redis_url, cfg.log_archive)
+            self.archiver.start()
 
     @property
     def enabled(self) -> bool:
