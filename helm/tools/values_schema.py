@@ -203,6 +203,15 @@ props = {
             "dataDir": S("RECSYS_DATA_DIR", pattern="^/"),
             "featureRepoDir": S("RECSYS_FEATURE_REPO_DIR", pattern="^/"),
             "logDir": S("RECSYS_LOG_DIR", pattern="^/"),
+            "logArchive": obj(
+                {
+                    "uri": S("s3://bucket/prefix, gs://..., file:///path (empty: off)",
+                             pattern="^$|^[a-z][a-z0-9+.-]*://|^/"),
+                    "retentionDays": I(0, desc="Days of logs kept (0 = all)"),
+                },
+                desc="Exposure/outcome/event logs as daily parquet at a URI via the Redis stream (serving arg "
+                     "log_archive); uri empty = JSON lines under logDir",
+            ),
         }
     ),
     "modelStore": obj(

@@ -334,3 +334,14 @@ def test_experiments_configmap_is_a_valid_experiments_config(default_render, pro
     (exp,) = config.parse_config(yaml.safe_load(
         production_render.get("ConfigMap", "recsys-experiments")["data"]["experiments.yaml"])).experiments
     assert exp.variant("treatment").ranking_version == "v20261120-034000-000000"
+
+
+def test_production_logs_go_to_object_storage_not_a_shared_volume(production_render, render):
+    """Issue 22: exposures/outcomes/events reach parquet days at a URI through the Redis stream."""
+    (app,) = production_render.serve_config()["applications"]
+    assert app["args"]["log_archive"] == {"uri": "s3://prod-recsys-logs/serving", "retention_days": 400}
+    (default_app,) = render().serve_config()["applications"]
+    assert "log_archive" not in default_app["args"], "off by default (JSON lines under logDir)"
+    from recsys.platform.log_archiver import LogArchiveConfig
+
+    LogArchiveConfig(**app["args"]["log_archive"])  # the serving arg the chart writes is one serving accepts
