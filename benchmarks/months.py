@@ -211,9 +211,9 @@ def main() -> int:
             rows.append({"day": day, "fault": fault, "redis_mb": info["used_memory"] / 2**20, "keys": r.dbsize(),
                          "disk_mb": disk_mb(work), "fds": len(os.listdir("/proc/self/fd")),
                          "lag": lag(r, state["stream"]), "catch_up_s": catch_up, "traffic_s": busy})
-            print("day {day:>2} {fault:<16} redis {redis_mb:7.2f} MiB keys {keys:>6} disk {disk_mb:7.2f} MiB "
-                  "fds {fds:>4} lag {lag:>4} catch-up {catch_up_s:5.2f} s traffic {traffic_s:5.1f} s".format(**rows[-1]),
-                  flush=True)
+            line = ("day {day:>2} {fault:<16} redis {redis_mb:7.2f} MiB keys {keys:>6} disk {disk_mb:7.2f} MiB "
+                    "fds {fds:>4} lag {lag:>4} catch-up {catch_up_s:5.2f} s traffic {traffic_s:5.1f} s")
+            print(line.format(**rows[-1]), flush=True)
         app.state.events.stop()
         if svc.experiments.archiver is not None:
             svc.experiments.archiver.stop()
