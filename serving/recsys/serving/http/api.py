@@ -84,6 +84,9 @@ def create_api(service: RecommendationService) -> FastAPI:
     async def lifespan(_: FastAPI):
         yield
         events_pipeline.stop()
+        archiver = getattr(service.experiments, "archiver", None)
+        if archiver is not None:  # the log archiver thread (log_archive): stop reading the stream
+            archiver.stop()
 
     app = FastAPI(
         title="recsys serving",
