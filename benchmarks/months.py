@@ -135,7 +135,7 @@ async def day_traffic(c, day: int, sim0: float, a: argparse.Namespace, state: di
         if r.status_code == 422 and not state.get("shown"):
             state["shown"] = print("a 422 from /v1/events:", r.text[:300])
         if r.status_code == 202:
-            state["accepted"].update(e["event_id"] for e in batch)
+            state["accepted"].update({e["event_id"]: sim_day for e in batch})
         state["events_sent"] += len(batch)
         if state["events_sent"] // a.poison_every > state["poisoned"]:
             state["poisoned"] += 1
@@ -174,7 +174,7 @@ def main() -> int:
             "security": {"insecure": True}, "cache": {"enabled": True, "ttl_s": 300},
             "log_archive": {"uri": str(logs), "retention_days": a.retention_days}}
     r = redis.Redis.from_url(url)
-    state = {"next_user": 501, "next_item": 2001, "status": {}, "accepted": set(), "events_sent": 0,
+    state = {"next_user": 501, "next_item": 2001, "status": {}, "accepted": {}, "events_sent": 0,
              "poisoned": 0, "redis": r, "stream": None}
     sim0 = time.time() - (a.days + 1) * DAY
     rows = []
@@ -221,11 +221,19 @@ def main() -> int:
     try:
         asyncio.run(run())
         archived = {rec.get("event_id") for rec in log_dataset.iter_records(str(logs), "events")}
-        lost = len(state["accepted"] - archived)
+        # retention (real clock, like prune) removed older days on purpose: only kept days can be "lost"
+        cutoff = time.strftime("%Y-%m-%d", time.gmtime(time.time() - a.retention_days * DAY))
+        kept = {e for e, ts in state["accepted"].items() if log_dataset.day_of(ts) >= cutoff}
+        lost = len(kept - archived)
         five = sum(v for k, v in state["status"].items() if k >= 500)
         print(f"\nstatus counts {dict(sorted(state['status'].items()))}; 5xx: {five}; poison entries: "
-              f"{state['poisoned']}; events accepted {len(state['accepted'])}, archived {len(archived)}, "
-              f"acked-but-lost {lost}")
+              f"{state['poisoned']}; events accepted {len(state['accepted'])}, of them inside the retention window "
+              f"{len(kept)}, archived {len(archived)}, acked-but-lost {lost}")
+        print("\n| day | fault | Redis MiB | keys | disk MiB | fds | lag | catch-up s |")
+        print("|---:|---|---:|---:|---:|---:|---:|---:|")
+        for row in rows:
+            print("| {day} | {fault} | {redis_mb:.2f} | {keys} | {disk_mb:.2f} | {fds} | {lag} | {catch_up_s:.2f} |"
+                  .format(**row))
         if len(rows) >= 20:
             for key in ("redis_mb", "keys", "disk_mb", "fds"):
                 a0, a1 = rows[-10][key], rows[-1][key]
