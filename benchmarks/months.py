@@ -71,9 +71,10 @@ class OwnRedis:
 
 
 def experiments_yaml(path: Path, names: list[str]) -> None:
+    knob = {"exp_a": "mmr_lambda: 0.5", "exp_b": "freshness_weight: 0.3"}  # one knob per layer
     body = "version: 1\nexperiments:\n" + "".join(
         f"  - name: {n}\n    layer: {n}\n    variants:\n      - {{name: control, weight: 50}}\n"
-        f"      - {{name: treat, weight: 50, reranking: {{mmr_lambda: 0.5}}}}\n" for n in names)
+        f"      - {{name: treat, weight: 50, reranking: {{{knob[n]}}}}}\n" for n in names)
     path.write_text(body if names else "version: 1\nexperiments: []\n")
 
 
