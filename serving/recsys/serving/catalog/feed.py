@@ -21,7 +21,7 @@ import pandas as pd
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StringConstraints
 
 from recsys.serving.catalog.metadata import ItemMetadata
-from recsys.serving.http.schemas import INT64_MAX, TIMESTAMP_PATTERN, _integral_number
+from recsys.serving.http.schemas import INT64_MAX, _integral_number, rfc3339_pattern
 from recsys.serving.models.artifacts import Catalog, IdIndex
 
 STREAM_KEY = "recsys:catalog:items"
@@ -30,7 +30,8 @@ STREAM_KEY = "recsys:catalog:items"
 # strict ints (no booleans, no strings), the schema's own date-time pattern with years 1800-2199
 StrictId = Annotated[int, Field(ge=0, le=INT64_MAX, strict=True), BeforeValidator(_integral_number)]
 StrictYear = Annotated[int, Field(ge=1800, le=2200, strict=True), BeforeValidator(_integral_number)]
-CREATED_PATTERN = TIMESTAMP_PATTERN.replace("^20[0-9]{2}", "^(1[89][0-9]{2}|2[01][0-9]{2})")
+CREATED_PATTERN = rfc3339_pattern(r"(1[89][0-9]{2}|2[01][0-9]{2})",  # 1800-2199; 1800, 1900, 2100 not leap
+                                  r"(1[89]|2[01])(0[48]|[2468][048]|[13579][26])|2000")
 Genre = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[^|]*[^|\s][^|]*$")]
 
 

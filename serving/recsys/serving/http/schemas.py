@@ -32,9 +32,21 @@ WindowInt = Annotated[int, Field(ge=1, le=1000), BeforeValidator(_integral_numbe
 MAX_EVENTS_PER_CALL = 1000
 """Most events one ``POST /v1/events`` may carry (the ingestion module enforces the same number)."""
 RATING_MIN, RATING_MAX = 1.0, 5.0
-TIMESTAMP_PATTERN = (r"^20[0-9]{2}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
-                     r"(\.[0-9]{1,6})?(Z|[+-](0[0-9]|1[0-3]):[0-5][0-9])$")
-"""RFC 3339 date-time in years 2000-2099 (days 01-28 in the pattern: every match is a real date).
+def rfc3339_pattern(year: str, leap_year: str) -> str:
+    """An RFC 3339 date-time pattern whose every match is a real calendar date.
+
+    ``year`` matches the accepted years, ``leap_year`` those of them that have a 29 February. Why the
+    month/day table in a regex: the OpenAPI schema must promise exactly what the server accepts, so a
+    pattern that let 2026-02-30 through would publish a lie, and one limited to days 01-28 (as before)
+    refused every event dated the 29th-31st."""
+    month_day = (r"((0[13578]|1[02])-(0[1-9]|[12][0-9]|3[01])|(0[469]|11)-(0[1-9]|[12][0-9]|30)"
+                 r"|02-(0[1-9]|1[0-9]|2[0-8]))")
+    return (rf"^({year}-{month_day}|({leap_year})-02-29)T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
+            r"(\.[0-9]{1,6})?(Z|[+-](0[0-9]|1[0-3]):[0-5][0-9])$")
+
+
+TIMESTAMP_PATTERN = rfc3339_pattern(r"20[0-9]{2}", r"20(0[048]|[2468][048]|[13579][26])")
+"""RFC 3339 date-time in years 2000-2099 (every match is a real date, 29 February in leap years only).
 
 Why a pattern and not ``format: date-time`` alone: the schema must promise exactly what the server
 accepts, and the server refuses times before 2000 (unix-seconds-vs-ms mistakes)."""
