@@ -3,6 +3,9 @@
 Through handles, a reload reaches one replica per deployment; ``user_config`` reaches all of them.
 After ``/admin/reload`` returns, every answer from every ingress replica must carry the new
 (retrieval, ranking) pair, none degraded, and no answer during the switch may fail or mix a pair.
+Every replica of every deployment is then asked (``replica_versions``) what its rollout made active:
+shards and the ranker load whatever version a request names, so the answers alone cannot show that
+their ``reconfigure`` ran.
 """
 
 from __future__ import annotations
@@ -43,6 +46,37 @@ def rollout_url(serve_base_url, rollout_store, redis_url, tmp_path_factory, wait
     serve.delete(APP)
 
 
+def _every_replica(deployment: str, rounds: int = 40) -> dict[str, dict]:
+    """``replica_versions`` of every RUNNING replica of ``deployment``, keyed by replica id.
+
+    A handle call reaches one replica (chosen by Serve's router), so calls go out in concurrent
+    batches until as many distinct replicas answered as ``serve.status()`` lists as running.
+    """
+    from ray import serve
+
+    running = serve.status().applications[APP].deployments[deployment].replica_states.get("RUNNING", 0)
+    handle = serve.get_deployment_handle(deployment, app_name=APP)
+    seen: dict[str, dict] = {}
+    for _ in range(rounds):
+        for resp in [handle.replica_versions.remote() for _ in range(8)]:
+            v = resp.result(timeout_s=60)
+            seen[v["replica"]] = v
+        if len(seen) >= running:
+            break
+    assert running == 2 and len(seen) == running, (deployment, running, sorted(seen))
+    return seen
+
+
+def _assert_every_replica_on(version: str) -> None:
+    """Every replica of the ingress, the shard and the ranker has ``version`` active (and loaded)."""
+    for name, v in _every_replica("Ingress").items():
+        assert (v["active"]["retrieval"], v["active"].get("ranking")) == (version, version), ("Ingress", name, v)
+        assert version in v["loaded"], ("Ingress", name, v)
+    for deployment in ("RetrievalShard0", "Ranker"):
+        for name, v in _every_replica(deployment).items():
+            assert v["active"] == version and version in v["loaded"], (deployment, name, v)
+
+
 def _pair(body: dict) -> tuple[str, str]:
     v = body["model_versions"]
     return v["retrieval"], v.get("ranking", "")
@@ -58,6 +92,7 @@ def test_rollout_reaches_every_replica_with_one_pair(rollout_url, rollout_store,
         before = [c.post("/v1/recommendations", json={"user_id": u, "n": 5}) for u in users[:10]]
         assert all(r.status_code == 200 for r in before)
         assert {_pair(r.json()) for r in before} == {("v1", "v1")}
+        _assert_every_replica_on("v1")
 
         seen, failures = [], []
 
@@ -90,7 +125,9 @@ def test_rollout_reaches_every_replica_with_one_pair(rollout_url, rollout_store,
         assert {_pair(r.json()) for r in after} == {("v2", "v2")}
         assert not any(r.json()["degraded"] for r in after)
 
-    # every replica of the inner deployments got the spec (user_config is per deployment, not per handle call)
+    # every replica of every deployment got the spec (user_config is per deployment, not per handle call):
+    # each one, asked directly, reports v2 as what its reconfigure made active
     deployments = serve.status().applications[APP].deployments
     assert {name for name in deployments} == {"Ingress", "RetrievalShard0", "Ranker"}
     assert all(d.status == "HEALTHY" for d in deployments.values())
+    _assert_every_replica_on("v2")

@@ -19,7 +19,7 @@ from recsys.serving.deployments.retrieval_shard import RetrievalShard
 from recsys.serving.http.api import create_api
 from recsys.serving.http.observability import configure_access_log
 from recsys.serving.models.artifacts import ArtifactError
-from recsys.serving.models.rollout import RolloutSpec
+from recsys.serving.models.rollout import RolloutSpec, replica_id
 from recsys.serving.pipeline.scoring.kserve_client import KServeRankerClient
 from recsys.serving.pipeline.service import RecommendationService
 
@@ -63,6 +63,12 @@ class Ingress:
         except ArtifactError as e:  # a broken version must not take the replica down: keep the old bundle
             log.error("rollout refused on this replica, still serving %s: %s", self.service.active, e)
             self.service.metrics.stage_errors.labels("rollout").inc()
+
+    async def replica_versions(self) -> dict:
+        """Read-only, per replica: the bundle this replica serves (``active``) and the retrieval versions it holds."""
+        active = self.service.active
+        return {"replica": replica_id(), "active": active.as_dict() if active else None,
+                "loaded": sorted(self.service.loader._retrieval)}
 
     def __serve_build_asgi_app__(self):
         return create_api(self.service)

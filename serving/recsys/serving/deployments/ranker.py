@@ -16,7 +16,7 @@ from ray import serve
 from recsys.platform.model_store import ModelStore
 from recsys.serving.config import ServingConfig
 from recsys.serving.models.artifacts import ArtifactError, RankerArtifacts, RankerSpec, load_ranker, resolve_version
-from recsys.serving.models.rollout import RolloutSpec, VersionSet
+from recsys.serving.models.rollout import RolloutSpec, VersionSet, replica_id
 
 
 class RankerCore:
@@ -107,6 +107,13 @@ class Ranker:
         if wanted[0] is None and not self.core.has_promoted():
             return  # nothing promoted yet: stay empty, the ingress ranks by retrieval score
         await asyncio.to_thread(self.versions.apply, wanted, self.core.load, self.core.retain)
+
+    async def replica_versions(self) -> dict:
+        """Read-only, per replica: the version the last ``reconfigure`` made active and the versions loaded.
+
+        Requests load whatever version they name, so only ``active`` shows that the rollout reached this replica.
+        """
+        return {"replica": replica_id(), "active": self.versions.active, "loaded": sorted(self.core._models)}
 
     async def load(self, version: str | None) -> str:
         return await asyncio.to_thread(self.core.load, version)

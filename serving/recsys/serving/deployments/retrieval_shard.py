@@ -21,7 +21,7 @@ import numpy as np
 from recsys.platform.model_store import ModelStore
 from recsys.serving.config import ServingConfig
 from recsys.serving.models.artifacts import load_retrieval, resolve_version
-from recsys.serving.models.rollout import RolloutSpec, VersionSet
+from recsys.serving.models.rollout import RolloutSpec, VersionSet, replica_id
 from recsys.serving.pipeline.candidates.ann import AnnParams, FaissShard, shard_rows
 
 
@@ -106,6 +106,13 @@ class RetrievalShard:
         """Fleet-wide rollout (every replica): load the spec's versions, keep the previous active one."""
         spec = RolloutSpec(**user_config)
         await asyncio.to_thread(self.versions.apply, spec.retrieval_versions(), self.core.load, self.core.retain)
+
+    async def replica_versions(self) -> dict:
+        """Read-only, per replica: the version the last ``reconfigure`` made active and the versions loaded.
+
+        Requests load whatever version they name, so only ``active`` shows that the rollout reached this replica.
+        """
+        return {"replica": replica_id(), "active": self.versions.active, "loaded": sorted(self.core._shards)}
 
     async def load(self, version: str | None) -> str:
         return await asyncio.to_thread(self.core.load, version)

@@ -108,6 +108,16 @@ async def wait_for_inner_deployments(app_name: str | None, own_deployment: str, 
         await asyncio.sleep(0.25)
 
 
+def replica_id() -> str | None:
+    """This Serve replica's unique id (None outside Serve), so a caller polling a deployment can tell replicas apart."""
+    try:
+        from ray import serve
+
+        return serve.get_replica_context().replica_id.unique_id
+    except Exception:  # noqa: BLE001 - not inside a Serve replica (plain-class use)
+        return None
+
+
 class RolloutRefused(RuntimeError):
     """The rollout cannot be done from inside the app (declaratively deployed)."""
 
