@@ -3,9 +3,10 @@
 A background thread scrapes ``/metrics`` every ``scrape_interval_s`` and keeps the last
 ``history_points`` scrapes in memory (the console persists nothing); the page shows the last minute's
 request rate, latency quantiles, stage timings and degraded answers, and plots rate and p95 over the
-kept scrapes. Redis numbers (event-consumer lag, dead letters, materialization version, real-time
-freshness, memory) are read when the page is drawn. ``/metrics`` is one ingress replica's registry:
-behind a load balancer each scrape may hit another replica (docs/console.md).
+kept scrapes, and serving's event-stream counters (refused appends, dead-lettered entries, failed cache
+invalidations) when it exports them. Redis numbers (event-consumer lag, the dead-letter stream's length,
+materialization version, real-time freshness, memory) are read when the page is drawn. ``/metrics`` is one
+ingress replica's registry: behind a load balancer each scrape may hit another replica (docs/console.md).
 """
 
 from __future__ import annotations
