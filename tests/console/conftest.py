@@ -227,6 +227,10 @@ def console_server(console_world):
         proc.kill()
         raise AssertionError(f"recsys console did not answer: {(console_world.root / 'console.log').read_text()}")
     time.sleep(1.2)  # two scrapes of /metrics, so the serving page has a rate and a plot
+    # the first experiments page computes every report (seconds on a busy 2-core machine); pay it once here,
+    # so the tests' 10 s timeouts measure the pages, not the first analysis
+    warm = httpx.get(f"{base}/experiments.json", headers={"X-API-Key": READ_KEY}, timeout=120)
+    assert warm.status_code == 200, warm.text
     yield base
     proc.terminate()
     proc.wait(timeout=10)
