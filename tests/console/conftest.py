@@ -58,6 +58,7 @@ class ConsoleWorld:
     feature_repo: Path
     redis_url: str
     metrics_url: str
+    plan_id: str = ""
 
 
 def _gate(passed: bool, diff: float) -> dict:
@@ -96,7 +97,9 @@ def _write_online_store(redis_url: str, feature_repo: Path) -> None:
 
     keys = OverlayKeys(PROJECT)
     r = redis.Redis.from_url(redis_url)
-    r.delete(keys.stream, keys.touched, materialization_key(PROJECT))
+    r.delete(keys.stream, keys.touched, keys.dead_letters, materialization_key(PROJECT))
+    for i in range(2):  # what the consumer moves there after max_deliveries (recsys events dlq list)
+        r.xadd(keys.dead_letters, {"id": f"1-{i}", "error": "bad event", "e": "{}"})
     for i in range(5):
         r.xadd(keys.stream, {"e": json.dumps({"user_id": i, "item_id": 1, "event_type": "click"})})
     r.xgroup_create(keys.stream, "online", id="0")
@@ -122,6 +125,16 @@ class ServingTraffic:
 
         self.metrics = ServingMetrics()
         self.metrics.set_versions({"retrieval": "v2", "ranking": "v1"})
+        # serving's own event-stream collector (recsys_event_log_refused_total{reason}, dead-lettered, ...)
+        # over the attributes the real stream and consumer keep
+        from types import SimpleNamespace
+
+        from recsys.serving.http.events import _EventStreamCollector
+
+        pipeline = SimpleNamespace(ingestor=SimpleNamespace(stream=SimpleNamespace(refused_full=3, refused_oom=0)),
+                                   consumer=SimpleNamespace(stats=SimpleNamespace(dead_lettered=2,
+                                                                                  invalidation_failures=1)))
+        self.metrics.registry.register(_EventStreamCollector(pipeline))
         self._ctx = RequestContext
         self.server, self._thread = start_http_server(0, addr="127.0.0.1", registry=self.metrics.registry)
         self.url = f"http://127.0.0.1:{self.server.server_port}/metrics"
@@ -160,9 +173,21 @@ def console_world(tmp_path_factory, redis_url):
                          metrics_url="")
     _write_models(world.model_store)
     world.experiments_yaml.write_text(EXPERIMENTS_YAML)
-    config = load_config(world.experiments_yaml)
+    # the traffic was routed 70/30 in retrieval_probe while the config says 50/50: a real sample ratio mismatch
+    skewed = tmp_path_factory.mktemp("skewed") / "experiments.yaml"
+    probe_arms = "{name: control, weight: 50}\n      - {name: ann, weight: 50"
+    skewed.write_text(EXPERIMENTS_YAML.replace(
+        probe_arms, "{name: control, weight: 70, lane: 70}\n      - {name: ann, weight: 30, lane: 30"))
     rates = {"control": 0.10, "treatment": 0.16, "ann": 0.10}
-    write_synthetic_log(config, world.exposure_log, units=1500, click_rate=rates, seed=3)
+    write_synthetic_log(load_config(skewed), world.exposure_log, units=1500, click_rate=rates, seed=3)
+    # ranker_rollout's plan is frozen the way the first `recsys experiments report` freezes it;
+    # retrieval_probe has none yet (the console must show that, and must not write one)
+    from recsys.experiments.exposure_log import read_log
+    from recsys.experiments.frozen_plan import PlanStore
+
+    config = load_config(world.experiments_yaml)
+    world.plan_id = PlanStore.beside(world.experiments_yaml).freeze(config.experiment("ranker_rollout"),
+                                                                    read_log(world.exposure_log)).plan_id
     _write_online_store(redis_url, world.feature_repo)
     traffic = ServingTraffic()
     world.metrics_url = traffic.url
@@ -202,6 +227,10 @@ def console_server(console_world):
         proc.kill()
         raise AssertionError(f"recsys console did not answer: {(console_world.root / 'console.log').read_text()}")
     time.sleep(1.2)  # two scrapes of /metrics, so the serving page has a rate and a plot
+    # the first experiments page computes every report (seconds on a busy 2-core machine); pay it once here,
+    # so the tests' 10 s timeouts measure the pages, not the first analysis
+    warm = httpx.get(f"{base}/experiments.json", headers={"X-API-Key": READ_KEY}, timeout=120)
+    assert warm.status_code == 200, warm.text
     yield base
     proc.terminate()
     proc.wait(timeout=10)

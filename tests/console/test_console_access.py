@@ -74,12 +74,62 @@ def _redis_digest(redis_url: str) -> dict[bytes, bytes]:
 
 
 def test_browsing_every_page_writes_nothing(console_server, console_world):
-    stores = [console_world.model_store, console_world.exposure_log, console_world.feature_repo]
-    before = [_tree_digest(s) for s in stores], _redis_digest(console_world.redis_url)
-    for path in PAGES + ["/models/ranker/v2", "/experiments/retrieval_probe"]:
+    """Not a file anywhere in the world (model store, log, features, the config's folder with its plans folder
+    and slot ledger) nor a Redis key changes; retrieval_probe, which has no frozen plan, still gets none."""
+    plans = console_world.experiments_yaml.parent / "experiments.plans"
+    assert (plans / "ranker_rollout" / "v1.json").is_file() and not (plans / "retrieval_probe").exists()
+
+    def world():  # console.log is the console process's own stderr, not a store
+        return {k: v for k, v in _tree_digest(console_world.root).items() if k != "console.log"}
+
+    before = world(), _redis_digest(console_world.redis_url)
+    for path in PAGES + ["/models/ranker/v2", "/experiments/retrieval_probe",
+                         "/experiments/retrieval_probe/analysis.json"]:
         assert httpx.get(console_server + path, headers=AUTH, timeout=10).status_code == 200, path
-    after = [_tree_digest(s) for s in stores], _redis_digest(console_world.redis_url)
+    after = world(), _redis_digest(console_world.redis_url)
     assert after == before
+    assert not (plans / "retrieval_probe").exists()
+
+
+def test_experiment_pages_show_the_report_of_the_experiments_package(console_server, console_world):
+    """Plan id, SRM on assignments, ITT arm counts, fallback rates and the decision are experiment_report's."""
+    from recsys.experiments.analysis import experiment_report
+    from recsys.experiments.config import load_config
+    from recsys.experiments.exposure_log import read_log
+    from recsys.experiments.frozen_plan import PlanStore
+
+    config, frames = load_config(console_world.experiments_yaml), read_log(console_world.exposure_log)
+    store = PlanStore.beside(console_world.experiments_yaml)
+    for name in ("ranker_rollout", "retrieval_probe"):
+        want = experiment_report(config.experiment(name), frames, store.load(name)).to_dict()
+        got = httpx.get(f"{console_server}/experiments/{name}/analysis.json", headers=AUTH, timeout=30).json()
+        assert got["report"]["srm"] == want["srm"] and got["report"]["fallback"] == want["fallback"]
+        assert got["report"]["metrics"] == want["metrics"] and got["report"]["decision"] == want["decision"]
+        for arm in got["arms"]:
+            assert arm["units"] == want["metrics"][arm["name"]]["units"]
+            assert arm["exposures"] == want["metrics"][arm["name"]]["exposures"]
+            assert arm["fallback_rate"] == want["fallback"]["rates"][arm["name"]]
+    rollout = httpx.get(f"{console_server}/experiments/ranker_rollout", headers=AUTH, timeout=30).text
+    assert console_world.plan_id in rollout and "Sample ratio (units in their assigned arm): " in rollout
+    assert "withheld" not in rollout
+    probe = httpx.get(f"{console_server}/experiments/retrieval_probe", headers=AUTH, timeout=30).text
+    assert "no frozen plan yet (run `recsys experiments report`)" in probe
+    assert "Decision: <span class=\"bad\">withheld (SRM)</span>" in probe and "sample ratio mismatch (SRM p" in probe
+    rows = httpx.get(f"{console_server}/experiments.json", headers=AUTH, timeout=30).json()["experiments"]
+    by_name = {r["name"]: r for r in rows}
+    assert by_name["ranker_rollout"]["plan_id"] == console_world.plan_id
+    assert by_name["retrieval_probe"]["plan_id"] is None
+    probe_row = by_name["retrieval_probe"]
+    assert probe_row["srm"] == "mismatch" and probe_row["decision"] == "withheld (SRM)"
+
+
+def test_serving_page_shows_dead_letters_and_event_counters(console_server):
+    data = httpx.get(f"{console_server}/serving.json", headers=AUTH, timeout=10).json()
+    page = httpx.get(f"{console_server}/serving", headers=AUTH, timeout=10).text
+    assert "2 in the dead-letter stream" in page  # XLEN of OverlayKeys(project).dead_letters
+    assert "refused: full 3, oom 0 · dead-lettered 2 · invalidation failures 1" in page
+    assert data["online_store"]["dead_letters"] == 2
+    assert data["traffic"]["events"]["dead_lettered"]["total"] == 2.0
 
 
 @pytest.mark.parametrize(("path", "status", "field"), [

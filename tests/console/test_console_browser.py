@@ -113,7 +113,8 @@ def test_console_pages_in_a_real_browser(browser, console_server, tmp_path):
         assert svg.find_elements(By.CSS_SELECTOR, "line.cs-zero"), "zero line drawn"
         assert svg.size["width"] > 300 and svg.size["height"] > 150, "plot laid out at its size"
     text = d.find_element(By.TAG_NAME, "main").text
-    assert "Decision:" in text and "Sample ratio: ok" in text and "Fallback exposures" in text
+    assert "Decision:" in text and "Sample ratio (units in their assigned arm): ok" in text
+    assert "Fallback/degraded rate" in text and "Frozen plan" in text
     assert not _errors(d)
     _shot(d, tmp_path, "console-experiment")
 

@@ -15,6 +15,8 @@ from recsys.platform.config import PlatformConfig
 @click.option("--port", type=click.IntRange(0, 65535), default=8300, show_default=True)
 @click.option("--experiments", "experiments_config", type=click.Path(dir_okay=False), default=None,
               help="Experiments YAML (the one serving routes with).")
+@click.option("--plans-dir", type=click.Path(file_okay=False), default=None,
+              help="Frozen analysis plans, read only [beside --experiments, as `recsys experiments report`].")
 @click.option("--exposure-log", "exposure_log_dir", type=click.Path(file_okay=False), default=None,
               help="Exposure/outcome log directory [LOG_DIR/exposures].")
 @click.option("--metrics-url", default="http://127.0.0.1:8000/metrics", show_default=True,
@@ -30,7 +32,8 @@ from recsys.platform.config import PlatformConfig
 @click.option("--feature-project", default="recsys", show_default=True,
               help="Feast project whose online keys (event stream, overlay) are read.")
 @pass_config
-def cli(cfg: PlatformConfig, host: str, port: int, experiments_config: str | None, exposure_log_dir: str | None,
+def cli(cfg: PlatformConfig, host: str, port: int, experiments_config: str | None, plans_dir: str | None,
+        exposure_log_dir: str | None,
         metrics_url: str, read_key_file: str | None, insecure: bool, refresh_s: int,
         scrape_interval_s: float, feature_project: str) -> None:
     import uvicorn
@@ -43,7 +46,7 @@ def cli(cfg: PlatformConfig, host: str, port: int, experiments_config: str | Non
         raise UserError(f"--experiments: {experiments_config} does not exist")
     console_cfg = ConsoleConfig(
         model_store_uri=cfg.model_store_uri, redis_url=cfg.redis_url, feature_repo_dir=cfg.feature_repo_dir,
-        experiments_config=experiments_config,
+        experiments_config=experiments_config, plans_dir=plans_dir,
         exposure_log_dir=exposure_log_dir or Path(cfg.log_dir) / "exposures",
         metrics_url=None if metrics_url.lower() == "none" else metrics_url,
         read_key_file=read_key_file, insecure=insecure, refresh_s=refresh_s,

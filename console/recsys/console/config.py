@@ -20,6 +20,8 @@ class ConsoleConfig(BaseModel):
 
     model_store_uri: str = Field("var/models", description="Model store root (path or fsspec URI)")
     experiments_config: Path | None = Field(None, description="Experiments YAML; None = no experiments page data")
+    plans_dir: Path | None = Field(
+        None, description="Frozen analysis plans (read only); None = <config dir>/<config stem>.plans/ as the CLI")
     exposure_log_dir: Path = Field(Path("var/logs/exposures"), description="Exposure/outcome log directory")
     metrics_url: str | None = Field(
         "http://127.0.0.1:8000/metrics", description="Serving /metrics endpoint scraped for the serving page")

@@ -1,10 +1,11 @@
-"""Data of the experiments pages and their downloads: built from the experiments package's own analysis.
+"""Data of the experiments pages and their downloads: straight from ``experiment_report`` (the CLI report's).
 
-Per experiment: layer, arms (weights, lanes, model versions), traffic share and status; per metric and
-treatment the sequential interval at every look (the plot), the current estimate with its interval, the
-SRM verdict, exposures and fallbacks per arm, and the decision with the test's own reason. The primary
-metric is judged by the pre-registered plan; the other metrics are shown with the same looks but marked
-secondary (their τ was not pre-registered).
+Per experiment: layer, arms (weights, lanes, model versions), traffic share and status; the frozen plan's
+id (read from the plans folder, never written: without one the page says so and analyses with an in-memory
+plan); the SRM verdict on assignments; per assigned arm (intention to treat) units, exposures and the
+fallback/degraded guardrail; the decision, or "withheld (SRM)" with why; per metric and treatment the
+sequential interval at every look. Every number comes from the report object's ``to_dict()``; the console
+computes none of them. The primary metric is judged by the plan; the others are marked secondary.
 """
 
 from __future__ import annotations
@@ -21,6 +22,13 @@ from recsys.console import sources
 from recsys.console.config import ConsoleConfig
 from recsys.console.sources import NotAvailable
 from recsys.console.svg import interval_plot
+
+NO_PLAN = "no frozen plan yet (run `recsys experiments report`)"
+
+
+def decision_text(report: dict[str, Any]) -> str:
+    """The decision, or "withheld (SRM)" when the report's SRM gate withholds it (the why is shown beside it)."""
+    return "withheld (SRM)" if report["decision_withheld"] else report["decision"]
 
 
 def _num(v: Any) -> float | None:
@@ -47,6 +55,20 @@ class ExperimentsPage:
         frames = sources.read_exposure_log(self.cfg.exposure_log_dir)
         return config, frames
 
+    def _plan(self, name: str):
+        return sources.read_plan(sources.plans_root(self.cfg.plans_dir, self.cfg.experiments_config), name)
+
+    def _report(self, e, frames):
+        """(report, plan facts) of one experiment; an unreadable plan file is shown, not guessed around."""
+        plan = self._plan(e.name)
+        if isinstance(plan, NotAvailable):
+            return None, {"frozen": False, "plan_id": None, "text": str(plan)}
+        r = sources.report(e, frames, plan)
+        frozen = plan is not None
+        return r, {"frozen": frozen, "plan_id": plan.plan_id if frozen else None,
+                   "text": sources.plan_text(r, frozen) if frozen else f"{NO_PLAN}; analysed with "
+                   + sources.plan_text(r, frozen), "drift": list(r.plan_drift)}
+
     def snapshot(self):
         """(config or NotAvailable, frames or NotAvailable/None), recomputed at most every ``cache_s``."""
         with self._lock:
@@ -69,12 +91,17 @@ class ExperimentsPage:
                        "arms": [{"name": v.name, "weight": v.weight, "control": v.name == e.control_variant}
                                 for v in e.variants],
                        "metric": e.analysis.primary_metric, "method": e.analysis.method,
-                       "decision": None, "srm": None, "units": None}
+                       "decision": None, "srm": None, "units": None, "plan_id": None}
                 if not isinstance(frames, NotAvailable) and frames is not None:
-                    a = sources.analyze(e, frames)
-                    row["decision"] = a.overall_label
-                    row["srm"] = "mismatch" if a.srm.mismatch else "ok"
-                    row["units"] = int(sum(m.units for m in a.metrics.values()))
+                    r, plan = self._report(e, frames)
+                    row["plan_id"] = plan["plan_id"]
+                    if r is None:
+                        row["decision"] = plan["text"]
+                    else:
+                        d = r.to_dict()
+                        row["decision"] = decision_text(d)
+                        row["srm"] = "mismatch" if d["srm"]["mismatch"] else "ok"
+                        row["units"] = int(sum(m["units"] for m in d["metrics"].values()))
                 rows.append(row)
         return rows
 
@@ -101,30 +128,40 @@ class ExperimentsPage:
         if isinstance(frames, NotAvailable):
             out["log"] = str(frames)
             frames = None
-        counts = sources.arm_counts(frames, e.name) if frames is not None else {}
-        fallbacks = sources.fallback_counts(frames, e.name) if frames is not None else {}
+        r, plan = self._report(e, frames) if frames is not None else (None, None)
+        out["plan"] = plan
+        d = r.to_dict() if r is not None else None
+        arms = (d or {}).get("metrics", {})
+        fallback = (d or {}).get("fallback") or {}
         for v, lane in zip(e.variants, e.lanes(), strict=True):
-            c = counts.get(v.name, {})
-            fb = fallbacks.get(v.name, {"exposures": 0, "reasons": {}})
+            m = arms.get(v.name, {})
             out["arms"].append({"name": v.name, "control": v.name == e.control_variant, "weight": v.weight,
                                 "lane": lane, "retrieval_version": v.retrieval_version,
-                                "ranking_version": v.ranking_version, "units": c.get("units", 0),
-                                "exposures": c.get("exposures", 0), "fallback_exposures": fb["exposures"],
-                                "fallback_reasons": fb["reasons"]})
-        if frames is None:
+                                "ranking_version": v.ranking_version, "units": m.get("units", 0),
+                                "exposures": m.get("exposures", 0),
+                                "fallback_exposures": fallback.get("degraded_exposures", {}).get(v.name, 0),
+                                "fallback_rate": fallback.get("rates", {}).get(v.name),
+                                "fallback_p_value": fallback.get("p_values", {}).get(v.name)})
+        if d is None:
             return out
-        primary = sources.analyze(e, frames)
-        out["decision"] = primary.overall_label
-        out["plan"] = sources.plan_text(primary)
-        s = primary.srm
-        out["srm"] = {"mismatch": bool(s.mismatch), "chi2": _num(s.chi2), "p_value": _num(s.p_value),
-                      "observed": dict(s.observed), "expected": {k: _num(v) for k, v in s.expected.items()}}
-        out["conflicting_units"] = int(primary.conflicting_units)
-        for metric in [e.analysis.primary_metric, *(m for m in sources.experiment_metric_names()
-                                                    if m != e.analysis.primary_metric)]:
-            a = primary if metric == e.analysis.primary_metric else sources.analyze(e, frames, metric)
-            out["metrics"].append(self._metric_block(e, a, metric, metric == e.analysis.primary_metric))
+        out["report"] = d  # the experiments package's own object, as the CLI's --json prints it
+        out["decision"] = decision_text(d)
+        out["decision_withheld"] = d["decision_withheld"]
+        out["srm"] = d["srm"]
+        out["fallback"] = {k: fallback.get(k) for k in ("flagged", "threshold")} if fallback else None
+        out["conflicting_units"] = d["conflicting_units"]
+        primary_metric = d["primary_metric"]
+        planned = r.experiment.analysis  # the frozen plan's settings when there is one
+        out.update(primary_metric=primary_metric, method=planned.method, alpha=planned.alpha,
+                   equivalence_margin=planned.equivalence_margin)
+        for metric in [primary_metric, *(m for m in sources.experiment_metric_names() if m != primary_metric)]:
+            a = r if metric == primary_metric else sources.report(e, frames, self._plan_or_none(e.name), metric)
+            out["metrics"].append(self._metric_block(e, a, metric, metric == primary_metric))
         return out
+
+    def _plan_or_none(self, name: str):
+        plan = self._plan(name)
+        return None if isinstance(plan, NotAvailable) else plan
 
     def _metric_block(self, e, a, metric: str, is_primary: bool) -> dict[str, Any]:
         block: dict[str, Any] = {"metric": metric, "primary": is_primary, "arms": {}, "comparisons": []}
@@ -142,7 +179,7 @@ class ExperimentsPage:
             svg = interval_plot(p.estimate.tolist(), p.lower.tolist(), p.upper.tolist(),
                                 look_labels=[f"look {x['look']} ({x['time']})" for x in looks], title=title,
                                 y_label=f"diff in {metric}",
-                                margin=e.analysis.equivalence_margin if is_primary else None,
+                                margin=a.experiment.analysis.equivalence_margin if is_primary else None,
                                 stop_index=sources.stop_index(p))
             block["comparisons"].append({
                 "treatment": c.treatment, "control": d.control, "method": d.method, "label": d.label,
@@ -166,11 +203,11 @@ def summary_csv(rows: list[dict[str, Any]]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["experiment", "layer", "share_percent", "status", "arms", "metric", "method", "units", "srm",
-                "decision"])
+                "plan_id", "decision"])
     for r in rows:
         w.writerow([r["name"], r["layer"], r["share_percent"], r["status"],
                     " ".join(f"{a['name']}:{a['weight']:g}" for a in r["arms"]), r["metric"], r["method"],
-                    r["units"], r["srm"], r["decision"]])
+                    r["units"], r["srm"], r["plan_id"], r["decision"]])
     return buf.getvalue()
 
 

@@ -3,9 +3,10 @@
 A background thread scrapes ``/metrics`` every ``scrape_interval_s`` and keeps the last
 ``history_points`` scrapes in memory (the console persists nothing); the page shows the last minute's
 request rate, latency quantiles, stage timings and degraded answers, and plots rate and p95 over the
-kept scrapes. Redis numbers (event-consumer lag, dead letters, materialization version, real-time
-freshness, memory) are read when the page is drawn. ``/metrics`` is one ingress replica's registry:
-behind a load balancer each scrape may hit another replica (docs/console.md).
+kept scrapes, and serving's event-stream counters (refused appends, dead-lettered entries, failed cache
+invalidations) when it exports them. Redis numbers (event-consumer lag, the dead-letter stream's length,
+materialization version, real-time freshness, memory) are read when the page is drawn. ``/metrics`` is one
+ingress replica's registry: behind a load balancer each scrape may hit another replica (docs/console.md).
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ REQUESTS = "recsys_requests_total"
 LATENCY = "recsys_request_latency_seconds"
 STAGES = "recsys_stage_latency_seconds"
 DEGRADED = "recsys_degraded_responses_total"
+# serving's event-stream counters (serving/http/events.py), exported only where event ingestion is configured
+REFUSED = "recsys_event_log_refused_total"
+DEAD_LETTERED = "recsys_event_dead_lettered_total"
+INVALIDATION_FAILURES = "recsys_event_invalidation_failures_total"
 
 
 class ServingPage:
@@ -98,7 +103,7 @@ class ServingPage:
             "degraded": [{"reason": r, "count": c, "share": (c / requests) if requests else None}
                          for r, c in sorted(degraded.items()) if c > 0],
             "error_share": (errors / requests) if requests else None,
-            "model_versions": versions, "scraped_at": _iso(new.at),
+            "model_versions": versions, "scraped_at": _iso(new.at), "events": _event_counters(new, old),
             "stale": str(self.last_error) if self.last_error else None,
         }
 
@@ -137,6 +142,19 @@ class ServingPage:
         return {**out, "lag": r.consumer_lag(), "dead_letters": r.dead_letters(),
                 "materialization": r.materialization_version(), "realtime_age_s": age,
                 "snapshot_age_s": snapshot_age, "memory": r.memory()}
+
+
+def _event_counters(new: Scrape, old: Scrape | None) -> dict[str, Any] | None:
+    """Totals since the replica started and the last minute's increase; None when serving exports none."""
+    names = {n for n, _ in new.samples}
+    if not names & {REFUSED, DEAD_LETTERED, INVALIDATION_FAILURES}:
+        return None
+    refused = new.by_label(REFUSED, "reason")
+    recent = increase(refused, old.by_label(REFUSED, "reason") if old else None)
+    return {"refused": [{"reason": r, "total": v, "window": recent.get(r)} for r, v in sorted(refused.items())],
+            **{key: {"total": new.total(name),
+                     "window": increase({"n": new.total(name)}, {"n": old.total(name)} if old else None)["n"]}
+               for key, name in (("dead_lettered", DEAD_LETTERED), ("invalidation_failures", INVALIDATION_FAILURES))}}
 
 
 def _ms(seconds: float | None) -> float | None:

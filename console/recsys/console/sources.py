@@ -14,12 +14,10 @@ at the protocol level; give it a Redis ACL user limited to those commands in pro
 
 from __future__ import annotations
 
-import importlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
 
 import httpx
 
@@ -60,25 +58,56 @@ def read_exposure_log(log_dir: Path):
         return NotAvailable(f"exposure log {log_dir}: {e}")
 
 
-def analyze(experiment, frames, metric: str | None = None):
-    """The experiments package's own analysis (metrics, SRM, sequential paths) for one metric.
+def plans_root(cfg_plans_dir: Path | None, experiments_config: Path) -> Path:
+    """Where the frozen plans live: the configured folder, else beside the config (as `recsys experiments report`)."""
+    from recsys.experiments.frozen_plan import PlanStore
 
-    ``metric`` other than the configured primary one re-runs the same plan on that metric; its τ is not
-    pre-registered (explicit τ/baseline are on the primary metric's scale), so the page labels it secondary.
+    return Path(cfg_plans_dir) if cfg_plans_dir is not None else PlanStore.beside(experiments_config).root
+
+
+def read_plan(root: Path, experiment: str):
+    """The experiment's newest frozen plan, None when it has none yet, NotAvailable when unreadable.
+
+    Read-only: ``PlanStore.load`` only lists and reads; the console never calls ``freeze``/``replan`` (which write).
     """
-    from recsys.experiments.analysis import analyze_experiment
+    from recsys.experiments.frozen_plan import PlanStore
 
-    if metric is not None and metric != experiment.analysis.primary_metric:
-        analysis_cfg = experiment.analysis.model_copy(update={"primary_metric": metric, "tau": None, "baseline": None})
-        experiment = experiment.model_copy(update={"analysis": analysis_cfg})
-    return analyze_experiment(experiment, frames)
+    try:
+        return PlanStore(root).load(experiment)
+    except (ValueError, OSError) as e:
+        return NotAvailable(str(e))
 
 
-def plan_text(analysis) -> str:
-    """The pre-registered parts of the test (τ and its source, where the looks are), as the CLI report says it."""
+def report(experiment, frames, plan, metric: str | None = None):
+    """``recsys.experiments.analysis.experiment_report``: the CLI report's analysis (ITT arms, SRM gate, plan).
+
+    ``plan`` None analyses with a plan made in memory from the config (nothing is written). ``metric`` other
+    than the plan's primary one re-runs the plan's settings on that metric; its τ is not pre-registered (the
+    frozen τ is on the primary metric's scale): it is shown with the plan's group-sequential looks (no τ needed)
+    where the plan has ``max_units_per_variant``, else the mSPRT with a τ from the pre-period only (usually none,
+    and the page says the mSPRT did not run), and labelled secondary.
+    """
+    from recsys.experiments.analysis import experiment_report
+
+    if metric is None:
+        return experiment_report(experiment, frames, plan)
+    planned = plan.apply(experiment) if plan is not None else experiment
+    if metric == planned.analysis.primary_metric:
+        return experiment_report(experiment, frames, plan)
+    update: dict = {"primary_metric": metric, "tau": None, "baseline": None}
+    if planned.analysis.max_units_per_variant is not None:
+        update["method"] = "group_sequential"  # needs no τ; the mSPRT's τ was only planned for the primary metric
+    analysis_cfg = planned.analysis.model_copy(update=update)
+    return experiment_report(planned.model_copy(update={"analysis": analysis_cfg}), frames, None)
+
+
+def plan_text(analysis, frozen: bool) -> str:
+    """The plan as the CLI report says it (id, τ and its source, the looks, α); unfrozen plans say so."""
+    from dataclasses import replace
+
     from recsys.experiments.report import plan_line
 
-    return plan_line(analysis)
+    return plan_line(analysis if frozen else replace(analysis, plan=None))
 
 
 def stop_index(path) -> int | None:
@@ -92,24 +121,6 @@ def experiment_metric_names() -> list[str]:
     from recsys.experiments.config import Analysis
 
     return list(Analysis.model_fields["primary_metric"].annotation.__args__)
-
-
-def arm_counts(frames, experiment_name: str) -> dict[str, dict[str, int]]:
-    """Per variant: exposed units and exposures (today's API: units by their first variant)."""
-    from recsys.experiments.analysis import exposure_counts
-
-    return exposure_counts(frames, experiment_name)
-
-
-def fallback_counts(frames, experiment_name: str) -> dict[str, dict[str, Any]]:
-    """Per assigned arm: exposures served as ``fallback`` and their reasons (from the exposure log)."""
-    ex = frames.exposures
-    ex = ex[(ex["experiment"] == experiment_name) & (ex["variant"] == "fallback")]
-    out: dict[str, dict[str, Any]] = {}
-    for arm, group in ex.groupby(ex["assigned_variant"].fillna("?").astype(str)):
-        reasons = group["fallback_reason"].fillna("?").astype(str).value_counts()
-        out[str(arm)] = {"exposures": int(len(group)), "reasons": {str(k): int(v) for k, v in reasons.items()}}
-    return out
 
 
 def experiment_status(experiment, now) -> str:
@@ -146,12 +157,10 @@ def scrape_metrics(url: str, timeout_s: float) -> str | NotAvailable:
 
 
 def _overlay_keys(project: str):
-    """The event stream's key names; ``recsys.features.keys`` once the stream work lands, else realtime's."""
-    try:
-        module = importlib.import_module("recsys.features.keys")
-    except ModuleNotFoundError:
-        module = importlib.import_module("recsys.features.realtime")
-    return module.OverlayKeys(project)
+    """The event stream's key names (stream, consumer group's stream, dead-letter stream)."""
+    from recsys.features.keys import OverlayKeys
+
+    return OverlayKeys(project)
 
 
 def _text(value) -> str:
@@ -202,10 +211,8 @@ class RedisReader:
         return self._guard(read)
 
     def dead_letters(self):
-        key = getattr(self.keys, "dead_letters", None)
-        if key is None:
-            return NotAvailable("this version has no dead-letter stream")
-        return self._guard(lambda: int(self.client.xlen(key)))
+        """Entries in the dead-letter stream (XLEN; 0 when it does not exist): `recsys events dlq list` shows them."""
+        return self._guard(lambda: int(self.client.xlen(self.keys.dead_letters)))
 
     def last_realtime_update_ms(self):
         """Server time (ms) of the newest applied real-time event (the overlay's 'touched' set)."""
