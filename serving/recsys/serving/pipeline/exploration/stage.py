@@ -4,7 +4,8 @@ The variant's parameters choose the policy (``exploration: thompson | linucb``) 
 requests given the slot (``exploration_rate``, capped by ``exploration_max_rate``). Every shown item
 gets a propensity: the probability that this policy shows it in this response (see
 :func:`recsys.serving.pipeline.exploration.thompson.slate_propensities`; the slot's item: rate x its pick probability),
-which goes to the exposure log for off-policy evaluation.
+which goes to the exposure log for off-policy evaluation. Both policies choose among *all* eligible new
+items (no sampled pool), so the pick probability is the marginal one, not one conditional on a hidden draw.
 """
 
 from __future__ import annotations
@@ -79,8 +80,13 @@ class Exploration:
         return items, props
 
     def _pool(self, items: list[RecommendedItem], explorer: ThompsonExplorer, filters: FilterSpec) -> np.ndarray:
+        """Every new item this request may show: the whole filtered set, never a random sample.
+
+        A sampled pool would be hidden randomness the logged propensity cannot account for (issue 23);
+        the filter is a few vectorised passes over the new items (genre rules: one set test per item).
+        """
         cat = self.catalog
-        pool = explorer.candidate_pool()
+        pool = explorer.new_item_ids
         rows = cat.rows(pool)
         genres = cat.genres_at(rows)  # row -1 picks the trailing empty set
         ok = business_filter(pool, genres, cat.is_available(rows), filters)
