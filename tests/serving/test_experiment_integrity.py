@@ -119,3 +119,37 @@ def test_outcomes_carry_the_event_time_not_the_logging_time(serving_args, tmp_pa
     outcome = read_log(log_dir).outcomes.iloc[0]
     assert abs(outcome["ts"] - happened) < 1e-3  # was the time serving logged it (~600 s later)
     assert outcome["received_ts"] >= happened + 599
+
+
+def test_a_cached_answer_is_logged_with_the_original_decisions_propensities(serving_args, tmp_path):
+    """Issue 23: a response replayed from the result cache was logged without propensities. Now it carries
+    the original decision's (unrounded) propensities and ``cached_from`` = that decision's exposure id, and
+    off-policy evaluation skips replays (whether one happens depends on the user's events since)."""
+    import uuid
+
+    import pandas as pd
+
+    from recsys.experiments.exposure_log import read_log
+    from recsys.experiments.ope import decisions_from_log
+    from recsys.serving.http.api import create_api
+
+    svc, log_dir = _setup(serving_args, tmp_path, exploration_rate=1.0, exploration_slot=1,
+                          cache={"key_prefix": f"test:rc:{uuid.uuid4().hex[:8]}"})
+    assert svc.cache.enabled
+    req = {"user_id": 987_654_321, "n": 5}
+    with TestClient(create_api(svc)) as c:
+        first = c.post("/v1/recommendations", json=req).json()
+        second = c.post("/v1/recommendations", json=req).json()
+    assert first["cached"] is False and second["cached"] is True
+    assert [it["item_id"] for it in second["items"]] == [it["item_id"] for it in first["items"]]
+    assert any("exploration" in it["sources"] for it in first["items"])  # a slot with a propensity < 1
+    svc.experiments.log.flush()
+    ex = read_log(log_dir).exposures.sort_values("ts", kind="stable")
+    original, replay = ex.iloc[0], ex.iloc[1]
+    assert isinstance(original["propensities"], list) and min(original["propensities"]) < 1.0
+    assert replay["propensities"] == original["propensities"]  # the same floats, not re-rounded
+    assert replay["cached_from"] == original["exposure_id"] and replay["exposure_id"] != original["exposure_id"]
+    assert not isinstance(original["cached_from"], str)
+    target = pd.DataFrame({"item_id": [str(i) for i in original["items"]], "probability": 0.5})
+    d = decisions_from_log(ex, read_log(log_dir).outcomes, target)
+    assert d.n_requests == 1 and d.skipped_cached == 1 and d.skipped_without_propensities == 0

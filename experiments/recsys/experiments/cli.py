@@ -241,11 +241,13 @@ def ope(log_dir: str, policy_file: str, experiment: str | None, variant: str | N
     if as_json:
         click.echo(json.dumps({"requests": decisions.n_requests, "slate_size": size,
                                "skipped_without_propensities": decisions.skipped_without_propensities,
+                               "skipped_cached_replays": decisions.skipped_cached,
                                "target_mass_logged": decisions.target_mass_logged,
                                "estimates": [e.to_dict() for e in estimates]}, indent=2))
         return
     click.echo(f"{decisions.n_requests} requests with propensities ({decisions.skipped_without_propensities} "
-               f"exposures without them skipped); target shows {size:.2f} items/request; "
+               f"exposures without them, {decisions.skipped_cached} cached replays skipped); "
+               f"target shows {size:.2f} items/request; "
                f"{decisions.target_mass_logged:.1%} of its mass on items seen in the log")
     click.echo(f"{'estimator':<9} {'clicks/request':>15} {f'{confidence:.0%} CI':>21} {'CTR/item':>9} "
                f"{'max w':>8} {'eff. n':>8}")

@@ -42,7 +42,7 @@ if TYPE_CHECKING:  # pandas is only needed to read; writers (serving replicas) s
 FsyncPolicy = Literal["always", "interval", "never"]
 EXPOSURE_COLUMNS = [
     "unit_id", "experiment", "variant", "layer", "request_id", "ts", "items", "is_holdout",
-    "assigned_variant", "fallback_reason", "propensities", "degraded", "exposure_id",
+    "assigned_variant", "fallback_reason", "propensities", "degraded", "exposure_id", "cached_from",
 ]
 OUTCOME_COLUMNS = ["unit_id", "event_type", "value", "ts", "item_id", "event_id", "received_ts"]
 MAX_CLOCK_SKEW_S = 300.0  # an outcome may not be later than the time it was received plus this
@@ -106,6 +106,7 @@ class ExposureLog:
         propensities: Sequence[float] | None = None,
         degraded: Sequence[str] | None = None,
         exposure_id: str | None = None,
+        cached_from: str | None = None,
     ) -> None:
         """Record that ``unit_id`` was served ``items`` under ``experiment``/``variant``.
 
@@ -118,6 +119,8 @@ class ExposureLog:
         logged for *every* arm so that the fallback/degraded rate per arm is a fair guardrail metric.
         ``exposure_id`` (optional): the server's id of the served response (shared by its per-layer
         records); ``request_id`` is then the client's id, which a client may reuse.
+        ``cached_from`` (optional): the ``exposure_id`` of the decision whose cached answer this response
+        replays; ``propensities`` are then that decision's (off-policy evaluation skips replays).
         """
         if propensities is not None and len(propensities) != len(items):
             raise ValueError(f"propensities has {len(propensities)} values for {len(items)} items")
@@ -140,6 +143,8 @@ class ExposureLog:
             record["degraded"] = [str(reason) for reason in degraded]
         if exposure_id is not None:
             record["exposure_id"] = str(exposure_id)
+        if cached_from is not None:
+            record["cached_from"] = str(cached_from)
         self._append("exposures", record)
 
     def log_assignment(

@@ -125,6 +125,7 @@ class RequestDecisions:
     n_requests: int
     skipped_without_propensities: int
     target_mass_logged: float  # share of the target's probability mass on items ever shown in the log
+    skipped_cached: int = 0  # exposures that replayed a cached answer (``cached_from``): not decisions
 
 
 def _read_policy(policy: str | Path) -> pd.DataFrame:
@@ -175,14 +176,21 @@ def decisions_from_log(exposures: pd.DataFrame, outcomes: pd.DataFrame, target: 
     ``window_s`` (`_credited_clicks`). A shown item with propensity 0 (or none) is an error naming the
     request: IPS would divide by it.
 
+    A response served from the result cache (``cached_from`` set) is skipped: it carries the original
+    decision's propensities, but whether a replay happens at all depends on that decision's outcome (any
+    event of the user, a click on the shown item included, invalidates the cache), so replays are a sample
+    selected on the reward. A click after a replay credits the original decision if within ``window_s``.
+
     The reward model ``q_i`` is the per-item click rate shrunk towards the global rate (``prior_strength``
     pseudo-shows), cross-fitted: requests are split in two halves by a hash of the request id and each
     half is corrected with the rates of the other half.
     """
     has_p = exposures["propensities"].apply(lambda p: isinstance(p, list) and len(p) > 0) \
         if "propensities" in exposures else pd.Series(False, index=exposures.index)
-    ex = exposures[has_p]
-    skipped = int((~has_p).sum())
+    replay = exposures["cached_from"].map(lambda c: isinstance(c, str) and c != "") \
+        if "cached_from" in exposures else pd.Series(False, index=exposures.index)
+    ex = exposures[has_p & ~replay]
+    skipped = int((~has_p & ~replay).sum())
     if ex.empty:
         raise ValueError("no exposure in the log carries propensities: serve with propensity logging first")
     # one decision per served response: the same response is logged once per layer (same unit, id and
@@ -233,7 +241,8 @@ def decisions_from_log(exposures: pd.DataFrame, outcomes: pd.DataFrame, target: 
     per = rows.groupby("decision").agg(ips=("ips", "sum"), w=("w", "sum"), corr=("corr", "sum"),
                                          fold=("fold", "first"))
     return RequestDecisions(per["ips"].to_numpy(), per["w"].to_numpy(), per["corr"].to_numpy(),
-                            dm_fold[per["fold"].to_numpy()], total, len(per), skipped, mass_logged)
+                            dm_fold[per["fold"].to_numpy()], total, len(per), skipped, mass_logged,
+                            int(replay.sum()))
 
 
 def estimate_from_log(d: RequestDecisions, confidence: float = 0.95) -> list[Estimate]:

@@ -241,15 +241,19 @@ class ExperimentGateway:
         served: dict[str, str] | None = None,
         degraded: Sequence[str] = (),
         propensities: list[float] | None = None,
+        exposure_id: str | None = None,
+        cached_from: str | None = None,
     ) -> None:
         """One exposure per layer, with the variant actually served (``fallback`` + reason otherwise).
 
-        ``request_id`` is the client's id; the records of this response share a fresh server ``exposure_id``.
+        ``request_id`` is the client's id; the records of this response share one server ``exposure_id``
+        (``exposure_id``, else a fresh one). ``cached_from``: this response replays the cached answer of
+        that decision (its ``propensities`` are the original decision's; off-policy evaluation skips replays).
         """
         if self.log is None or not choice.layers:
             return
         now = time.time()
-        exposure_id = uuid.uuid4().hex
+        exposure_id = exposure_id or uuid.uuid4().hex
         for layer in choice.layers:
             reason = None if served is None else fallback_reason(choice, layer, served, degraded)
             try:
@@ -258,6 +262,7 @@ class ExperimentGateway:
                     layer=layer.layer, is_holdout=layer.is_holdout,
                     assigned_variant=layer.variant if reason else None, fallback_reason=reason,
                     propensities=propensities, degraded=list(degraded) or None, exposure_id=exposure_id,
+                    cached_from=cached_from,
                 )
             except OSError as e:  # a full or read-only disk must not fail the recommendation itself
                 log.warning("exposure log write failed: %s", e)

@@ -188,8 +188,8 @@ class RecommendationService(BundleLifecycle):
         if ctx is not None:
             ctx.cache = "hit" if lookup.hit else ("miss" if self.cache.enabled else "bypass")
         hit = self.cache.cached_response(lookup, state.request_id)
-        if hit is not None:
-            return self._finish(req, choice, state, hit, t_start)
+        if hit is not None:  # a replay: logged with the original decision's propensities and id
+            return self._finish(req, choice, state, hit, t_start, lookup.propensities, cached_from=lookup.decision_id)
 
         r_version, art = await self._retrieval_artifacts(state, r_version, bundle)
         cset = await self.candidates(state, req, art, r_version, history, bundle.sources,
@@ -212,16 +212,20 @@ class RecommendationService(BundleLifecycle):
             degraded=bool(state.degraded), degraded_reasons=state.degraded, cold_start=cset.cold,
             ranking=state.ranking, experiment=choice.experiment, variant=choice.variant,
         )
-        await self.cache.store(state, req.user_id, cache_variant, shape, lookup, response)
-        return self._finish(req, choice, state, response, t_start, propensities)
+        decision_id = uuid.uuid4().hex  # the server's exposure id of this decision (and of its cached replays)
+        await self.cache.store(state, req.user_id, cache_variant, shape, lookup, response, propensities, decision_id)
+        return self._finish(req, choice, state, response, t_start, propensities, decision_id)
 
     def _finish(self, req: RecommendationRequest, choice: VariantChoice, state: RequestState,
-                response: RecommendationResponse, t_start: float,
-                propensities: list[float] | None = None) -> RecommendationResponse:
-        """Exposure log, per-variant counter, total latency: the same for computed and cached answers."""
+                response: RecommendationResponse, t_start: float, propensities: list[float] | None = None,
+                decision_id: str | None = None, cached_from: str | None = None) -> RecommendationResponse:
+        """Exposure log, per-variant counter, total latency: the same for computed and cached answers.
+
+        A cached answer (``cached_from``: the original decision's exposure id) gets a fresh exposure id.
+        """
         self.experiments.log_exposure(req.user_id, choice, state.request_id, [it.item_id for it in response.items],
                                       served=response.model_versions, degraded=response.degraded_reasons,
-                                      propensities=propensities)
+                                      propensities=propensities, exposure_id=decision_id, cached_from=cached_from)
         if choice.experiment:
             self.metrics.variant_requests.labels(choice.experiment, choice.variant or "").inc()
         self.metrics.stage_seconds.labels("total").observe(time.perf_counter() - t_start)

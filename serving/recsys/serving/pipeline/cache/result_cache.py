@@ -75,6 +75,8 @@ class CacheLookup:
     payload: dict[str, Any] | None
     generation: int
     error: bool = False
+    propensities: list[float] | None = None  # the original decision's, logged again with every replay
+    decision_id: str | None = None  # the exposure id of the decision whose answer this is
 
     @property
     def hit(self) -> bool:
@@ -173,21 +175,35 @@ class ResultCache:
             return CacheLookup(None, generation)
         if not isinstance(entry, dict) or entry.get("g") != generation or not isinstance(entry.get("r"), dict):
             return CacheLookup(None, generation)
-        return CacheLookup(entry["r"], generation)
+        props, decision = entry.get("p"), entry.get("d")
+        props = [float(p) for p in props] if isinstance(props, list) else None
+        return CacheLookup(entry["r"], generation, propensities=props,
+                           decision_id=decision if isinstance(decision, str) else None)
 
-    def _entry(self, generation: int, payload: dict[str, Any] | str) -> str | None:
-        """The stored JSON; ``payload`` may come already serialized (pydantic's ``model_dump_json``)."""
+    def _entry(self, generation: int, payload: dict[str, Any] | str, propensities: list[float] | None = None,
+               decision_id: str | None = None) -> str | None:
+        """The stored JSON; ``payload`` may come already serialized (pydantic's ``model_dump_json``).
+
+        ``propensities`` and ``decision_id`` (the original decision's) travel with the answer so that a
+        replay is logged with the propensities it was chosen with (off-policy evaluation, issue 23).
+        """
+        meta = ""
+        if propensities is not None:
+            meta += ',"p":' + json.dumps([float(p) for p in propensities])  # repr floats: unrounded
+        if decision_id is not None:
+            meta += ',"d":' + json.dumps(str(decision_id))
         if isinstance(payload, str):
-            blob = f'{{"g":{int(generation)},"r":{payload}}}'
+            blob = f'{{"g":{int(generation)},"r":{payload}{meta}}}'
         else:
-            blob = json.dumps({"g": int(generation), "r": payload}, separators=(",", ":"))
+            blob = json.dumps({"g": int(generation), "r": payload}, separators=(",", ":"))[:-1] + meta + "}"
         return blob if len(blob) <= self.cfg.max_entry_bytes else None
 
-    def put(self, user_id: int, variant: str, shape_hash: str, generation: int, payload: dict[str, Any]) -> bool:
+    def put(self, user_id: int, variant: str, shape_hash: str, generation: int, payload: dict[str, Any],
+            propensities: list[float] | None = None, decision_id: str | None = None) -> bool:
         """Store ``payload`` under the generation read before computing it; False if skipped/failed (blocking)."""
         if not self._available():
             return False
-        blob = self._entry(generation, payload)
+        blob = self._entry(generation, payload, propensities, decision_id)
         if blob is None:
             return False
         try:
@@ -198,11 +214,12 @@ class ResultCache:
         return True
 
     async def aput(self, user_id: int, variant: str, shape_hash: str, generation: int,
-                   payload: dict[str, Any] | str) -> bool:
+                   payload: dict[str, Any] | str, propensities: list[float] | None = None,
+                   decision_id: str | None = None) -> bool:
         """:meth:`put` on the request's event loop (no thread hop)."""
         if not self._available():
             return False
-        blob = self._entry(generation, payload)
+        blob = self._entry(generation, payload, propensities, decision_id)
         if blob is None:
             return False
         try:

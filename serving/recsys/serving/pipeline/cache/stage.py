@@ -42,10 +42,14 @@ class ResultCacheStage:
             return None
 
     async def store(self, state: RequestState, user_id: int, variant: str, shape: str, lookup: CacheLookup,
-                    response: RecommendationResponse) -> None:
-        """Only complete (non-degraded) answers are cached; awaited so a client's next call can hit it."""
+                    response: RecommendationResponse, propensities: list[float] | None = None,
+                    decision_id: str | None = None) -> None:
+        """Only complete (non-degraded) answers are cached; awaited so a client's next call can hit it.
+
+        The decision's propensities and exposure id are stored with it: a replay logs them again.
+        """
         if not self.cache.enabled or response.degraded or lookup.error:
             return
         payload = response.model_dump_json(exclude={"request_id", "cached"})  # pydantic-core, no dict detour
         with self.metrics.stage(self.name, state.timings):
-            await self.cache.aput(user_id, variant, shape, lookup.generation, payload)
+            await self.cache.aput(user_id, variant, shape, lookup.generation, payload, propensities, decision_id)
