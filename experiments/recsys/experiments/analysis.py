@@ -256,7 +256,8 @@ def analyze_experiment(
         experiment = plan.apply(experiment)
     a = experiment.analysis
     window = cuped_window(experiment)
-    events = UnitEvents(frames, experiment.name, a.reward_events, pre_window=window)
+    events = UnitEvents(frames, experiment.name, a.reward_events, pre_window=window,
+                        attribution_window_s=a.attribution_window_s)
     metrics = events.metrics_at(cuped=window is not None)
     analysis = ExperimentAnalysis(experiment, metrics, srm_for(frames, experiment, events), events.conflicting)
     analysis.plan, analysis.plan_drift = plan, drift

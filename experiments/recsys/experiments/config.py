@@ -107,6 +107,10 @@ class Analysis(_Strict):
     mde: float | None = Field(
         None, gt=0, description="minimum detectable effect, relative to the baseline (0.05 = 5%); recorded in the plan"
     )
+    attribution_window_s: float | None = Field(
+        86_400.0, gt=0, description="an outcome counts for its unit only if it is at most this long after one of "
+        "the unit's exposures in the experiment (null: any time after the first exposure)"
+    )
 
 
 class Experiment(_Strict):

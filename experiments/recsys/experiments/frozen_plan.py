@@ -183,7 +183,8 @@ class PlanStore:
 def plan_drift(plan: FrozenPlan, experiment: Experiment) -> list[str]:
     """Analysis settings the config changed since the plan was frozen (the report ignores them)."""
     now = experiment.analysis.model_dump(mode="json")
-    return sorted(k for k in set(now) | set(plan.analysis) if now.get(k) != plan.analysis.get(k))
+    frozen = plan.analysis_settings().model_dump(mode="json")  # a setting added since: the plan has its default
+    return sorted(k for k in set(now) | set(frozen) if now.get(k) != frozen.get(k))
 
 
 __all__ = ["FrozenPlan", "PlanStore", "make_plan", "plan_drift"]

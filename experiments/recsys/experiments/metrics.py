@@ -8,7 +8,10 @@ The randomisation unit is the user (``unit_id``), so every variance is computed 
 * Conversion = units with ≥1 purchase / exposed units, variance ``p(1−p)/n``.
 * Mean reward = mean over units of the summed ``value`` of the analysis' reward events, variance ``s²/n``.
 
-An outcome counts for an experiment only if it happened at or after that unit's first exposure in it.
+An outcome counts for an experiment only if it happened within the attribution window after one of that
+unit's exposures in it (``analysis.attribution_window_s``, default one day; `attribution_mask`): a click a
+week after a unit's only exposure says nothing about the arm. Without a window (``None``), any outcome at or
+after the unit's first exposure counts.
 
 Intention to treat: a unit is analysed in the arm it was **assigned** to. Serving logs an exposure whose
 variant did not reach the answer as ``variant="fallback"`` with ``assigned_variant``; such exposures
@@ -60,6 +63,28 @@ def degraded_flags(ex: pd.DataFrame) -> np.ndarray:
     if "degraded" in ex.columns:
         flag |= np.fromiter((_has_reasons(v) for v in ex["degraded"].to_numpy(dtype=object)), bool, len(ex))
     return flag
+
+
+def attribution_mask(out_unit: np.ndarray, out_ts: np.ndarray, exp_unit: np.ndarray, exp_ts: np.ndarray,
+                     window_s: float | None) -> np.ndarray:
+    """True for each outcome with an exposure of the same unit at most ``window_s`` before it (or at its time).
+
+    The latest exposure at or before the outcome decides (``merge_asof``); ``window_s`` None: every outcome.
+    """
+    n = len(out_ts)
+    if window_s is None:
+        return np.ones(n, bool)
+    mask = np.zeros(n, bool)
+    if n == 0 or len(exp_ts) == 0:
+        return mask
+    left = pd.DataFrame({"u": np.asarray(out_unit, dtype=object), "t": np.asarray(out_ts, dtype=float),
+                         "i": np.arange(n)})
+    left = left[np.isfinite(left["t"])].sort_values("t", kind="stable")
+    right = pd.DataFrame({"u": np.asarray(exp_unit, dtype=object), "t": np.asarray(exp_ts, dtype=float)})
+    right = right.assign(e=right["t"]).sort_values("t", kind="stable")
+    joined = pd.merge_asof(left, right, on="t", by="u", direction="backward", allow_exact_matches=True)
+    mask[joined["i"].to_numpy()] = (joined["t"] - joined["e"] <= window_s).to_numpy()  # NaN (no exposure): False
+    return mask
 
 
 def ratio_delta_variance(numerator: np.ndarray, denominator: np.ndarray) -> tuple[float, float]:
@@ -120,8 +145,12 @@ def unit_table(
     experiment: str,
     reward_events: tuple[str, ...] | list[str] = ("purchase",),
     until: float | None = None,
+    attribution_window_s: float | None = None,
 ) -> tuple[pd.DataFrame, int]:
     """One row per exposed unit: variant, first exposure, exposures, clicks, purchased, reward.
+
+    Outcomes count from the unit's first exposure on, and with ``attribution_window_s`` only within that
+    long after one of its exposures (`attribution_mask`).
 
     The variant is the assigned one (intention to treat: ``fallback`` exposures count in their
     ``assigned_variant``). Returns the table and the number of units seen in more than one assigned
@@ -148,6 +177,9 @@ def unit_table(
         oc = oc[oc["ts"] <= until]
     oc = oc.join(units["first_ts"], on="unit_id")
     oc = oc[oc["ts"] >= oc["first_ts"]]
+    oc = oc[attribution_mask(oc["unit_id"].to_numpy(dtype=object), oc["ts"].to_numpy(dtype=float),
+                             ex["unit_id"].to_numpy(dtype=object), ex["ts"].to_numpy(dtype=float),
+                             attribution_window_s)]
     per_unit = pd.DataFrame(
         {
             "clicks": (oc["event_type"] == "click").groupby(oc["unit_id"]).sum(),
@@ -206,10 +238,10 @@ class UnitEvents:
     """One experiment's log as arrays, so metrics at many look times cost a few ``bincount`` each.
 
     Same rules as `unit_table`: a unit belongs to its first assigned variant from its first exposure on, and
-    an outcome counts if it happened at or after that first exposure. ``metrics_at(cut)`` equals
-    ``variant_metrics(unit_table(frames, experiment, reward_events, until=cut)[0])`` (a test checks
-    it); re-grouping the DataFrame at every look made the A/A simulations through the report path
-    too slow to run thousands of times.
+    an outcome counts if it happened at or after that first exposure, within ``attribution_window_s`` after
+    one of the unit's exposures. ``metrics_at(cut)`` equals ``variant_metrics(unit_table(frames, experiment,
+    reward_events, until=cut, attribution_window_s=...)[0])`` (a test checks it); re-grouping the DataFrame
+    at every look made the A/A simulations through the report path too slow to run thousands of times.
     """
 
     def __init__(
@@ -218,8 +250,10 @@ class UnitEvents:
         experiment: str,
         reward_events: tuple[str, ...] | list[str],
         pre_window: tuple[float, float] | None = None,
+        attribution_window_s: float | None = None,
     ) -> None:
-        """``pre_window``: ``[lo, hi)`` epoch seconds whose traffic gives each unit's CUPED covariates."""
+        """``pre_window``: ``[lo, hi)`` epoch seconds whose traffic gives each unit's CUPED covariates;
+        ``attribution_window_s``: how long after an exposure of its unit an outcome still counts (None: any)."""
         ex = frames.exposures
         mask = (ex["experiment"] == experiment).to_numpy()
         exp_ts = ex["ts"].to_numpy(dtype=float)[mask]
@@ -246,6 +280,7 @@ class UnitEvents:
         keep = unit >= 0
         if n:
             keep &= ts >= self.first_ts[np.clip(unit, 0, None)]
+            keep[keep] = attribution_mask(unit[keep], ts[keep], self.exp_unit, self.exp_ts, attribution_window_s)
         by_time = np.argsort(ts[keep], kind="stable")  # so "outcomes until cut" is a prefix
         self.out_unit = unit[keep][by_time]
         self.out_ts = ts[keep][by_time]
