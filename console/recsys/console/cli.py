@@ -16,6 +16,7 @@ from recsys.platform.config import PlatformConfig
 @click.option("--experiments", "experiments_config", type=click.Path(dir_okay=False), default=None,
               help="Experiments YAML (the one serving routes with).")
 @click.option("--plans-dir", type=click.Path(file_okay=False), default=None,
+              envvar="RECSYS_EXPERIMENTS_PLANS_DIR", show_envvar=True,
               help="Frozen analysis plans, read only [beside --experiments, as `recsys experiments report`].")
 @click.option("--exposure-log", "exposure_log_dir", type=click.Path(file_okay=False), default=None,
               help="Exposure/outcome log directory [LOG_DIR/exposures].")

@@ -31,15 +31,22 @@ def cli() -> None:
     pass
 
 
+LEDGER_DIR_OPTION = click.option(
+    "--ledger-dir", type=click.Path(file_okay=False), envvar="RECSYS_EXPERIMENTS_LEDGER_DIR", show_envvar=True,
+    help="folder of the slot ledger <stem>.slots.json [beside FILE]")
+PLANS_DIR_ENV = "RECSYS_EXPERIMENTS_PLANS_DIR"
+
+
 @cli.command()
 @click.argument("file", type=click.Path(dir_okay=False))
-def validate(file: str) -> None:
+@LEDGER_DIR_OPTION
+def validate(file: str, ledger_dir: str | None) -> None:
     """Check an experiments YAML file; exit 1 naming every bad field."""
     from recsys.experiments.slots import allocate, ledger_path, read_ledger
 
     config = _load(file)
     try:
-        _, problems = allocate(config, read_ledger(ledger_path(file), config.buckets))
+        _, problems = allocate(config, read_ledger(ledger_path(file, ledger_dir), config.buckets))
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     if problems:
@@ -53,19 +60,25 @@ def validate(file: str) -> None:
 
 @cli.command(name="allocate")
 @click.argument("file", type=click.Path(dir_okay=False))
-def allocate_slots(file: str) -> None:
+@LEDGER_DIR_OPTION
+def allocate_slots(file: str, ledger_dir: str | None) -> None:
     """Write the slot ledger (<stem>.slots.json) so running experiments keep their buckets; commit it."""
     from recsys.experiments.slots import allocate, ledger_path, read_ledger, write_ledger
 
     config = _load(file)
-    where = ledger_path(file)
+    where = ledger_path(file, ledger_dir)
     try:
         layout, problems = allocate(config, read_ledger(where, config.buckets))
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     if problems:
         raise click.ClickException(f"{file}: slot allocation:\n  " + "\n  ".join(problems))
-    write_ledger(where, layout, config.buckets)
+    try:
+        where.parent.mkdir(parents=True, exist_ok=True)
+        write_ledger(where, layout, config.buckets)
+    except OSError as exc:
+        raise click.ClickException(f"--ledger-dir: cannot write {where} ({exc.strerror or exc}); "
+                                   "give a writable folder") from None
     for layer, slots in layout.items():
         for name, (low, high) in slots.items():
             click.echo(f"{layer}/{name}: buckets [{low}, {high}) of {config.buckets}")
@@ -140,8 +153,8 @@ def status(file: str, log_dir: str) -> None:
 @click.option("--log", "log_dir", required=True, type=click.Path(file_okay=False), help="exposure log directory")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="where to write PNG + HTML [LOG/report]")
 @click.option("--experiment", "names", multiple=True, help="only these experiments (repeatable)")
-@click.option("--plans", "plans_dir", type=click.Path(file_okay=False),
-              help="frozen plans directory [<config dir>/<config stem>.plans]")
+@click.option("--plans", "plans_dir", type=click.Path(file_okay=False), envvar=PLANS_DIR_ENV, show_envvar=True,
+              help="frozen plans directory [<config dir>/<config stem>.plans]; must be writable to freeze a plan")
 @click.option("--replan", "replan_reason", default=None,
               help="write a new plan version from the config as it is now, with this reason (recorded)")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="also write the analyses as JSON here")
@@ -171,7 +184,11 @@ def report(file: str, log_dir: str, out_dir: str | None, names: tuple[str, ...],
     for e in experiments:
         try:
             plan = store.replan(e, frames, replan_reason) if replan_reason else store.freeze(e, frames)
-        except (OSError, ValueError) as exc:
+        except OSError as exc:  # e.g. the default location beside a read-only ConfigMap
+            raise click.ClickException(
+                f"plan for {e.name}: cannot write under {store.root} ({exc.strerror or exc}); point --plans "
+                f"(or {PLANS_DIR_ENV}) at a writable folder and keep it with the config") from None
+        except ValueError as exc:
             raise click.ClickException(f"plan for {e.name}: {exc}") from None
         analyses.append(analyze_experiment(e, frames, plan))
     for analysis in analyses:

@@ -159,9 +159,13 @@ def _compile(config: ExperimentsConfig, slots_ledger: Ledger | None = None) -> _
     )
 
 
-def _persisted_slots(path: str | Path, config: ExperimentsConfig) -> Ledger:
-    """Read the slot ledger beside ``path``, place new experiments, and write it back when possible."""
-    where = ledger_path(path)
+def _persisted_slots(path: str | Path, config: ExperimentsConfig, ledger_dir: str | Path | None = None) -> Ledger:
+    """Read the slot ledger (in ``ledger_dir``, else beside ``path``), place new experiments, write it back.
+
+    A ledger that must change but cannot be written is a `ConfigError`: a layout kept only in this
+    process's memory (the old fallback) is not the one other replicas or the next restart compute.
+    """
+    where = ledger_path(path, ledger_dir)
     try:
         previous = read_ledger(where, config.buckets)
     except ValueError as exc:
@@ -171,9 +175,14 @@ def _persisted_slots(path: str | Path, config: ExperimentsConfig) -> Ledger:
         raise ConfigError(f"{path}: slot allocation:\n  " + "\n  ".join(problems))
     if layout != previous:
         try:
+            where.parent.mkdir(parents=True, exist_ok=True)
             write_ledger(where, layout, config.buckets)
-        except OSError as exc:  # a read-only config mount: the layout still holds for this process
-            log.warning("cannot write slot ledger %s (%s); run `recsys experiments allocate` and ship it", where, exc)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot write the slot ledger {where} ({exc.strerror or exc}): set the ledger directory to a "
+                "writable folder (serving: experiments_ledger_dir; CLI: --ledger-dir or RECSYS_EXPERIMENTS_LEDGER_DIR; "
+                "Helm: experiments.stateDir), or run `recsys experiments allocate` and ship the ledger with the config"
+            ) from None
     return layout
 
 
@@ -203,10 +212,12 @@ class ExperimentRouter:
     """
 
     def __init__(
-        self, config: ExperimentsConfig, *, path: str | Path | None = None, slots: Ledger | None = None
+        self, config: ExperimentsConfig, *, path: str | Path | None = None, slots: Ledger | None = None,
+        ledger_dir: str | Path | None = None,
     ) -> None:
         self.config = config
         self.slots = slots
+        self.ledger_dir = Path(ledger_dir) if ledger_dir else None
         self._tables = _compile(config, slots)
         self._path = Path(path) if path is not None else None
         self._mtime_ns = self._stat_mtime() if self._path else None
@@ -214,14 +225,15 @@ class ExperimentRouter:
 
     # ------------------------------------------------------------------ construction / reload
     @classmethod
-    def from_file(cls, path: str | Path) -> ExperimentRouter:
+    def from_file(cls, path: str | Path, ledger_dir: str | Path | None = None) -> ExperimentRouter:
         """Build from a YAML file and remember it for `maybe_reload`. Raises `ConfigError` if invalid.
 
-        Slots come from the ledger next to the file (``<stem>.slots.json``), which is written (created,
-        or extended with new experiments) when the directory is writable: see `recsys.experiments.slots`.
+        Slots come from the ledger ``<stem>.slots.json`` in ``ledger_dir`` (default: next to the file), which
+        is written (created, or extended with new experiments) when the layout changed; a ledger directory
+        that cannot be written is a `ConfigError`: see `recsys.experiments.slots`.
         """
         config = load_config(path)
-        return cls(config, path=path, slots=_persisted_slots(path, config))
+        return cls(config, path=path, slots=_persisted_slots(path, config, ledger_dir), ledger_dir=ledger_dir)
 
     def _stat_mtime(self) -> int | None:
         try:
@@ -247,18 +259,21 @@ class ExperimentRouter:
             return False
         try:
             config = load_config(self._path)
-            slots = _persisted_slots(self._path, config)
-        except ValueError:
+            slots = _persisted_slots(self._path, config, self.ledger_dir)
+        except ValueError as exc:
+            log.warning("experiments config %s not reloaded: %s", self._path, exc)
             return False
         self.config, self.slots, self._tables, self._mtime_ns = config, slots, _compile(config, slots), mtime
         return True
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"config": self.config, "path": self._path, "mtime_ns": self._mtime_ns, "slots": self.slots}
+        return {"config": self.config, "path": self._path, "mtime_ns": self._mtime_ns, "slots": self.slots,
+                "ledger_dir": self.ledger_dir}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.config = state["config"]
         self.slots = state.get("slots")
+        self.ledger_dir = state.get("ledger_dir")
         self._tables = _compile(self.config, self.slots)
         self._path = state["path"]
         self._mtime_ns = state["mtime_ns"]

@@ -16,8 +16,11 @@ it ran. So the slots are written down once, in a ledger next to the config
   and keeps serving the old config), never a reason to squeeze the running ones.
 
 Without a ledger the layout is the historical one (so existing deployments are not reshuffled).
-`ExperimentRouter.from_file` writes the ledger when it can (create or update, atomic rename; a
-read-only config directory just logs a warning) and `recsys experiments allocate` writes it explicitly;
+`ExperimentRouter.from_file` writes the ledger when the layout changed (create or update, atomic rename) in
+the ledger directory (``ledger_dir``: serving's ``experiments_ledger_dir``, the CLI's ``--ledger-dir`` /
+``RECSYS_EXPERIMENTS_LEDGER_DIR``, Helm ``experiments.stateDir``; default: beside the config). When it cannot
+write there it refuses (``ConfigError``) instead of keeping an in-memory layout that another replica or the
+next restart would not share; `recsys experiments allocate` writes it explicitly;
 commit it with the config.
 """
 
@@ -124,9 +127,13 @@ def allocate(config: ExperimentsConfig, previous: Ledger | None) -> tuple[Ledger
     return out, problems
 
 
-def ledger_path(config_path: str | Path) -> Path:
+LEDGER_DIR_ENV = "RECSYS_EXPERIMENTS_LEDGER_DIR"  # the CLI's --ledger-dir; serving: experiments_ledger_dir
+
+
+def ledger_path(config_path: str | Path, ledger_dir: str | Path | None = None) -> Path:
+    """``<ledger_dir>/<config stem>.slots.json``; without ``ledger_dir`` beside the config file."""
     path = Path(config_path)
-    return path.parent / f"{path.stem}.slots.json"
+    return (Path(ledger_dir) if ledger_dir else path.parent) / f"{path.stem}.slots.json"
 
 
 def read_ledger(path: str | Path, buckets: int) -> Ledger | None:

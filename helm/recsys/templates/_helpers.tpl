@@ -92,6 +92,35 @@ app.kubernetes.io/component: {{ .component }}
 {{- printf "%s/experiments.yaml" (trimSuffix "/" .Values.experiments.mountPath) }}
 {{- end }}
 
+{{- /* experiments.stateDir without its trailing slash ("" when unset); fails when it has no volume. */ -}}
+{{- define "recsys.experimentsStateDir" -}}
+{{- with .Values.experiments.stateDir }}
+{{- if not $.Values.experiments.stateVolume }}
+{{- fail "experiments.stateDir needs experiments.stateVolume (a volume source, e.g. {persistentVolumeClaim: {claimName: ...}})" }}
+{{- end }}
+{{- if eq (trimSuffix "/" .) (trimSuffix "/" $.Values.experiments.mountPath) }}
+{{- fail "experiments.stateDir must differ from experiments.mountPath (the read-only ConfigMap)" }}
+{{- end }}
+{{- trimSuffix "/" . }}
+{{- end }}
+{{- end }}
+
+{{- /* The state volume's mount (readOnly: "true" for readers such as the console) and volume. */ -}}
+{{- define "recsys.experimentsStateMount" -}}
+{{- with include "recsys.experimentsStateDir" .ctx }}
+- name: experiments-state
+  mountPath: {{ . }}
+  readOnly: {{ $.readOnly }}
+{{- end }}
+{{- end }}
+
+{{- define "recsys.experimentsStateVolume" -}}
+{{- if include "recsys.experimentsStateDir" . }}
+- name: experiments-state
+  {{- toYaml .Values.experiments.stateVolume | nindent 2 }}
+{{- end }}
+{{- end }}
+
 {{- /* A rollout version as the app wants it: "" for the promoted version (null, "", latest, promoted, none). */ -}}
 {{- define "recsys.rolloutVersion" -}}
 {{- if not (kindIs "invalid" .) }}
@@ -163,6 +192,12 @@ sorted, i.e. what the app's build_app would put there itself (a Serve config's u
   value: "0"
 - name: HOME
   value: /tmp
+{{- with include "recsys.experimentsStateDir" . }}
+- name: RECSYS_EXPERIMENTS_LEDGER_DIR
+  value: {{ . | quote }}
+- name: RECSYS_EXPERIMENTS_PLANS_DIR
+  value: {{ printf "%s/plans" . | quote }}
+{{- end }}
 {{- with .Values.extraEnv }}
 {{ toYaml . }}
 {{- end }}
@@ -309,6 +344,7 @@ spec:
         - name: experiments
           mountPath: {{ $v.experiments.mountPath }}
           readOnly: true
+        {{- with include "recsys.experimentsStateMount" (dict "ctx" $ctx "readOnly" false) }}{{ . | trim | nindent 8 }}{{ end }}
         {{- end }}
   volumes:
     {{- include "recsys.commonVolumes" $ctx | nindent 4 }}
@@ -316,6 +352,7 @@ spec:
     - name: experiments
       configMap:
         name: {{ include "recsys.fullname" $ctx }}-experiments
+    {{- with include "recsys.experimentsStateVolume" $ctx }}{{ . | trim | nindent 4 }}{{ end }}
     {{- end }}
 {{- end }}
 

@@ -158,6 +158,9 @@ class ServingConfig(BaseModel):
         None, description="items.parquet (or a dataset dir holding it): genres, created_at, available"
     )
     experiments_config: Path | None = Field(None, description="Experiments YAML; None = no experiments")
+    experiments_ledger_dir: Path | None = Field(
+        None, description="Writable folder of the experiments' slot ledger (<stem>.slots.json); None = beside "
+        "experiments_config. Serving refuses to start when the ledger must change and cannot be written here")
     exposure_log_dir: Path = Field(Path("var/logs/exposures"), description="Exposure/outcome JSONL directory "
                                    "(local development; unused when log_archive is set)")
     log_archive: LogArchiveConfig | None = Field(None, description="Exposures, outcomes and the event archive go "
@@ -220,7 +223,7 @@ class ServingConfig(BaseModel):
         """Helm renders an unset endpoint as an empty string: the in-graph ranker."""
         return None if isinstance(v, str) and not v.strip() else v
 
-    @field_validator("experiments_config", "feature_repo_dir", "catalog_path", mode="before")
+    @field_validator("experiments_config", "experiments_ledger_dir", "feature_repo_dir", "catalog_path", mode="before")
     @classmethod
     def _empty_path_is_none(cls, v: object) -> object:
         return None if isinstance(v, str) and not v.strip() else v

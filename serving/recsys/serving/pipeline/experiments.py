@@ -163,7 +163,7 @@ class ExperimentGateway:
         except ImportError as e:  # experiments component not installed: serve without experiments
             log.warning("experiments_config set but recsys.experiments unavailable: %s", e)
             return
-        self.router = ExperimentRouter.from_file(cfg.experiments_config)
+        self.router = ExperimentRouter.from_file(cfg.experiments_config, ledger_dir=cfg.experiments_ledger_dir)
         self.archiver: Any = None
         if cfg.log_archive is None:
             self.log = ExposureLog(cfg.exposure_log_dir)
