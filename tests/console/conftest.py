@@ -162,6 +162,25 @@ class ServingTraffic:
         self.server.server_close()
 
 
+FALLBACK_REASONS = {"treatment": "experiment_version_unavailable", "control": "retrieval_shard_unavailable"}
+
+
+def _log_fallbacks(directory: Path) -> None:
+    """Three served-worse exposures per ranker_rollout arm, with their reasons (the page lists them per arm)."""
+    from recsys.experiments.exposure_log import ExposureLog, read_log
+
+    ex = read_log(directory).exposures
+    ex = ex[ex["experiment"] == "ranker_rollout"]
+    with ExposureLog(directory, fsync="never") as log:
+        for arm, reason in FALLBACK_REASONS.items():
+            for _, row in ex[ex["variant"] == arm].head(3).iterrows():
+                fallback = arm == "treatment"  # treatment's version missing: logged as fallback
+                log.log_exposure(row["unit_id"], "ranker_rollout", "fallback" if fallback else arm,
+                                 f"{row['request_id']}-again", float(row["ts"]) + 1.0, [1], layer=row["layer"],
+                                 assigned_variant=arm if fallback else None,
+                                 fallback_reason=reason if fallback else None, degraded=[reason])
+
+
 @pytest.fixture(scope="session")
 def console_world(tmp_path_factory, redis_url):
     from recsys.experiments.config import load_config
@@ -180,6 +199,7 @@ def console_world(tmp_path_factory, redis_url):
         probe_arms, "{name: control, weight: 70, lane: 70}\n      - {name: ann, weight: 30, lane: 30"))
     rates = {"control": 0.10, "treatment": 0.16, "ann": 0.10}
     write_synthetic_log(load_config(skewed), world.exposure_log, units=1500, click_rate=rates, seed=3)
+    _log_fallbacks(world.exposure_log)
     # ranker_rollout's plan is frozen the way the first `recsys experiments report` freezes it;
     # retrieval_probe has none yet (the console must show that, and must not write one)
     from recsys.experiments.exposure_log import read_log

@@ -115,6 +115,10 @@ def test_console_pages_in_a_real_browser(browser, console_server, tmp_path):
     text = d.find_element(By.TAG_NAME, "main").text
     assert "Decision:" in text and "Sample ratio (units in their assigned arm): ok" in text
     assert "Fallback/degraded rate" in text and "Frozen plan" in text
+    # the reasons per arm (issue 23): the guardrail says why an arm was served worse, not only how often
+    arms = {r.find_element(By.TAG_NAME, "th").text.split(" ")[0]: r.find_element(By.CSS_SELECTOR, "td.reasons").text
+            for r in d.find_elements(By.CSS_SELECTOR, "section[aria-labelledby=arms] tbody tr")}
+    assert arms == {"control": "retrieval_shard_unavailable: 3", "treatment": "experiment_version_unavailable: 3"}
     assert not _errors(d)
     _shot(d, tmp_path, "console-experiment")
 

@@ -146,3 +146,34 @@ def test_the_report_is_a_data_structure_the_console_can_read(tmp_path):
     looks = data["comparisons"][0]["looks"]["group_sequential"]
     assert looks and {"ts", "estimate", "lower", "upper"} <= set(looks[0])
     assert data["decision"].startswith("stop: treatment wins")
+
+
+def test_fallback_reasons_are_counted_per_arm_in_the_report_object_and_text(tmp_path):
+    """Issue 23 item 6: the guardrail said how often an arm was served worse, not why; now it counts reasons."""
+    from recsys.experiments.report import fallback_line
+
+    with ExposureLog(tmp_path, fsync="never") as log:
+        for u in range(40):
+            arm, ts = ("control" if u % 2 == 0 else "treatment"), START + 60 + u
+            if arm == "treatment" and u % 4 == 1:  # 10 fallbacks: the version is missing, and a shard is down
+                log.log_exposure(f"u{u}", "ranker", "fallback", f"r{u}", ts, [1], assigned_variant="treatment",
+                                 fallback_reason="experiment_version_unavailable",
+                                 degraded=["experiment_version_unavailable", "retrieval_shard_unavailable"])
+            elif arm == "control" and u % 10 == 0:  # 4 degraded control answers
+                log.log_exposure(f"u{u}", "ranker", arm, f"r{u}", ts, [1], degraded=["ranker_unavailable"])
+            else:
+                log.log_exposure(f"u{u}", "ranker", arm, f"r{u}", ts, [1])
+            log.log_exposure(f"u{u}", "ranker", arm, f"r{u}b", ts + 1, [1])  # a second, clean exposure
+        log.log_exposure("u99", "ranker", "fallback", "r99", START + 200, [1], assigned_variant="control",
+                         fallback_reason="")  # a fallback record that names no reason
+    analysis = analyze_experiment(parse_config(CONFIG).experiments[0], read_log(tmp_path))
+    reasons = analysis.fallback.reasons
+    assert reasons == {  # each reason once per exposure (the fallback reason is also a degraded reason here)
+        "control": {"ranker_unavailable": 4, "fallback (no reason logged)": 1},
+        "treatment": {"experiment_version_unavailable": 10, "retrieval_shard_unavailable": 10},
+    }
+    assert analysis.fallback.degraded_exposures == {"control": 5, "treatment": 10}
+    assert analysis.to_dict()["fallback"]["reasons"] == reasons  # what the console and --json read
+    line = fallback_line(analysis)
+    assert "reasons: control: ranker_unavailable 4, fallback (no reason logged) 1; " in line
+    assert "treatment: experiment_version_unavailable 10, retrieval_shard_unavailable 10" in line

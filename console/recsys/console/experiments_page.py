@@ -141,7 +141,8 @@ class ExperimentsPage:
                                 "exposures": m.get("exposures", 0),
                                 "fallback_exposures": fallback.get("degraded_exposures", {}).get(v.name, 0),
                                 "fallback_rate": fallback.get("rates", {}).get(v.name),
-                                "fallback_p_value": fallback.get("p_values", {}).get(v.name)})
+                                "fallback_p_value": fallback.get("p_values", {}).get(v.name),
+                                "fallback_reasons": fallback.get("reasons", {}).get(v.name, {})})
         if d is None:
             return out
         out["report"] = d  # the experiments package's own object, as the CLI's --json prints it

@@ -87,6 +87,37 @@ def attribution_mask(out_unit: np.ndarray, out_ts: np.ndarray, exp_unit: np.ndar
     return mask
 
 
+NO_REASON = "fallback (no reason logged)"
+
+
+def _reasons_of(variant: Any, fallback_reason: Any, degraded: Any) -> tuple[str, ...]:
+    reasons: list[str] = []
+    if isinstance(fallback_reason, str) and fallback_reason:
+        reasons.append(fallback_reason)
+    if _has_reasons(degraded):
+        reasons.extend(str(r) for r in ([degraded] if isinstance(degraded, str) else degraded))
+    if not reasons and variant == FALLBACK:
+        reasons.append(NO_REASON)
+    return tuple(dict.fromkeys(reasons))  # one count per reason per exposure, in logged order
+
+
+def exposure_reasons(ex: pd.DataFrame) -> np.ndarray:
+    """Per exposure, the tuple of its fallback/degraded reasons (empty where it was served as assigned).
+
+    ``fallback_reason`` and every ``degraded`` reason, each once; a ``fallback`` record without either
+    gets ``NO_REASON``. Non-empty exactly where `degraded_flags` is True.
+    """
+    n = len(ex)
+
+    def col(name: str) -> np.ndarray:
+        return ex[name].to_numpy(dtype=object) if name in ex.columns else np.full(n, None, dtype=object)
+
+    out = np.empty(n, dtype=object)
+    out[:] = [_reasons_of(v, f, d) for v, f, d in zip(ex["variant"].to_numpy(dtype=object), col("fallback_reason"),
+                                                       col("degraded"), strict=True)]
+    return out
+
+
 def ratio_delta_variance(numerator: np.ndarray, denominator: np.ndarray) -> tuple[float, float]:
     """Ratio of means ``sum(x)/sum(y)`` and its delta-method variance, from per-unit x and y."""
     x = np.asarray(numerator, dtype=float)
@@ -262,6 +293,7 @@ class UnitEvents:
         codes, uniques = pd.factorize(ex["unit_id"].to_numpy(dtype=object)[mask][order], sort=False)
         variants = assigned_arms(ex)[mask][order]
         self.exp_degraded = degraded_flags(ex)[mask][order]
+        self.exp_reasons = exposure_reasons(ex[mask])[order]
         self.unit_ids = np.asarray(uniques, dtype=object)
         n = len(uniques)
         self.exp_unit = codes.astype(np.int64)
@@ -341,7 +373,17 @@ class UnitEvents:
         flagged = any(p < threshold for p in p_values.values())
         rates = {v: float(r) for v, (r, _) in stats_by_arm.items()}
         return FallbackGuardrail(rates=rates, degraded_exposures=counts, p_values=p_values, flagged=flagged,
-                                 threshold=threshold)
+                                 threshold=threshold, reasons=self._reasons_by_arm())
+
+    def _reasons_by_arm(self) -> dict[str, dict[str, int]]:
+        """Exposures per fallback/degraded reason, per arm (the unit's assigned arm), most frequent first."""
+        out: dict[str, dict[str, int]] = {v: {} for v in self.variant_names}
+        arms = self.unit_variant[self.exp_unit] if len(self.exp_unit) else np.zeros(0, dtype=object)
+        for arm, reasons in zip(arms, self.exp_reasons, strict=True):
+            for reason in reasons:
+                counts = out.setdefault(str(arm), {})
+                counts[reason] = counts.get(reason, 0) + 1
+        return {v: dict(sorted(c.items(), key=lambda kv: (-kv[1], kv[0]))) for v, c in out.items()}
 
     def arm_first_ts(self, variant: str) -> np.ndarray:
         """Sorted first-exposure times of a variant's units (the k-th entry: when it had k+1 units)."""
@@ -387,6 +429,8 @@ class FallbackGuardrail:
     p_values: dict[str, float]  # treatment vs control, two-sided
     flagged: bool
     threshold: float
+    # per arm: exposures per reason (fallback_reason and each degraded reason, once per exposure)
+    reasons: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

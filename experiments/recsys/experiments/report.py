@@ -142,7 +142,9 @@ def fallback_line(analysis: ExperimentAnalysis) -> str:
     rates = ", ".join(f"{v}={r:.2%}" for v, r in g.rates.items())
     tests = ", ".join(f"{v} vs control p={_fmt(p)}" for v, p in g.p_values.items())
     verdict = f"DIFFERS between arms (p < {g.threshold:g})" if g.flagged else "ok"
-    return f"fallback/degraded exposures per arm: {rates} [{tests}] -> {verdict}"
+    line = f"fallback/degraded exposures per arm: {rates} [{tests}] -> {verdict}"
+    reasons = "; ".join(f"{v}: " + ", ".join(f"{r} {n}" for r, n in c.items()) for v, c in g.reasons.items() if c)
+    return f"{line}; reasons: {reasons}" if reasons else line
 
 
 def text_report(analysis: ExperimentAnalysis) -> str:
