@@ -444,6 +444,10 @@ props = {
         {
             "mountPath": S(pattern="^/"),
             "config": {"type": "object", "description": "experiment definitions (recsys.experiments format)"},
+            "stateDir": S("writable folder for the slot ledger and the frozen plans; empty = beside the ConfigMap",
+                          pattern="^(/.*)?$"),
+            "stateVolume": {"type": "object",
+                            "description": "volume source mounted at stateDir (required when stateDir is set)"},
         }
     ),
     "console": obj(
