@@ -6,13 +6,15 @@ in a stage, or a skew between training and serving, cannot change quality unnoti
 
 Both sides look at the data as of one instant ``D`` (the last UTC midnight of the small dataset):
 
-* evaluator: history = events before ``D``; two-tower top-30 + item-kNN top-10 + popularity top-10
-  among items the user has *not* interacted with; cross features + feature-store columns computed
+* evaluator: history = events before ``D``; two-tower top-30 + item-kNN top-10 + content top-10 +
+  popularity top-10 among items the user has *not* interacted with; cross features + feature-store columns computed
   inline at ``D``; the trained ranker; top-10.
 * serving, in-process stages (no Ray): the same model store (a stub two-tower, a ranker trained by
   ``train_ranking``, kNN/popularity fitted on that history), features built by Feast from the same
   history and materialized into the real Redis as of ``D``, the request clock pinned to ``D``,
-  re-ranking neutral (MMR lambda 1, no genre cap, no freshness), no exploration, no content source.
+  re-ranking neutral (MMR lambda 1, no genre cap, no freshness), no exploration, the content source
+  on (its index built from the same catalog), no SASRec (tests/training/test_ranking_features.py
+  compares its columns).
 
 It caught that serving filtered only the 20 most recent items as "seen" (the evaluator filters all of
 them): long-history users were shown items they had already watched. ``recsys.features.seen``.
@@ -56,6 +58,7 @@ def build_parity_setup(ds, redis_url: str, tmp) -> dict:
     from recsys.training.workflows import Inputs, train_ranking
 
     cfg = small_config(tmp, ranking={"candidates": 30, "knn_candidates": 10, "popularity_candidates": 10,
+                                     "content_candidates": 10, "sasrec_candidates": 0,
                                      "epochs": 2, "sparse_features": (), "random_negatives": 0,
                                      "list_negatives": 0, "max_users": 400})
     cat = Catalog.from_dataset(ds)
@@ -64,6 +67,10 @@ def build_parity_setup(ds, redis_url: str, tmp) -> dict:
     write_stub_two_tower(store, inputs.split, cat)
     ranker = train_ranking(cfg, inputs, store, progress=False, use_ray=False)
     store.promote("ranker", ranker.version)  # whatever the gate said: this test is about parity
+    import json
+
+    dense = json.loads((store.local_path(ranker) / "feature_spec.json").read_text())["dense"]
+    assert "content_score" in dense and "content_rank" in dense, "the content source's columns must be compared too"
 
     d_ns = (int(ds.events["timestamp"].max().value) // DAY_NS) * DAY_NS
     history = ds.events[ds.events["timestamp"].astype("int64") < d_ns]
@@ -111,7 +118,7 @@ def _served_lists(p) -> list[list[int]]:
         model_store_uri=p["store"].root, num_shards=2, redis_url=p["fcfg"].redis_url,
         catalog_path=str(p["catalog_path"]), exposure_log_dir=str(p["tmp"] / "exposures"),
         feature_repo_dir=p["fcfg"].repo_dir, feature_project=p["fcfg"].project, feature_timeout_s=5.0,
-        cache={"enabled": False}, exploration_rate=0.0, content_k=0, sequential_k=0,
+        cache={"enabled": False}, exploration_rate=0.0, content_k=rc.content_candidates, sequential_k=0,
         retrieval_k=rc.candidates, knn_k=rc.knn_candidates, popularity_k=rc.popularity_candidates,
         rerank={"mmr_lambda": 1.0, "max_per_genre": 1000, "freshness_weight": 0.0},
         security={"insecure": True},

@@ -95,10 +95,33 @@ def test_served_history_follows_the_history_order(history_case, redis_url, tmp_p
 
 def test_length_settings_default_to_the_history_module():
     from recsys.features import FeatureStoreConfig
-    from recsys.platform.data.history import HISTORY_LENGTH, SERVED_HISTORY_LENGTH
+    from recsys.platform.data.history import HISTORY_LENGTH
     from recsys.training.config import TrainingConfig
     from recsys.training.sequential.config import SequentialConfig
 
     assert TrainingConfig().retrieval.history_length == HISTORY_LENGTH
     assert SequentialConfig().max_length == HISTORY_LENGTH
-    assert FeatureStoreConfig().history_items == SERVED_HISTORY_LENGTH  # not yet HISTORY_LENGTH (history.py)
+    assert FeatureStoreConfig().history_items == HISTORY_LENGTH  # serving feeds what the models train on
+
+
+def test_served_item_knn_reads_the_same_prefix_of_a_full_length_history_as_training():
+    """Serving feeds HISTORY_LENGTH items; its item-kNN source must still use only the newest KNN_RECENT_ITEMS,
+    as training's kNN candidates and scores do (with the whole 50 it changed 3 of 50 users' served lists in the
+    evaluator-parity test: the hidden 20-cap was the served history's old length)."""
+    from recsys.platform.data.history import HISTORY_LENGTH
+    from recsys.platform.ranking_features import KNN_RECENT_ITEMS, knn_scores
+    from recsys.serving.models.artifacts import IdIndex, ItemKnnArtifacts
+    from recsys.serving.pipeline.candidates.sources import ItemKnnCandidates
+
+    rng = np.random.default_rng(3)
+    n, k = 400, 8
+    ids = np.arange(1000, 1000 + n, dtype=np.int64)
+    nb = rng.integers(0, n, size=(n, k))
+    w = rng.random((n, k)).astype(np.float32)
+    src = ItemKnnCandidates(ItemKnnArtifacts("v", ids, IdIndex(ids), nb, w))
+    rows = rng.permutation(n)[:HISTORY_LENGTH]
+    got_ids, got_scores = src.from_history(ids[rows].tolist(), 30)
+    short_ids, _ = src.from_history(ids[rows[:KNN_RECENT_ITEMS]].tolist(), 30)
+    assert got_ids.tolist() == short_ids.tolist()
+    offline = knn_scores(rows[None, :], (got_ids - 1000)[None, :], nb, w)[0]  # training's score of the same items
+    np.testing.assert_allclose(got_scores, offline, rtol=1e-5)

@@ -191,3 +191,79 @@ def test_training_examples_and_serving_inputs_agree(small_dataset, two_tower_stu
     for u in np.unique(examples.user):
         seen = set(ctx.seen.indices[ctx.seen.indptr[u]:ctx.seen.indptr[u + 1]].tolist())
         assert not seen & set(examples.item[examples.user == u].tolist())
+
+
+def test_sasrec_and_content_columns_agree_with_serving(small_dataset, two_tower_stub):
+    """The SASRec and content sources: candidates merged in, and the columns training computes == serving's
+    ``cross_inputs`` (a SequentialCandidates over the same encoder, a ContentIndex over the same catalog)."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from recsys.platform.data.split import split_events
+    from recsys.platform.ranking_features import CROSS_FEATURES, RECENT_SIM_ITEMS
+    from recsys.serving.models.artifacts import RankerSpec
+    from recsys.serving.pipeline.candidates.content_index import ContentIndex
+    from recsys.serving.pipeline.candidates.sequential import SequentialCandidates
+    from recsys.serving.pipeline.scoring.inputs import build_ranker_inputs, cross_inputs
+    from recsys.training.base import user_histories
+    from recsys.training.config import RankingConfig
+    from recsys.training.ranking.context import RankingContext, content_matrix
+    from recsys.training.two_tower.artifacts import TwoTowerRecommender
+
+    cat, emb, make = two_tower_stub
+    rng = np.random.default_rng(7)
+    seq_emb = rng.normal(size=(cat.n_items, 8)).astype(np.float32)
+    table = torch.from_numpy(seq_emb)
+    pos_w = torch.linspace(1.0, 0.2, 6)
+
+    def encoder(users, hist):  # order-sensitive and unnormalised, like SASRec's last position
+        e = table[hist.clamp_min(0)] * ((hist >= 0).float() * pos_w[:hist.shape[1]]).unsqueeze(-1)
+        return e.sum(1)
+
+    L = 6
+    split = split_events(small_dataset.events, "global_time")
+    w = split.train
+    rc = RankingConfig(candidates=30, knn_candidates=10, popularity_candidates=10, sasrec_candidates=15,
+                       content_candidates=15, list_negatives=0)
+    seq = TwoTowerRecommender(encoder, seq_emb, user_histories(w, cat, L))
+    content = content_matrix(small_dataset, cat)
+    ctx = RankingContext(small_dataset, w, cat, make(user_histories(w, cat, 10)), rc, sequential=seq, content=content)
+    users = np.flatnonzero(ctx.recent[:, 0] >= 0)[:4]
+    cands = ctx.candidates(users)
+    feats = ctx.features(cands)
+
+    class _Index:
+        def lookup(self, ids):
+            return cat.items.index_of(np.asarray(ids))
+
+    all_ids = cat.items.id_of(np.arange(cat.n_items))
+    art = SimpleNamespace(user_tower=encoder, item_index=_Index(), history_length=L, item_embeddings=seq_emb,
+                          item_ids=all_ids)
+    sources = SimpleNamespace(
+        item_knn=SimpleNamespace(art=SimpleNamespace(item_index=_Index(), neighbors=ctx.knn.neighbors,
+                                                     weights=ctx.knn.weights)),
+        popularity=SimpleNamespace(normalized_scores=lambda ids: ctx.popularity[cat.items.index_of(ids)]),
+        sequential=SequentialCandidates(art))
+    index = ContentIndex.build(small_dataset.items)
+    spec = RankerSpec(dense=list(CROSS_FEATURES), sparse=[], normalization={}, retrieval_score=False)
+    for j, u in enumerate(users):
+        recent_ids = cat.items.id_of(ctx.recent[u][ctx.recent[u] >= 0]).tolist()
+        valid = cands.items[j] >= 0
+        item_ids = cat.items.id_of(cands.items[j][valid])
+        rows = cat.items.index_of(item_ids)
+        # serving's SASRec and content candidate lists are inside the merged list
+        for top, _ in (sources.sequential.from_history(recent_ids, 40), index.from_history(recent_ids[:20], 40)):
+            unseen = [i for i in top.tolist() if i not in set(recent_ids) and
+                      ctx.seen[u, cat.items.index_of([i])[0]] == 0][:15]
+            assert set(unseen) <= set(item_ids.tolist())
+        cross = cross_inputs(recent_ids, item_ids, emb[rows], emb[cat.items.index_of(recent_ids[:RECENT_SIM_ITEMS])],
+                             sources, content=index)
+        tt = ctx.retrieval.user_embeddings(np.array([u]))[0] @ emb[rows].T
+        dense, _ = build_ranker_inputs(spec, user_id=int(cat.users.id_of(np.array([u]))[0]), item_ids=item_ids,
+                                       retrieval_scores=tt, cross=cross)
+        offline = feats[j][valid][:, :len(CROSS_FEATURES)]
+        for c, name in enumerate(CROSS_FEATURES):
+            np.testing.assert_allclose(dense[:, c], offline[:, c], rtol=1e-3, atol=1e-4, err_msg=name)
+        col = CROSS_FEATURES.index
+        assert np.ptp(offline[:, col("sasrec_score")]) > 0 and np.ptp(offline[:, col("content_score")]) > 0

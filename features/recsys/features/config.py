@@ -13,7 +13,7 @@ from urllib.parse import unquote, urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from recsys.platform.data.history import SERVED_HISTORY_LENGTH
+from recsys.platform.data.history import HISTORY_LENGTH
 
 
 class FeatureStoreConfig(BaseModel):
@@ -30,8 +30,9 @@ class FeatureStoreConfig(BaseModel):
     batch_timeout_s: float = Field(30.0, gt=0, description="Redis socket timeout while materializing")
     recent_items: int = Field(20, ge=1, le=200, description="Length of user_recent_item_ids (the ranker's event list)")
     history_items: int = Field(
-        SERVED_HISTORY_LENGTH, ge=1, le=200,
-        description="Length of the distinct history serving feeds the models (recsys.platform.data.history)")
+        HISTORY_LENGTH, ge=1, le=200,
+        description="Length of the distinct history serving feeds the models: HISTORY_LENGTH, the length the "
+                    "two-tower and SASRec train on (recsys.platform.data.history)")
     seen_items: int = Field(
         5000, ge=0, le=100_000,
         description="Newest items per user kept online for serving's already-seen filter (0 = none; "

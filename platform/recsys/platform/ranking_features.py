@@ -8,12 +8,17 @@ column cannot drift between the two.  Pure numpy, no training or serving imports
 
 Columns (all vary across one user's candidate list — a listwise ranker ignores anything constant):
 
-* ``<source>_score`` and ``<source>_rank`` for every retrieval source serving has:
+* ``<source>_score`` and ``<source>_rank`` for every candidate source serving merges:
   ``two_tower`` (cosine of the L2-normalised user vector and the item embedding), ``item_knn``
   (sum over the user's last :data:`KNN_RECENT_ITEMS` distinct items of
   ``KNN_RECENCY_DECAY ** position * cosine neighbour weight``), ``popularity`` (distinct users /
-  the most popular item's count).  The rank is the candidate's position in its user's list when
-  sorted by that source's score (0 = best; missing / NaN scores rank after every scored one);
+  the most popular item's count), ``sasrec`` (inner product of the SASRec encoder's vector of the
+  user's sequence with the item's SASRec embedding, :func:`sasrec_scores`) and ``content`` (cosine of
+  the item's content vector with the user's content profile, :func:`content_profile`).  Every source
+  scores *every* candidate, not only the ones it proposed, so the ranker can weigh them against each
+  other.  The rank is the candidate's position in its user's list when sorted by that source's score
+  (0 = best); missing / NaN scores all share the rank after the last scored one, so a source that is
+  absent for a user (no SASRec model, no history) gives a column constant within the list;
 * ``recent_sim_max`` / ``recent_sim_mean``: max and mean inner product of the candidate's
   two-tower embedding with the embeddings of the user's last :data:`RECENT_SIM_ITEMS` distinct items.
 
@@ -31,11 +36,14 @@ import numpy as np
 
 from recsys.platform.data.history import distinct_newest_first
 
-SOURCES: tuple[str, ...] = ("two_tower", "item_knn", "popularity")
-"""Retrieval sources serving has for every request (candidate lists + a score for any item)."""
+SOURCES: tuple[str, ...] = ("two_tower", "item_knn", "popularity", "sasrec", "content")
+"""Candidate sources serving merges (candidate lists + a score for any item); ranker columns in this order."""
 KNN_RECENT_ITEMS = 20
 KNN_RECENCY_DECAY = 0.9
 RECENT_SIM_ITEMS = 10
+CONTENT_RECENT_ITEMS = 20
+"""History items in the content profile (serving's content source reads the same first 20)."""
+CONTENT_RECENCY_DECAY = 0.8
 
 CROSS_FEATURES: list[str] = [
     *(f"{s}_{kind}" for s in SOURCES for kind in ("score", "rank")),
@@ -53,17 +61,21 @@ def recent_distinct(item_ids: Sequence[int] | np.ndarray, n: int) -> np.ndarray:
 def list_ranks(scores: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
     """[U, C] position of each candidate in its row sorted by descending score (0 = best).
 
-    NaN scores (the source did not score the item) and invalid slots rank after every scored one;
-    ties keep candidate order (stable), so training and serving agree exactly.
+    NaN scores (the source did not score the item) and invalid slots all get the same rank, the one
+    after the last scored slot (so an absent source is a list-constant column, not a copy of the
+    candidate order); ties among scored slots keep candidate order (stable), so training and serving
+    agree exactly.
     """
     s = np.asarray(scores, dtype=np.float64)
-    s = np.where(np.isnan(s), -np.inf, s)
+    missing = np.isnan(s)
     if valid is not None:
-        s = np.where(valid, s, -np.inf)
+        missing |= ~np.asarray(valid, dtype=bool)
+    s = np.where(missing, -np.inf, s)
     order = np.argsort(-s, axis=1, kind="stable")
     ranks = np.empty(s.shape, dtype=np.float32)
     np.put_along_axis(ranks, order, np.arange(s.shape[1], dtype=np.float32)[None, :].repeat(s.shape[0], 0), axis=1)
-    return ranks
+    n_scored = (~missing).sum(axis=1, keepdims=True).astype(np.float32)
+    return np.where(missing, n_scored, ranks).astype(np.float32)
 
 
 def knn_scores(history_rows: np.ndarray, candidate_rows: np.ndarray, neighbors: np.ndarray,
@@ -95,6 +107,43 @@ def knn_scores(history_rows: np.ndarray, candidate_rows: np.ndarray, neighbors: 
         hit = (uniq[at] == cand_codes) & (cand >= 0)
         out[hit] = sums[at[hit]]
     return out
+
+
+def sasrec_scores(user_vectors: np.ndarray, candidate_vectors: np.ndarray,
+                  candidate_known: np.ndarray) -> np.ndarray:
+    """[U, C] inner product of each user's SASRec vector [U, d] with the candidates' SASRec embeddings [U, C, d].
+
+    A user row of NaN (no history item known to the model) or an unknown candidate gives NaN.
+    """
+    out = np.einsum("ud,ucd->uc", np.asarray(user_vectors, np.float32), np.asarray(candidate_vectors, np.float32))
+    return np.where(np.asarray(candidate_known, bool), out, np.nan).astype(np.float32)
+
+
+def content_profile(history_vectors: np.ndarray, history_known: np.ndarray,
+                    decay: float = CONTENT_RECENCY_DECAY) -> np.ndarray:
+    """[U, d] L2-normalised ``sum(decay ** position * content vector)`` over the first
+    :data:`CONTENT_RECENT_ITEMS` history items (most recent first); zeros for a user with none known.
+
+    The same profile the content candidate source searches with (``ContentIndex.from_history``).
+    """
+    vecs = np.asarray(history_vectors, np.float32)[:, :CONTENT_RECENT_ITEMS]
+    known = np.asarray(history_known, bool)[:, :CONTENT_RECENT_ITEMS]
+    w = (decay ** np.arange(vecs.shape[1], dtype=np.float32))[None, :] * known
+    prof = np.einsum("un,und->ud", w.astype(np.float32), vecs)
+    norm = np.linalg.norm(prof, axis=1, keepdims=True)
+    return np.where(norm > 0, prof / np.maximum(norm, 1e-12), 0.0).astype(np.float32)
+
+
+def content_scores(profile: np.ndarray, candidate_vectors: np.ndarray, candidate_known: np.ndarray) -> np.ndarray:
+    """[U, C] cosine of each candidate's content vector with its user's profile (:func:`content_profile`).
+
+    NaN for every candidate of a user without a profile; 0 for a candidate without a content vector.
+    """
+    prof = np.asarray(profile, np.float32)
+    out = np.einsum("ud,ucd->uc", prof, np.asarray(candidate_vectors, np.float32))
+    out = np.where(np.asarray(candidate_known, bool), out, 0.0)
+    has = np.linalg.norm(prof, axis=1) > 0
+    return np.where(has[:, None], out, np.nan).astype(np.float32)
 
 
 def recent_similarity(candidate_vectors: np.ndarray, recent_vectors: np.ndarray,

@@ -65,6 +65,10 @@ class RankingConfig(_Strict):
     candidates: int = Field(200, ge=10, description="Two-tower top-K the ranker reorders")
     knn_candidates: int = Field(50, ge=0, description="Item-kNN (from recent history) candidates merged in")
     popularity_candidates: int = Field(50, ge=0, description="Popularity candidates merged in")
+    sasrec_candidates: int = Field(100, ge=0, description="SASRec candidates merged in when a sasrec version is "
+                                   "given (serving's sequential_k)")
+    content_candidates: int = Field(50, ge=0, description="Content-profile candidates merged in (serving's content_k; "
+                                    "0 also drops the content score columns)")
     list_negatives: int = Field(0, ge=0, description="Non-positive candidates kept per list (0 = all; chosen on the "
                                 "validation gate window, docs/training.md)")
     random_negatives: int = Field(0, ge=0, description="Unseen random catalog items appended per list")

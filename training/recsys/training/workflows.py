@@ -228,15 +228,48 @@ def _two_tower_at(store: ModelStore, tt_mv: ModelVersion, history: pd.DataFrame,
     return TwoTowerRecommender.load(path, histories=user_histories(history, catalog, int(tt_cfg["history_length"])))
 
 
+SEQUENTIAL_NAME = "sasrec"
+_CONTENT_CACHE: dict[int, tuple[Dataset, tuple[np.ndarray, np.ndarray]]] = {}
+
+
+def sequential_for_ranker(store: ModelStore, inputs: Inputs, version: str | None) -> ModelVersion | None:
+    """The SASRec version whose candidates and scores the ranker learns from (serving's ``sequential`` source).
+
+    An explicit ``version``; else the promoted ``sasrec`` when it was trained on this dataset (what
+    serving would merge); else None (the ranker then has no SASRec candidates or columns).
+    """
+    if version:
+        return store.get(SEQUENTIAL_NAME, version)
+    promoted = store.promoted(SEQUENTIAL_NAME)
+    if not promoted:
+        return None
+    mv = store.get(SEQUENTIAL_NAME, promoted)
+    return mv if mv.metadata.get("data_hash") == inputs.dataset.content_hash() else None
+
+
+def content_vectors(inputs: Inputs) -> tuple[np.ndarray, np.ndarray]:
+    """The catalog's content vectors (serving's content index encoder), computed once per dataset object."""
+    from recsys.training.ranking.context import content_matrix
+
+    hit = _CONTENT_CACHE.get(id(inputs.dataset))
+    if hit is None or hit[0] is not inputs.dataset:
+        _CONTENT_CACHE.clear()
+        hit = _CONTENT_CACHE[id(inputs.dataset)] = (inputs.dataset, content_matrix(inputs.dataset, inputs.catalog))
+    return hit[1]
+
+
 def ranking_context(cfg: TrainingConfig, inputs: Inputs, store: ModelStore, tt_mv: ModelVersion,
-                    history: pd.DataFrame, rc=None):
+                    history: pd.DataFrame, rc=None, seq_mv: ModelVersion | None = None):
     """A :class:`RankingContext` as of the end of ``history`` (candidates + features, as serving computes them)."""
     from recsys.training.ranking.context import RankingContext
 
+    rc = rc or cfg.ranking
     return RankingContext(inputs.dataset, history, inputs.catalog, _two_tower_at(store, tt_mv, history, inputs.catalog),
-                          rc or cfg.ranking, knn_neighbors=cfg.baselines.knn_neighbors,
+                          rc, knn_neighbors=cfg.baselines.knn_neighbors,
                           store_source=_feature_source(cfg, inputs, history=history),
-                          knn_shrinkage=cfg.baselines.knn_shrinkage)
+                          knn_shrinkage=cfg.baselines.knn_shrinkage,
+                          sequential=_two_tower_at(store, seq_mv, history, inputs.catalog) if seq_mv else None,
+                          content=content_vectors(inputs) if rc.content_candidates else None)
 
 
 def gate_window_check(cfg: TrainingConfig, inputs: Inputs, store: ModelStore, ranker_mv: ModelVersion,
@@ -297,10 +330,13 @@ def promote_if_gate_passes(store: ModelStore, mv: ModelVersion, gate, progress: 
 # --------------------------------------------------------------------------------- ranking
 def train_ranking(cfg: TrainingConfig, inputs: Inputs, store: ModelStore, version: str | None = None,
                   promote: bool = False, retrieval_version: str | None = None,
-                  progress: bool = True, use_ray: bool = True) -> ModelVersion:
+                  progress: bool = True, use_ray: bool = True,
+                  sequential_version: str | None = None) -> ModelVersion:
     """Listwise ranker on label windows inside validation; ``promote`` goes through the gate.
 
-    ``use_ray=False`` fits in this process (same epochs; for experiments on a busy machine).
+    Candidates and source columns come from every source serving merges: the two-tower, item-kNN,
+    SASRec (:func:`sequential_for_ranker`), content and popularity. ``use_ray=False`` fits in this
+    process (same epochs; for experiments on a busy machine).
     """
     import torch
 
@@ -315,25 +351,29 @@ def train_ranking(cfg: TrainingConfig, inputs: Inputs, store: ModelStore, versio
     if len(windows) < 2:
         raise TrainingInputError("the split has no validation events: the ranker learns from validation windows")
     train_windows = windows[:-1]
-    contexts = [(w, ranking_context(cfg, inputs, store, tt_mv, w.history)) for w in train_windows]
+    seq_mv = sequential_for_ranker(store, inputs, sequential_version)
+    contexts = [(w, ranking_context(cfg, inputs, store, tt_mv, w.history, seq_mv=seq_mv)) for w in train_windows]
     source_kind = type(contexts[0][1].store).__name__
     examples = build_ranking_examples(contexts, inputs.catalog, rc, cfg.seed)
     n_groups = len(np.unique(examples.group))
     _echo(f"[ranker] {len(examples.label):,} examples in {n_groups:,} lists ({examples.label.mean():.1%} positive) "
           f"from windows {examples.windows}, features from {source_kind}, candidates from "
-          f"{RETRIEVAL_NAME}/{tt_mv.version} + item-kNN + popularity ({time.perf_counter() - t0:.1f}s)", progress)
+          f"{RETRIEVAL_NAME}/{tt_mv.version} + item-kNN"
+          f"{f' + {SEQUENTIAL_NAME}/{seq_mv.version}' if seq_mv else ''}"
+          f"{' + content' if rc.content_candidates else ''} + popularity ({time.perf_counter() - t0:.1f}s)", progress)
     trained = train_ranker(cfg, examples, inputs.catalog.n_items, inputs.catalog.n_users, use_ray=use_ray)
     if trained.dropped:
         _echo(f"[ranker] dropped columns: {trained.dropped}", progress)
     best = trained.best_metrics  # the exported weights are the best validation epoch's, not the last
     metrics = {k: v for k, v in best.items() if k in ("loss", "val_loss", "val_auc", "val_ndcg@20") and v == v}
     params = {**rc.model_dump(), "seed": cfg.seed, "split": cfg.split, "retrieval_version": tt_mv.version,
+              "sequential_version": seq_mv.version if seq_mv else None,
               "num_workers": cfg.num_workers, "best_epoch": trained.best_epoch, "feature_source": source_kind,
               "n_examples": trained.n_examples, "n_lists": trained.n_groups,
               "positive_rate": trained.positive_rate, "label_windows": examples.windows,
               "gate_window": windows[-1].name, "dropped_columns": trained.dropped,
               "train_seconds": round(time.perf_counter() - t0, 3), "history": trained.history}
-    spec = feature_spec(trained, source_kind, rc)
+    spec = feature_spec(trained, source_kind, rc, sequential=seq_mv is not None)
     version = version or ModelStore.new_version_id()
     with store.write_version(RANKER_NAME, version, kind="ranking", metrics=metrics, params=params,
                              data_hash=inputs.dataset.content_hash()) as d, _quiet_jit():
@@ -374,18 +414,22 @@ def _load_model(store: ModelStore, mv: ModelVersion, inputs: Inputs, cfg: Traini
         return BprRecommender.load(path)
     if mv.name == "ease":
         return EaseRecommender.load(path)
-    if mv.name == RETRIEVAL_NAME:
+    if mv.name in (RETRIEVAL_NAME, SEQUENTIAL_NAME):  # SASRec is stored in the two-tower layout
         return _two_tower_at(store, mv, history, inputs.catalog)
     if mv.name == RANKER_NAME:
         from recsys.training.ranking.pipeline import RetrievalRankerRecommender
 
         spec = json.loads((path / "feature_spec.json").read_text())
-        tt_mv = resolve_version(store, RETRIEVAL_NAME, mv.metadata.get("params", {}).get("retrieval_version"))
+        params = mv.metadata.get("params", {})
+        tt_mv = resolve_version(store, RETRIEVAL_NAME, params.get("retrieval_version"))
+        seq_mv = store.get(SEQUENTIAL_NAME, params["sequential_version"]) if params.get("sequential_version") else None
         counts = spec.get("candidate_sources", {})
         rc = cfg.ranking.model_copy(update={"candidates": int(counts.get("two_tower", spec.get("candidates", 200))),
                                             "knn_candidates": int(counts.get("item_knn", 0)),
-                                            "popularity_candidates": int(counts.get("popularity", 0))})
-        ctx = ranking_context(cfg, inputs, store, tt_mv, history, rc)
+                                            "popularity_candidates": int(counts.get("popularity", 0)),
+                                            "sasrec_candidates": int(counts.get("sasrec", 0)),
+                                            "content_candidates": int(counts.get("content", 0))})
+        ctx = ranking_context(cfg, inputs, store, tt_mv, history, rc, seq_mv=seq_mv)
         return RetrievalRankerRecommender(ctx, load_torchscript(path / "ranker.pt"), list(spec["dense"]),
                                           sparse_names=tuple(s["name"] for s in spec["sparse"]))
     raise TrainingInputError(f"don't know how to evaluate model {mv.name!r}")
@@ -462,7 +506,8 @@ def train_all(cfg: TrainingConfig, store: ModelStore, version: str | None = None
     report.meta["candidate_recall"] = ceiling = candidate_recall(cfg, inputs, store, versions[-1])
     store.add_metrics(versions[-1].name, versions[-1].version, {f"test_{cfg.split}_candidates": ceiling})
     _echo(f"[evaluate] ranker ceiling on test: two-tower Recall@200 {ceiling['two_tower_recall@200']:.4f}, "
-          f"merged candidates (two-tower + item-kNN + popularity) recall {ceiling['merged_candidates_recall']:.4f}",
+          f"merged candidates (every source the ranker trains on) "
+          f"recall {ceiling['merged_candidates_recall']:.4f}",
           progress)
     timings["evaluate_s"] = round(time.perf_counter() - t2, 1)
     timings["total_s"] = round(time.perf_counter() - t0, 1)

@@ -11,9 +11,10 @@ The rule (here and only here):
 * **order**: by the time of the user's *last* interaction with the item, then by item id (the stable
   tie key every side has: file order does not survive the feature store, an event id is not in the data);
 * **repeats**: an item appears once, at its last interaction (a re-watch moves it to the front);
-* **length**: the newest :data:`HISTORY_LENGTH` distinct items by default for ``TrainingConfig.history_length``
-  and ``SequentialConfig.max_length``; serving still reads :data:`SERVED_HISTORY_LENGTH` (see there: the
-  one-length goal is not met yet). ``tests/training/test_history.py`` checks the order agrees on all three,
+* **length**: the newest :data:`HISTORY_LENGTH` distinct items: the default of ``TrainingConfig.history_length``,
+  ``SequentialConfig.max_length`` and serving's ``FeatureStoreConfig.history_items`` (one setting for all
+  three; each source then reads its own prefix of that list: item-kNN and the content profile the newest 20,
+  :mod:`recsys.platform.ranking_features`). ``tests/training/test_history.py`` checks the order agrees on all three,
   including same-second bursts and repeats.
 
 Dense indices (training, evaluation) and raw ids (serving) order the same way: ``IdIndex`` is sorted, so
@@ -28,12 +29,7 @@ import numpy as np
 import pandas as pd
 
 HISTORY_LENGTH = 50
-"""The default history length of every model input in training and offline evaluation."""
-
-SERVED_HISTORY_LENGTH = 20
-"""What serving reads today (``FeatureStoreConfig.history_items``). NOT yet HISTORY_LENGTH: with 50 the
-evaluator-parity test (tests/serving/test_evaluator_parity.py) found 3 of 50 users with different lists, so
-something on the served path still caps or reorders the history at 20; not found before the deadline."""
+"""The history length of every model input: training, offline evaluation and serving (one setting)."""
 
 
 def history_order(users: np.ndarray, items: np.ndarray, ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -293,7 +293,8 @@ def train_ranker(cfg: TrainingConfig, examples: RankingExamples, n_items: int, n
                          seconds=time.perf_counter() - t0, dropped=dropped)
 
 
-def feature_spec(trained: TrainedRanker, source_kind: str, rc: RankingConfig) -> dict[str, Any]:
+def feature_spec(trained: TrainedRanker, source_kind: str, rc: RankingConfig, sequential: bool = False
+                 ) -> dict[str, Any]:
     """The ``feature_spec.json`` serving reads (docs/contracts.md)."""
     from recsys.platform import ranking_features as rf
 
@@ -306,7 +307,9 @@ def feature_spec(trained: TrainedRanker, source_kind: str, rc: RankingConfig) ->
         "cross_features": [n for n in trained.dense_names if n in rf.CROSS_FEATURES],
         "cross_feature_constants": {"sources": list(rf.SOURCES), "knn_recent_items": rf.KNN_RECENT_ITEMS,
                                     "knn_recency_decay": rf.KNN_RECENCY_DECAY,
-                                    "recent_sim_items": rf.RECENT_SIM_ITEMS},
+                                    "recent_sim_items": rf.RECENT_SIM_ITEMS,
+                                    "content_recent_items": rf.CONTENT_RECENT_ITEMS,
+                                    "content_recency_decay": rf.CONTENT_RECENCY_DECAY},
         "notes": ("Feed RAW values in 'dense' order. Columns listed in 'cross_features' are computed per request "
                   "by recsys.platform.ranking_features.cross_features (recsys.serving.pipeline.scoring.inputs does "
                   "it); "
@@ -318,7 +321,9 @@ def feature_spec(trained: TrainedRanker, source_kind: str, rc: RankingConfig) ->
         "feature_source": source_kind,
         "candidates": rc.candidates,
         "candidate_sources": {"two_tower": rc.candidates, "item_knn": rc.knn_candidates,
-                              "popularity": rc.popularity_candidates},
+                              "popularity": rc.popularity_candidates,
+                              "sasrec": rc.sasrec_candidates if sequential else 0,
+                              "content": rc.content_candidates},
         "loss": rc.loss,
         "model": rc.model,
     }

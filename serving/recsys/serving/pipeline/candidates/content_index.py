@@ -221,12 +221,12 @@ class ContentIndex:
         vecs, known = self.vectors(history)
         if not known.any():
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
-        w = (recency_decay ** np.arange(len(history), dtype=np.float32)) * known
-        profile = (w[:, None] * vecs).sum(axis=0)
-        norm = float(np.linalg.norm(profile))
-        if norm == 0:
+        from recsys.platform.ranking_features import content_profile  # the ranker's content column uses it too
+
+        profile = content_profile(vecs[None], known[None], recency_decay)[0]
+        if not profile.any():
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
-        return self.search(profile / norm, k, exclude={int(h) for h in history})
+        return self.search(profile, k, exclude={int(h) for h in history})
 
 
 def borrow_embeddings(content: ContentIndex, item_ids: np.ndarray, id_index: Any, embeddings: np.ndarray,

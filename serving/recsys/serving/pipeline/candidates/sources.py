@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from recsys.platform.ranking_features import KNN_RECENT_ITEMS
 from recsys.serving.models.artifacts import ItemKnnArtifacts, PopularityArtifacts
 
 
@@ -62,9 +63,14 @@ class ItemKnnCandidates:
         return self.art.item_ids[nb], w.astype(np.float32)
 
     def from_history(self, history: list[int], k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k neighbours by summed ``decay ** position * similarity`` (ties: first seen first), vectorised."""
+        """Top-k neighbours by summed ``decay ** position * similarity`` (ties: first seen first), vectorised.
+
+        Only the newest :data:`~recsys.platform.ranking_features.KNN_RECENT_ITEMS` history items count, as
+        in training's kNN candidates and scores: the served history is longer (HISTORY_LENGTH, what the
+        towers read), and the 21st-50th items' small weights used to change a few users' lists.
+        """
         empty = (np.zeros(0, np.int64), np.zeros(0, np.float32))
-        rows = np.asarray(self.art.item_index.lookup(history), np.int64)
+        rows = np.asarray(self.art.item_index.lookup(list(history)[:KNN_RECENT_ITEMS]), np.int64)
         pos = np.flatnonzero(rows >= 0)
         if len(pos) == 0:
             return empty

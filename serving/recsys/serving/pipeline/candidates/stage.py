@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from recsys.platform.ranking_features import recent_distinct
+from recsys.platform.ranking_features import CONTENT_RECENT_ITEMS, recent_distinct
 from recsys.serving.config import ServingConfig
 from recsys.serving.http.schemas import RecommendationRequest
 from recsys.serving.models.artifacts import Catalog, RetrievalArtifacts
@@ -51,6 +51,7 @@ class CandidateSet:
     filters: FilterSpec
     history: tuple[int, ...] = ()  # the user's recent items, most recent first (ranker cross features)
     recent_vectors: np.ndarray | None = None  # vectors of the last distinct history items (ranker cross features)
+    content: Any = None  # the live content index the content source searched (ranker's content scores)
 
     def __len__(self) -> int:
         return len(self.cands)
@@ -167,7 +168,7 @@ class CandidateGeneration:
                 if spec.needs_history and history and spec.k:
                     take(spec.item_tag, spec.k, lambda n, src=src: src.candidates(history, n))
             if content is not None and history and cfg.content_k:
-                take("content", cfg.content_k, lambda n: content.from_history(history[:20], n))
+                take("content", cfg.content_k, lambda n: content.from_history(history[:CONTENT_RECENT_ITEMS], n))
             for spec, src in active:
                 if not spec.needs_history and spec.k:
                     take(spec.item_tag, spec.k, lambda n, src=src: src.candidates(history, n))
@@ -192,4 +193,5 @@ class CandidateGeneration:
         if self.retrieval.shards and "retrieval_shard_unavailable" in state.degraded and len(cands) == 0:
             state.degrade("no_candidates")
         recent = item_vectors(art, recent_items_for_similarity(history))
-        return CandidateSet(cands, cat_rows, genres, emb, emb @ vec[0], vec, cold, spec, tuple(history), recent)
+        return CandidateSet(cands, cat_rows, genres, emb, emb @ vec[0], vec, cold, spec, tuple(history), recent,
+                            content if cfg.content_k else None)

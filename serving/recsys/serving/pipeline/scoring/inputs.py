@@ -25,12 +25,16 @@ import mmh3
 import numpy as np
 
 from recsys.platform.ranking_features import (
+    CONTENT_RECENT_ITEMS,
     CROSS_FEATURES,
     KNN_RECENT_ITEMS,
     RECENT_SIM_ITEMS,
+    content_profile,
+    content_scores,
     cross_features,
     knn_scores,
     recent_distinct,
+    sasrec_scores,
 )
 from recsys.serving.models.artifacts import RankerSpec
 
@@ -62,16 +66,51 @@ def recent_items_for_similarity(history_item_ids: Sequence[int]) -> np.ndarray:
     return recent_distinct(history_item_ids, RECENT_SIM_ITEMS)
 
 
+def sequential_scores(seq: Any, history_item_ids: Sequence[int], item_ids: np.ndarray) -> np.ndarray:
+    """[n] SASRec score of every candidate (NaN: no SASRec vector for this history, or an unknown item).
+
+    ``seq``: the bundle's :class:`~recsys.serving.pipeline.candidates.sequential.SequentialCandidates`
+    (the vector of the same history it proposed its candidates from).
+    """
+    ids = np.asarray(item_ids, np.int64)
+    vec = seq.user_vector(list(history_item_ids))
+    rows = np.asarray(seq.art.item_index.lookup(ids), np.int64)
+    dim = seq.item_embeddings.shape[1]
+    user = np.full((1, dim), np.nan, np.float32) if vec is None else np.asarray(vec, np.float32).reshape(1, dim)
+    return sasrec_scores(user, seq.item_embeddings[np.maximum(rows, 0)][None], (rows >= 0)[None])[0]
+
+
+def content_index_scores(content: Any, history_item_ids: Sequence[int], item_ids: np.ndarray) -> np.ndarray:
+    """[n] cosine of each candidate's content vector with the profile of the first CONTENT_RECENT_ITEMS
+    history items (the profile serving's content source searches with); NaN for every candidate when
+    no history item has a content vector."""
+    hist = list(history_item_ids)[:CONTENT_RECENT_ITEMS]
+    hv, hk = content.vectors(hist) if hist else (np.zeros((0, content.dim), np.float32), np.zeros(0, bool))
+    cv, ck = content.vectors(np.asarray(item_ids, np.int64))
+    return content_scores(content_profile(hv[None], hk[None]), cv[None], ck[None])[0]
+
+
 def cross_inputs(history_item_ids: Sequence[int], item_ids: np.ndarray, candidate_vectors: np.ndarray,
-                 recent_vectors: np.ndarray | None, sources: Any) -> CrossInputs:
+                 recent_vectors: np.ndarray | None, sources: Any, content: Any = None,
+                 wanted: Sequence[str] | None = None) -> CrossInputs:
     """What :func:`build_ranker_inputs` needs for the cross features, from what the request already holds.
 
     ``sources``: the bundle's secondary sources (``.item_knn`` with its kNN artifact, ``.popularity``
-    with ``normalized_scores``); a missing one leaves its score NaN (0, ranked last), as in training
-    when a source is absent.  The two-tower scores are the request's retrieval scores (passed to
-    :func:`build_ranker_inputs`).
+    with ``normalized_scores``, ``.sequential`` the SASRec source); ``content``: the live content
+    index. A missing one leaves its score NaN (0, one shared last rank), as in training when a source
+    is absent.  The two-tower scores are the request's retrieval scores (passed to
+    :func:`build_ranker_inputs`).  ``wanted``: the ranker's dense columns; the SASRec and content scores
+    (an encoder pass, content-vector reads) are computed only when it uses them (None: always).
     """
+    def uses(source: str) -> bool:
+        return wanted is None or f"{source}_score" in wanted or f"{source}_rank" in wanted
+
     scores: dict[str, np.ndarray] = {}
+    seq = getattr(sources, "sequential", None)
+    if seq is not None and uses("sasrec"):
+        scores["sasrec"] = sequential_scores(seq, history_item_ids, item_ids)
+    if content is not None and uses("content"):
+        scores["content"] = content_index_scores(content, history_item_ids, item_ids)
     knn = getattr(sources, "item_knn", None)
     if knn is not None:
         art = knn.art

@@ -84,7 +84,8 @@ class Scoring:
         except ArtifactError:
             state.degrade("ranker_unavailable")
             return fallback
-        cross = cross_inputs(cset.history, cset.cands.item_ids, cset.emb, cset.recent_vectors, sources)
+        cross = cross_inputs(cset.history, cset.cands.item_ids, cset.emb, cset.recent_vectors, sources,
+                             content=cset.content, wanted=spec.dense)
         dense, sparse = build_ranker_inputs(
             spec, user_id=req.user_id, item_ids=cset.cands.item_ids, retrieval_scores=cset.retrieval_score,
             feature_names=hydrated.names, item_features=hydrated.items, user_features=hydrated.user,
