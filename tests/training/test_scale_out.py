@@ -109,6 +109,13 @@ def test_two_tower_two_workers_match_one(two_tower_runs):
     assert [h["epoch"] for h in two.history] == [1, 2]
     # the world size each run really had (reported by the workers, not the config echoed back)
     assert [h["workers"] for h in one.history] == [1, 1] and [h["workers"] for h in two.history] == [2, 2]
+    # the examples streamed from the parquet table (Ray Data): one worker read every row each epoch, each of
+    # two workers read half of them (equal shards; at most world - 1 rows dropped to make them equal)
+    n = len(one.data.ex_item)
+    assert [h["rows_per_worker"] for h in one.history] == [[n], [n]]
+    for h in two.history:
+        a, b = h["rows_per_worker"]
+        assert a == b and n - 1 <= a + b <= n, (h["rows_per_worker"], n)
     # the exported model is the best epoch's, and re-measuring it gives that epoch's recorded value
     from recsys.training.two_tower.job import validation_recall
 
@@ -140,6 +147,12 @@ def test_ranker_two_workers_match_one(two_tower_runs, small_dataset, small_split
     a1, a2 = runs[1].best_metrics["val_auc"], runs[2].best_metrics["val_auc"]
     assert a1 > 0.55 and abs(a1 - a2) <= AUC_TOL, (a1, a2)
     assert {h["workers"] for h in runs[1].history} == {1} and {h["workers"] for h in runs[2].history} == {2}
+    # one list per table row: one worker streamed every training list, each of two workers half of them
+    n = runs[1].history[0]["rows_per_worker"][0]
+    assert n > 0.8 * runs[1].n_groups and all(h["rows_per_worker"] == [n] for h in runs[1].history)
+    for h in runs[2].history:
+        a, b = h["rows_per_worker"]
+        assert a == b and n - 1 <= a + b <= n, (h["rows_per_worker"], n)
     for run in runs.values():
         assert run.best_epoch == max(run.history, key=lambda h: h[BEST_BY[0]])["epoch"]
 

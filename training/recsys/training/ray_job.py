@@ -163,14 +163,19 @@ def run_torch_job(
     resources: JobResources,
     best_by: BestBy,
     num_to_keep: int = 2,
+    datasets: dict[str, Any] | None = None,
 ) -> JobResult:
     """Run ``loop`` with ``TorchTrainer``; return the best checkpoint's weights and the full history.
 
     ``num_to_keep`` checkpoints are kept by ``best_by`` (Ray Train also always keeps the latest, which
-    is what a restarted worker group resumes from after a failure).
+    is what a restarted worker group resumes from after a failure). ``datasets`` (name ->
+    :class:`recsys.training.tables.TableRef`) become the trainer's Ray Data datasets: each worker streams
+    its own equal shard with ``ray.train.get_dataset_shard(name)`` (:func:`recsys.training.tables.shard_batches`).
     """
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
+
+    from recsys.training.tables import dataset_config, read_table
 
     resources_per_worker = {"CPU": resources.cpus_per_worker}
     if resources.use_gpu:
@@ -179,6 +184,8 @@ def run_torch_job(
         trainer = TorchTrainer(
             loop,
             train_loop_config={**loop_config, "use_gpu": resources.use_gpu},
+            datasets={k: read_table(ref) for k, ref in (datasets or {}).items()} or None,
+            dataset_config=dataset_config() if datasets else None,
             scaling_config=ScalingConfig(num_workers=resources.num_workers, use_gpu=resources.use_gpu,
                                          resources_per_worker=resources_per_worker),
             run_config=RunConfig(
