@@ -96,8 +96,14 @@ def test_cli_cluster_flags_reach_the_config(tmp_path):
         4, 0.5, True, "s3://bucket/ray", 5)
     assert res.needs() == {"CPU": 2.0, "GPU": 4.0}
     assert make_config(load_config(None), None, None, None, None).storage_path.endswith("ray_results")
+    # the training tables' URI (the Helm RayJobs pass --dataset-uri): verbatim, else next to the storage path
+    assert cfg.datasets_uri() == "s3://bucket/ray/datasets"
+    cfg = make_config(load_config(None), None, None, None, None,
+                      cluster=ClusterOptions(storage_path="s3://b/ray", dataset_uri="gs://b/tables"))
+    assert cfg.datasets_uri() == "gs://b/tables"
     env = {"RECSYS_MODEL_STORE_URI": str(tmp_path / "models")}
-    for bad, flag in ((["--cpus-per-worker", "0"], "--cpus-per-worker"), (["--max-failures", "-2"], "--max-failures")):
+    for bad, flag in ((["--cpus-per-worker", "0"], "--cpus-per-worker"), (["--max-failures", "-2"], "--max-failures"),
+                      (["--dataset-uri", "ftp://host/x"], "--dataset-uri")):
         r = CliRunner().invoke(root, ["train", "retrieval", *bad], env=env)
         assert r.exit_code == 2 and flag in r.output and "Traceback" not in r.output
 
