@@ -117,6 +117,11 @@ def dataset_config():
     return DataConfig(execution_options=options)
 
 
+def epoch_seed(seed: int, rank: int, epoch: int) -> int:
+    """The local-shuffle seed of one rank's epoch: its own order every epoch, the same one after a resume."""
+    return int(np.random.SeedSequence([seed, rank, epoch]).generate_state(1)[0])
+
+
 def shard_batches(name: str, shapes: dict[str, tuple[int, ...]], batch_size: int, seed: int,
                   shuffle_buffer: int | None = None) -> Iterator[dict[str, Any]]:
     """This worker's shard of the trainer's dataset ``name``, one pass, as dicts of CPU torch tensors.

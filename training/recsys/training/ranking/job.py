@@ -149,8 +149,7 @@ def fit_ranker(model: torch.nn.Module, data: dict[str, Any], rc: RankingConfig, 
     optimizer state. Rank 0 validates on ``val_groups`` of ``data``'s rows either way.
     """
     from recsys.training.ray_job import cpu_copy, local_batch_size, shard
-    from recsys.training.tables import rows_per_worker, shard_batches
-    from recsys.training.two_tower.job import epoch_seed
+    from recsys.training.tables import epoch_seed, rows_per_worker, shard_batches
 
     opt = torch.optim.AdamW(model.parameters(), lr=rc.learning_rate, weight_decay=rc.weight_decay)
     start, history = ctx.resume(model, opt) if ctx is not None else (0, [])

@@ -53,7 +53,7 @@ def train_loop(config: dict[str, Any]) -> None:
     ``ctx.data`` holds only the lookups (user sequences, item features, ``log_q``, the validation users).
     """
     from recsys.training.ray_job import cpu_copy, local_batch_size, report_epoch, worker_setup
-    from recsys.training.tables import rows_per_worker, shard_batches
+    from recsys.training.tables import epoch_seed, rows_per_worker, shard_batches
 
     rc = RetrievalConfig(**config["retrieval"])
     seed = int(config["seed"])
@@ -97,11 +97,6 @@ def train_loop(config: dict[str, Any]) -> None:
                   f"x {bs} x {world} worker(s), rows per worker {metrics['rows_per_worker']})", flush=True)
         history.append(metrics)
         report_epoch(model, metrics, history, opt)
-
-
-def epoch_seed(seed: int, rank: int, epoch: int) -> int:
-    """The local-shuffle seed of one rank's epoch: its own order every epoch, the same one after a resume."""
-    return int(np.random.SeedSequence([seed, rank, epoch]).generate_state(1)[0])
 
 
 BEST_BY = ("val_recall@20", "max")
