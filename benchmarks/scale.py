@@ -8,6 +8,12 @@ of log(seconds) and log(driver peak RSS) against log(events).
 
     python benchmarks/scale.py --scales 1,4        # ~15 min on 2 cores
     python benchmarks/scale.py --scales 1,4,16     # the README table
+    python benchmarks/scale.py --scales 1,4 --eval-max-users 6000   # evaluate a fixed, seeded 6k-user sample
+
+Evaluate scores every catalog item for every evaluated user, so its work is users x items: 16x for 4x
+data (time exponent ~1.6-2 against events). ``--eval-max-users N`` passes ``recsys evaluate --max-users N``
+(a seeded sample; at or above the evaluated users it changes nothing, so 6000 keeps the 1x figures) and
+bounds that to N x items, linear in the catalog. Default: every user, as before.
 
 Stages: generate -> features build -> features apply + materialize -> train baselines
 (popularity, item_knn, als, bpr; EASE refuses catalogs above 12k items, see ease_max_items) ->
@@ -60,8 +66,9 @@ def run_stage(cmd: list[str], env: dict) -> tuple[float, float, float]:
     return time.perf_counter() - t0, peak["driver"] / 2**30, peak["children"] / 2**30
 
 
-def stages(recsys: str, scale: float) -> list[tuple[str, list[list[str]]]]:
+def stages(recsys: str, scale: float, eval_max_users: int | None = None) -> list[tuple[str, list[list[str]]]]:
     n = {k: str(int(v * scale)) for k, v in BASE.items()}
+    evaluate = [recsys, "evaluate", *(["--max-users", str(eval_max_users)] if eval_max_users else [])]
     return [
         ("generate", [[recsys, "data", "generate", "--users", n["users"], "--items", n["items"],
                        "--events", n["events"]]]),
@@ -69,7 +76,7 @@ def stages(recsys: str, scale: float) -> list[tuple[str, list[list[str]]]]:
         ("materialize", [[recsys, "features", "apply"], [recsys, "features", "materialize"]]),
         ("train baselines", [[recsys, "train", "baselines", "--models", "popularity,item_knn,als,bpr", "--promote"]]),
         ("train two-tower", [[recsys, "train", "retrieval", "--epochs", "1", "--promote"]]),
-        ("evaluate", [[recsys, "evaluate"]]),
+        ("evaluate", [evaluate]),
     ]
 
 
@@ -84,6 +91,8 @@ def main() -> None:
     ap.add_argument("--scales", default="1,4", help="Comma-separated multiples of the default data.")
     ap.add_argument("--redis-url", default="redis://127.0.0.1:6379/2")
     ap.add_argument("--workdir", type=Path, default=None, help="Default: a temporary directory.")
+    ap.add_argument("--eval-max-users", type=int, default=None,
+                    help="Evaluate a seeded sample of this many users (default: all; 6000 = every user at 1x).")
     args = ap.parse_args()
     scales = [float(s) for s in args.scales.split(",")]
     recsys = str(Path(os.environ.get("VIRTUAL_ENV", ".venv")) / "bin" / "recsys")
@@ -96,7 +105,7 @@ def main() -> None:
             env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RECSYS_REDIS_URL": args.redis_url,
                    "RECSYS_DATA_DIR": str(root / "data"), "RECSYS_FEATURE_REPO_DIR": str(root / "features"),
                    "RECSYS_MODEL_STORE_URI": str(root / "models"), "RECSYS_LOG_DIR": str(root / "logs")}
-            for name, cmds in stages(recsys, scale):
+            for name, cmds in stages(recsys, scale, args.eval_max_users):
                 total, driver, children = 0.0, 0.0, 0.0
                 for cmd in cmds:
                     s, d, c = run_stage(cmd, env)

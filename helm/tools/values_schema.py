@@ -370,6 +370,11 @@ props = {
                 "Ray Train storage (--storage-path): a URI every pod reaches, or empty for the CLI default",
                 pattern=r"^([a-z][a-z0-9+.-]*://\S+|/\S*)?$",
             ),
+            "datasetUri": S(
+                "Training tables (--dataset-uri), streamed by the Ray Train workers: a URI every pod reaches, or "
+                "empty for <storagePath>/datasets",
+                pattern=r"^((file|s3|gs|gcs|hdfs|abfs|abfss)://\S+|/\S*)?$",
+            ),
             "head": obj({"rayStartParams": REF("rayStartParams"), "resources": REF("resources")}),
             "autoscaler": REF("rayAutoscaler"),
             "jobs": {

@@ -150,7 +150,8 @@ def test_training_jobs_flow(render):
     spec = jobs["ranking"]["spec"]
     # 2 pods x 2 GPUs -> 4 Ray Train workers, each with half of a pod's 2 CPUs; job args come last
     assert spec["entrypoint"] == ("recsys train ranking --num-workers 4 --cpus-per-worker 1 --use-gpu "
-                                  "--storage-path s3://recsys-models/ray-results --epochs 5 --fast")
+                                  "--storage-path s3://recsys-models/ray-results "
+                                  "--dataset-uri s3://recsys-models/training-datasets --epochs 5 --fast")
     (workers,) = spec["rayClusterSpec"]["workerGroupSpecs"]
     assert workers["maxReplicas"] == 9
     assert workers["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 2
@@ -162,15 +163,19 @@ def test_training_jobs_flow(render):
 
 
 def test_training_entrypoint_scale_out_flags(render):
-    """--num-workers/--cpus-per-worker/--use-gpu/--storage-path follow the worker group and training values."""
+    """--num-workers/--cpus-per-worker/--use-gpu/--storage-path/--dataset-uri follow the worker group and training
+    values (the dataset URI is where the jobs write the training tables the worker pods stream)."""
     r = render(set_values={"training.storagePath": "gs://bucket/ray", "training.jobs.retrieval.workers.replicas": "3",
+                           "training.datasetUri": "gs://bucket/tables",
                            "training.jobs.retrieval.workers.resources.limits.cpu": "1500m"})
     jobs = r.training_job_manifests()
     assert jobs["retrieval"]["spec"]["entrypoint"] == (
-        "recsys train retrieval --num-workers 3 --cpus-per-worker 1.5 --storage-path gs://bucket/ray")
+        "recsys train retrieval --num-workers 3 --cpus-per-worker 1.5 --storage-path gs://bucket/ray "
+        "--dataset-uri gs://bucket/tables")
     assert "--use-gpu" not in jobs["ranking"]["spec"]["entrypoint"]
-    r = render(set_values={"training.storagePath": ""}, set_json={"training.jobs.ranking.workers.numWorkers": 8,
-                                                                  "training.jobs.ranking.workers.cpusPerWorker": 0.5})
+    r = render(set_values={"training.storagePath": "", "training.datasetUri": ""},
+               set_json={"training.jobs.ranking.workers.numWorkers": 8,
+                         "training.jobs.ranking.workers.cpusPerWorker": 0.5})
     assert r.training_job_manifests()["ranking"]["spec"]["entrypoint"] == (
         "recsys train ranking --num-workers 8 --cpus-per-worker 0.5")
 

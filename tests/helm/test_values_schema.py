@@ -36,9 +36,11 @@ def _reject(render, tmp_path, values: dict) -> str:
         ({"serving": {"head": {"resources": {"limits": {"memory": "lots"}}}}},
          ["/serving/head/resources/limits/memory"]),
         ({"redis": {"mode": "external"}}, ["/redis/urlSecret/name"]),
+        ({"training": {"datasetUri": "ftp://host/tables"}}, ["/training/datasetUri"]),
     ],
     ids=["negative-replicas", "unknown-key", "bad-enum", "zero-shards", "import-path", "string-for-int",
-         "pull-policy", "model-store-uri", "cron", "quantity", "external-redis-without-secret"],
+         "pull-policy", "model-store-uri", "cron", "quantity", "external-redis-without-secret",
+         "dataset-uri-scheme"],
 )
 def test_schema_rejects_bad_values(render, tmp_path, values, expected):
     stderr = _reject(render, tmp_path, values)

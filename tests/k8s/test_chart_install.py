@@ -155,6 +155,7 @@ def test_rayjob_entrypoints_carry_the_scale_out_flags(kube, default_release):
         assert float(flags["--cpus-per-worker"]) == pod_cpus  # one Ray Train worker per pod
         assert int(flags["--num-workers"]) <= group["maxReplicas"]
         assert flags["--storage-path"] == values["training"]["storagePath"]
+        assert flags["--dataset-uri"] == values["training"]["datasetUri"]  # the tables the worker pods stream
         assert "--use-gpu" not in flags
         assert job["spec"]["rayClusterSpec"]["enableInTreeAutoscaling"] is True
 
@@ -222,6 +223,7 @@ def test_production_values_install(production_release):
     ranking = _entrypoint_flags(jobs["ranking"]["spec"]["entrypoint"])
     assert ranking["--use-gpu"] is True and ranking["--num-workers"] == "2" and ranking["--epochs"] == "10"
     assert ranking["--storage-path"] == "s3://prod-recsys-models/ray-results"
+    assert ranking["--dataset-uri"] == "s3://prod-recsys-models/training-datasets"
     (gpu_group,) = jobs["ranking"]["spec"]["rayClusterSpec"]["workerGroupSpecs"]
     assert gpu_group["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
     isvc = objs.get("InferenceService", "recsys-ranker")

@@ -96,8 +96,14 @@ def test_cli_cluster_flags_reach_the_config(tmp_path):
         4, 0.5, True, "s3://bucket/ray", 5)
     assert res.needs() == {"CPU": 2.0, "GPU": 4.0}
     assert make_config(load_config(None), None, None, None, None).storage_path.endswith("ray_results")
+    # the training tables' URI (the Helm RayJobs pass --dataset-uri): verbatim, else next to the storage path
+    assert cfg.datasets_uri() == "s3://bucket/ray/datasets"
+    cfg = make_config(load_config(None), None, None, None, None,
+                      cluster=ClusterOptions(storage_path="s3://b/ray", dataset_uri="gs://b/tables"))
+    assert cfg.datasets_uri() == "gs://b/tables"
     env = {"RECSYS_MODEL_STORE_URI": str(tmp_path / "models")}
-    for bad, flag in ((["--cpus-per-worker", "0"], "--cpus-per-worker"), (["--max-failures", "-2"], "--max-failures")):
+    for bad, flag in ((["--cpus-per-worker", "0"], "--cpus-per-worker"), (["--max-failures", "-2"], "--max-failures"),
+                      (["--dataset-uri", "ftp://host/x"], "--dataset-uri")):
         r = CliRunner().invoke(root, ["train", "retrieval", *bad], env=env)
         assert r.exit_code == 2 and flag in r.output and "Traceback" not in r.output
 
@@ -109,6 +115,13 @@ def test_two_tower_two_workers_match_one(two_tower_runs):
     assert [h["epoch"] for h in two.history] == [1, 2]
     # the world size each run really had (reported by the workers, not the config echoed back)
     assert [h["workers"] for h in one.history] == [1, 1] and [h["workers"] for h in two.history] == [2, 2]
+    # the examples streamed from the parquet table (Ray Data): one worker read every row each epoch, each of
+    # two workers read half of them (equal shards; at most world - 1 rows dropped to make them equal)
+    n = len(one.data.ex_item)
+    assert [h["rows_per_worker"] for h in one.history] == [[n], [n]]
+    for h in two.history:
+        a, b = h["rows_per_worker"]
+        assert a == b and n - 1 <= a + b <= n, (h["rows_per_worker"], n)
     # the exported model is the best epoch's, and re-measuring it gives that epoch's recorded value
     from recsys.training.two_tower.job import validation_recall
 
@@ -140,6 +153,12 @@ def test_ranker_two_workers_match_one(two_tower_runs, small_dataset, small_split
     a1, a2 = runs[1].best_metrics["val_auc"], runs[2].best_metrics["val_auc"]
     assert a1 > 0.55 and abs(a1 - a2) <= AUC_TOL, (a1, a2)
     assert {h["workers"] for h in runs[1].history} == {1} and {h["workers"] for h in runs[2].history} == {2}
+    # one list per table row: one worker streamed every training list, each of two workers half of them
+    n = runs[1].history[0]["rows_per_worker"][0]
+    assert n > 0.8 * runs[1].n_groups and all(h["rows_per_worker"] == [n] for h in runs[1].history)
+    for h in runs[2].history:
+        a, b = h["rows_per_worker"]
+        assert a == b and n - 1 <= a + b <= n, (h["rows_per_worker"], n)
     for run in runs.values():
         assert run.best_epoch == max(run.history, key=lambda h: h[BEST_BY[0]])["epoch"]
 

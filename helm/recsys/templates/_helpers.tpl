@@ -390,6 +390,7 @@ job's extra args last (click keeps the last occurrence, so args can still overri
 {{- $flags := list .job.command "--num-workers" (index $sizing 0) "--cpus-per-worker" (index $sizing 1) -}}
 {{- if gt (int .job.workers.gpus) 0 }}{{- $flags = append $flags "--use-gpu" -}}{{- end }}
 {{- with $t.storagePath }}{{- $flags = concat $flags (list "--storage-path" .) -}}{{- end }}
+{{- with $t.datasetUri }}{{- $flags = concat $flags (list "--dataset-uri" .) -}}{{- end }}
 {{- range .job.args }}{{- $flags = append $flags (toString .) -}}{{- end }}
 {{- join " " $flags -}}
 {{- end }}

@@ -21,6 +21,10 @@ class TrainingUsageError(click.ClickException):
     exit_code = 2
 
 
+DATASET_SCHEMES = ("file", "s3", "gs", "gcs", "hdfs", "abfs", "abfss")
+"""URI schemes pyarrow's filesystems (which write and read the training tables) understand."""
+
+
 @dataclass(frozen=True)
 class ClusterOptions:
     """Where the Ray Train jobs run; the Helm RayJob entrypoints template these flags."""
@@ -28,6 +32,7 @@ class ClusterOptions:
     cpus_per_worker: float | None = None
     use_gpu: bool | None = None
     storage_path: str | None = None
+    dataset_uri: str | None = None
     max_failures: int | None = None
     ray_address: str | None = None
 
@@ -44,6 +49,10 @@ def common_options(f):
     @click.option("--storage-path", default=None,
                   help="Checkpoints and run state: a local path or a URI every node reaches (s3://bucket/x, "
                        "gs://..., file:///shared/x). Default: ray_results next to the data_dir setting.")
+    @click.option("--dataset-uri", default=None,
+                  help="Where the Ray Train jobs write their training rows as partitioned parquet that the workers "
+                       "stream with Ray Data: a local path or a URI every node reaches (s3://bucket/x, file:///x). "
+                       "Default: <storage path>/datasets.")
     @click.option("--max-failures", type=click.IntRange(min=-1), default=None,
                   help="Worker-group restarts from the latest checkpoint (default 2, -1 = no limit).")
     @click.option("--ray-address", default=None,
@@ -56,7 +65,7 @@ def common_options(f):
     @functools.wraps(f)
     def wrapper(*args, **kwargs):
         kwargs["cluster"] = ClusterOptions(**{k: kwargs.pop(k) for k in (
-            "cpus_per_worker", "use_gpu", "storage_path", "max_failures", "ray_address")})
+            "cpus_per_worker", "use_gpu", "storage_path", "dataset_uri", "max_failures", "ray_address")})
         return f(*args, **kwargs)
 
     return wrapper
@@ -71,7 +80,12 @@ def make_config(pcfg: PlatformConfig, data_dir: str | None, seed: int | None, nu
     storage = cluster.storage_path or str(Path(pcfg.data_dir).parent / "ray_results")
     cfg = TrainingConfig.from_platform(pcfg, data_dir=data_dir, seed=seed, num_workers=num_workers, split=split,
                                        cpus_per_worker=cluster.cpus_per_worker, use_gpu=cluster.use_gpu,
-                                       max_failures=cluster.max_failures, storage_path=storage)
+                                       max_failures=cluster.max_failures, storage_path=storage,
+                                       dataset_uri=cluster.dataset_uri)
+    scheme = (cluster.dataset_uri or "").partition("://")[0] if "://" in (cluster.dataset_uri or "") else None
+    if scheme is not None and scheme not in DATASET_SCHEMES:
+        raise TrainingUsageError(f"--dataset-uri {cluster.dataset_uri}: unsupported scheme {scheme}:// (use a path or "
+                                 f"one of {', '.join(s + '://' for s in DATASET_SCHEMES)})")
     if data_dir is not None and not Path(data_dir).is_dir():
         raise TrainingUsageError(f"data directory {data_dir} does not exist: generate data first "
                                  f"(`recsys data generate --out {data_dir}`)")

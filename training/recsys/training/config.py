@@ -123,6 +123,11 @@ class TrainingConfig(_Strict):
         "var/ray_results",
         description="Ray Train checkpoints and run state: a local path, or a URI every node can reach (s3://, "
         "gs://, file:// on a shared mount); the driver reads the best checkpoint back from it")
+    dataset_uri: str | None = Field(
+        None,
+        description="Where the Ray Train jobs write their training rows as partitioned parquet that the workers "
+        "stream with Ray Data (a local path, or a URI every node can reach: s3://, gs://, file://); "
+        "None: <storage_path>/datasets")
     seed: int = 42
     split: Literal["global_time", "leave_last_out"] = "global_time"
     num_workers: int = Field(1, ge=1, description="Ray Train workers (data-parallel)")
@@ -137,11 +142,15 @@ class TrainingConfig(_Strict):
     ranking: RankingConfig = RankingConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
 
-    @field_validator("storage_path", mode="before")
+    @field_validator("storage_path", "dataset_uri", mode="before")
     @classmethod
     def _storage_as_str(cls, v):
         """Keep URIs verbatim: ``Path("s3://b/x")`` would collapse the ``//`` into ``s3:/b/x``."""
         return os.fspath(v) if isinstance(v, os.PathLike) else v
+
+    def datasets_uri(self) -> str:
+        """The training tables' base URI (:mod:`recsys.training.tables`)."""
+        return self.dataset_uri or self.storage_path.rstrip("/") + "/datasets"
 
     @classmethod
     def from_platform(cls, platform_cfg, **overrides) -> TrainingConfig:

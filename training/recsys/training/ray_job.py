@@ -7,11 +7,16 @@ depends on *where* a loop runs lives here, and a job's loop only says what to tr
   (workers, CPUs/GPU per worker, a storage *URI* every node can reach, ``FailureConfig``) and
   :class:`BestBy` (the validation metric the ``CheckpointConfig`` keeps checkpoints by), then reads
   back the **best** checkpoint's weights and the **latest** checkpoint's full metric history;
-* **worker side** — :func:`worker_setup` (seeds, threads, the shared data, rank/world, device),
+* **worker side** — :func:`worker_setup` (seeds, threads, the shared lookups, rank/world, device),
   :meth:`WorkerContext.prepare` (model to the worker's device + DDP), :meth:`WorkerContext.resume`
-  (weights, optimizer and history from ``ray.train.get_checkpoint()`` after a worker failure),
-  :func:`shard` (equal-length per-rank shards, so every DDP rank runs the same number of steps and
-  an all-reduce never waits for a rank that has run out of data) and :func:`report_epoch`.
+  (weights, optimizer and history from ``ray.train.get_checkpoint()`` after a worker failure) and
+  :func:`report_epoch`.
+
+The training rows themselves do not travel in the loop config: the driver writes them as a partitioned
+parquet table at the job's dataset URI (:mod:`recsys.training.tables`), ``run_torch_job(datasets=...)``
+hands them to ``TorchTrainer`` as Ray Data datasets, and each worker streams its own equal shard
+(``ray.train.get_dataset_shard`` + ``iter_torch_batches``: :func:`recsys.training.tables.shard_batches`).
+:func:`shard` keeps the same equal-shard semantics for in-process loops (the ranker without Ray).
 
 A loop that uses them (see ``two_tower/job.py``)::
 
@@ -21,7 +26,7 @@ A loop that uses them (see ``two_tower/job.py``)::
     start, history = ctx.resume(model, opt)
     for epoch in range(start, epochs):
         ctx.maybe_fail(epoch)
-        for batch in batches(shard(n, ctx.rank, ctx.world, seed, epoch), local_batch_size(bs, ctx.world)):
+        for batch in shard_batches("train", config["shapes"], local_batch_size(bs, ctx.world), seed):
             ...
         report_epoch(model, metrics, history, opt)
 """
@@ -163,14 +168,19 @@ def run_torch_job(
     resources: JobResources,
     best_by: BestBy,
     num_to_keep: int = 2,
+    datasets: dict[str, Any] | None = None,
 ) -> JobResult:
     """Run ``loop`` with ``TorchTrainer``; return the best checkpoint's weights and the full history.
 
     ``num_to_keep`` checkpoints are kept by ``best_by`` (Ray Train also always keeps the latest, which
-    is what a restarted worker group resumes from after a failure).
+    is what a restarted worker group resumes from after a failure). ``datasets`` (name ->
+    :class:`recsys.training.tables.TableRef`) become the trainer's Ray Data datasets: each worker streams
+    its own equal shard with ``ray.train.get_dataset_shard(name)`` (:func:`recsys.training.tables.shard_batches`).
     """
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
+
+    from recsys.training.tables import dataset_config, read_table
 
     resources_per_worker = {"CPU": resources.cpus_per_worker}
     if resources.use_gpu:
@@ -179,6 +189,8 @@ def run_torch_job(
         trainer = TorchTrainer(
             loop,
             train_loop_config={**loop_config, "use_gpu": resources.use_gpu},
+            datasets={k: read_table(ref) for k, ref in (datasets or {}).items()} or None,
+            dataset_config=dataset_config() if datasets else None,
             scaling_config=ScalingConfig(num_workers=resources.num_workers, use_gpu=resources.use_gpu,
                                          resources_per_worker=resources_per_worker),
             run_config=RunConfig(

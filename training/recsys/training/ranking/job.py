@@ -115,60 +115,85 @@ def listwise_loss(logits: torch.Tensor, label: torch.Tensor, mask: torch.Tensor)
     return -(target * logp.masked_fill(~mask, 0.0)).sum(dim=1).mean()
 
 
+def padded_lists(dense: torch.Tensor, sparse: torch.Tensor, label: torch.Tensor, groups: np.ndarray
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Lists ``groups`` ([G, M] row indices, -1 padded) as [G, M, D] / [G, M, S] / [G, M]; label -1 marks padding."""
+    idx = torch.from_numpy(groups).to(dense.device)
+    flat = idx.clamp_min(0).reshape(-1)
+    g, m = idx.shape
+    lab = torch.where(idx >= 0, label[flat].reshape(g, m), torch.full_like(idx, -1, dtype=label.dtype))
+    return dense[flat].reshape(g, m, -1), sparse[flat].reshape(g, m, -1), lab
+
+
+def list_loss(model: torch.nn.Module, dense: torch.Tensor, sparse: torch.Tensor, label: torch.Tensor,
+              listwise: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(loss, logits [G, M], mask [G, M])`` of padded lists (label < 0 marks padding)."""
+    g, m = label.shape
+    mask = label >= 0
+    logits = model(dense.reshape(g * m, -1), sparse.reshape(g * m, -1)).reshape(g, m)
+    y = label.clamp_min(0)
+    loss = listwise_loss(logits, y, mask) if listwise else F.binary_cross_entropy_with_logits(logits[mask], y[mask])
+    return loss, logits, mask
+
+
 def fit_ranker(model: torch.nn.Module, data: dict[str, Any], rc: RankingConfig, seed: int, rank: int = 0,
-               world: int = 1, on_epoch=None, ctx: Any = None) -> list[dict[str, Any]]:
+               world: int = 1, on_epoch=None, ctx: Any = None, stream: dict[str, tuple[int, ...]] | None = None
+               ) -> list[dict[str, Any]]:
     """The epochs: AdamW over shuffled batches of lists (listwise) or of their rows (bce); per-epoch metrics.
 
-    Shared by the Ray Train loop and in-process training. With ``ctx`` (a
-    :class:`~recsys.training.ray_job.WorkerContext`) it runs the cluster plumbing: tensors on the
-    worker's device, resume from the latest checkpoint, the failure drill, equal-length shards per
-    rank (so DDP never hangs) and ``on_epoch`` reporting with the optimizer state.
+    Shared by the Ray Train loop and in-process training. In-process the training lists are gathered from
+    ``data`` (``train_groups``). With ``stream`` (the table's column shapes) they stream instead from this
+    worker's equal shard of the trainer's ``train`` table (one row per list, Ray Data), and ``ctx`` (a
+    :class:`~recsys.training.ray_job.WorkerContext`) runs the cluster plumbing: tensors on the worker's
+    device, resume from the latest checkpoint, the failure drill and ``on_epoch`` reporting with the
+    optimizer state. Rank 0 validates on ``val_groups`` of ``data``'s rows either way.
     """
     from recsys.training.ray_job import cpu_copy, local_batch_size, shard
+    from recsys.training.tables import epoch_seed, rows_per_worker, shard_batches
 
     opt = torch.optim.AdamW(model.parameters(), lr=rc.learning_rate, weight_decay=rc.weight_decay)
     start, history = ctx.resume(model, opt) if ctx is not None else (0, [])
     to = ctx.to if ctx is not None else (lambda *t: t)
     cpu = tuple(torch.from_numpy(data[k]) for k in ("dense", "sparse", "label"))
-    dev = to(*cpu)
-    train_groups, val_groups = data["train_groups"], data["val_groups"]
+    val_groups = data["val_groups"]
     listwise = rc.loss == "listwise"
-    batch_size = local_batch_size(effective_batch_size(rc, len(train_groups)), world)
+    batch_size = local_batch_size(effective_batch_size(rc, int(data["n_train_lists"])), world)
 
-    def batch_loss(m, groups: np.ndarray, tensors, lists: bool = False):
-        dense, sparse, label = tensors
-        idx = torch.from_numpy(groups).to(dense.device)
-        mask = idx >= 0
-        flat = idx.clamp_min(0).reshape(-1)
-        logits = m(dense[flat], sparse[flat]).reshape(idx.shape)
-        y = label[flat].reshape(idx.shape)
-        loss = listwise_loss(logits, y, mask) if listwise else F.binary_cross_entropy_with_logits(logits[mask], y[mask])
-        if lists:
-            return loss, logits, y, mask
-        return loss, logits[mask], y[mask]
+    def epoch_lists(epoch: int):
+        if stream is not None:
+            for b in shard_batches("train", stream, batch_size, epoch_seed(seed, rank, epoch), 8 * batch_size):
+                yield to(b["dense"], b["sparse"], b["label"])
+            return
+        dev = to(*cpu)
+        order = data["train_groups"][shard(len(data["train_groups"]), rank, world, seed, epoch)]
+        for s in range(0, len(order), batch_size):
+            yield padded_lists(*dev, order[s:s + batch_size])
 
     for epoch in range(start, rc.epochs):
         if ctx is not None:
             ctx.maybe_fail(epoch)
         t0 = time.perf_counter()
-        order = train_groups[shard(len(train_groups), rank, world, seed, epoch)]
-        total, steps = 0.0, 0
+        total, steps, lists = 0.0, 0, 0
         model.train()
-        for s in range(0, len(order), batch_size):
-            loss, _, _ = batch_loss(model, order[s:s + batch_size], dev)
+        for dense, sparse, label in epoch_lists(epoch):
+            loss, _, _ = list_loss(model, dense, sparse, label, listwise)
             opt.zero_grad()
             loss.backward()
             opt.step()
             total += float(loss.detach())
             steps += 1
+            lists += len(label)
         seconds = time.perf_counter() - t0
-        metrics = (ctx.epoch_metrics(epoch, loss=total / max(steps, 1), seconds=seconds) if ctx is not None
+        metrics = (ctx.epoch_metrics(epoch, loss=total / max(steps, 1), seconds=seconds,
+                                     rows_per_worker=rows_per_worker(lists, ctx.device)) if ctx is not None
                    else {"epoch": epoch + 1, "loss": total / max(steps, 1), "seconds": seconds})
         if rank == 0:
             metrics.update(val_loss=float("nan"), val_auc=float("nan"), **{"val_ndcg@20": float("nan")})
             if len(val_groups):
                 with torch.no_grad():
-                    vloss, vlogits, vy, vmask = batch_loss(cpu_copy(model).eval(), val_groups, cpu, lists=True)
+                    vd, vs, vl = padded_lists(*cpu, val_groups)
+                    vloss, vlogits, vmask = list_loss(cpu_copy(model).eval(), vd, vs, vl, listwise)
+                    vy = vl.clamp_min(0)
                     metrics["val_loss"] = float(vloss)
                     metrics["val_auc"] = auc(vy[vmask].numpy(), vlogits[vmask].numpy())
                     metrics["val_ndcg@20"] = list_ndcg(vlogits.numpy(), vy.numpy(), vmask.numpy())
@@ -193,7 +218,7 @@ def train_loop(config: dict[str, Any]) -> None:
     model.mean.copy_(torch.from_numpy(ctx.data["mean"]))
     model.std.copy_(torch.from_numpy(ctx.data["std"]))
     model = ctx.prepare(model)
-    fit_ranker(model, ctx.data, rc, int(config["seed"]), ctx.rank, ctx.world, ctx=ctx,
+    fit_ranker(model, ctx.data, rc, int(config["seed"]), ctx.rank, ctx.world, ctx=ctx, stream=config["shapes"],
                on_epoch=lambda metrics, history, opt: report_epoch(model, metrics, history, opt))
 
 
@@ -232,6 +257,7 @@ def train_ranker(cfg: TrainingConfig, examples: RankingExamples, n_items: int, n
     import ray
 
     from recsys.training.ray_job import JobResources, ensure_ray, run_torch_job
+    from recsys.training.tables import delete_table, join, write_table
 
     t0 = time.perf_counter()
     rc = cfg.ranking
@@ -249,11 +275,11 @@ def train_ranker(cfg: TrainingConfig, examples: RankingExamples, n_items: int, n
         x = probe.preprocess(torch.from_numpy(dense[~is_val])).numpy()  # log only (mean 0, std 1)
     mean, std = x.mean(axis=0), x.std(axis=0)
     std = np.where(std > 1e-6, std, 1.0).astype(np.float32)
+    train_groups = group_index(examples.group, np.flatnonzero(~is_val))
     data = {
         "dense": dense, "sparse": examples.sparse, "label": examples.label,
-        "mean": mean.astype(np.float32), "std": std,
-        "train_groups": group_index(examples.group, np.flatnonzero(~is_val)),
-        "val_groups": group_index(examples.group, np.flatnonzero(is_val)),
+        "mean": mean.astype(np.float32), "std": std, "n_train_lists": len(train_groups),
+        "train_groups": train_groups, "val_groups": group_index(examples.group, np.flatnonzero(is_val)),
     }
     if not use_ray:
         torch.manual_seed(cfg.seed)
@@ -275,15 +301,25 @@ def train_ranker(cfg: TrainingConfig, examples: RankingExamples, n_items: int, n
                              positive_rate=float(examples.label.mean()), seconds=time.perf_counter() - t0,
                              dropped=dropped)
     ensure_ray()
-    job = run_torch_job(
-        train_loop,
-        {"ranking": rc.model_dump(), "seed": cfg.seed, "torch_threads": cfg.torch_threads,
-         "vocab": vocab, "names": names, "data": ray.put(data),
-         "fail_once": cfg.fail_once.model_dump() if cfg.fail_once else None},
-        name=f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{cfg.seed}",
-        resources=JobResources.from_config(cfg),
-        best_by=BestBy(*BEST_BY),
-    )
+    run = f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{cfg.seed}"
+    table = join(cfg.datasets_uri(), run, "lists")
+    lists = padded_lists(*(torch.from_numpy(data[k]) for k in ("dense", "sparse", "label")), train_groups)
+    ref = write_table(table, dict(zip(("dense", "sparse", "label"), (t.numpy() for t in lists), strict=True)),
+                      seed=cfg.seed)
+    del lists
+    val_rows = np.flatnonzero(is_val)  # validation stays with the loop config (rank 0 scores it every epoch)
+    lookups = {"dense": dense[val_rows], "sparse": examples.sparse[val_rows], "label": examples.label[val_rows],
+               "val_groups": group_index(examples.group[val_rows], np.arange(len(val_rows))),
+               "mean": data["mean"], "std": std, "n_train_lists": len(train_groups)}
+    try:
+        job = run_torch_job(
+            train_loop,
+            {"ranking": rc.model_dump(), "seed": cfg.seed, "torch_threads": cfg.torch_threads,
+             "vocab": vocab, "names": names, "data": ray.put(lookups), "shapes": ref.shapes,
+             "fail_once": cfg.fail_once.model_dump() if cfg.fail_once else None},
+            name=run, resources=JobResources.from_config(cfg), best_by=BestBy(*BEST_BY), datasets={"train": ref})
+    finally:
+        delete_table(table)
     model = build_ranker(len(names), vocab, names, rc)
     model.load_state_dict(job.state)
     model.eval()

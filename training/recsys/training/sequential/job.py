@@ -1,6 +1,7 @@
 """The SASRec Ray Train job: per-worker loop (runs inside Ray) and the driver-side launcher.
 
-Same shape as the two-tower job (``two_tower/job.py``): windows go through the object store, each
+Same shape as the two-tower job (``two_tower/job.py``): the windows are written as a parquet table that
+each worker streams its shard of (Ray Data, :mod:`recsys.training.tables`), each
 epoch reports metrics + a checkpoint via :func:`recsys.training.ray_job.report_epoch`, rank 0
 measures validation NDCG@20 / Recall@20 (history = training events, targets = new validation items),
 stops after ``patience`` epochs without a better NDCG@20 and the best epoch's weights are exported.
@@ -58,7 +59,8 @@ def train_loop(config: dict[str, Any]) -> None:
     Every rank measures validation (the DDP replicas hold the same weights), so all ranks take the same
     early-stopping decision without a collective.
     """
-    from recsys.training.ray_job import cpu_copy, local_batch_size, report_epoch, shard, worker_setup
+    from recsys.training.ray_job import cpu_copy, local_batch_size, report_epoch, worker_setup
+    from recsys.training.tables import epoch_seed, rows_per_worker, shard_batches
 
     sc = SequentialConfig(**config["sequential"])
     seed = int(config["seed"])
@@ -79,14 +81,12 @@ def train_loop(config: dict[str, Any]) -> None:
             break
         ctx.maybe_fail(epoch)
         t0 = time.perf_counter()
-        order = shard(len(data.inputs), rank, world, seed, epoch)
-        if sc.max_windows_per_epoch:
-            order = order[: sc.max_windows_per_epoch // world]
-        total, steps = 0.0, 0
+        cap = sc.max_windows_per_epoch // world if sc.max_windows_per_epoch else None
+        total, steps, rows = 0.0, 0, 0
         model.train()
-        for s in range(0, len(order), bs):
-            b = order[s:s + bs]
-            inputs, targets = ctx.to(torch.from_numpy(data.inputs[b]), torch.from_numpy(data.targets[b]))
+        for b in shard_batches("train", config["shapes"], bs, epoch_seed(seed, rank, epoch), 8 * bs):
+            rows += len(b["inputs"])
+            inputs, targets = ctx.to(b["inputs"].long(), b["targets"].long())
             if sampled:
                 (neg,) = ctx.to(torch.from_numpy(rng.choice(data.n_items, sc.negatives, p=q)))
                 loss = model(inputs, targets, neg, log_q)
@@ -97,7 +97,10 @@ def train_loop(config: dict[str, Any]) -> None:
             opt.step()
             total += float(loss.detach())
             steps += 1
-        metrics = ctx.epoch_metrics(epoch, loss=total / max(steps, 1), seconds=time.perf_counter() - t0)
+            if cap is not None and rows >= cap:
+                break  # the same step on every rank: equal shards, equal batches
+        metrics = ctx.epoch_metrics(epoch, loss=total / max(steps, 1), seconds=time.perf_counter() - t0,
+                                    rows_per_worker=rows_per_worker(rows, ctx.device))
         metrics.update(validation_metrics(cpu_copy(model), data))
         if rank == 0:
             print(f"[sasrec] epoch {epoch + 1}/{sc.epochs} loss={metrics['loss']:.4f} "
@@ -125,11 +128,17 @@ class TrainedSasRec:
 def train_sasrec(sc: SequentialConfig, train_events: pd.DataFrame, validation_events: pd.DataFrame,
                  catalog: Catalog, *, seed: int = 42, num_workers: int = 1, cpus_per_worker: float = 1.0,
                  torch_threads: int = 1, storage_path: str = "var/ray_results", use_gpu: bool = False,
-                 name: str = "sasrec") -> TrainedSasRec:
-    """Build windows on the driver, run the Ray Train job, return the trained model (CPU, eval mode)."""
+                 name: str = "sasrec", dataset_uri: str | None = None) -> TrainedSasRec:
+    """Build windows on the driver, run the Ray Train job, return the trained model (CPU, eval mode).
+
+    The windows are written under ``dataset_uri`` (default ``<storage_path>/datasets``) for the workers to stream.
+    """
+    import dataclasses
+
     import ray
 
     from recsys.training.ray_job import BestBy, JobResources, ensure_ray, run_torch_job, storage_uri
+    from recsys.training.tables import delete_table, join, write_table
 
     t0 = time.perf_counter()
     data = build_sequence_data(train_events, validation_events, catalog, sc.max_length, sc.max_windows_per_user,
@@ -137,14 +146,25 @@ def train_sasrec(sc: SequentialConfig, train_events: pd.DataFrame, validation_ev
     if len(data.inputs) == 0:
         raise ValueError("no user has two or more distinct items in the training events: nothing to learn")
     ensure_ray()
-    job = run_torch_job(
-        train_loop,
-        {"sequential": sc.model_dump(), "seed": seed, "torch_threads": torch_threads, "data": ray.put(data)},
-        name=f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{seed}",
-        resources=JobResources(num_workers=num_workers, cpus_per_worker=cpus_per_worker, use_gpu=use_gpu,
-                               storage_path=storage_uri(storage_path)),
-        best_by=BestBy(*BEST_BY),
-    )
+    run = f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{seed}"
+    table = join(dataset_uri or storage_path.rstrip("/") + "/datasets", run, "windows")
+    ref = write_table(table, {"inputs": data.inputs.astype(np.int32), "targets": data.targets.astype(np.int32)},
+                      seed=seed)
+    empty = np.zeros((0, data.inputs.shape[1]), np.int64)
+    # the windows stream instead
+    lookups = dataclasses.replace(data, inputs=empty, targets=empty, user=np.zeros(0, np.int64))
+    try:
+        job = run_torch_job(
+            train_loop,
+            {"sequential": sc.model_dump(), "seed": seed, "torch_threads": torch_threads, "data": ray.put(lookups),
+             "shapes": ref.shapes},
+            name=run,
+            resources=JobResources(num_workers=num_workers, cpus_per_worker=cpus_per_worker, use_gpu=use_gpu,
+                                   storage_path=storage_uri(storage_path)),
+            best_by=BestBy(*BEST_BY), datasets={"train": ref},
+        )
+    finally:
+        delete_table(table)
     model = build_model(catalog.n_items, sc)
     model.load_state_dict(job.state)
     model.eval()

@@ -22,7 +22,8 @@ SEQUENTIAL_NAME = "sasrec"
 def fit_sasrec(cfg: TrainingConfig, inputs, sc: SequentialConfig) -> TrainedSasRec:
     return train_sasrec(sc, inputs.split.train, inputs.split.validation, inputs.catalog, seed=cfg.seed,
                         num_workers=cfg.num_workers, cpus_per_worker=cfg.cpus_per_worker,
-                        torch_threads=cfg.torch_threads, storage_path=str(cfg.storage_path), use_gpu=cfg.use_gpu)
+                        torch_threads=cfg.torch_threads, storage_path=str(cfg.storage_path), use_gpu=cfg.use_gpu,
+                        dataset_uri=cfg.datasets_uri())
 
 
 def train_sequential(cfg: TrainingConfig, inputs, store: ModelStore, version: str | None = None,

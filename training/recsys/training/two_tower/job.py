@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -46,8 +47,13 @@ def validation_recall(model: TwoTowerModel, data: RetrievalData, k: int = 20) ->
 
 
 def train_loop(config: dict[str, Any]) -> None:
-    """Per-worker loop (runs inside a Ray Train worker); plumbing from :mod:`recsys.training.ray_job`."""
-    from recsys.training.ray_job import batches, cpu_copy, local_batch_size, report_epoch, shard, worker_setup
+    """Per-worker loop (runs inside a Ray Train worker); plumbing from :mod:`recsys.training.ray_job`.
+
+    The positives stream from this worker's shard of the ``train`` table (user, position, item);
+    ``ctx.data`` holds only the lookups (user sequences, item features, ``log_q``, the validation users).
+    """
+    from recsys.training.ray_job import cpu_copy, local_batch_size, report_epoch, worker_setup
+    from recsys.training.tables import epoch_seed, rows_per_worker, shard_batches
 
     rc = RetrievalConfig(**config["retrieval"])
     seed = int(config["seed"])
@@ -59,31 +65,36 @@ def train_loop(config: dict[str, Any]) -> None:
     start, history = ctx.resume(model, opt)
     (log_q_all,) = ctx.to(torch.from_numpy(data.log_q))
     bs = local_batch_size(rc.batch_size, world)
+    cap = rc.max_examples_per_epoch // world if rc.max_examples_per_epoch else None
     for epoch in range(start, rc.epochs):
         ctx.maybe_fail(epoch)
         t0 = time.perf_counter()
-        order = shard(len(data.ex_item), rank, world, seed, epoch)
-        if rc.max_examples_per_epoch:
-            order = order[: rc.max_examples_per_epoch // world]
         rng = np.random.default_rng([seed, 1000 + rank, epoch])  # per epoch: a resumed run draws the same
-        total, steps = 0.0, 0
-        for b in batches(order, bs, min_last=bs // 2 + 1):
-            users = data.ex_user[b].copy()
-            users[rng.random(len(b)) < rc.user_id_dropout] = -1
-            hist = data.histories(data.ex_user[b], data.ex_pos[b], rc.history_length)
-            u, h, items = ctx.to(torch.from_numpy(users), torch.from_numpy(hist), torch.from_numpy(data.ex_item[b]))
+        total, steps, rows = 0.0, 0, 0
+        for b in shard_batches("train", config["shapes"], bs, epoch_seed(seed, rank, epoch), 8 * bs):
+            rows += len(b["item"])
+            if len(b["item"]) < bs // 2 + 1:
+                continue  # a short tail (the same on every rank: the shards are equal)
+            ex_user, ex_pos = b["user"].numpy().astype(np.int64), b["pos"].numpy().astype(np.int64)
+            users = ex_user.copy()
+            users[rng.random(len(users)) < rc.user_id_dropout] = -1
+            hist = data.histories(ex_user, ex_pos, rc.history_length)
+            u, h, items = ctx.to(torch.from_numpy(users), torch.from_numpy(hist), b["item"].long())
             loss = model(u, h, items, log_q_all[items] if rc.logq_correction else None)
             opt.zero_grad()
             loss.backward()
             opt.step()
             total += float(loss.detach())
             steps += 1
-        metrics = ctx.epoch_metrics(epoch, loss=total / max(steps, 1), seconds=time.perf_counter() - t0)
+            if cap is not None and rows >= cap:
+                break  # every rank stops at the same step: equal shards, equal batches
+        metrics = ctx.epoch_metrics(epoch, loss=total / max(steps, 1), seconds=time.perf_counter() - t0,
+                                    rows_per_worker=rows_per_worker(rows, ctx.device))
         if rank == 0:
             metrics["val_recall@20"] = validation_recall(cpu_copy(model), data)
             print(f"[two_tower] epoch {epoch + 1}/{rc.epochs} loss={metrics['loss']:.4f} "
                   f"val_recall@20={metrics['val_recall@20']:.4f} ({metrics['seconds']:.1f}s, {steps} steps "
-                  f"x {bs} x {world} worker(s))", flush=True)
+                  f"x {bs} x {world} worker(s), rows per worker {metrics['rows_per_worker']})", flush=True)
         history.append(metrics)
         report_epoch(model, metrics, history, opt)
 
@@ -119,21 +130,28 @@ def train_two_tower(
     import ray
 
     from recsys.training.ray_job import BestBy, JobResources, ensure_ray, run_torch_job
+    from recsys.training.tables import delete_table, join, write_table
 
     t0 = time.perf_counter()
     rc = cfg.retrieval
     feats = ItemFeatures.build(items, catalog, text_buckets=rc.text_buckets)
     data = build_retrieval_data(train_events, validation_events, catalog, feats, rc.history_length, seed=cfg.seed)
     ensure_ray()
-    ref = ray.put(data)
-    job = run_torch_job(
-        train_loop,
-        {"retrieval": rc.model_dump(), "seed": cfg.seed, "torch_threads": cfg.torch_threads, "data": ref,
-         "fail_once": cfg.fail_once.model_dump() if cfg.fail_once else None},
-        name=f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{cfg.seed}",
-        resources=JobResources.from_config(cfg),
-        best_by=BestBy(*BEST_BY),
-    )
+    run = f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{cfg.seed}"
+    table = join(cfg.datasets_uri(), run, "examples")
+    ref = write_table(table, {"user": data.ex_user.astype(np.int32), "pos": data.ex_pos.astype(np.int32),
+                              "item": data.ex_item.astype(np.int32)}, seed=cfg.seed)
+    empty = np.zeros(0, np.int64)
+    lookups = dataclasses.replace(data, ex_user=empty, ex_pos=empty, ex_item=empty)  # the rows stream instead
+    try:
+        job = run_torch_job(
+            train_loop,
+            {"retrieval": rc.model_dump(), "seed": cfg.seed, "torch_threads": cfg.torch_threads,
+             "data": ray.put(lookups), "shapes": ref.shapes,
+             "fail_once": cfg.fail_once.model_dump() if cfg.fail_once else None},
+            name=run, resources=JobResources.from_config(cfg), best_by=BestBy(*BEST_BY), datasets={"train": ref})
+    finally:
+        delete_table(table)
     model = build_model(data, rc)
     model.load_state_dict(job.state)
     model.eval()
