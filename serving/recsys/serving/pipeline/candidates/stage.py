@@ -31,6 +31,7 @@ from recsys.serving.models.bundle import Sources
 from recsys.serving.pipeline.candidates.ann import merge_topk
 from recsys.serving.pipeline.candidates.content_index import borrow_embeddings
 from recsys.serving.pipeline.candidates.filters import FilterSpec, business_filter
+from recsys.serving.pipeline.candidates.shard_client import ShardClient
 from recsys.serving.pipeline.candidates.sources import Candidates, merge_candidates
 from recsys.serving.pipeline.metrics import ServingMetrics
 from recsys.serving.pipeline.scoring.inputs import recent_items_for_similarity
@@ -106,20 +107,25 @@ def fill_from_content(emb: np.ndarray, art: RetrievalArtifacts, item_ids: np.nda
 
 
 class ShardedRetrieval:
-    """Scatter one query vector to every shard, gather their top-k, merge; a shard failure degrades."""
+    """Scatter one query vector to every shard, gather their top-k, merge; a shard failure degrades.
+
+    Each shard is reached through a :class:`ShardClient`, which folds concurrent requests' queries into one
+    remote call per shard (shard_client.py).
+    """
 
     name = "retrieval"
 
     def __init__(self, cfg: ServingConfig, shards: list[Target], metrics: ServingMetrics):
         self.cfg = cfg
         self.shards = shards
+        self.clients = [ShardClient(s) for s in shards]
         self.metrics = metrics
 
     async def __call__(self, state: RequestState, vec: np.ndarray, k: int, version: str):
         calls = [
-            guarded(self.metrics, state, self.name, "retrieval_shard_unavailable", s.call("search", vec, k, version),
+            guarded(self.metrics, state, self.name, "retrieval_shard_unavailable", c.search(vec, k, version),
                     self.cfg.shard_timeout_s)
-            for s in self.shards
+            for c in self.clients
         ]
         parts = [p for p in await asyncio.gather(*calls) if p is not None]
         return merge_topk([(r[0], s[0]) for r, s in parts], k)
