@@ -30,11 +30,10 @@ from recsys.serving.models.artifacts import Catalog, RetrievalArtifacts
 from recsys.serving.models.bundle import Sources
 from recsys.serving.pipeline.candidates.ann import merge_topk
 from recsys.serving.pipeline.candidates.content_index import borrow_embeddings
-from recsys.serving.pipeline.candidates.filters import FilterSpec, business_filter
 from recsys.serving.pipeline.candidates.shard_client import ShardClient
 from recsys.serving.pipeline.candidates.sources import Candidates, merge_candidates
+from recsys.serving.pipeline.filters import FilterSpec, business_filter
 from recsys.serving.pipeline.metrics import ServingMetrics
-from recsys.serving.pipeline.scoring.inputs import recent_items_for_similarity
 from recsys.serving.pipeline.state import RequestState, Target, guarded
 
 
@@ -51,25 +50,10 @@ class CandidateSet:
     cold: bool  # the user is unknown to the tower and has no usable history
     filters: FilterSpec
     history: tuple[int, ...] = ()  # the user's recent items, most recent first (ranker cross features)
-    recent_vectors: np.ndarray | None = None  # vectors of the last distinct history items (ranker cross features)
+    art: RetrievalArtifacts | None = None  # the retrieval version the candidates came from (item vectors)
 
     def __len__(self) -> int:
         return len(self.cands)
-
-
-def item_vectors(art: RetrievalArtifacts, item_ids: np.ndarray) -> np.ndarray:
-    """Item vectors for ``item_ids`` (zeros for ids the retrieval model does not know)."""
-    rows = art.item_index.lookup(item_ids)
-    emb = np.zeros((len(item_ids), art.dim), np.float32)
-    known = rows >= 0
-    if known.any():
-        idx = rows[known]
-        order = np.argsort(idx)  # sorted reads are friendlier to a memory-mapped matrix
-        vals = np.asarray(art.item_embeddings[idx[order]], np.float32)
-        tmp = np.empty_like(vals)
-        tmp[order] = vals
-        emb[known] = tmp
-    return emb
 
 
 def embed_user(art: RetrievalArtifacts, user_id: int, history: list[int]) -> tuple[np.ndarray, bool]:
@@ -191,11 +175,10 @@ class CandidateGeneration:
             cands = cands.subset(keep)
             cat_rows = cat_rows[keep]
             genres = genres[keep]
-            emb = item_vectors(art, cands.item_ids)
+            emb = art.vectors(cands.item_ids)
             if content is not None:
                 fill_from_content(emb, art, cands.item_ids, content)
         m.candidates.observe(len(cands))
         if self.retrieval.shards and "retrieval_shard_unavailable" in state.degraded and len(cands) == 0:
             state.degrade("no_candidates")
-        recent = item_vectors(art, recent_items_for_similarity(history))
-        return CandidateSet(cands, cat_rows, genres, emb, emb @ vec[0], vec, cold, spec, tuple(history), recent)
+        return CandidateSet(cands, cat_rows, genres, emb, emb @ vec[0], vec, cold, spec, tuple(history), art)
