@@ -58,7 +58,7 @@ class EventPipeline:
 
             archive = DatasetArchive(service.cfg.log_archive.uri, "events", service.cfg.log_archive.retention_days)
         self.consumer = StreamConsumer(store_cfg, invalidate_prefix=prefix,
-                                       invalidate_ttl_s=int(cache.cfg.generation_ttl_s),
+                                       invalidate_ttl_s=int(cache.config.generation_ttl_s),
                                        on_applied=on_applied, archive=archive)
 
     @property
