@@ -5,8 +5,9 @@ request (2 shards), each costing the ingress a serialization, a gRPC round trip 
 small box is more CPU than the FAISS search itself (< 0.5 ms). A :class:`ShardClient` sends at most one
 call per shard at a time: a query that arrives while a call is in flight waits for it to return and
 then goes out with every other query that queued meanwhile, as one ``search_many`` call. Nothing waits
-for a batch to fill (no timer), so at c = 1 a request goes out at once, and under load the batch size
-follows the load, as ``@serve.batch`` with no wait does for the ranker.
+for a batch to fill (no timer): with nothing in flight a request calls at once, itself (at c = 1 the
+path is the unbatched one), and under load the batch size follows the load, as ``@serve.batch`` with no
+wait does for the ranker.
 
 Answers are unchanged: the shard searches each query alone with its own k
 (:meth:`recsys.serving.deployments.retrieval_shard.RetrievalShardCore.search_many`). Local shard objects
@@ -43,6 +44,8 @@ class ShardClient:
         self.calls = 0  # remote calls sent (tests and benchmarks read it)
         self.queries = 0  # queries they carried
         self._queue: list[_Pending] = []
+        self._busy = False  # a call to the shard is in flight (sent by a request, or by the drain task)
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._sender: asyncio.Task | None = None
 
     async def search(self, vec: np.ndarray, k: int, version: str) -> tuple[np.ndarray, np.ndarray]:
@@ -50,38 +53,58 @@ class ShardClient:
         if not self.target.is_handle:
             return await self.target.call("search", vec, k, version)
         loop = asyncio.get_running_loop()
-        fut = loop.create_future()
-        self._queue.append(_Pending(np.asarray(vec, np.float32).reshape(-1), int(k), version, fut))
-        if self._sender is None or self._sender.done() or self._sender.get_loop() is not loop:
-            self._sender = loop.create_task(self._drain())
-        return await fut
+        if loop is not self._loop:  # a new event loop (tests): nothing of the old one can still answer
+            self._loop, self._busy, self._queue = loop, False, []
+        p = _Pending(np.asarray(vec, np.float32).reshape(-1), int(k), version, loop.create_future())
+        if self._busy:  # wait for the call in flight, then go out with everything queued meanwhile
+            self._queue.append(p)
+            return await p.future
+        self._busy = True  # nothing in flight: this request calls at once, as without batching
+        try:
+            return (await self._call(version, [p]))[0]
+        finally:
+            self._after_call(loop)
+
+    def _after_call(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._queue:
+            self._sender = loop.create_task(self._drain())  # stays busy until the queue is empty
+        else:
+            self._busy = False
 
     async def _drain(self) -> None:
         """Send what queued, one call at a time, until the queue is empty (a request never waits on a timer)."""
-        while self._queue:
-            version = self._queue[0].version
-            batch = [p for p in self._queue if p.version == version][: self.max_batch]
-            taken = {id(p) for p in batch}
-            self._queue = [p for p in self._queue if id(p) not in taken]
-            batch = [p for p in batch if not p.future.done()]  # callers that timed out meanwhile
-            if batch:
-                await self._send(version, batch)
+        try:
+            while self._queue:
+                version = self._queue[0].version
+                batch = [p for p in self._queue if p.version == version][: self.max_batch]
+                taken = {id(p) for p in batch}
+                self._queue = [p for p in self._queue if id(p) not in taken]
+                batch = [p for p in batch if not p.future.done()]  # callers that timed out meanwhile
+                if batch:
+                    await self._send(version, batch)
+        finally:
+            self._busy = False
 
-    async def _send(self, version: str, batch: list[_Pending]) -> None:
+    async def _call(self, version: str, batch: list[_Pending]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """One ``search_many`` call for ``batch``: each query's (rows (1, k'), scores (1, k'))."""
         queries = np.stack([p.vec for p in batch])
         ks = np.array([p.k for p in batch], np.int64)
         self.calls += 1
         self.queries += len(batch)
+        rows, scores, lengths = await self.target.call("search_many", queries, ks, version)
+        ends = np.cumsum(lengths)
+        return [(rows[end - n: end][None, :], scores[end - n: end][None, :]) for end, n in zip(ends, lengths,
+                                                                                              strict=True)]
+
+    async def _send(self, version: str, batch: list[_Pending]) -> None:
+        """:meth:`_call` for queued requests: results (or the error: each caller degrades) into their futures."""
         try:
-            rows, scores, lengths = await self.target.call("search_many", queries, ks, version)
-        except BaseException as e:  # noqa: BLE001 - each caller degrades on its own (guarded)
+            results = await self._call(version, batch)
+        except Exception as e:  # noqa: BLE001 - handed to every caller of the batch
             for p in batch:
                 if not p.future.done():
-                    p.future.set_exception(e if isinstance(e, Exception) else ConnectionError(repr(e)))
-            if not isinstance(e, Exception):
-                raise
+                    p.future.set_exception(e)
             return
-        ends = np.cumsum(lengths)
-        for p, end, n in zip(batch, ends, lengths, strict=True):
+        for p, result in zip(batch, results, strict=True):
             if not p.future.done():
-                p.future.set_result((rows[end - n: end][None, :], scores[end - n: end][None, :]))
+                p.future.set_result(result)
