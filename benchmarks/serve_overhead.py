@@ -4,8 +4,10 @@ Why: on a small box most of a request's latency is the framework (HTTP proxy, ha
 serialization), not our code. A no-op application with *our* topology and deployment options
 (FastAPI ingress -> ``num_shards`` retrieval shards scatter-gather -> ``@serve.batch`` ranker,
 every stage answering at once with the same payload types) is the floor; the ratios ours / no-op
-say how much of each request is our own work. Both apps run side by side and requests are
-interleaved, so load from other processes hits both alike:
+say how much of each request is our own work. The no-op calls each shard once per request; ours folds
+the queries of concurrent requests into one call per shard (``ShardClient``), so under load ours makes
+fewer hops than the floor it is compared with (the CPU-per-request lines show both). Both apps run side
+by side and requests are interleaved, so load from other processes hits both alike:
 
 * c = 1: for each user, one request to each app, the order alternating from user to user;
 * c = 8, c = 32: back-to-back blocks (``--block-seconds`` or ``--block-requests``, whichever first)
