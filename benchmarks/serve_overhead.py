@@ -4,8 +4,10 @@ Why: on a small box most of a request's latency is the framework (HTTP proxy, ha
 serialization), not our code. A no-op application with *our* topology and deployment options
 (FastAPI ingress -> ``num_shards`` retrieval shards scatter-gather -> ``@serve.batch`` ranker,
 every stage answering at once with the same payload types) is the floor; the ratios ours / no-op
-say how much of each request is our own work. Both apps run side by side and requests are
-interleaved, so load from other processes hits both alike:
+say how much of each request is our own work. The no-op calls each shard once per request; ours folds
+the queries of concurrent requests into one call per shard (``ShardClient``), so under load ours makes
+fewer hops than the floor it is compared with (the CPU-per-request lines show both). Both apps run side
+by side and requests are interleaved, so load from other processes hits both alike:
 
 * c = 1: for each user, one request to each app, the order alternating from user to user;
 * c = 8, c = 32: back-to-back blocks (``--block-seconds`` or ``--block-requests``, whichever first)
@@ -14,13 +16,17 @@ interleaved, so load from other processes hits both alike:
 Then the pipeline alone: the same stages called in-process (no Ray, local shard/ranker objects),
 p50 for one request (~500 candidates). Everything on loopback; bounded request counts.
 
-    python benchmarks/serve_overhead.py                          # default catalog (4,000 items)
+    python benchmarks/serve_overhead.py                          # both ingress modes, default catalog (4,000 items)
+    python benchmarks/serve_overhead.py --ingress proxy          # Serve's proxy only
     python benchmarks/serve_overhead.py --catalog 1m             # 1,000,000 items (IVF-PQ shards)
     python benchmarks/serve_overhead.py --no-throughput-optimized
-    python benchmarks/serve_overhead.py --haproxy                # needs Debian's haproxy on PATH
+    python benchmarks/serve_overhead.py --haproxy                # = --ingress haproxy (Debian's haproxy on PATH)
 
-``RAY_SERVE_THROUGHPUT_OPTIMIZED`` / ``RAY_SERVE_ENABLE_HA_PROXY`` are read when Ray Serve starts,
-so the flags set them before Ray is imported (a fresh local cluster is always started).
+``RAY_SERVE_THROUGHPUT_OPTIMIZED`` / ``RAY_SERVE_ENABLE_HA_PROXY`` are read when Ray Serve starts, so
+each ingress mode runs in a child process of its own (a fresh local cluster each, one after the other,
+same store and users); the parent prints one summary: the ratios of both modes, **requests/s per core**
+(ours at c = 32 over this machine's cores, the load generator included on them) and the capacity line
+(cores for 1M requests/s at that rate).
 """
 
 from __future__ import annotations
@@ -28,9 +34,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import shutil
 import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -362,6 +370,10 @@ def inprocess_pipeline(args: dict, users: list[int], n: int) -> dict[str, float]
 
 
 # ---------------------------------------------------------------------------------------- main
+INGRESS_MODES = ("proxy", "haproxy")
+"""Serve's own HTTP proxy, or HAProxy in front of the ingress replicas (RAY_SERVE_ENABLE_HA_PROXY=1)."""
+
+
 def _ratio(a: float, b: float) -> float:
     return a / b if b else float("nan")
 
@@ -426,8 +438,6 @@ def _report_cpu(before: dict[str, float], after: dict[str, float], requests: dic
 
 def start_py_spy(out: str, app: str, seconds: float):
     """``py-spy record`` of the ingress replica (sampling, 100 Hz, idle frames dropped) into a flame graph."""
-    import subprocess
-
     exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     cmd = [exe, "record", "-p", str(ingress_pid(app)), "-o", out, "-d", str(int(seconds)), "-r", "100",
            "--nonblocking"] + (["--format", "raw"] if out.endswith(".txt") else [])  # .txt: collapsed stacks
@@ -445,7 +455,7 @@ def _report(label: str, tallies: dict[str, Tally]) -> None:
             print(f"       first error of {name}: {t.first_error}", flush=True)
 
 
-def main() -> None:
+def parse_cli() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--catalog", choices=["default", "1m"], default="default")
     ap.add_argument("--store", default=None,
@@ -468,7 +478,11 @@ def main() -> None:
     ap.add_argument("--redis-url", default=os.environ.get("RECSYS_BENCH_REDIS_URL", "redis://127.0.0.1:6379/15"))
     ap.add_argument("--throughput-optimized", action=argparse.BooleanOptionalAction, default=True,
                     help="RAY_SERVE_THROUGHPUT_OPTIMIZED=1 (direct gRPC between replicas).")
-    ap.add_argument("--haproxy", action="store_true", help="RAY_SERVE_ENABLE_HA_PROXY=1 (needs `haproxy`).")
+    ap.add_argument("--ingress", default="proxy,haproxy",
+                    help="Ingress modes, comma-separated, each in its own child process and cluster: proxy (Serve's "
+                         "HTTP proxy) and/or haproxy (RAY_SERVE_ENABLE_HA_PROXY=1, needs `haproxy`).")
+    ap.add_argument("--haproxy", action="store_true", help="Same as --ingress haproxy.")
+    ap.add_argument("--json-out", default=None, help=argparse.SUPPRESS)  # a child's figures, for the parent
     ap.add_argument("--c1-requests", type=int, default=150, help="Users at c=1 (one request per app each).")
     ap.add_argument("--concurrency", default="8,32")
     ap.add_argument("--rounds", type=int, default=4, help="Alternating ours/no-op blocks per app and level.")
@@ -484,63 +498,51 @@ def main() -> None:
     ap.add_argument("--py-spy-app", default="ours", help="Whose ingress replica --py-spy records (ours | noop).")
     ap.add_argument("--ready-timeout", type=float, default=900.0)
     args = ap.parse_args()
+    args.modes = ["haproxy"] if args.haproxy else [m for m in args.ingress.split(",") if m]
+    if not args.modes or set(args.modes) - set(INGRESS_MODES):
+        ap.error(f"--ingress: expected a comma-separated subset of {','.join(INGRESS_MODES)}")
+    if "haproxy" in args.modes and shutil.which("haproxy") is None:
+        ap.error("--ingress haproxy: no `haproxy` binary on PATH (Debian: apt-get install haproxy; scripts/setup.sh)")
+    return args
 
-    os.environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1" if args.throughput_optimized else "0"
-    if args.haproxy:
-        if shutil.which("haproxy") is None:
-            raise SystemExit("--haproxy: no `haproxy` binary on PATH (Debian: apt-get install haproxy)")
-        os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-    n_items = 4_000 if args.catalog == "default" else 1_000_000
-    root = Path(args.store) if args.store else Path(tempfile.mkdtemp(prefix="recsys-serve-overhead-"))
-    if not (root / "items.parquet").exists():
-        from http_load import write_synthetic_store
-
-        t0 = time.perf_counter()
-        write_synthetic_store(root, n_items, args.users, 64)
-        print(f"artifacts: {n_items:,} items x 64 in {time.perf_counter() - t0:.1f}s at {root}", flush=True)
+def run_mode(args: argparse.Namespace, root: Path, mode: str) -> dict[str, dict[str, dict]]:
+    """Deploy ours + no-op with ingress ``mode`` (this process's env), run the load, return figures per level."""
     sargs = serving_args(root, args.num_shards, args.redis_url, args.retrieval_k, args.ranking_placement,
                          args.retrieval_placement)
+    # a result-cache namespace of this run and mode: users repeat across modes, answers must not be cached hits
+    sargs["cache"] = {"key_prefix": f"recsys:rc-bench-{mode}-{os.getpid()}"}
     if args.ingress_replicas:
         sargs["ingress_replicas"] = args.ingress_replicas
     stream = UserStream(args.users)
-    load0 = os.getloadavg()
-
-    if args.inprocess_requests:
-        res = inprocess_pipeline(sargs, stream.slice(0, args.inprocess_requests), args.n)
-        print(f"in-process pipeline ({args.catalog}, no Ray, {res['candidates']:.0f} candidates/request): "
-              f"wall p50 {res['p50']:.2f} ms  p99 {res['p99']:.2f} ms  CPU p50 {res['cpu_p50']:.2f} ms "
-              f"over {res['n']} requests ({res['degraded']} degraded)", flush=True)
-    if not args.serve:
-        return
-
     t0 = time.perf_counter()
     extra = {}
     if args.also_ranking_deployment:  # same run: is the in-ingress ranker really cheaper than the Ranker deployment?
         extra["rankdep"] = {**sargs, "stages": {**sargs["stages"], "ranking": {"placement": "deployment"}},
-                            "cache": {"key_prefix": "recsys:rc-rankdep"}}
+                            "cache": {"key_prefix": f"recsys:rc-rankdep-{os.getpid()}"}}
     for spec in args.also_variant:
         name, _, overrides = spec.partition("=")
         if not name.isidentifier() or name in ("ours", "noop") or not overrides:
             raise SystemExit(f"--also-variant {spec!r}: expected NAME=JSON with a new app name")
-        extra[name] = {**sargs, "cache": {"key_prefix": f"recsys:rc-{name}"}, **json.loads(overrides)}
+        extra[name] = {**sargs, "cache": {"key_prefix": f"recsys:rc-{name}-{os.getpid()}"}, **json.loads(overrides)}
     urls = deploy_apps(sargs, _free_port(), extra)
     for url in urls.values():
         wait_ready(url, args.ready_timeout)
-    print(f"deployed ours + no-op ({args.num_shards} shards each) in {time.perf_counter() - t0:.1f}s; "
-          f"throughput_optimized={args.throughput_optimized} haproxy={args.haproxy} "
+    print(f"[{mode}] deployed ours + no-op ({args.num_shards} shards each) in {time.perf_counter() - t0:.1f}s; "
+          f"throughput_optimized={args.throughput_optimized} ingress={mode} "
           f"ranking={args.ranking_placement} retrieval={args.retrieval_placement}", flush=True)
     asyncio.run(interleaved_c1(urls, stream.slice(len(stream.users) - WARMUP_USERS, WARMUP_USERS), args.n))  # warm-up
 
     print(f"{'conc':<6}{'n ours':>6}{'noop':>6}{'p50 ours':>9}{'noop':>9}{'ratio':>8}{'p99 ours':>9}{'noop':>9}"
           f"{'rps ours':>8}{'noop':>8}{'ratio':>8}{'err':>5}{'hit':>5}{'degr':>5}")
     start = args.inprocess_requests
+    figures: dict[str, dict[str, dict]] = {}
     cpu0 = replica_cpu_seconds()
     tallies = asyncio.run(interleaved_c1(urls, stream.slice(start, args.c1_requests), args.n))
     start += args.c1_requests
     _report("1", tallies)
     _report_cpu(cpu0, replica_cpu_seconds(), {k: len(t.lat) for k, t in tallies.items()})
+    figures["1"] = {k: t.summary() for k, t in tallies.items()}
     for c in (int(v) for v in args.concurrency.split(",") if v):
         spy = None
         if args.py_spy and c == 8:
@@ -550,20 +552,97 @@ def main() -> None:
                                                         args.block_requests, args.n))
         _report(str(c), tallies)
         _report_cpu(cpu0, replica_cpu_seconds(), {k: len(t.lat) for k, t in tallies.items()})
+        figures[str(c)] = {k: t.summary() for k, t in tallies.items()}
         if spy is not None:
             _, err = spy.communicate(timeout=120)
             why = f": {err.decode()[-300:]}" if spy.returncode else ""
             print(f"flame graph: {args.py_spy} (py-spy exit {spy.returncode}{why})", flush=True)
-    load1 = os.getloadavg()
-    print(f"load average (1 min) before/after: {load0[0]:.2f} / {load1[0]:.2f} on {os.cpu_count()} cores; "
-          "ratio = ours / no-op in the same run")
-
     from ray import serve
 
     serve.shutdown()
     import ray
 
     ray.shutdown()
+    return figures
+
+
+def per_core(rps: float) -> tuple[float, int]:
+    """(requests/s per core of this machine, cores for 1M requests/s at that rate)."""
+    pc = rps / (os.cpu_count() or 1)
+    return pc, (math.ceil(1e6 / pc) if pc > 0 else 0)
+
+
+def summarize(results: dict[str, dict[str, dict[str, dict]]]) -> None:
+    """One table over the ingress modes: p50 and req/s ratios, requests/s per core, cores for 1M requests/s."""
+    cores = os.cpu_count() or 1
+    print(f"\nsummary ({cores} cores, shared with the load generator, Ray, Redis; ratio = ours / no-op, same run)")
+    print(f"{'ingress':<9}{'c':>3}{'p50 ours':>9}{'noop':>7}{'ratio':>7}{'rps ours':>9}{'noop':>7}{'ratio':>7}"
+          f"{'rps/core ours':>14}{'noop':>7}{'cores for 1M rps (ours)':>25}")
+    for mode, levels in results.items():
+        for c, apps in levels.items():
+            o, n = apps["ours"], apps["noop"]
+            pc, need = per_core(o["rps"])
+            print(f"{mode:<9}{c:>3}{o['p50']:>9.1f}{n['p50']:>7.1f}{_ratio(o['p50'], n['p50']):>6.2f}x"
+                  f"{o['rps']:>9.1f}{n['rps']:>7.1f}{_ratio(o['rps'], n['rps']):>6.2f}x"
+                  f"{pc:>14.1f}{per_core(n['rps'])[0]:>7.1f}{need:>25,}", flush=True)
+    for mode, levels in results.items():
+        top = max(levels, key=int)
+        pc, need = per_core(levels[top]["ours"]["rps"])
+        print(f"capacity ({mode}, c={top}): {pc:.1f} requests/s per core -> {need:,} cores for 1,000,000 requests/s "
+              f"(this box's cores also ran the load generator and Redis: an upper bound on cores)", flush=True)
+
+
+def _child_argv(args: argparse.Namespace, root: Path, mode: str, out: Path) -> list[str]:
+    """This script again for one ingress mode (the later copies of an option win in argparse)."""
+    argv = [a for a in sys.argv[1:] if a != "--haproxy"]
+    return [sys.executable, str(Path(__file__).resolve()), *argv, "--ingress", mode, "--store", str(root),
+            "--inprocess-requests", "0", "--json-out", str(out)]
+
+
+def main() -> None:
+    args = parse_cli()
+    os.environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1" if args.throughput_optimized else "0"
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if args.modes == ["haproxy"]:  # one mode: run here (read when Ray Serve is imported, so set it first)
+        os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
+
+    n_items = 4_000 if args.catalog == "default" else 1_000_000
+    root = Path(args.store) if args.store else Path(tempfile.mkdtemp(prefix="recsys-serve-overhead-"))
+    if not (root / "items.parquet").exists():
+        from http_load import write_synthetic_store
+
+        t0 = time.perf_counter()
+        write_synthetic_store(root, n_items, args.users, 64)
+        print(f"artifacts: {n_items:,} items x 64 in {time.perf_counter() - t0:.1f}s at {root}", flush=True)
+    load0 = os.getloadavg()
+
+    if args.inprocess_requests:
+        sargs = serving_args(root, args.num_shards, args.redis_url, args.retrieval_k, args.ranking_placement,
+                             args.retrieval_placement)
+        res = inprocess_pipeline(sargs, UserStream(args.users).slice(0, args.inprocess_requests), args.n)
+        print(f"in-process pipeline ({args.catalog}, no Ray, {res['candidates']:.0f} candidates/request): "
+              f"wall p50 {res['p50']:.2f} ms  p99 {res['p99']:.2f} ms  CPU p50 {res['cpu_p50']:.2f} ms "
+              f"over {res['n']} requests ({res['degraded']} degraded)", flush=True)
+    if not args.serve:
+        return
+
+    results: dict[str, dict] = {}
+    if len(args.modes) == 1:
+        mode = args.modes[0]
+        results[mode] = run_mode(args, root, mode)
+        if args.json_out:
+            Path(args.json_out).write_text(json.dumps(results[mode]))
+            return
+    else:
+        for mode in args.modes:  # each mode's env is read when Serve starts: one child process (and cluster) each
+            out = Path(tempfile.mkdtemp(prefix="serve-overhead-")) / f"{mode}.json"
+            rc = subprocess.call(_child_argv(args, root, mode, out))
+            if rc != 0 or not out.exists():
+                raise SystemExit(f"ingress mode {mode}: child exited {rc}")
+            results[mode] = json.loads(out.read_text())
+    summarize(results)
+    load1 = os.getloadavg()
+    print(f"load average (1 min) before/after: {load0[0]:.2f} / {load1[0]:.2f} on {os.cpu_count()} cores")
 
 
 if __name__ == "__main__":

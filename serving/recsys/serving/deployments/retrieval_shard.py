@@ -75,6 +75,20 @@ class RetrievalShardCore:
             shard = self._shards[version]
         return shard.search(queries, k)
 
+    def search_many(self, queries: np.ndarray, ks: np.ndarray, version: str
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Several requests' queries in one call: (rows, scores, lengths), the per-query answers concatenated.
+
+        Each query is searched alone with its own k, so every answer is exactly ``search(query, k)``'s
+        (one FAISS call with the largest k would change HNSW/IVF answers, which depend on k); what the
+        batch saves is the remote calls, not the search.
+        """
+        parts = [self.search(q[None, :], int(k), version) for q, k in zip(queries, ks, strict=True)]
+        lengths = np.array([r.shape[1] for r, _ in parts], np.int64)
+        if not parts:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32), lengths
+        return (np.concatenate([r[0] for r, _ in parts]), np.concatenate([s[0] for _, s in parts]), lengths)
+
     def retain(self, versions: list[str]) -> list[str]:
         """Drop every loaded version not in ``versions``; returns what is still loaded."""
         with self._lock:
@@ -121,6 +135,14 @@ class RetrievalShard:
         if version not in self.core._shards:
             await asyncio.to_thread(self.core.load, version)
         return self.core.search(queries, k, version)
+
+    async def search_many(self, queries: np.ndarray, ks: np.ndarray, version: str
+                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The batched hop (:class:`recsys.serving.pipeline.candidates.shard_client.ShardClient`): one call
+        carries every query the ingress collected while its previous call was in flight."""
+        if version not in self.core._shards:
+            await asyncio.to_thread(self.core.load, version)
+        return self.core.search_many(queries, ks, version)
 
     async def retain(self, versions: list[str]) -> list[str]:
         return self.core.retain(versions)

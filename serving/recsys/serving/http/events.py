@@ -35,7 +35,7 @@ class EventPipeline:
         self.service = service
         self.ingestor = None
         self.consumer = None
-        store_cfg = getattr(service.features, "_store_cfg", None)
+        store_cfg = service.features.store_config
         if store_cfg is None:
             return
         try:
@@ -46,9 +46,9 @@ class EventPipeline:
             log.warning("event ingestion unavailable: %s", e)
             return
         self.ingestor = EventIngestor(store_cfg)
-        cache = self._result_cache()
-        same_redis = cache.cfg.redis_url in (None, service.cfg.redis_url)
-        prefix = cache.cfg.key_prefix if cache.enabled and same_redis else ""  # keys.cache_generation_key
+        cache = service.cache
+        same_redis = cache.config.redis_url in (None, service.cfg.redis_url)
+        prefix = cache.config.key_prefix if cache.enabled and same_redis else ""  # keys.cache_generation_key
         on_applied = None
         if cache.enabled and not same_redis:
             on_applied = self._invalidate
@@ -58,21 +58,16 @@ class EventPipeline:
 
             archive = DatasetArchive(service.cfg.log_archive.uri, "events", service.cfg.log_archive.retention_days)
         self.consumer = StreamConsumer(store_cfg, invalidate_prefix=prefix,
-                                       invalidate_ttl_s=int(cache.cfg.generation_ttl_s),
+                                       invalidate_ttl_s=int(cache.config.generation_ttl_s),
                                        on_applied=on_applied, archive=archive)
 
     @property
     def enabled(self) -> bool:
         return self.ingestor is not None
 
-    def _result_cache(self) -> Any:
-        """The ResultCache (the service holds it inside its cache stage)."""
-        cache = self.service.cache
-        return getattr(cache, "cache", cache)
-
     def _invalidate(self, records: list[dict]) -> None:
         for user in dict.fromkeys(int(r["user_id"]) for r in records):
-            if not self._result_cache().invalidate_user(user):
+            if not self.service.cache.invalidate_user(user):
                 raise ConnectionError("result cache invalidation failed")  # retried with the entries
 
     def register_metrics(self, registry: Any) -> None:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, RootModel
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, RootModel, create_model
+
+from recsys.experiments.variant_params import RerankDefaults  # the one declaration of the re-ranking knobs
 
 EventType = Literal["view", "click", "purchase", "rating"]
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -64,16 +66,30 @@ class Filters(BaseModel):
     exclude_seen: bool = Field(True, description="Drop items in the user's recent history")
 
 
-class DiversityOverrides(BaseModel):
-    """Per-request re-ranking knobs; unset fields use the experiment variant's or the server defaults."""
+REQUEST_RERANK_KNOBS = ("mmr_lambda", "max_per_genre", "genre_window", "freshness_weight")
+"""The re-ranking knobs a request may override (the freshness half-life stays a server/variant setting)."""
 
-    model_config = _STRICT
 
-    mmr_lambda: float | None = Field(None, ge=0.0, le=1.0, description="1 = relevance only, 0 = diversity only")
-    max_per_genre: WindowInt | None = Field(None, description="Genre cap inside the first genre_window")
-    genre_window: WindowInt | None = None
-    freshness_weight: float | None = Field(None, ge=0.0, le=1.0)
-    exploration: bool | None = Field(None, description="False disables the exploration slot for this request")
+def _request_knob(name: str) -> tuple[Any, Any]:
+    """A request field for the knob ``name`` of :class:`RerankDefaults` (its one declaration): the same
+    bounds and description, optional (unset = the variant's or the server's value); integers accept
+    JSON's integral numbers as :data:`WindowInt` does."""
+    f = RerankDefaults.model_fields[name]
+    bounds = {k: v for m in f.metadata for k in ("ge", "gt", "le", "lt") if (v := getattr(m, k, None)) is not None}
+    if f.annotation is int:  # bounds inside the one Annotated (see WindowInt)
+        return Annotated[int, Field(**bounds), BeforeValidator(_integral_number)] | None, Field(
+            None, description=f.description)
+    return f.annotation | None, Field(None, description=f.description, **bounds)
+
+
+DiversityOverrides = create_model(
+    "DiversityOverrides",
+    __config__=_STRICT,
+    __doc__="Per-request re-ranking knobs; unset fields use the experiment variant's or the server defaults.",
+    __module__=__name__,
+    **{name: _request_knob(name) for name in REQUEST_RERANK_KNOBS},
+    exploration=(bool | None, Field(None, description="False disables the exploration slot for this request")),
+)
 
 
 class RecommendationRequest(BaseModel):

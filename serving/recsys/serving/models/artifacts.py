@@ -100,6 +100,18 @@ class RetrievalArtifacts:
     def history_length(self) -> int:
         return int(self.config.get("history_length", 20))
 
+    def vectors(self, item_ids: np.ndarray) -> np.ndarray:
+        """Item vectors of ``item_ids`` (zeros for unknown ids); rows read in sorted order (memory-mapped)."""
+        rows = self.item_index.lookup(item_ids)
+        emb = np.zeros((len(item_ids), self.dim), np.float32)
+        known = rows >= 0
+        if known.any():
+            idx = rows[known]
+            order = np.argsort(idx)
+            vals = np.asarray(self.item_embeddings[idx[order]], np.float32)
+            emb[np.flatnonzero(known)[order]] = vals
+        return emb
+
 
 def load_retrieval(store: ModelStore, mv: ModelVersion, *, with_tower: bool = True, mmap: bool = True):
     """Load a `two_tower` version; ``mmap`` keeps the embedding matrix on disk until rows are touched."""

@@ -41,6 +41,7 @@ from recsys.serving.pipeline.experiments import NO_EXPERIMENT, ExperimentGateway
 from recsys.serving.pipeline.exploration.stage import Exploration
 from recsys.serving.pipeline.exploration.thompson import ThompsonExplorer
 from recsys.serving.pipeline.features.client import FeatureGateway, FeatureReadError, FeatureStoreUnavailable
+from recsys.serving.pipeline.features.history import UserHistory
 from recsys.serving.pipeline.features.stage import FeatureHydration
 from recsys.serving.pipeline.metrics import ServingMetrics
 from recsys.serving.pipeline.reranking.stage import Reranking
@@ -87,6 +88,7 @@ class RecommendationService(BundleLifecycle):
         self._preloaded: list[ActiveVersions] = []
         # the stages, in pipeline order
         self.cache = ResultCacheStage(ResultCache(cfg.cache, cfg.redis_url), m)
+        self.history = UserHistory(cfg, self.features, m)
         self.hydration = FeatureHydration(cfg, self.features, m, self.catalog)
         self.retrieval = ShardedRetrieval(cfg, self.shards, m)
         self.candidates = CandidateGeneration(cfg, self.catalog, self.retrieval, m, self.live)
@@ -119,7 +121,7 @@ class RecommendationService(BundleLifecycle):
 
     def invalidate_user(self, user_id: int) -> bool:
         """A new event of the user: all their cached answers are stale (blocking; call in a thread)."""
-        return self.cache.cache.invalidate_user(user_id)
+        return self.cache.invalidate_user(user_id)
 
     # ------------------------------------------------------------------ recommend
     def _check_limits(self, req: RecommendationRequest) -> None:
@@ -157,7 +159,7 @@ class RecommendationService(BundleLifecycle):
         stored = None
         try:
             async with asyncio.timeout(self.cfg.feature_timeout_s * 5):
-                stored = await self.hydration.features.fetch_user_async(req.user_id)
+                stored = await self.features.fetch_user_async(req.user_id)
             state.user_features = stored
         except (FeatureStoreUnavailable, FeatureReadError, TimeoutError):
             state.degrade("targeting_features_unavailable")
@@ -184,7 +186,7 @@ class RecommendationService(BundleLifecycle):
         # (on a hit the user row goes unused; on a miss the two round trips cost one)
         lookup, (history, features_down) = await asyncio.gather(
             self.cache(state, req.user_id, cache_variant, shape),
-            self.hydration.history(state, req.user_id, req.history))
+            self.history(state, req.user_id, req.history))
         if ctx is not None:
             ctx.cache = "hit" if lookup.hit else ("miss" if self.cache.enabled else "bypass")
         hit = self.cache.cached_response(lookup, state.request_id)
@@ -193,7 +195,7 @@ class RecommendationService(BundleLifecycle):
 
         r_version, art = await self._retrieval_artifacts(state, r_version, bundle)
         cset = await self.candidates(state, req, art, r_version, history, bundle.sources,
-                                     self.hydration.seen_items(state))
+                                     self.history.seen_items(state))
         hydrated = None
         if not features_down and self.scoring.wants_features(cset, k_version):
             hydrated = await self.hydration(state, req.user_id, cset.cands.item_ids)

@@ -15,7 +15,7 @@ from recsys.serving.models.artifacts import RetrievalArtifacts
 from recsys.serving.models.bundle import Bundle
 from recsys.serving.pipeline.candidates.content_index import borrow_embeddings
 from recsys.serving.pipeline.candidates.sources import merge_candidates
-from recsys.serving.pipeline.candidates.stage import ShardedRetrieval, item_vectors
+from recsys.serving.pipeline.candidates.stage import ShardedRetrieval
 from recsys.serving.pipeline.errors import UnknownItemError
 from recsys.serving.pipeline.state import RequestState
 
@@ -53,7 +53,7 @@ class SimilarItems:
             # metadata similarity first: it is the only evidence about a brand-new item
             score = np.nan_to_num(cands.source_scores.get("content", np.zeros(len(cands))), nan=-1.0)
         elif vec is not None:
-            score = item_vectors(art, cands.item_ids) @ vec[0]
+            score = art.vectors(cands.item_ids) @ vec[0]
         else:
             score = np.nan_to_num(cands.source_scores.get("item_knn", np.zeros(len(cands))))
         order = np.argsort(-score, kind="stable")[:n]

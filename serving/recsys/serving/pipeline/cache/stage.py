@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from recsys.serving.http.schemas import RecommendationResponse
 from recsys.serving.pipeline.cache.result_cache import CacheLookup, ResultCache
 from recsys.serving.pipeline.metrics import ServingMetrics
@@ -20,6 +22,15 @@ class ResultCacheStage:
     @property
     def enabled(self) -> bool:
         return self.cache.enabled
+
+    @property
+    def config(self) -> Any:
+        """The result cache's settings (its Redis URL and key prefix: the event consumer invalidates by them)."""
+        return self.cache.cfg
+
+    def invalidate_user(self, user_id: int) -> bool:
+        """A new event of the user: all their cached answers are stale (blocking; call in a thread)."""
+        return self.cache.invalidate_user(user_id)
 
     async def __call__(self, state: RequestState, user_id: int, variant: str, shape: str) -> CacheLookup:
         m = self.metrics

@@ -30,10 +30,10 @@ from recsys.serving.models.artifacts import Catalog, RetrievalArtifacts
 from recsys.serving.models.bundle import Sources
 from recsys.serving.pipeline.candidates.ann import merge_topk
 from recsys.serving.pipeline.candidates.content_index import borrow_embeddings
-from recsys.serving.pipeline.candidates.filters import FilterSpec, business_filter
+from recsys.serving.pipeline.candidates.shard_client import ShardClient
 from recsys.serving.pipeline.candidates.sources import Candidates, merge_candidates
+from recsys.serving.pipeline.filters import FilterSpec, business_filter
 from recsys.serving.pipeline.metrics import ServingMetrics
-from recsys.serving.pipeline.scoring.inputs import recent_items_for_similarity
 from recsys.serving.pipeline.state import RequestState, Target, guarded
 
 
@@ -50,26 +50,11 @@ class CandidateSet:
     cold: bool  # the user is unknown to the tower and has no usable history
     filters: FilterSpec
     history: tuple[int, ...] = ()  # the user's recent items, most recent first (ranker cross features)
-    recent_vectors: np.ndarray | None = None  # vectors of the last distinct history items (ranker cross features)
+    art: RetrievalArtifacts | None = None  # the retrieval version the candidates came from (item vectors)
     content: Any = None  # the live content index the content source searched (ranker's content scores)
 
     def __len__(self) -> int:
         return len(self.cands)
-
-
-def item_vectors(art: RetrievalArtifacts, item_ids: np.ndarray) -> np.ndarray:
-    """Item vectors for ``item_ids`` (zeros for ids the retrieval model does not know)."""
-    rows = art.item_index.lookup(item_ids)
-    emb = np.zeros((len(item_ids), art.dim), np.float32)
-    known = rows >= 0
-    if known.any():
-        idx = rows[known]
-        order = np.argsort(idx)  # sorted reads are friendlier to a memory-mapped matrix
-        vals = np.asarray(art.item_embeddings[idx[order]], np.float32)
-        tmp = np.empty_like(vals)
-        tmp[order] = vals
-        emb[known] = tmp
-    return emb
 
 
 def embed_user(art: RetrievalArtifacts, user_id: int, history: list[int]) -> tuple[np.ndarray, bool]:
@@ -107,20 +92,25 @@ def fill_from_content(emb: np.ndarray, art: RetrievalArtifacts, item_ids: np.nda
 
 
 class ShardedRetrieval:
-    """Scatter one query vector to every shard, gather their top-k, merge; a shard failure degrades."""
+    """Scatter one query vector to every shard, gather their top-k, merge; a shard failure degrades.
+
+    Each shard is reached through a :class:`ShardClient`, which folds concurrent requests' queries into one
+    remote call per shard (shard_client.py).
+    """
 
     name = "retrieval"
 
     def __init__(self, cfg: ServingConfig, shards: list[Target], metrics: ServingMetrics):
         self.cfg = cfg
         self.shards = shards
+        self.clients = [ShardClient(s) for s in shards]
         self.metrics = metrics
 
     async def __call__(self, state: RequestState, vec: np.ndarray, k: int, version: str):
         calls = [
-            guarded(self.metrics, state, self.name, "retrieval_shard_unavailable", s.call("search", vec, k, version),
+            guarded(self.metrics, state, self.name, "retrieval_shard_unavailable", c.search(vec, k, version),
                     self.cfg.shard_timeout_s)
-            for s in self.shards
+            for c in self.clients
         ]
         parts = [p for p in await asyncio.gather(*calls) if p is not None]
         return merge_topk([(r[0], s[0]) for r, s in parts], k)
@@ -186,12 +176,11 @@ class CandidateGeneration:
             cands = cands.subset(keep)
             cat_rows = cat_rows[keep]
             genres = genres[keep]
-            emb = item_vectors(art, cands.item_ids)
+            emb = art.vectors(cands.item_ids)
             if content is not None:
                 fill_from_content(emb, art, cands.item_ids, content)
         m.candidates.observe(len(cands))
         if self.retrieval.shards and "retrieval_shard_unavailable" in state.degraded and len(cands) == 0:
             state.degrade("no_candidates")
-        recent = item_vectors(art, recent_items_for_similarity(history))
-        return CandidateSet(cands, cat_rows, genres, emb, emb @ vec[0], vec, cold, spec, tuple(history), recent,
+        return CandidateSet(cands, cat_rows, genres, emb, emb @ vec[0], vec, cold, spec, tuple(history), art,
                             content if cfg.content_k else None)

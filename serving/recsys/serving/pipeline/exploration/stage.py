@@ -19,7 +19,6 @@ import numpy as np
 from recsys.serving.config import ServingConfig
 from recsys.serving.http.schemas import RecommendationRequest, RecommendedItem
 from recsys.serving.models.artifacts import Catalog
-from recsys.serving.pipeline.candidates.filters import FilterSpec, business_filter
 from recsys.serving.pipeline.exploration.linucb import LinUCB, features, user_profile
 from recsys.serving.pipeline.exploration.reward_queue import RewardQueue
 from recsys.serving.pipeline.exploration.thompson import (
@@ -28,6 +27,7 @@ from recsys.serving.pipeline.exploration.thompson import (
     exploration_rate,
     slate_propensities,
 )
+from recsys.serving.pipeline.filters import FilterSpec, business_filter
 from recsys.serving.pipeline.metrics import ServingMetrics
 from recsys.serving.pipeline.state import RequestState
 

@@ -149,6 +149,12 @@ class FeatureGateway:
             self._client = RedisOnlyFeatures(cfg.redis_url, cfg.feature_timeout_s)
             self.mode = "redis-only"
 
+    @property
+    def store_config(self) -> Any:
+        """recsys.features' ``FeatureStoreConfig`` this gateway reads with (None: package missing or config
+        rejected); the event pipeline writes with the same one."""
+        return self._store_cfg
+
     def _call(self, fn: Any, *args: Any) -> Any:
         """Run one client read; outages -> FeatureStoreUnavailable, anything else -> FeatureReadError."""
         with self._read_errors():

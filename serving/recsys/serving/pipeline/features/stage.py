@@ -1,4 +1,4 @@
-"""Feature hydration: the user's recent history and the online features of user + candidates."""
+"""Feature hydration: the online features of the user + the candidates (the user's row read by history.py)."""
 
 from __future__ import annotations
 
@@ -25,9 +25,9 @@ log = logging.getLogger(__name__)
 class FeatureHydration:
     """Reads the online store; Redis down -> a degraded reason and ``None``, never an exception.
 
-    One Redis round trip per request: :meth:`history` reads the user's row (recent items and user
-    features) and keeps it on the request state; :meth:`__call__` combines it with the candidates'
-    item features from the in-process item cache (``item_feature_cache_s``), reading Redis again
+    One Redis round trip per request: the history stage (``history.py``) reads the user's row (recent
+    items and user features) and keeps it on the request state; :meth:`__call__` combines it with the
+    candidates' item features from the in-process item cache (``item_feature_cache_s``), reading Redis again
     only for items missing from the cache or older than that. A request that brings its own
     ``history`` reads user and items together in the one round trip.
 
@@ -69,31 +69,6 @@ class FeatureHydration:
                 log.info("item feature refresh failed: %s", e)
 
         self._refreshing = asyncio.get_running_loop().create_task(refresh())
-
-    async def history(self, state: RequestState, user_id: int, given: list[int] | None) -> tuple[list[int], bool]:
-        """(history, feature store down): the request's history, else the online store's recent items."""
-        if given is not None:
-            return list(given), False
-        if state.user_features is not None:  # already read for experiment targeting
-            return state.user_features.recent_item_ids, False
-        with self.metrics.stage("history", state.timings):
-            try:
-                async with asyncio.timeout(self.cfg.feature_timeout_s * 5):
-                    user = await self.features.fetch_user_async(user_id)
-            except (FeatureStoreUnavailable, TimeoutError):
-                state.degrade("feature_store_unavailable")
-                return [], True
-            except FeatureReadError:
-                state.degrade("feature_read_failed")
-                return [], False
-        state.user_features = user
-        return user.recent_item_ids, False
-
-    @staticmethod
-    def seen_items(state: RequestState) -> np.ndarray:
-        """The user's online already-seen set read by :meth:`history` (empty when not read or down)."""
-        user = state.user_features
-        return user.seen_item_ids if user is not None else np.zeros(0, np.int64)
 
     async def __call__(self, state: RequestState, user_id: int, item_ids: np.ndarray) -> HydratedFeatures | None:
         with self.metrics.stage(self.name, state.timings):

@@ -23,7 +23,7 @@ from recsys.serving.pipeline.candidates.stage import CandidateSet
 from recsys.serving.pipeline.features.client import HydratedFeatures
 from recsys.serving.pipeline.metrics import ServingMetrics
 from recsys.serving.pipeline.reranking.rules import normalize
-from recsys.serving.pipeline.scoring.inputs import build_ranker_inputs, cross_inputs
+from recsys.serving.pipeline.scoring.inputs import build_ranker_inputs, cross_inputs, recent_items_for_similarity
 from recsys.serving.pipeline.state import RequestState, Target, guarded
 
 
@@ -84,7 +84,8 @@ class Scoring:
         except ArtifactError:
             state.degrade("ranker_unavailable")
             return fallback
-        cross = cross_inputs(cset.history, cset.cands.item_ids, cset.emb, cset.recent_vectors, sources,
+        recent = cset.art.vectors(recent_items_for_similarity(cset.history)) if cset.art is not None else None
+        cross = cross_inputs(cset.history, cset.cands.item_ids, cset.emb, recent, sources,
                              content=cset.content, wanted=spec.dense)
         dense, sparse = build_ranker_inputs(
             spec, user_id=req.user_id, item_ids=cset.cands.item_ids, retrieval_scores=cset.retrieval_score,

@@ -1,7 +1,8 @@
 """Business filters on candidates: excluded ids, already-seen items, availability, genres.
 
-Applied once by the candidate stage to the merged candidates (the result is ``CandidateSet.filters``),
-and by the exploration stage to the one new item it may insert, with the same :class:`FilterSpec`.
+A shared rule, not a stage (like ``state.py``): the candidate stage applies it to the merged candidates
+and writes the request's :class:`FilterSpec` into its output (``CandidateSet.filters``); the exploration
+stage applies the same spec to the one new item it may insert. Neither stage calls the other.
 """
 
 from __future__ import annotations
