@@ -63,6 +63,12 @@ class BatchApplier:
         self._genres: dict[int, list[int]] = {}
         self._reader = None
 
+    def close(self) -> None:
+        """Close the genre reader's Redis client (opened on first use)."""
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
     def _item_genres(self, items: Sequence[int]) -> dict[int, list[int]]:
         """Genre indices of each item (from Feast's item_profile row; unknown items have none), cached."""
         todo = [i for i in dict.fromkeys(items) if i not in self._genres]

@@ -303,6 +303,7 @@ class StreamConsumer:
             self._thread.join(timeout)
         with contextlib.suppress(Exception):
             self.redis.close()
+        self.applier.close()
 
     def drain(self, timeout_s: float = 10.0) -> bool:
         """Apply until nothing is pending, new or owed an invalidation (CLI, tests); False on timeout/error."""

@@ -54,6 +54,9 @@ class LogStream:
         self.cfg = cfg
         self._r = redis.Redis.from_url(redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
 
+    def close(self) -> None:
+        self._r.close()
+
     def publish(self, kind: str, record: dict[str, Any]) -> None:
         self._r.xadd(self.cfg.stream, {"kind": kind, "rec": json.dumps(record, separators=(",", ":"))},
                      maxlen=self.cfg.max_stream_len, approximate=True)
@@ -165,8 +168,12 @@ class LogArchiver:
         self._thread = threading.Thread(target=loop, name="log-archiver", daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Stop the thread (it ends within one blocking read) and close the Redis client."""
         self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+        self._r.close()
 
 
 class DatasetArchive:

@@ -83,10 +83,8 @@ def create_api(service: RecommendationService) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI):
         yield
-        events_pipeline.stop()
-        archiver = getattr(service.experiments, "archiver", None)
-        if archiver is not None:  # the log archiver thread (log_archive): stop reading the stream
-            archiver.stop()
+        await events_pipeline.aclose()
+        await service.aclose()  # tasks, threads, Redis clients: a replaced replica leaves no fds behind
 
     app = FastAPI(
         title="recsys serving",

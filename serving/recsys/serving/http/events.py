@@ -87,6 +87,12 @@ class EventPipeline:
         if self.consumer is not None:
             self.consumer.stop()
 
+    async def aclose(self) -> None:
+        """Stop the consumer thread and close every Redis client (the replica is being replaced)."""
+        self.stop()
+        if self.ingestor is not None:
+            await self.ingestor.stream.aclose()
+
     async def accept(self, events: Sequence[dict]) -> Any:
         """Validate and append (durable); raises EventValidationError / EventLogUnavailable."""
         if self.ingestor is None:

@@ -120,6 +120,9 @@ class RedisOnlyFeatures:
             raise FeatureStoreUnavailable(f"redis unreachable: {e}") from e
         return HydratedFeatures(names=[], items=None)
 
+    async def aclose(self) -> None:
+        self._redis.close()
+
 
 class FeatureGateway:
     """One place serving talks to the feature store; every failure becomes FeatureStoreUnavailable."""
@@ -148,6 +151,10 @@ class FeatureGateway:
         if self._client is None:
             self._client = RedisOnlyFeatures(cfg.redis_url, cfg.feature_timeout_s)
             self.mode = "redis-only"
+
+    async def aclose(self) -> None:
+        """Close the client's Redis connections (a replaced service must not keep its sockets)."""
+        await self._client.aclose()
 
     def _call(self, fn: Any, *args: Any) -> Any:
         """Run one client read; outages -> FeatureStoreUnavailable, anything else -> FeatureReadError."""
