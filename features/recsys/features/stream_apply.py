@@ -94,7 +94,7 @@ class BatchApplier:
 
     def _common(self) -> list:
         return [self.cfg.recent_items, None, KEEP_DAYS, "1" if self.cache_prefix else "0", self.cache_ttl_s,
-                self.cfg.seen_items, self.cfg.online_user_ttl_s]
+                self.cfg.seen_items, self.cfg.online_user_ttl_s, self.cfg.event_id_ttl_s]
 
     def apply(self, entries: list[tuple[str, dict]]) -> int:
         today = int(time.time() // 86400)

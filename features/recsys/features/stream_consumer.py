@@ -224,7 +224,8 @@ class StreamConsumer:
             if claimed:
                 self.stats.reclaimed += len(claimed)
                 return self._process(claimed)
-        if now - self._last_trim >= 30:
+        # every 30 s, or twice per retention when that is shorter (else the kept window overshoots it)
+        if now - self._last_trim >= max(1.0, min(30.0, self.stream_cfg.retention_s / 2)):
             self._last_trim = now
             self.trim()
             self.delete_dead_consumers()

@@ -71,6 +71,7 @@ class LogArchiver:
         self.cfg = cfg
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
         self._r = redis.Redis.from_url(redis_url, socket_timeout=30, socket_connect_timeout=5)
+        self.clock = time.time  # "now" of retention (a compressed-time soak runs it faster: benchmarks/months.py)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.archived = 0
@@ -115,7 +116,7 @@ class LogArchiver:
         for kind, records in by_kind.items():
             self._write(kind, records)
             if self.cfg.retention_days:
-                log_dataset.prune(self.cfg.uri, kind, self.cfg.retention_days)
+                log_dataset.prune(self.cfg.uri, kind, self.cfg.retention_days, now=self.clock())
         ids = [eid for eid, _ in entries]
         pipe = self._r.pipeline(transaction=True)
         pipe.xack(self.cfg.stream, self.cfg.group, *ids)
@@ -188,6 +189,7 @@ class DatasetArchive:
     def __init__(self, uri: str, kind: str = "events", retention_days: int = 0):
         self.uri, self.kind, self.retention_days = uri, kind, retention_days
         self.bad = 0
+        self.clock = time.time  # "now" of retention (see LogArchiver.clock)
 
     def append(self, records: list[dict[str, Any]]) -> int:
         import pyarrow as pa
@@ -203,5 +205,5 @@ class DatasetArchive:
                 except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
                     self.bad += 1
         if self.retention_days:
-            log_dataset.prune(self.uri, self.kind, self.retention_days)
+            log_dataset.prune(self.uri, self.kind, self.retention_days, now=self.clock())
         return len(rows)

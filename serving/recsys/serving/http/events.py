@@ -41,11 +41,12 @@ class EventPipeline:
         try:
             from recsys.features.event_log import EventLog
             from recsys.features.ingest import EventIngestor
-            from recsys.features.stream import StreamConsumer
+            from recsys.features.stream import StreamConfig, StreamConsumer
         except ImportError as e:  # pragma: no cover - features package not installed
             log.warning("event ingestion unavailable: %s", e)
             return
-        self.ingestor = EventIngestor(store_cfg)
+        stream_cfg = StreamConfig(retention_s=service.cfg.online_state.stream_retention_s)
+        self.ingestor = EventIngestor(store_cfg, stream_cfg)
         cache = self._result_cache()
         same_redis = cache.cfg.redis_url in (None, service.cfg.redis_url)
         prefix = cache.cfg.key_prefix if cache.enabled and same_redis else ""  # keys.cache_generation_key
@@ -57,7 +58,7 @@ class EventPipeline:
             from recsys.platform.log_archiver import DatasetArchive
 
             archive = DatasetArchive(service.cfg.log_archive.uri, "events", service.cfg.log_archive.retention_days)
-        self.consumer = StreamConsumer(store_cfg, invalidate_prefix=prefix,
+        self.consumer = StreamConsumer(store_cfg, stream_cfg=stream_cfg, invalidate_prefix=prefix,
                                        invalidate_ttl_s=int(cache.cfg.generation_ttl_s),
                                        on_applied=on_applied, archive=archive)
 

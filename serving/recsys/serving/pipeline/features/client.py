@@ -136,7 +136,8 @@ class FeatureGateway:
         if cfg_cls is not None:
             try:
                 kwargs: dict[str, Any] = {"redis_url": cfg.redis_url, "connect_timeout_s": cfg.feature_timeout_s,
-                                          "read_timeout_s": cfg.feature_timeout_s, "project": cfg.feature_project}
+                                          "read_timeout_s": cfg.feature_timeout_s, "project": cfg.feature_project,
+                                          **cfg.online_state.store_kwargs()}
                 if cfg.feature_repo_dir is not None:
                     kwargs["repo_dir"] = cfg.feature_repo_dir
                 self._store_cfg = cfg_cls(**kwargs)
