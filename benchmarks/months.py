@@ -206,9 +206,15 @@ async def day_traffic(c, day: int, clock: SimClock, a: argparse.Namespace, state
     import numpy as np
 
     rng = np.random.default_rng(day)
+    state["joined"].append(state["next_user"])  # first id of the users who join today
+    lo = state["joined"][max(0, day + 1 - a.user_lifetime_days)] if a.user_lifetime_days else 1
+
+    def returning() -> int:  # a user who joined within the last --user-lifetime-days days
+        return int(rng.integers(lo, state["next_user"]))
+
     for i in range(a.requests_per_day):
         new = i < a.new_users_per_day
-        user = state["next_user"] + i if new else int(rng.integers(1, state["next_user"]))
+        user = state["next_user"] + i if new else returning()
         r = await c.post("/v1/recommendations", json={"user_id": user, "n": 10})
         _count(state, r.status_code)
     state["next_user"] += a.new_users_per_day
@@ -222,7 +228,7 @@ async def day_traffic(c, day: int, clock: SimClock, a: argparse.Namespace, state
     for start in range(0, a.events_per_day, 100):
         batch = []
         for k in range(start, min(start + 100, a.events_per_day)):
-            batch.append({"user_id": int(rng.integers(1, state["next_user"])), "event_id": uuid.uuid4().hex,
+            batch.append({"user_id": returning(), "event_id": uuid.uuid4().hex,
                           "item_id": int(rng.integers(1, state["next_item"])),
                           "event_type": "click" if k % 5 == 0 else "view", "timestamp": _iso(clock())})
         r = await c.post("/v1/events", json=batch)
@@ -268,6 +274,8 @@ def main() -> int:
                    help="simulated lifetime of a user's/item's real-time keys after their last event")
     p.add_argument("--requests-per-day", type=int, default=100)
     p.add_argument("--new-users-per-day", type=int, default=20)
+    p.add_argument("--user-lifetime-days", type=int, default=10,
+                   help="users come back for this many days after they joined, then leave (0 = forever)")
     p.add_argument("--events-per-day", type=int, default=300)
     p.add_argument("--new-items-per-day", type=int, default=3)
     p.add_argument("--poison-every", type=int, default=500, help="one poison stream entry per N events")
@@ -297,7 +305,7 @@ def main() -> int:
                         "catalog_poll_s": 1, "security": {"insecure": True},
                         "log_archive": {"uri": str(logs), "retention_days": a.retention_days}}, clock, a.ttl_days)
     r = redis.Redis.from_url(url)
-    state = {"next_user": 501, "next_item": 2001, "status": {}, "accepted": {}, "events_sent": 0,
+    state = {"next_user": 501, "joined": [1], "next_item": 2001, "status": {}, "accepted": {}, "events_sent": 0,
              "poisoned": 0, "redis": r, "stream": None}
     rows = []
     faults = {10: "rolling upgrade", 15: "redis restart", 20: "rolling upgrade"}
