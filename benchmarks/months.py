@@ -16,7 +16,7 @@ exactly when the simulated deployment would; event, item, exposure and outcome t
 times, and log retention prunes by the simulated date. At the end of each day the AOF is compacted
 (BGREWRITEAOF, what Redis' auto-rewrite does each time the file doubles), so days compare.
 
-Printed per simulated day: Redis used memory and key count, disk use of the work dir (AOF + parquet),
+Printed per simulated day (at its end): Redis used memory and key count, disk use of the work dir (AOF + parquet),
 open file descriptors of this process, the feature consumer's lag (entries not yet delivered + pending)
 and the seconds it took to reach 0 after the day's traffic. At the end: 5xx count, acked events lost
 (accepted by a 202 but absent from the parquet event archive), growth over the last 10 days, and a
@@ -254,11 +254,15 @@ def report(rows: list[dict], state: dict, census: list, lost: int, kept: int, ar
         print("| {day} | {fault} | {redis_mb:.2f} | {keys} | {disk_mb:.2f} | {aof_mb:.2f} | {logs_mb:.2f} | {fds} | "
               "{lag} | {catch_up_s:.2f} | {late_s:.1f} |".format(**row))
     if len(rows) >= 20:
+        import numpy as np
+
+        print("growth over the last 10 days (trend: least-squares line through the 10 days, its change over them "
+              "relative to its start; ends: last day vs the first of the 10):")
         for key in ("redis_mb", "keys", "disk_mb", "aof_mb", "logs_mb", "fds"):
-            a0 = rows[-10][key]
-            end, peak = (100 * (v - a0) / max(a0, 1e-9) for v in (rows[-1][key], max(r[key] for r in rows[-10:])))
-            print(f"growth over the last 10 days, {key}: {end:+.1f} % (day {rows[-10]['day']} -> "
-                  f"{rows[-1]['day']}; highest of those days {peak:+.1f} %)")
+            y = np.array([r[key] for r in rows[-10:]], float)
+            slope, start = np.polyfit(np.arange(10), y, 1)
+            print(f"  {key:<9} trend {100 * slope * 9 / max(start, 1e-9):+6.1f} %   ends "
+                  f"{100 * (y[-1] - y[0]) / max(y[0], 1e-9):+6.1f} %   range {y.min():.2f} .. {y.max():.2f}")
     print("max catch-up after a fault day:",
           max((row["catch_up_s"] for row in rows if row["fault"]), default=0.0), "s")
     print("\nkeys left at the end (pattern, keys, of them without a TTL):")
@@ -298,8 +302,9 @@ def main() -> int:
     exp = work / "experiments.yaml"
     experiments_yaml(exp, ["exp_a"])
     logs = work / "logs"
-    # simulated day 0 starts days + 2 days ago: the last simulated events stay in the past (clock skew check)
-    clock = SimClock(sim0=time.time() - (a.days + 2) * DAY, day_s=a.day_s)
+    # simulated day 0 starts at a UTC midnight days + 2 days ago (the last simulated events stay in the past, for
+    # the clock-skew check), so simulated day d is exactly one date partition of the parquet logs
+    clock = SimClock(sim0=(time.time() // DAY - a.days - 2) * DAY, day_s=a.day_s)
     args = scaled_args({"model_store_uri": str(work / "models"), "catalog_path": str(work / "items.parquet"),
                         "num_shards": 1, "redis_url": url, "experiments_config": str(exp), "exploration_rate": 0.1,
                         "catalog_poll_s": 1, "security": {"insecure": True},
@@ -337,6 +342,9 @@ def main() -> int:
             while lag(r, state["stream"]) > 0 and time.monotonic() - t1 < 60:
                 await asyncio.sleep(0.05)
             catch_up = time.monotonic() - t1
+            # measure at the same instant of every simulated day, its end (expiry runs on the clock, so the
+            # figures of a day depend on when in the day they are read)
+            await asyncio.sleep(max(0.0, clock.real0 + (day + 1) * a.day_s - 0.5 - time.time()))
             aof_rewrite(r)
             info = r.info("memory")
             rows.append({"day": day, "fault": fault, "redis_mb": info["used_memory"] / 2**20, "keys": r.dbsize(),

@@ -43,6 +43,9 @@ class LogArchiveConfig(BaseModel):
     batch: int = Field(5_000, ge=1, le=100_000, description="Records per read (and at most per file and day)")
     max_stream_len: int = Field(5_000_000, ge=1_000, description="XADD MAXLEN ~ safety cap of the stream")
     run_archiver: bool = Field(True, description="Serving: run an archiver thread in each ingress replica")
+    linger_s: float = Field(1.0, ge=0, le=300, description="After a read that got less than a batch, wait this "
+                            "long and read the rest once more before writing: fewer, larger files (one file per "
+                            "record at low traffic otherwise), at the cost of that much archive latency")
 
 
 class LogStream:
@@ -91,8 +94,9 @@ class LogArchiver:
                 raise
         self._group_ready = True
 
-    def run_once(self, block_ms: int = 1000) -> int:
-        """Archive this consumer's pending entries, else up to ``batch`` new ones; returns records written."""
+    def run_once(self, block_ms: int = 1000, linger: bool = True) -> int:
+        """Archive this consumer's pending entries, else up to ``batch`` new ones (waiting ``linger_s`` for more
+        when ``linger``); returns records written."""
         self._ensure_group()
         got = self._r.xreadgroup(self.cfg.group, self.consumer, {self.cfg.stream: "0"}, count=self.cfg.batch)
         entries = got[0][1] if got else []
@@ -100,6 +104,12 @@ class LogArchiver:
             got = self._r.xreadgroup(self.cfg.group, self.consumer, {self.cfg.stream: ">"}, count=self.cfg.batch,
                                      block=block_ms)
             entries = got[0][1] if got else []
+            if linger and entries and len(entries) < self.cfg.batch and self.cfg.linger_s > 0 \
+                    and not self._stop.is_set():
+                self._stop.wait(self.cfg.linger_s)
+                got = self._r.xreadgroup(self.cfg.group, self.consumer, {self.cfg.stream: ">"},
+                                         count=self.cfg.batch - len(entries))
+                entries += got[0][1] if got else []
         if not entries:
             return 0
         by_kind: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -147,7 +157,7 @@ class LogArchiver:
         """Archive until the stream has nothing new for this group (tests, shutdown)."""
         total, deadline = 0, time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            n = self.run_once(block_ms=100)
+            n = self.run_once(block_ms=100, linger=False)
             total += n
             if n == 0:
                 break
