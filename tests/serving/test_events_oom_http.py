@@ -22,12 +22,12 @@ from tests.serving.conftest import free_port
 
 @pytest.fixture
 def full_redis(tmp_path):
-    """A private redis-server with maxmemory 4mb and noeviction (what the Helm chart configures)."""
+    """A private redis-server with maxmemory and noeviction (what the Helm chart configures)."""
     exe = shutil.which("redis-server")
     assert exe, "redis-server is not on PATH: apt-get install -y redis-server (see ../shared/TOOLING.md)"
     port = free_port()
     proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                             "--dir", str(tmp_path), "--maxmemory", "4mb", "--maxmemory-policy", "noeviction"],
+                             "--dir", str(tmp_path), "--maxmemory", "64mb", "--maxmemory-policy", "noeviction"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     client = redis.Redis(port=port)
     deadline = time.time() + 10
@@ -43,14 +43,15 @@ def full_redis(tmp_path):
     proc.wait(10)
 
 
-def _fill(client: redis.Redis) -> int:
-    """Write small values until Redis refuses (a large one is refused while in flight); returns how many."""
-    i = 0
+def _fill(client: redis.Redis) -> None:
+    """Make Redis full: ``maxmemory`` below what it uses (noeviction: every write refused, nothing evicted).
+
+    Filling it with values up to the limit is not enough here: the app's own connections and background
+    threads move ``used_memory`` by client buffers, so the next write may fit again."""
+    used = int(client.info("memory")["used_memory"])
+    client.config_set("maxmemory", max(used - 256 * 1024, 1024 * 1024))
     with pytest.raises(redis.exceptions.OutOfMemoryError):
-        while True:
-            client.set(f"filler:{i}", b"x" * 1000)
-            i += 1
-    return i
+        client.set("probe", b"x")
 
 
 async def _scenario(cfg, client: redis.Redis) -> None:
@@ -70,16 +71,16 @@ async def _scenario(cfg, client: redis.Redis) -> None:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
             assert (await c.post("/v1/events", json=events[:1])).status_code == 202, "accepted while there is room"
             stream = app.state.events.consumer.keys.stream
-            n = _fill(client)
+            _fill(client)
             length = client.xlen(stream)
             r = await c.post("/v1/events", json=events)
             assert r.status_code == 503, r.text
             assert int(r.headers["Retry-After"]) >= 1
-            assert "out of memory" in r.json()["detail"]
+            assert "out of memory" in r.json()["detail"], r.json()
             assert client.xlen(stream) == length, "nothing of the refused batch was appended"
             rec = await c.post("/v1/recommendations", json={"user_id": 1, "n": 5})
             assert rec.status_code == 200, "reads keep answering while Redis refuses writes"
-            client.delete(*(f"filler:{i}" for i in range(n)))  # the operator frees memory
+            client.config_set("maxmemory", "64mb")  # the operator gives Redis room again
             r = await c.post("/v1/events", json=events)
             assert r.status_code == 202, r.text
             assert client.xlen(stream) == length + len(events)

@@ -44,9 +44,12 @@ async def _flow(cfg, n_users: int) -> dict[int, int]:
             for user in range(1, n_users + 1):
                 r = await c.post("/v1/recommendations", json={"user_id": user, "n": 5})
                 assert r.status_code == 200, r.text
-                body = r.json()
-                slot = [it for it in body["items"] if "linucb" in it["sources"]]
-                shown[user] = slot[0]["item_id"] if slot else body["items"][0]["item_id"]
+                items = r.json()["items"]
+                slot = [it["item_id"] for it in items if "linucb" in it["sources"]]
+                other = [it["item_id"] for it in items if "linucb" not in it["sources"]]
+                # odd users click LinUCB's item (a reward: its parked impression is consumed), even users another
+                # one (the impression stays parked, with its TTL)
+                shown[user] = slot[0] if slot and user % 2 else other[0]
             events = [{"user_id": u, "item_id": i, "event_type": "click", "event_id": uuid.uuid4().hex}
                       for u, i in shown.items()]
             r = await c.post("/v1/events", json=events)
@@ -72,12 +75,12 @@ def test_every_per_user_and_per_item_key_has_a_ttl(small_dataset, serving_args, 
     cache_prefix, lin = f"test:rc{tag}", f"test:linucb{tag}"
     cfg = ServingConfig(**{**serving_args, "feature_repo_dir": feat.repo_dir, "feature_project": feat.project,
                            "feature_timeout_s": 5.0, "experiments_config": str(exp), "exploration_rate": 1.0,
-                           "exploration_max_rate": 0.5, "catalog_poll_s": 0,
+                           "exploration_max_rate": 0.5, "exploration_slot": 1, "catalog_poll_s": 0,
                            "cache": {"enabled": True, "key_prefix": cache_prefix},
                            "linucb": {"key": lin, "refresh_s": 0}})
     r = redis.Redis.from_url(redis_url)
     try:
-        asyncio.run(_flow(cfg, 30))
+        asyncio.run(_flow(cfg, 40))
         mine = {k for k in r.scan_iter(count=1000)
                 if k.endswith(feat.project.encode()) or k.startswith((f"recsys:rt:{feat.project}:".encode(),
                                                                       cache_prefix.encode(), f"{{{lin}}}".encode()))}

@@ -123,7 +123,11 @@ class BatchApplier:
             try:
                 with self.redis.pipeline(transaction=False) as pipe:
                     for keys, args in calls:
-                        pipe.evalsha(script.sha, len(keys), *keys, *args)
+                        # execute_command (ClusterPipeline blocks its evalsha() method) with the node from the
+                        # local slot table: without it redis-py asks a server for the keys (COMMAND GETKEYS),
+                        # one extra round trip per call
+                        pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args,
+                                             target_nodes=self.redis.get_node_from_key(keys[0]))
                     return pipe.execute()
             except redis.exceptions.NoScriptError:
                 if attempt:
