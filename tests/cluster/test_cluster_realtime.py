@@ -173,3 +173,38 @@ def test_feast_materialize_and_seen_sets_on_a_cluster(small_dataset, redis_clust
         if consumer is not None:
             consumer.stop()
         delete_project_keys(cfg)
+
+
+def test_a_batch_costs_a_round_trip_per_node_not_per_entity(cfg, monkeypatch):
+    """The per-user and per-item scripts of a batch go through one cluster pipeline per phase: the number of
+    round trips (packed sends on any connection) is bounded by the nodes, not by the 24 users and 8 items."""
+    import redis
+
+    from recsys.features.ingest import EventIngestor
+    from recsys.features.stream import StreamConfig, StreamConsumer
+    from recsys.features.stream_entries import parse_entry
+
+    consumer = StreamConsumer(cfg, name="c0", stream_cfg=StreamConfig(block_ms=10, batch=1000))
+    try:
+        consumer.ensure_group()
+        EventIngestor(cfg).accept(_events(24))  # warm-up: scripts loaded, item genres cached
+        assert consumer.drain(60.0)
+        EventIngestor(cfg).accept([{**e, "user_id": e["user_id"] + 100} for e in _events(24)])
+        got = consumer.redis.xreadgroup("online", "c0", {consumer.keys.stream: ">"}, count=1000)
+        entries = [(sid.decode(), parse_entry(f, cfg.max_entity_id)) for sid, f in got[0][1]]
+        sends: list[int] = []
+        real = redis.connection.AbstractConnection.send_packed_command
+
+        def counted(self, command, check_health=True):
+            sends.append(repr(command)[:150])
+            return real(self, command, check_health)
+
+        monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counted)
+        assert consumer._apply(entries) == 48
+        monkeypatch.undo()
+        # 2 pipelined phases x 3 nodes + TIME + the touched-items pipeline + the XACK script
+        assert len(sends) <= 9, f"{len(sends)} round trips for 24 users and 8 items"
+        assert int(consumer.redis.hget(consumer.keys.user(1105), "c:clicks:all")) == 1
+        assert consumer.backlog() == 0
+    finally:
+        consumer.stop()

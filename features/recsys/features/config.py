@@ -47,6 +47,9 @@ class FeatureStoreConfig(BaseModel):
         description="Real-time state of a user (overlay counters, recent items, live seen set) expires this long "
                     "after the user's last event (0 = never): a user who returns later is cold again")
     online_item_ttl_s: int = Field(31 * 86400, ge=0, description="Same for an item's real-time counters")
+    event_id_ttl_s: int = Field(
+        86400, ge=1,
+        description="How long a client event id is remembered (a retried POST within it counts once)")
 
     @field_validator("redis_url")
     @classmethod

@@ -67,12 +67,13 @@ def write_direct(cfg: FeatureStoreConfig, start_ns: int, end_ns: int, engine: st
         if end_ns >= last_snapshot_ns and (cfg.offline_dir / LATEST_DIR / table).exists():
             path = cfg.offline_dir / LATEST_DIR / table
         index = latest_index(path, key, start_ns, end_ns)
+        ttl = cfg.online_user_ttl_s if key == "user_id" else 0  # item rows: bounded by the catalog
         if engine == "ray-data":
             _ensure_ray()
-            n = write_ray(kwargs, path, cfg.project, views, key, index, concurrency=concurrency)
+            n = write_ray(kwargs, path, cfg.project, views, key, index, concurrency=concurrency, ttl_s=ttl)
         else:
             with sync_client(cfg, cfg.batch_timeout_s) as client:
-                n = write_inline(client, path, cfg.project, views, key, index)
+                n = write_inline(client, path, cfg.project, views, key, index, ttl_s=ttl)
         rows.update({v: n for v in views})
     return rows
 

@@ -398,6 +398,11 @@ class OnlineFeatureClient:
     def close(self) -> None:
         self.redis.close()
 
+    async def aclose(self) -> None:
+        """Both clients (a replaced serving replica must not keep its sockets)."""
+        self.close()
+        await self._aredis.aclose()
+
 
 def delete_project_keys(cfg: FeatureStoreConfig) -> int:
     """Remove every online key of ``cfg.project`` (Feast keys end with the project name; the event

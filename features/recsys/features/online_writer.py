@@ -164,12 +164,16 @@ def columns_for(views: tuple[str, ...], key: str) -> list[str]:
     return [key, TIMESTAMP_FIELD, *dict.fromkeys(n for v in views for n in VIEW_FEATURES[v])]
 
 
-def write_rows(redis_client, keys: list[bytes], mappings: list[dict], chunk: int = 1000) -> int:
-    """Pipelined HSETs, ``chunk`` keys per round trip; returns the number of keys written."""
+def write_rows(redis_client, keys: list[bytes], mappings: list[dict], chunk: int = 1000, ttl_s: int = 0) -> int:
+    """Pipelined HSETs, ``chunk`` keys per round trip; returns the number of keys written. ``ttl_s`` > 0: each
+    key expires that long after this write (user rows: ``online_user_ttl_s``; an incremental run rewrites only
+    changed rows, so a user who stays away loses them; item rows are bounded by the catalog, no TTL)."""
     for a in range(0, len(keys), chunk):
         with redis_client.pipeline(transaction=False) as pipe:
             for k, m in zip(keys[a:a + chunk], mappings[a:a + chunk], strict=True):
                 pipe.hset(k, mapping=m)
+                if ttl_s > 0:
+                    pipe.expire(k, ttl_s)
             pipe.execute()
     return len(keys)
 
@@ -181,7 +185,7 @@ def _select(table: pa.Table, key: str, index: LatestIndex) -> pa.Table:
 
 
 def write_inline(client, path: Path, project: str, views: tuple[str, ...], key: str,
-                 index: LatestIndex, batch_rows: int = 50_000) -> int:
+                 index: LatestIndex, batch_rows: int = 50_000, ttl_s: int = 0) -> int:
     """Stream ``path`` in batches in this process and write the selected rows with ``client`` (a Redis or
     RedisCluster client: its pipeline groups the HSETs by node); returns rows written."""
     if not len(index):
@@ -191,34 +195,35 @@ def write_inline(client, path: Path, project: str, views: tuple[str, ...], key: 
     for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=columns_for(views, key)):
         rows = _select(pa.Table.from_batches([batch]), key, index)
         if rows.num_rows:
-            written += write_rows(client, *enc.encode(rows))
+            written += write_rows(client, *enc.encode(rows), ttl_s=ttl_s)
     return written
 
 
 class _RayBatchWriter:
     """A Ray Data actor: one encoder and one Redis connection, reused for every batch it gets."""
 
-    def __init__(self, redis_kwargs: dict, project: str, views: tuple[str, ...], key: str, index: LatestIndex):
+    def __init__(self, redis_kwargs: dict, project: str, views: tuple[str, ...], key: str, index: LatestIndex,
+                 ttl_s: int = 0):
         import redis
 
         self.enc = OnlineRowEncoder(project, views, key)
         self.redis = redis.Redis(**redis_kwargs)
-        self.key, self.index = key, index
+        self.key, self.index, self.ttl_s = key, index, ttl_s
 
     def __call__(self, batch: pa.Table) -> dict[str, np.ndarray]:
         rows = _select(batch, self.key, self.index)
-        n = write_rows(self.redis, *self.enc.encode(rows)) if rows.num_rows else 0
+        n = write_rows(self.redis, *self.enc.encode(rows), ttl_s=self.ttl_s) if rows.num_rows else 0
         return {"written": np.array([n], dtype=np.int64)}
 
 
 def write_ray(redis_kwargs: dict, path: Path | str, project: str, views: tuple[str, ...], key: str,
-              index: LatestIndex, concurrency: int = 2, batch_rows: int = 20_000) -> int:
+              index: LatestIndex, concurrency: int = 2, batch_rows: int = 20_000, ttl_s: int = 0) -> int:
     """Read ``path`` with Ray Data and write the selected rows from ``concurrency`` actors in parallel."""
     import ray
 
     if not len(index):
         return 0
     ds = ray.data.read_parquet(str(path), columns=columns_for(views, key))
-    out = ds.map_batches(_RayBatchWriter, fn_constructor_args=(redis_kwargs, project, views, key, index),
+    out = ds.map_batches(_RayBatchWriter, fn_constructor_args=(redis_kwargs, project, views, key, index, ttl_s),
                          batch_format="pyarrow", batch_size=batch_rows, concurrency=concurrency, num_cpus=0.5)
     return int(sum(int(b["written"].sum()) for b in out.iter_batches(batch_format="numpy")))

@@ -72,14 +72,20 @@ def recent_distinct(ids: np.ndarray, k: int, tail: int | None = None) -> list[in
 
 
 def write_seen_sets(redis_client, keys, table_path, end: datetime, cap: int, chunk_users: int = 2000,
-                    since: int | None = None) -> int:
+                    since: int | None = None, ttl_s: int = 0) -> int:
     """Replace every user's batch part with their items first seen at or before ``end`` (the newest
     ``cap`` by last interaction); returns how many users were written. Pipelined, ``chunk_users`` keys
     per round trip. An item whose last interaction is after ``end`` (materializing an earlier instant
     than the build) is ordered by its first one: the exact last one before ``end`` is not stored.
 
     ``since`` (ns, the previous run's end): only users with an interaction after it are rewritten (an
-    incremental run); the others' stored sets are already right."""
+    incremental run); the others' stored sets are already right.
+
+    ``ttl_s`` (``FeatureStoreConfig.online_user_ttl_s``; 0 = none): each written set expires that long after
+    this write, like the user's real-time keys after their last event. An incremental run rewrites only
+    users with new interactions, so the set of a user who stays away expires ``ttl_s`` after the last run
+    that saw them active (bounded Redis; the user is cold again when they return). Relative to the write,
+    not to the interaction time: a full materialization of an old dataset keeps every user's set."""
     if cap <= 0 or not table_path.exists():
         return 0
     end_ns = pd.Timestamp(end).value
@@ -99,6 +105,6 @@ def write_seen_sets(redis_client, keys, table_path, end: datetime, cap: int, chu
     for c in range(0, len(starts), chunk_users):
         with redis_client.pipeline(transaction=False) as pipe:
             for a, b in zip(starts[c:c + chunk_users], stops[c:c + chunk_users], strict=True):
-                pipe.set(keys.seen_batch(int(users[a])), pack(items[max(a, b - cap):b]))
+                pipe.set(keys.seen_batch(int(users[a])), pack(items[max(a, b - cap):b]), ex=ttl_s or None)
             pipe.execute()
     return len(starts)

@@ -218,7 +218,7 @@ def materialize(cfg: FeatureStoreConfig, end: datetime | None = None, start: dat
     with sync_client(cfg, cfg.batch_timeout_s) as r:  # RedisCluster for a redis+cluster:// URL
         try:  # serving's already-seen filter and history (recsys.features.seen)
             seen_users = write_seen_sets(r, OverlayKeys(cfg.project), cfg.offline_dir / SEEN_TABLE, end,
-                                         cfg.seen_items, since=watermark)
+                                         cfg.seen_items, since=watermark, ttl_s=cfg.online_user_ttl_s)
         except _REDIS_ERRORS as e:
             raise FeatureStoreUnavailable(
                 f"online store {cfg.redis_target} unreachable while writing the seen-item sets (feature rows "

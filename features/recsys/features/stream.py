@@ -146,6 +146,12 @@ class EventStream:
         with contextlib.suppress(Exception):
             self.redis.close()
 
+    async def aclose(self) -> None:
+        """Both clients (the request path's asyncio one belongs to the running loop)."""
+        self.close()
+        self._ascripts.clear()
+        await self._aredis.aclose()
+
 
 
 from recsys.features.stream_consumer import ConsumerStats, StreamConsumer  # noqa: E402 - re-export (public API)

@@ -5,7 +5,8 @@ re-delivered entry a no-op for free (XACK says whether it was still pending). On
 user's keys, an item's keys and the stream live on different nodes, and a script may only touch one
 slot: each user's and each item's effects run in their own script call, guarded by per-entity markers
 of applied stream ids (kept ``apply_window_s``), and the XACK comes last. A crash in between leaves the
-entry pending; its re-delivery skips the parts already applied.
+entry pending; its re-delivery skips the parts already applied. The script calls of a batch go through one
+cluster pipeline per phase (users, then items): one round trip per node, not one per entity.
 """
 
 from __future__ import annotations
@@ -63,6 +64,12 @@ class BatchApplier:
         self._genres: dict[int, list[int]] = {}
         self._reader = None
 
+    def close(self) -> None:
+        """Close the genre reader's Redis client (opened on first use)."""
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
     def _item_genres(self, items: Sequence[int]) -> dict[int, list[int]]:
         """Genre indices of each item (from Feast's item_profile row; unknown items have none), cached."""
         todo = [i for i in dict.fromkeys(items) if i not in self._genres]
@@ -88,7 +95,7 @@ class BatchApplier:
 
     def _common(self) -> list:
         return [self.cfg.recent_items, None, KEEP_DAYS, "1" if self.cache_prefix else "0", self.cache_ttl_s,
-                self.cfg.seen_items, self.cfg.online_user_ttl_s]
+                self.cfg.seen_items, self.cfg.online_user_ttl_s, self.cfg.event_id_ttl_s]
 
     def apply(self, entries: list[tuple[str, dict]]) -> int:
         today = int(time.time() // 86400)
@@ -104,6 +111,30 @@ class BatchApplier:
             args += ea
         return int(self._batch(keys=keys, args=args))
 
+    def _pipelined(self, script, calls: list[tuple[list, list]]) -> list:
+        """One EVALSHA per (keys, args), all sent through one cluster pipeline: redis-py groups them by node and
+        sends each node its commands in one round trip (the nodes in parallel), instead of one round trip per
+        user or item. A node that lost its scripts (restart, failover) answers NOSCRIPT: the script is loaded
+        on every primary and the calls are sent again - safe, each call skips the stream ids its entity's
+        ``:ap`` markers already hold."""
+        import redis
+
+        for attempt in range(2):
+            try:
+                with self.redis.pipeline(transaction=False) as pipe:
+                    for keys, args in calls:
+                        # execute_command (ClusterPipeline blocks its evalsha() method) with the node from the
+                        # local slot table: without it redis-py asks a server for the keys (COMMAND GETKEYS),
+                        # one extra round trip per call
+                        pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args,
+                                             target_nodes=self.redis.get_node_from_key(keys[0]))
+                    return pipe.execute()
+            except redis.exceptions.NoScriptError:
+                if attempt:
+                    raise
+                self.redis.script_load(script.script)
+        return []  # not reached
+
     def _apply_cluster(self, entries: list[tuple[str, dict]], per_event: list[list[str]], today: int) -> int:
         by_user: dict[int, list[int]] = {}
         for j, (_, r) in enumerate(entries):
@@ -111,32 +142,35 @@ class BatchApplier:
         common = self._common()
         common[1] = today
         window_ms = self.stream_cfg.apply_window_s * 1000
-        keep: set[str] = set()
-        applied = 0
+        calls = []
         for user, idx in by_user.items():
             gen = cache_generation_key(self.cache_prefix, user) if self.cache_prefix else self.keys.user(user)
             keys = [self.keys.user(user), self.keys.recent(user), self.keys.seen_live(user),
                     self.keys.user_applied(user), gen,
                     *(self.keys.event_marker(user, str(entries[j][1].get("event_id") or "")) for j in idx)]
-            args = [*common, window_ms, *(a for j in idx for a in per_event[j])]
-            out = self._user(keys=keys, args=args)
-            applied += int(out[0])
-            keep.update(s.decode() if isinstance(s, bytes) else str(s) for s in out[1:])
+            calls.append((keys, [*common, window_ms, *(a for j in idx for a in per_event[j])]))
+        outs = self._pipelined(self._user, calls)
+        applied = sum(int(out[0]) for out in outs)
+        keep = {s.decode() if isinstance(s, bytes) else str(s) for out in outs for s in out[1:]}
         by_item: dict[int, list[int]] = {}
         for j, (sid, r) in enumerate(entries):
             if sid in keep:
                 by_item.setdefault(int(r["item_id"]), []).append(j)
+        calls = []
         for item, idx in by_item.items():
             args = [today, KEEP_DAYS, self.cfg.online_item_ttl_s, window_ms]
             for j in idx:
                 ea = per_event[j]
                 args += [ea[0], ea[3], ea[4], ea[6]]  # stream id, plural, day, rating
-            self._item(keys=[self.keys.item(item), self.keys.item_applied(item)], args=args)
+            calls.append(([self.keys.item(item), self.keys.item_applied(item)], args))
+        self._pipelined(self._item, calls)
         if by_item:
             sec, usec = self.redis.time()
             now_ms = int(sec) * 1000 + int(usec) // 1000
-            self.redis.zadd(self.keys.touched, {str(item): now_ms for item in by_item})
-            self.redis.zremrangebyscore(self.keys.touched, "-inf", now_ms - TOUCHED_KEEP_S * 1000)
+            with self.redis.pipeline(transaction=False) as pipe:  # one key: one node, one round trip
+                pipe.zadd(self.keys.touched, {str(item): now_ms for item in by_item})
+                pipe.zremrangebyscore(self.keys.touched, "-inf", now_ms - TOUCHED_KEEP_S * 1000)
+                pipe.execute()
         sids = [sid for sid, _ in entries]
         users = sorted({int(entries[j][1]["user_id"]) for j in range(len(entries)) if entries[j][0] in keep}) \
             if self.queue_invalidations else []

@@ -17,13 +17,14 @@ process/replica) and, per batch:
    cache generation in the same step as the XACK. Otherwise the XACK step queues the user in a Redis
    set (the invalidation queue) and the consumer calls ``on_applied`` for the queued users, removing
    them only once it returned: a failed invalidation is retried on every poll, so an acknowledged event
-   always ends in an invalidated cache.
+   always ends in an invalidated cache (:mod:`recsys.features.invalidation_queue`).
 
 Its own pending entries are re-read first (after an error or a restart under the same name); entries of
 a consumer that died are taken over with XAUTOCLAIM once idle for ``reclaim_idle_ms``; consumer names idle
 for ``dead_consumer_idle_ms`` with nothing pending are deleted (XGROUP DELCONSUMER). Applied entries older
 than ``retention_s`` are trimmed; the trim stops at the first unapplied entry, which no longer pins it for
-long since a failing entry leaves the pending list after ``max_deliveries`` attempts.
+long since a failing entry leaves the pending list after ``max_deliveries`` attempts
+(:mod:`recsys.features.stream_upkeep`).
 """
 
 from __future__ import annotations
@@ -35,8 +36,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from recsys.features import stream_upkeep as upkeep
 from recsys.features.config import FeatureStoreConfig
 from recsys.features.event_log import EventLog
+from recsys.features.invalidation_queue import InvalidationQueue
 from recsys.features.keys import OverlayKeys
 from recsys.features.stream import GROUP, StreamConfig, _redis, _redis_errors, default_consumer_name
 from recsys.features.stream_apply import BatchApplier, is_transient
@@ -85,8 +88,8 @@ class StreamConsumer:
         self._group_ready = False
         self._last_reclaim = 0.0
         self._last_trim = 0.0
-        self._invalidation_failing = False
         self.stats = ConsumerStats()
+        self.invalidations = InvalidationQueue(self.redis, self.keys, on_applied, self.name, self.stats)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -184,27 +187,11 @@ class StreamConsumer:
         return new
 
     def flush_invalidations(self) -> int:
-        """Call ``on_applied`` for the users queued by acknowledged events; dequeue only on success."""
-        if self.on_applied is None:
-            return 0
-        users = [int(_s(u)) for u in self.redis.srandmember(self.keys.invalidations, 1000) or []]
-        if not users:
-            return 0
-        try:
-            self.on_applied([{"user_id": u} for u in users])
-        except Exception as e:  # noqa: BLE001 - a cache outage must not stop event application
-            self.stats.invalidation_failures += 1
-            if not self._invalidation_failing:
-                log.warning("event consumer %s: result-cache invalidation failed (%s: %s); %d users stay queued "
-                            "and are retried", self.name, type(e).__name__, e, len(users))
-            self._invalidation_failing = True
-            return 0
-        self._invalidation_failing = False
-        self.redis.srem(self.keys.invalidations, *users)
-        return len(users)
+        """Call ``on_applied`` for the users queued by acknowledged events (:mod:`.invalidation_queue`)."""
+        return self.invalidations.flush()
 
     def pending_invalidations(self) -> int:
-        return int(self.redis.scard(self.keys.invalidations)) if self.on_applied is not None else 0
+        return self.invalidations.pending()
 
     def poll_once(self, block_ms: int | None = None) -> int:
         """Own pending entries first, then other consumers' stale ones, then new ones. Raises on Redis errors."""
@@ -224,7 +211,8 @@ class StreamConsumer:
             if claimed:
                 self.stats.reclaimed += len(claimed)
                 return self._process(claimed)
-        if now - self._last_trim >= 30:
+        # every 30 s, or twice per retention when that is shorter (else the kept window overshoots it)
+        if now - self._last_trim >= max(1.0, min(30.0, self.stream_cfg.retention_s / 2)):
             self._last_trim = now
             self.trim()
             self.delete_dead_consumers()
@@ -234,30 +222,12 @@ class StreamConsumer:
         return self._process(raw) if raw else 0
 
     def trim(self) -> None:
-        """Drop applied entries older than ``retention_s`` (never an unapplied one)."""
-        g = next((g for g in self.redis.xinfo_groups(self.keys.stream) if _s(g["name"]) == GROUP), None)
-        if g is None:
-            return
-        safe = _s(g["last-delivered-id"])
-        pending = self.redis.xpending(self.keys.stream, GROUP)
-        if pending and pending.get("pending"):
-            safe = _s(pending["min"])
-        else:
-            ms, seq = (int(x) for x in safe.split("-"))
-            safe = f"{ms}-{seq + 1}"
-        cutoff = int((time.time() - self.stream_cfg.retention_s) * 1000)
-        min_id = min((int(safe.split("-")[0]), int(safe.split("-")[1])), (cutoff, 0))
-        if min_id[0] > 0:
-            self.redis.xtrim(self.keys.stream, minid=f"{min_id[0]}-{min_id[1]}", approximate=True)
+        """Drop applied entries older than ``retention_s`` (never an unapplied one; :mod:`.stream_upkeep`)."""
+        upkeep.trim(self.redis, self.keys, self.stream_cfg.retention_s)
 
     def delete_dead_consumers(self) -> int:
-        """XGROUP DELCONSUMER every other consumer idle ``dead_consumer_idle_ms`` with nothing pending."""
-        deleted = 0
-        for c in self.redis.xinfo_consumers(self.keys.stream, GROUP):
-            name = _s(c["name"])
-            if name != self.name and int(c["pending"]) == 0 and int(c["idle"]) >= self.stream_cfg.dead_consumer_idle_ms:
-                self.redis.xgroup_delconsumer(self.keys.stream, GROUP, name)
-                deleted += 1
+        """Delete other consumer names idle ``dead_consumer_idle_ms`` with nothing pending (:mod:`.stream_upkeep`)."""
+        deleted = upkeep.delete_dead_consumers(self.redis, self.keys, self.name, self.stream_cfg.dead_consumer_idle_ms)
         self.stats.consumers_deleted += deleted
         return deleted
 
@@ -303,6 +273,7 @@ class StreamConsumer:
             self._thread.join(timeout)
         with contextlib.suppress(Exception):
             self.redis.close()
+        self.applier.close()
 
     def drain(self, timeout_s: float = 10.0) -> bool:
         """Apply until nothing is pending, new or owed an invalidation (CLI, tests); False on timeout/error."""
@@ -321,7 +292,4 @@ class StreamConsumer:
 
     def backlog(self) -> int:
         """Entries not yet applied: pending in the group plus not yet delivered (Redis >= 7 'lag')."""
-        g = next((g for g in self.redis.xinfo_groups(self.keys.stream) if _s(g["name"]) == GROUP), None)
-        if g is None:
-            return 0
-        return int(g.get("pending") or 0) + int(g.get("lag") or 0)
+        return upkeep.backlog(self.redis, self.keys)

@@ -70,19 +70,20 @@ local stream, touched_key = KEYS[1], KEYS[2]
 local group = ARGV[1]
 local recent_n, today, keep_days = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local gen_on, gen_ttl, seen_cap = ARGV[5] == '1', tonumber(ARGV[6]), tonumber(ARGV[7])
-local user_ttl, item_ttl, inv_on = tonumber(ARGV[8]), tonumber(ARGV[9]), ARGV[10] == '1'
+local user_ttl, marker_ttl = tonumber(ARGV[8]), tonumber(ARGV[9])
+local item_ttl, inv_on = tonumber(ARGV[10]), ARGV[11] == '1'
 local inv_key = KEYS[3]
 local F, K = 12, 6
 local applied, users, items = 0, {}, {}
 local now = now_ms()
-local i, j = 11, 4
+local i, j = 12, 4
 while i + F - 1 <= #ARGV do
   local id, user, item, plural, day, ts, rating, hour, dow, weight, genres, dedupe = unpack(ARGV, i, i + F - 1)
   local uk, rk, sk, ik, mk, gk = unpack(KEYS, j, j + K - 1)
   i, j = i + F, j + K
   local fresh = redis.call('XACK', stream, group, id) == 1
   if fresh and dedupe == '1' then
-    fresh = redis.call('SET', mk, '1', 'NX', 'EX', 86400) ~= false
+    fresh = redis.call('SET', mk, '1', 'NX', 'EX', marker_ttl) ~= false
   end
   if fresh then
     count(uk, plural, day, rating)
@@ -114,19 +115,19 @@ return applied
 """.replace("TOUCHED_KEEP_MS", str(TOUCHED_KEEP_S * 1000))
 """KEYS = stream, touched, invalidation queue, then 6 per event: user hash, recent list, live seen set, item
 hash, client-event-id marker, cache generation (unused keys are still named: Cluster routes by them).
-ARGV = group, recent_n, today, keep_days, gen_on, gen_ttl, seen_cap, user_ttl, item_ttl, inv_on, then 12
+ARGV = group, recent_n, today, keep_days, gen_on, gen_ttl, seen_cap, user_ttl, marker_ttl, item_ttl, inv_on, then 12
 values per event (:func:`recsys.features.realtime.event_args`). Returns how many entries were new."""
 
 APPLY_USER_SCRIPT = _EFFECTS + """
 local uk, rk, sk, ap, gk = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local recent_n, today, keep_days = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local gen_on, gen_ttl, seen_cap = ARGV[4] == '1', tonumber(ARGV[5]), tonumber(ARGV[6])
-local user_ttl, window_ms = tonumber(ARGV[7]), tonumber(ARGV[8])
+local user_ttl, marker_ttl, window_ms = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
 local F = 12
 local now = now_ms()
 local keep = {0}
 local applied = false
-local i, j = 9, 6
+local i, j = 10, 6
 while i + F - 1 <= #ARGV do
   local id, user, item, plural, day, ts, rating, hour, dow, weight, genres, dedupe = unpack(ARGV, i, i + F - 1)
   local mk = KEYS[j]
@@ -134,7 +135,7 @@ while i + F - 1 <= #ARGV do
   local dup = false
   if dedupe == '1' then
     local owner = redis.call('GET', mk)
-    if owner and owner ~= id then dup = true elseif not owner then redis.call('SET', mk, id, 'EX', 86400) end
+    if owner and owner ~= id then dup = true elseif not owner then redis.call('SET', mk, id, 'EX', marker_ttl) end
   end
   if not dup then
     keep[#keep + 1] = id

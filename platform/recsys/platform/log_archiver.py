@@ -43,6 +43,9 @@ class LogArchiveConfig(BaseModel):
     batch: int = Field(5_000, ge=1, le=100_000, description="Records per read (and at most per file and day)")
     max_stream_len: int = Field(5_000_000, ge=1_000, description="XADD MAXLEN ~ safety cap of the stream")
     run_archiver: bool = Field(True, description="Serving: run an archiver thread in each ingress replica")
+    linger_s: float = Field(1.0, ge=0, le=300, description="After a read that got less than a batch, wait this "
+                            "long and read the rest once more before writing: fewer, larger files (one file per "
+                            "record at low traffic otherwise), at the cost of that much archive latency")
 
 
 class LogStream:
@@ -53,6 +56,9 @@ class LogStream:
 
         self.cfg = cfg
         self._r = redis.Redis.from_url(redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+
+    def close(self) -> None:
+        self._r.close()
 
     def publish(self, kind: str, record: dict[str, Any]) -> None:
         self._r.xadd(self.cfg.stream, {"kind": kind, "rec": json.dumps(record, separators=(",", ":"))},
@@ -68,6 +74,7 @@ class LogArchiver:
         self.cfg = cfg
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
         self._r = redis.Redis.from_url(redis_url, socket_timeout=30, socket_connect_timeout=5)
+        self.clock = time.time  # "now" of retention (a compressed-time soak runs it faster: benchmarks/months.py)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.archived = 0
@@ -87,8 +94,9 @@ class LogArchiver:
                 raise
         self._group_ready = True
 
-    def run_once(self, block_ms: int = 1000) -> int:
-        """Archive this consumer's pending entries, else up to ``batch`` new ones; returns records written."""
+    def run_once(self, block_ms: int = 1000, linger: bool = True) -> int:
+        """Archive this consumer's pending entries, else up to ``batch`` new ones (waiting ``linger_s`` for more
+        when ``linger``); returns records written."""
         self._ensure_group()
         got = self._r.xreadgroup(self.cfg.group, self.consumer, {self.cfg.stream: "0"}, count=self.cfg.batch)
         entries = got[0][1] if got else []
@@ -96,6 +104,12 @@ class LogArchiver:
             got = self._r.xreadgroup(self.cfg.group, self.consumer, {self.cfg.stream: ">"}, count=self.cfg.batch,
                                      block=block_ms)
             entries = got[0][1] if got else []
+            if linger and entries and len(entries) < self.cfg.batch and self.cfg.linger_s > 0 \
+                    and not self._stop.is_set():
+                self._stop.wait(self.cfg.linger_s)
+                got = self._r.xreadgroup(self.cfg.group, self.consumer, {self.cfg.stream: ">"},
+                                         count=self.cfg.batch - len(entries))
+                entries += got[0][1] if got else []
         if not entries:
             return 0
         by_kind: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -112,7 +126,7 @@ class LogArchiver:
         for kind, records in by_kind.items():
             self._write(kind, records)
             if self.cfg.retention_days:
-                log_dataset.prune(self.cfg.uri, kind, self.cfg.retention_days)
+                log_dataset.prune(self.cfg.uri, kind, self.cfg.retention_days, now=self.clock())
         ids = [eid for eid, _ in entries]
         pipe = self._r.pipeline(transaction=True)
         pipe.xack(self.cfg.stream, self.cfg.group, *ids)
@@ -143,7 +157,7 @@ class LogArchiver:
         """Archive until the stream has nothing new for this group (tests, shutdown)."""
         total, deadline = 0, time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            n = self.run_once(block_ms=100)
+            n = self.run_once(block_ms=100, linger=False)
             total += n
             if n == 0:
                 break
@@ -165,8 +179,12 @@ class LogArchiver:
         self._thread = threading.Thread(target=loop, name="log-archiver", daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Stop the thread (it ends within one blocking read) and close the Redis client."""
         self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+        self._r.close()
 
 
 class DatasetArchive:
@@ -181,6 +199,7 @@ class DatasetArchive:
     def __init__(self, uri: str, kind: str = "events", retention_days: int = 0):
         self.uri, self.kind, self.retention_days = uri, kind, retention_days
         self.bad = 0
+        self.clock = time.time  # "now" of retention (see LogArchiver.clock)
 
     def append(self, records: list[dict[str, Any]]) -> int:
         import pyarrow as pa
@@ -196,5 +215,5 @@ class DatasetArchive:
                 except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
                     self.bad += 1
         if self.retention_days:
-            log_dataset.prune(self.uri, self.kind, self.retention_days)
+            log_dataset.prune(self.uri, self.kind, self.retention_days, now=self.clock())
         return len(rows)

@@ -45,3 +45,12 @@ class LoopBoundRedis:
         self._clients = {k: v for k, v in self._clients.items() if v[0]() is not None}
         self._clients[id(loop)] = (weakref.ref(loop), client)
         return client
+
+    async def aclose(self) -> None:
+        """Close the clients (a replaced service must not keep its sockets): the running loop's one is
+        awaited; a client of another loop cannot be awaited here and is dropped (its loop closes it)."""
+        clients, self._clients = self._clients, {}
+        loop = asyncio.get_running_loop()
+        for ref, client in clients.values():
+            if ref() is loop:
+                await client.aclose()

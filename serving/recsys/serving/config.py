@@ -35,6 +35,26 @@ class LimitsConfig(BaseModel):
                                 description="Largest request body; bigger -> 413 before any parsing")
 
 
+class OnlineStateConfig(BaseModel):
+    """How long the real-time state this replica writes lives in Redis (passed to ``recsys.features``).
+
+    Why here: these lifetimes bound Redis (docs/operations.md, "Bounded state"), so a deployment must be able
+    to set them; the 30-day soak (benchmarks/months.py) scales them to its simulated clock."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user_ttl_s: int = Field(31 * 86400, ge=0, description="A user's real-time keys expire this long after their "
+                            "last event (0 = never): a user who returns later is cold again")
+    item_ttl_s: int = Field(31 * 86400, ge=0, description="Same for an item's real-time counters")
+    event_id_ttl_s: int = Field(86400, ge=1, description="How long a client event id is remembered (retry dedupe)")
+    stream_retention_s: float = Field(3600.0, ge=0, description="Applied event-stream entries kept this long")
+
+    def store_kwargs(self) -> dict[str, int]:
+        """The ``FeatureStoreConfig`` fields these set."""
+        return {"online_user_ttl_s": self.user_ttl_s, "online_item_ttl_s": self.item_ttl_s,
+                "event_id_ttl_s": self.event_id_ttl_s}
+
+
 class CandidateSourceConfig(BaseModel):
     """One extra candidate source (``recsys.serving.pipeline.candidates.registry``): a module and its model."""
 
@@ -130,6 +150,8 @@ class ServingConfig(BaseModel):
     feature_repo_dir: Path | None = Field(None, description="Feast repo dir for recsys.features")
     feature_project: str = Field("recsys", description="Feast project of that repo (prefix of online keys)")
     feature_timeout_s: float = Field(0.2, gt=0, le=30, description="Budget for one feature round trip")
+    online_state: OnlineStateConfig = Field(default_factory=OnlineStateConfig,
+                                            description="Lifetimes of the real-time state in Redis (TTLs)")
     item_feature_cache_s: float = Field(
         60.0, ge=0, le=3600,
         description="Decoded online item features are cached in the ingress and re-read in the background once "

@@ -87,6 +87,9 @@ class CatalogFeed:
         self.maxlen = maxlen
         self._r = redis.Redis.from_url(redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
 
+    def close(self) -> None:
+        self._r.close()
+
     def publish(self, items: list[ItemIn]) -> list[str]:
         """Append items (one stream entry each, in one round trip); returns their stream ids."""
         pipe = self._r.pipeline(transaction=False)
@@ -255,6 +258,9 @@ class LiveCatalog:
         self.applied += len(frame)
 
     def stop(self) -> None:
+        """Cancel the poll task (it references the service) and close the feed's Redis client."""
         if self._task is not None:
             self._task.cancel()
             self._task = None
+        if self.feed is not None:
+            self.feed.close()

@@ -83,10 +83,8 @@ def create_api(service: RecommendationService) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI):
         yield
-        events_pipeline.stop()
-        archiver = getattr(service.experiments, "archiver", None)
-        if archiver is not None:  # the log archiver thread (log_archive): stop reading the stream
-            archiver.stop()
+        await events_pipeline.aclose()
+        await service.aclose()  # tasks, threads, Redis clients: a replaced replica leaves no fds behind
 
     app = FastAPI(
         title="recsys serving",
@@ -196,8 +194,10 @@ def _add_event_routes(app: FastAPI, service: RecommendationService, events_pipel
             result = await events_pipeline.accept(payloads)
         except EventsNotConfigured:
             return _unavailable("event ingestion is not configured on this server")
-        except FeatureStoreUnavailable:
-            return _unavailable("event log unavailable; nothing was accepted, retry")
+        except FeatureStoreUnavailable as e:  # the cause, not the address: full stream / full Redis / down
+            why = ("stream full, consumers behind" if type(e).__name__ == "EventLogFull"
+                   else "store out of memory" if "out of memory" in str(e) else "store unreachable")
+            return _unavailable(f"event log unavailable ({why}); nothing was accepted, retry")
         except Exception as e:  # noqa: BLE001 - validation -> 422; anything else is an outage, never a 500
             if EventValidationError is not None and isinstance(e, EventValidationError):
                 index = getattr(e, "index", None)

@@ -41,11 +41,12 @@ class EventPipeline:
         try:
             from recsys.features.event_log import EventLog
             from recsys.features.ingest import EventIngestor
-            from recsys.features.stream import StreamConsumer
+            from recsys.features.stream import StreamConfig, StreamConsumer
         except ImportError as e:  # pragma: no cover - features package not installed
             log.warning("event ingestion unavailable: %s", e)
             return
-        self.ingestor = EventIngestor(store_cfg)
+        stream_cfg = StreamConfig(retention_s=service.cfg.online_state.stream_retention_s)
+        self.ingestor = EventIngestor(store_cfg, stream_cfg)
         cache = service.cache
         same_redis = cache.config.redis_url in (None, service.cfg.redis_url)
         prefix = cache.config.key_prefix if cache.enabled and same_redis else ""  # keys.cache_generation_key
@@ -57,7 +58,7 @@ class EventPipeline:
             from recsys.platform.log_archiver import DatasetArchive
 
             archive = DatasetArchive(service.cfg.log_archive.uri, "events", service.cfg.log_archive.retention_days)
-        self.consumer = StreamConsumer(store_cfg, invalidate_prefix=prefix,
+        self.consumer = StreamConsumer(store_cfg, stream_cfg=stream_cfg, invalidate_prefix=prefix,
                                        invalidate_ttl_s=int(cache.config.generation_ttl_s),
                                        on_applied=on_applied, archive=archive)
 
@@ -81,6 +82,12 @@ class EventPipeline:
     def stop(self) -> None:
         if self.consumer is not None:
             self.consumer.stop()
+
+    async def aclose(self) -> None:
+        """Stop the consumer thread and close every Redis client (the replica is being replaced)."""
+        self.stop()
+        if self.ingestor is not None:
+            await self.ingestor.stream.aclose()
 
     async def accept(self, events: Sequence[dict]) -> Any:
         """Validate and append (durable); raises EventValidationError / EventLogUnavailable."""

@@ -141,6 +141,11 @@ class BundleLoader:
         sources = Sources(self.specs, **loaded)
         return Bundle(versions, sources, self._explorer(sources), self._fingerprint(versions))
 
+    def release(self) -> None:
+        """Forget the cached artifacts (each memory-mapped embedding file holds a file descriptor) when the
+        service closes: FastAPI caches route functions, which keep a replaced service object alive."""
+        self._retrieval, self._specs = {}, {}
+
     def cached_retrieval(self, version: str) -> RetrievalArtifacts | None:
         return self._retrieval.get(version)
 

@@ -42,6 +42,10 @@ class BundleLifecycle:
     loader: BundleLoader
     live: LiveCatalog
     hydration: FeatureHydration
+    exploration: Any  # these four are closed by aclose
+    experiments: Any
+    cache: Any
+    features: Any
     shards: list[Target]
     ranker: Target | None
     metrics: ServingMetrics
@@ -63,6 +67,23 @@ class BundleLifecycle:
         await self.live.start(items, lambda: self.explorer, catalog_stream_id(self.cfg.catalog_path))
         if self.cfg.reload_interval_s > 0 and self._reload_task is None:
             self._reload_task = asyncio.get_running_loop().create_task(self._reload_loop())
+
+    async def aclose(self) -> None:
+        """Release what this service holds: background tasks (they reference it, so it could never be freed),
+        threads and every Redis client. A rolling upgrade that replaces the service in-process (tests,
+        ``benchmarks/months.py``) must not leave sockets and memory-mapped artifacts behind; the app's
+        lifespan calls this on shutdown."""
+        if self._reload_task is not None:
+            self._reload_task.cancel()
+            self._reload_task = None
+        self.live.stop()
+        await self.hydration.stop()
+        self.exploration.close()
+        self.experiments.close()
+        await self.cache.cache.aclose()
+        await self.features.aclose()
+        self.bundle = None  # with the loader's cache: the artifacts (open memory-mapped files) can be freed
+        self.loader.release()
 
     def _activate(self, bundle: Bundle) -> None:
         self.bundle = bundle  # the swap: one attribute write, atomic for this event loop

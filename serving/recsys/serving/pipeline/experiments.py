@@ -33,7 +33,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -151,9 +151,14 @@ def verified_targeting(key: str | None, user_id: int, signed: Any) -> dict[str, 
 
 
 class ExperimentGateway:
+    clock: Callable[[], float] = staticmethod(time.time)
+    """Time of an exposure (and of an outcome without its own): a simulation may run it faster (months.py)."""
+
     def __init__(self, cfg: ServingConfig):
         self.router: Any = None
         self.log: Any = None
+        self.archiver: Any = None
+        self._stream: Any = None
         self.targeting_key = cfg.targeting_key
         if cfg.experiments_config is None:
             return
@@ -164,16 +169,22 @@ class ExperimentGateway:
             log.warning("experiments_config set but recsys.experiments unavailable: %s", e)
             return
         self.router = ExperimentRouter.from_file(cfg.experiments_config, ledger_dir=cfg.experiments_ledger_dir)
-        self.archiver: Any = None
         if cfg.log_archive is None:
             self.log = ExposureLog(cfg.exposure_log_dir)
             return
         from recsys.platform.log_archiver import LogArchiver, LogStream
 
-        self.log = ExposureLog(None, sink=LogStream(cfg.redis_url, cfg.log_archive).publish)
+        self._stream = LogStream(cfg.redis_url, cfg.log_archive)
+        self.log = ExposureLog(None, sink=self._stream.publish)
         if cfg.log_archive.run_archiver:  # one consumer of the one group per replica: they share the stream
             self.archiver = LogArchiver(cfg.redis_url, cfg.log_archive)
             self.archiver.start()
+
+    def close(self) -> None:
+        """Stop the archiver thread, close the log and the Redis clients (the service is being replaced)."""
+        for part in (self.archiver, self.log, self._stream):
+            if part is not None:
+                (part.stop if part is self.archiver else part.close)()
 
     @property
     def enabled(self) -> bool:
@@ -252,7 +263,7 @@ class ExperimentGateway:
         """
         if self.log is None or not choice.layers:
             return
-        now = time.time()
+        now = self.clock()
         exposure_id = exposure_id or uuid.uuid4().hex
         for layer in choice.layers:
             reason = None if served is None else fallback_reason(choice, layer, served, degraded)
@@ -276,7 +287,7 @@ class ExperimentGateway:
         ``ts`` (ingestion clamped it to the allowed clock skew), not the time it reached this log."""
         if self.log is None:
             return
-        now = time.time()
+        now = self.clock()
         try:
             self.log.log_outcome(str(user_id), event_type, value, now if ts is None else ts, item_id,
                                  event_id=event_id, received_ts=now)

@@ -250,3 +250,7 @@ class ResultCache:
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self._redis.close()
+
+    async def aclose(self) -> None:
+        self.close()
+        await self._aredis.aclose()

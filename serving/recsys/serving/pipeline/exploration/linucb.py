@@ -123,6 +123,9 @@ class LinUCB:
         self._n = 0
         self._loaded_at = -np.inf
 
+    def close(self) -> None:
+        self._r.close()
+
     @property
     def state_key(self) -> str:
         return linucb_state_key(self.cfg.key)

@@ -45,6 +45,12 @@ class Exploration:
         self._linucb: LinUCB | None = None
         self.rewards = RewardQueue(self._apply_reward, on_drop=metrics.linucb_rewards_dropped.inc)
 
+    def close(self) -> None:
+        """Stop the reward worker and close LinUCB's Redis client (the service is being replaced)."""
+        self.rewards.close()
+        if self._linucb is not None:
+            self._linucb.close()
+
     @property
     def linucb(self) -> LinUCB:
         """Created on first use, so deployments that never run a LinUCB variant never touch its Redis keys."""

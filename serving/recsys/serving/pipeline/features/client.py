@@ -1,18 +1,13 @@
 """Adapter between serving and ``recsys.features`` for online feature reads.
 
-Serving depends on a few things from the features component (docs/contracts.md):
-``OnlineFeatureClient``, ``EventValidationError`` and the ``FeatureStoreUnavailable`` error. They are
-looked up here, once, so the rest of serving sees one small interface (:class:`FeatureGateway`)
-and keeps working — degraded, and saying so — when the online store is down or not configured:
+Serving needs ``OnlineFeatureClient``, ``EventValidationError`` and ``FeatureStoreUnavailable`` from the
+features component (docs/contracts.md); they are looked up here, once, so the rest of serving sees one small
+interface (:class:`FeatureGateway`) that keeps working, degraded and saying so, when the store is down:
 
-* ``recsys.features.OnlineFeatureClient`` importable: real online reads (one pipelined Redis round
-  trip over the Feast online layout; users/items without rows read as zeros + a missing mask).
-* otherwise: :class:`RedisOnlyFeatures`, which only checks Redis is reachable (no features, no
-  history), so an outage is still detected and reported as ``feature_store_unavailable``.
-
-Event ingestion (``POST /v1/events``) lives in :mod:`recsys.serving.http.events`; it needs the Feast repo
-(``feature_repo_dir``): without it the endpoint answers 503 "not configured" rather than writing an
-event log to some default directory.
+* ``OnlineFeatureClient`` importable: real online reads (one pipelined Redis round trip over the Feast
+  online layout; users/items without rows read as zeros + a missing mask).
+* otherwise: :class:`RedisOnlyFeatures`, which only checks Redis is reachable, so an outage is still
+  reported as ``feature_store_unavailable``. (Event ingestion lives in :mod:`recsys.serving.http.events`.)
 """
 
 from __future__ import annotations
@@ -120,6 +115,9 @@ class RedisOnlyFeatures:
             raise FeatureStoreUnavailable(f"redis unreachable: {e}") from e
         return HydratedFeatures(names=[], items=None)
 
+    async def aclose(self) -> None:
+        self._redis.close()
+
 
 class FeatureGateway:
     """One place serving talks to the feature store; every failure becomes FeatureStoreUnavailable."""
@@ -133,7 +131,8 @@ class FeatureGateway:
         if cfg_cls is not None:
             try:
                 kwargs: dict[str, Any] = {"redis_url": cfg.redis_url, "connect_timeout_s": cfg.feature_timeout_s,
-                                          "read_timeout_s": cfg.feature_timeout_s, "project": cfg.feature_project}
+                                          "read_timeout_s": cfg.feature_timeout_s, "project": cfg.feature_project,
+                                          **cfg.online_state.store_kwargs()}
                 if cfg.feature_repo_dir is not None:
                     kwargs["repo_dir"] = cfg.feature_repo_dir
                 self._store_cfg = cfg_cls(**kwargs)
@@ -151,9 +150,12 @@ class FeatureGateway:
 
     @property
     def store_config(self) -> Any:
-        """recsys.features' ``FeatureStoreConfig`` this gateway reads with (None: package missing or config
-        rejected); the event pipeline writes with the same one."""
+        """The ``FeatureStoreConfig`` read with (None: none usable); the event pipeline writes with it too."""
         return self._store_cfg
+
+    async def aclose(self) -> None:
+        """Close the client's Redis connections (a replaced service must not keep its sockets)."""
+        await self._client.aclose()
 
     def _call(self, fn: Any, *args: Any) -> Any:
         """Run one client read; outages -> FeatureStoreUnavailable, anything else -> FeatureReadError."""
