@@ -20,9 +20,9 @@ from scipy import stats
 from recsys.serving.config import ServingConfig
 from recsys.serving.http.schemas import RecommendationRequest, RecommendedItem
 from recsys.serving.models.artifacts import Catalog
-from recsys.serving.pipeline.filters import FilterSpec
 from recsys.serving.pipeline.exploration.stage import Exploration
 from recsys.serving.pipeline.exploration.thompson import ThompsonExplorer
+from recsys.serving.pipeline.filters import FilterSpec
 from recsys.serving.pipeline.metrics import ServingMetrics
 from recsys.serving.pipeline.state import RequestState
 
