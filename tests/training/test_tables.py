@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow.dataset as pads
 import pytest
 
-from recsys.training.tables import join, read_table, write_table
+from recsys.training.tables import join, read_table, restore_shapes, write_table
 
 
 def _columns(n: int = 100) -> dict[str, np.ndarray]:
@@ -53,3 +53,15 @@ def test_ray_data_reads_the_table_with_its_shapes(ray_cluster, tmp_path):
     m = np.concatenate([b["m"].numpy() for b in batches])
     assert sorted(a.tolist()) == list(range(100))
     np.testing.assert_array_equal(m[:, 2], a * 10 + 2)
+
+
+def test_zero_width_columns_round_trip(ray_cluster, tmp_path):
+    """A ranker without sparse features writes a (lists, n, 0) column; arrow lists need width >= 1 (the demo
+    failed with ArrowInvalid before the placeholder)."""
+    cols = {**_columns(10), "s": np.zeros((10, 4, 0), np.int64), "d": np.ones((10, 2, 3), np.float32)}
+    ref = write_table(str(tmp_path / "z"), cols, seed=1)
+    assert ref.shapes["s"] == (4, 0)
+    batches = [restore_shapes(b, ref.shapes) for b in read_table(ref).iter_torch_batches(batch_size=6, device="cpu")]
+    assert [tuple(b["s"].shape) for b in batches] == [(6, 4, 0), (4, 4, 0)]
+    assert [tuple(b["d"].shape) for b in batches] == [(6, 2, 3), (4, 2, 3)]
+    assert str(batches[0]["s"].dtype) == "torch.int64"

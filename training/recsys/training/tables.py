@@ -83,6 +83,8 @@ def write_table(uri: str, columns: dict[str, np.ndarray], seed: int, rows_per_fi
             part = np.ascontiguousarray(v[rows])
             if part.ndim == 1:
                 arrays[k] = pa.array(part)
+            elif part.size == 0:  # e.g. a ranker without sparse features: arrow lists need a width >= 1, so a
+                arrays[k] = pa.array(np.zeros(len(part), part.dtype))  # placeholder; restore_shapes rebuilds it
             else:
                 width = int(np.prod(part.shape[1:]))
                 arrays[k] = pa.FixedSizeListArray.from_arrays(pa.array(part.reshape(-1)), width)
@@ -137,7 +139,19 @@ def shard_batches(name: str, shapes: dict[str, tuple[int, ...]], batch_size: int
         raise RuntimeError(f"the trainer was given no dataset named {name!r}")
     for batch in it.iter_torch_batches(batch_size=batch_size, device=torch.device("cpu"), drop_last=False,
                                        local_shuffle_buffer_size=shuffle_buffer, local_shuffle_seed=seed):
-        yield {k: (v.reshape(-1, *shapes[k]) if len(shapes.get(k, ())) > 1 else v) for k, v in batch.items()}
+        yield restore_shapes(batch, shapes)
+
+
+def restore_shapes(batch: dict[str, Any], shapes: dict[str, tuple[int, ...]]) -> dict[str, Any]:
+    """A Ray Data torch batch with each column back in its written shape (zero-width columns as empty)."""
+    out = {}
+    for k, v in batch.items():
+        shape = shapes.get(k, ())
+        if shape and math.prod(shape) == 0:
+            out[k] = v.new_zeros((v.shape[0], *shape))
+        else:
+            out[k] = v.reshape(-1, *shape) if len(shape) > 1 else v
+    return out
 
 
 def rows_per_worker(rows: int, device: Any = "cpu") -> list[int]:
