@@ -8,9 +8,6 @@ port, never touching the shared server's config.
 from __future__ import annotations
 
 import json
-import shutil
-import socket
-import subprocess
 import time
 import uuid
 
@@ -18,35 +15,14 @@ import pytest
 import redis
 
 from recsys.features import EventValidationError, FeatureStoreConfig
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.private_redis import private_redis
 
 
 @pytest.fixture
 def tiny_redis(tmp_path):
     """A private redis-server with maxmemory 2mb and noeviction (what the Helm chart configures)."""
-    exe = shutil.which("redis-server")
-    assert exe, "redis-server is not on PATH: apt-get install -y redis-server (see ../shared/TOOLING.md)"
-    port = _free_port()
-    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                             "--dir", str(tmp_path), "--maxmemory", "2mb", "--maxmemory-policy", "noeviction"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    client = redis.Redis(port=port)
-    deadline = time.time() + 10
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            assert time.time() < deadline, "private redis-server did not start"
-            time.sleep(0.05)
-    yield f"redis://127.0.0.1:{port}/0", client
-    proc.kill()
-    proc.wait(10)
+    with private_redis(tmp_path, "2mb") as server:
+        yield server
 
 
 def _event(user: int, item: int = 1) -> dict:

@@ -10,37 +10,18 @@ against a private ``redis-server`` with a tiny ``maxmemory`` started here, never
 from __future__ import annotations
 
 import asyncio
-import shutil
-import subprocess
-import time
 
 import pytest
 import redis
 
-from tests.serving.conftest import free_port
+from tests.private_redis import private_redis
 
 
 @pytest.fixture
 def full_redis(tmp_path):
-    """A private redis-server with maxmemory and noeviction (what the Helm chart configures)."""
-    exe = shutil.which("redis-server")
-    assert exe, "redis-server is not on PATH: apt-get install -y redis-server (see ../shared/TOOLING.md)"
-    port = free_port()
-    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                             "--dir", str(tmp_path), "--maxmemory", "64mb", "--maxmemory-policy", "noeviction"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    client = redis.Redis(port=port)
-    deadline = time.time() + 10
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            assert time.time() < deadline, "private redis-server did not start"
-            time.sleep(0.05)
-    yield f"redis://127.0.0.1:{port}/0", client
-    proc.kill()
-    proc.wait(10)
+    """A private redis-server with maxmemory 64mb and noeviction (what the Helm chart configures)."""
+    with private_redis(tmp_path, "64mb") as server:
+        yield server
 
 
 def _fill(client: redis.Redis) -> None:
