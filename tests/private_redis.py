@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -12,11 +11,7 @@ from pathlib import Path
 
 import redis
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.ports import free_port
 
 
 @contextlib.contextmanager
@@ -25,7 +20,7 @@ def private_redis(workdir: Path, maxmemory: str) -> Iterator[tuple[str, redis.Re
     and a client; kill it on exit."""
     exe = shutil.which("redis-server")
     assert exe, "redis-server is not on PATH: apt-get install -y redis-server (see ../shared/TOOLING.md)"
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                              "--dir", str(workdir), "--maxmemory", maxmemory, "--maxmemory-policy", "noeviction"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

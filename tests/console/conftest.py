@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -20,6 +19,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.ports import free_port
 
 READ_KEY = "console-test-read-key"
 PROJECT = "consoletest"
@@ -215,16 +216,10 @@ def console_world(tmp_path_factory, redis_url):
     traffic.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def console_server(console_world):
     """``recsys console`` itself, started as a user would, against the world above; yields its base URL."""
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "RECSYS_MODEL_STORE_URI": str(console_world.model_store),
            "RECSYS_REDIS_URL": console_world.redis_url, "RECSYS_FEATURE_REPO_DIR": str(console_world.feature_repo),
            "RECSYS_CONSOLE_READ_KEY": READ_KEY}

@@ -11,6 +11,7 @@ import pytest
 
 from recsys.features import RANKER_FEATURES, FeatureStoreConfig, FeatureStoreUnavailable, OnlineFeatureClient
 from recsys.features.offline import load_metadata
+from tests.ports import free_port
 
 
 @pytest.fixture(scope="module")
@@ -75,14 +76,8 @@ def test_unknown_entities_are_flagged_missing(client, small_dataset):
     assert client.fetch(987654321, items).user_missing
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_unreachable_redis_raises_quickly(feature_cfg):
-    cfg = FeatureStoreConfig(**{**feature_cfg.model_dump(), "redis_url": f"redis://127.0.0.1:{_free_port()}/15"})
+    cfg = FeatureStoreConfig(**{**feature_cfg.model_dump(), "redis_url": f"redis://127.0.0.1:{free_port()}/15"})
     client = OnlineFeatureClient(cfg)
     t0 = time.perf_counter()
     with pytest.raises(FeatureStoreUnavailable, match="unavailable"):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import socket
 import time
 
 import httpx
@@ -34,12 +33,7 @@ from recsys.serving.http.observability import (
 )
 from recsys.serving.http.request_limits import BodySizeLimitMiddleware
 from recsys.serving.pipeline.cache.result_cache import CacheConfig, ResultCache, request_shape_hash
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.ports import free_port
 
 
 # ---------------------------------------------------------------------------- result cache
@@ -84,7 +78,7 @@ def test_shape_hash_depends_on_every_field_but_is_order_free():
 
 
 def test_dead_redis_is_a_fast_miss_and_never_raises():
-    c = ResultCache(CacheConfig(socket_timeout_s=0.05, breaker_s=5), f"redis://127.0.0.1:{_free_port()}/0")
+    c = ResultCache(CacheConfig(socket_timeout_s=0.05, breaker_s=5), f"redis://127.0.0.1:{free_port()}/0")
     t0 = time.perf_counter()
     first = c.get(1, "none", "h")
     assert not first.hit and first.error

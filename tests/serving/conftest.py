@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import socket
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,14 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.ports import free_port
+
 DIM = 16
 HISTORY = 10
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _tower_module(user_emb: np.ndarray, item_emb: np.ndarray, default: np.ndarray):
