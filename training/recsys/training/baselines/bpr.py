@@ -22,6 +22,31 @@ from recsys.training.baselines.als import cosine_similar_items
 from recsys.training.baselines.npz import load_npz, save_npz
 
 
+def row_contains(indptr: np.ndarray, sorted_cols: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """``cols[k] in sorted_cols[indptr[rows[k]]:indptr[rows[k] + 1]]`` for every k, vectorised.
+
+    A bisection inside each row's own segment (log2 of the row's length steps, a few cache lines per
+    query) instead of one ``searchsorted`` over every (user, item) code of the dataset: that global
+    search was most of BPR's time and its cost per query grew with the dataset (its probes leave the
+    cache; 1.5 -> 4.3 ms per 4,096-pair batch from 1x to 16x the synthetic data, against 0.54 -> 0.79 ms
+    for this). Same answers.
+    """
+    if len(sorted_cols) == 0:
+        return np.zeros(len(rows), bool)
+    lo, end = indptr[rows], indptr[rows + 1]
+    hi = end.copy()
+    last = len(sorted_cols) - 1
+    while True:
+        active = lo < hi
+        if not active.any():
+            break
+        mid = (lo + hi) >> 1
+        right = active & (sorted_cols[np.minimum(mid, last)] < cols)
+        lo = np.where(right, mid + 1, lo)
+        hi = np.where(active & ~right, mid, hi)
+    return (lo < end) & (sorted_cols[np.minimum(lo, last)] == cols)
+
+
 class BprRecommender:
     def __init__(self, factors: int = 64, learning_rate: float = 0.05, regularization: float = 1e-4,
                  epochs: int = 30, batch_size: int = 4096, seed: int = 42) -> None:
@@ -48,10 +73,11 @@ class BprRecommender:
         item_acc = torch.full((n_items, f + 1), 1e-8)
         lr, reg = self.learning_rate, self.regularization
 
+        row_items = codes % n_items  # each user's items, sorted, in the CSR row order of ``indptr``
+        indptr = m.indptr.astype(np.int64)
+
         def is_positive(u: np.ndarray, j: np.ndarray) -> np.ndarray:
-            c = u * n_items + j
-            pos = np.minimum(np.searchsorted(codes, c), len(codes) - 1)
-            return codes[pos] == c
+            return row_contains(indptr, row_items, u, j)
 
         def adagrad(table: torch.Tensor, acc: torch.Tensor, rows: torch.Tensor, grad: torch.Tensor) -> None:
             acc.index_add_(0, rows, grad * grad)
