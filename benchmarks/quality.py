@@ -286,7 +286,7 @@ def tune(ds: Dataset, split: Split, grid: dict[str, list[dict]], seed: int = 42,
     fallback = recent_popularity(split.train, cat)
     out = []
     for name, settings in grid.items():
-        kind = name.removesuffix(" (edge)")  # a grid's follow-up beyond its own edge fits the same model
+        kind = name.split(" (")[0]  # "als (edge)": a grid's follow-up beyond its own edge fits the same model
         for params in settings:
             if kind == "ease":
                 model = EaseRecommender(**params).fit(x)
@@ -326,6 +326,9 @@ TUNE_GRID = {
     # relative to each protocol's best) sat on three edges: step past each
     "als (edge)": [{"factors": 128, "regularization": lam, "alpha": a, "unobserved_weight": w0, "iterations": 16}
                    for lam in (3.0, 10.0, 30.0) for a in (0.1, 0.3) for w0 in (3.0, 10.0)],
+    # ... and past the dimension edge at the chosen point (Rendle et al. grow d with lambda)
+    "als (d)": [{"factors": d, "regularization": lam, "alpha": 0.3, "unobserved_weight": 3.0, "iterations": 16}
+                for d in (256, 512) for lam in (10.0, 30.0, 100.0)],
     "item_knn": [{"neighbors": k, "shrinkage": s} for k in (50, 200) for s in (0.0, 10.0, 100.0)],
     "implicit ALS": [{"factors": 64, "regularization": r} for r in (0.05, 1.0, 10.0)],
 }

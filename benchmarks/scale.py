@@ -8,6 +8,8 @@ of log(seconds) and log(driver peak RSS) against log(events).
 
     python benchmarks/scale.py --scales 1,4        # ~15 min on 2 cores
     python benchmarks/scale.py --scales 1,4,16     # the README table
+    python benchmarks/scale.py --scales 1,4,16 --workdir W --stages "train baselines"   # re-time one stage
+                                                   # on the data an earlier run left in W
     python benchmarks/scale.py --scales 1,4 --eval-max-users 6000   # evaluate a fixed, seeded 6k-user sample
 
 Evaluate scores every catalog item for every evaluated user, so its work is users x items: 16x for 4x
@@ -24,6 +26,7 @@ train retrieval (two-tower, 1 epoch, Ray Train) -> evaluate (every promoted mode
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import subprocess
@@ -80,6 +83,20 @@ def stages(recsys: str, scale: float, eval_max_users: int | None = None) -> list
     ]
 
 
+def model_seconds(root: Path, stage: str) -> str:
+    """Each baseline's own fit seconds (its newest version's metadata), so a stage's curve can be split."""
+    if stage != "train baselines":
+        return ""
+    parts = []
+    for model in ("popularity", "item_knn", "als", "bpr"):
+        metas = sorted((root / "models" / model).glob("*/metadata.json"))
+        if metas:
+            secs = json.loads(metas[-1].read_text()).get("params", {}).get("train_seconds")
+            if secs is not None:
+                parts.append(f"{model} {float(secs):.1f}")
+    return f"  ({', '.join(parts)} s)" if parts else ""
+
+
 def slope(x: list[float], y: list[float]) -> float:
     if len(x) < 2:
         return float("nan")
@@ -93,7 +110,13 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=None, help="Default: a temporary directory.")
     ap.add_argument("--eval-max-users", type=int, default=None,
                     help="Evaluate a seeded sample of this many users (default: all; 6000 = every user at 1x).")
+    ap.add_argument("--stages", default=None,
+                    help="Comma-separated stage names to run (default: all). Without 'generate' (and the stages "
+                         "before the ones named) --workdir must hold an earlier run's data at every scale.")
     args = ap.parse_args()
+    if args.stages and args.workdir is None:
+        ap.error("--stages needs --workdir (the earlier run's data)")
+    only = set(args.stages.split(",")) if args.stages else None
     scales = [float(s) for s in args.scales.split(",")]
     recsys = str(Path(os.environ.get("VIRTUAL_ENV", ".venv")) / "bin" / "recsys")
     if not Path(recsys).exists():
@@ -106,13 +129,15 @@ def main() -> None:
                    "RECSYS_DATA_DIR": str(root / "data"), "RECSYS_FEATURE_REPO_DIR": str(root / "features"),
                    "RECSYS_MODEL_STORE_URI": str(root / "models"), "RECSYS_LOG_DIR": str(root / "logs")}
             for name, cmds in stages(recsys, scale, args.eval_max_users):
+                if only is not None and name not in only:
+                    continue
                 total, driver, children = 0.0, 0.0, 0.0
                 for cmd in cmds:
                     s, d, c = run_stage(cmd, env)
                     total, driver, children = total + s, max(driver, d), max(children, c)
                 rows.setdefault(name, []).append((scale, total, driver, children))
                 print(f"{scale:>4g}x {name:<16} {total:>8.1f} s  driver {driver:5.2f} GiB  "
-                      f"ray/children {children:5.2f} GiB", flush=True)
+                      f"ray/children {children:5.2f} GiB{model_seconds(root, name)}", flush=True)
     events = {s: BASE["events"] * s for s in scales}
     print(f"\n{'stage':<16} " + " ".join(f"{f'{s:g}x s':>8} {f'{s:g}x GiB':>8}" for s in scales)
           + f" {'time exp':>8} {'mem exp':>8}")

@@ -25,10 +25,12 @@ class BaselineConfig(_Strict):
 
     knn_neighbors: int = Field(50, ge=1, description="Neighbours kept per item (item-kNN)")
     knn_shrinkage: float = Field(100.0, ge=0, description="Cosine shrinkage x_i.x_j / (|x_i||x_j| + s)")
-    als_factors: int = Field(64, ge=1)
-    als_regularization: float = Field(1.0, ge=0)
-    als_alpha: float = Field(1.0, ge=0, description="Confidence c = 1 + alpha * r (Hu, Koren, Volinsky 2008)")
-    als_unobserved_weight: float = Field(1.0, gt=0, description="Weight of every pair's squared score (Rendle 2022)")
+    # iALS defaults: chosen on both protocols' validation windows of ml-latest-small (docs/training.md
+    # "What was tuned"; benchmarks/quality.py --tune --tune-models "als,als (edge)")
+    als_factors: int = Field(128, ge=1)
+    als_regularization: float = Field(10.0, ge=0)
+    als_alpha: float = Field(0.3, ge=0, description="Confidence c = 1 + alpha * r (Hu, Koren, Volinsky 2008)")
+    als_unobserved_weight: float = Field(3.0, gt=0, description="Weight of every pair's squared score (Rendle 2022)")
     als_init_std: float | None = Field(None, gt=0, description="Factor init std; None = 0.1 / sqrt(factors)")
     als_iterations: int = Field(16, ge=1)
     als_cg_steps: int = Field(3, ge=1, description="Conjugate-gradient steps per ALS half-iteration")
