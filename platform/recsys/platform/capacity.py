@@ -19,10 +19,12 @@ class Measured:
     build_core_s_per_event: float = 4.3 / 1.09e6  # `recsys features build`, 1x (1.09M events) in 4.3 s, 1 process
     materialize_rows_per_core_s: float = 20_000.0  # inline writer, full load, 1x (benchmarks/materialize.py)
     seen_core_s_per_user: float = 0.3 / 6000  # seen sets of 6k users in ~0.3 s
-    # benchmarks/scale.py at 1x (1.09M events, 6k users) on the shared 2-core box, CLI start-up included:
-    two_tower_core_s_per_event: float = 41.4 * 2 / 1.09e6  # `train retrieval --epochs 1`: 41.4 s
-    baselines_core_s_per_event: float = 95.2 * 2 / 1.09e6  # popularity, item-kNN, ALS, BPR: 95.2 s
-    eval_core_s_per_user: float = 10.9 * 2 / 6000  # `recsys evaluate`, every promoted model: 10.9 s
+    # benchmarks/scale.py at 16x (17.4M events, 96k users, 64k items), the largest scale measured, on the
+    # 2-core box, CLI start-up included (README "Offline pipeline cost curves"; per event they are the
+    # highest of the three scales: two-tower and baselines grow faster than linearly, see there):
+    two_tower_core_s_per_event: float = 923.2 * 2 / 17.44e6  # `train retrieval --epochs 1`: 923.2 s
+    baselines_core_s_per_event: float = 612.1 * 2 / 17.44e6  # popularity, item-kNN, ALS, BPR: 612.1 s
+    eval_core_s_per_user: float = 152.7 * 2 / 6000  # `recsys evaluate --max-users 6000`, 64k items: 152.7 s
     user_hash_bytes: int = 1_400  # Redis MEMORY USAGE of one user's feature hash (two views)
     item_hash_bytes: int = 1_430  # one item's feature hash (two views)
     seen_bytes_per_item: float = 6.3  # seen set: "id," text per remembered item
