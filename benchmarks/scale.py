@@ -79,6 +79,9 @@ def stages(recsys: str, scale: float, eval_max_users: int | None = None) -> list
         ("materialize", [[recsys, "features", "apply"], [recsys, "features", "materialize"]]),
         ("train baselines", [[recsys, "train", "baselines", "--models", "popularity,item_knn,als,bpr", "--promote"]]),
         ("train two-tower", [[recsys, "train", "retrieval", "--epochs", "1", "--promote"]]),
+        # the same job with sparse id-table gradients + row-wise Adam (a step touches its batch's rows only);
+        # not promoted, so evaluate still scores the default model
+        ("train two-tower (sparse)", [[recsys, "train", "retrieval", "--epochs", "1", "--sparse-embeddings"]]),
         ("evaluate", [evaluate]),
     ]
 

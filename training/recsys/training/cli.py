@@ -170,13 +170,20 @@ def sequential(pcfg: PlatformConfig, data_dir, seed, num_workers, version, promo
 @cli.command("retrieval")
 @common_options
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Default 3.")
+@click.option("--sparse-embeddings/--dense-embeddings", default=None,
+              help="Sparse gradients + row-wise Adam for the id tables: a step costs O(batch), not O(table) "
+                   "(default: dense, retrieval.sparse_embeddings).")
 @pass_config
-def retrieval(pcfg: PlatformConfig, data_dir, seed, num_workers, version, promote, split, epochs, cluster) -> None:
+def retrieval(pcfg: PlatformConfig, data_dir, seed, num_workers, version, promote, split, epochs, sparse_embeddings,
+              cluster) -> None:
     """Two-tower model (sampled softmax, in-batch negatives, logQ) as a Ray Train job."""
     from recsys.platform.model_store import ModelStore
     from recsys.training.workflows import load_inputs, train_retrieval
 
     cfg = make_config(pcfg, data_dir, seed, num_workers, split, epochs=epochs, cluster=cluster)
+    if sparse_embeddings is not None:
+        cfg = cfg.model_copy(update={"retrieval": cfg.retrieval.model_copy(
+            update={"sparse_embeddings": sparse_embeddings})})
     connect_cluster(cfg, cluster)
     run_step(lambda: train_retrieval(cfg, load_inputs(cfg), ModelStore(cfg.model_store_uri), version, promote))
 

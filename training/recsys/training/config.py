@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from recsys.platform.data.history import HISTORY_LENGTH
 
@@ -50,10 +50,19 @@ class RetrievalConfig(_Strict):
     batch_size: int = Field(1024, ge=8)
     learning_rate: float = Field(3e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
+    sparse_embeddings: bool = Field(
+        False, description="Sparse gradients for the user/item id tables + row-wise (lazy) Adam: a step costs "
+                           "O(batch), not O(table); for catalogs where dense Adam dominates (README cost curves)")
     epochs: int = Field(3, ge=1)
     user_id_dropout: float = Field(0.2, ge=0, le=1, description="Chance a user id is replaced by 'unknown'")
     max_examples_per_epoch: int | None = Field(None, ge=1, description="Subsample positives per epoch (speed)")
     faiss_hnsw_threshold: int = Field(50_000, ge=1, description="Catalogs at least this big get HNSW, else flat IP")
+
+    @model_validator(mode="after")
+    def _sparse_needs_no_weight_decay(self) -> RetrievalConfig:
+        if self.sparse_embeddings and self.weight_decay:
+            raise ValueError("sparse_embeddings does not support weight_decay > 0 (SparseAdam has none)")
+        return self
 
 
 class RankingConfig(_Strict):

@@ -16,6 +16,7 @@ from recsys.training.config import RetrievalConfig, TrainingConfig
 from recsys.training.item_features import ItemFeatures
 from recsys.training.two_tower.data import RetrievalData, build_retrieval_data
 from recsys.training.two_tower.model import TwoTowerModel
+from recsys.training.two_tower.optim import TwoTowerOptimizer
 
 
 def build_model(data: RetrievalData, rc: RetrievalConfig) -> TwoTowerModel:
@@ -28,6 +29,7 @@ def build_model(data: RetrievalData, rc: RetrievalConfig) -> TwoTowerModel:
         dim=rc.embedding_dim,
         hidden=rc.hidden_dim,
         temperature=rc.temperature,
+        sparse_embeddings=rc.sparse_embeddings,
     )
 
 
@@ -61,7 +63,7 @@ def train_loop(config: dict[str, Any]) -> None:
     data: RetrievalData = ctx.data
     rank, world = ctx.rank, ctx.world
     model = ctx.prepare(build_model(data, rc))
-    opt = torch.optim.Adam(model.parameters(), lr=rc.learning_rate, weight_decay=rc.weight_decay)
+    opt = TwoTowerOptimizer(model, rc.learning_rate, rc.weight_decay, rc.sparse_embeddings)
     start, history = ctx.resume(model, opt)
     (log_q_all,) = ctx.to(torch.from_numpy(data.log_q))
     bs = local_batch_size(rc.batch_size, world)

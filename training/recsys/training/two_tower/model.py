@@ -27,9 +27,9 @@ def _mlp(d_in: int, hidden: int, d_out: int) -> nn.Sequential:
 
 class ItemTower(nn.Module):
     def __init__(self, n_items: int, item_genres: torch.Tensor, item_tokens: torch.Tensor, text_buckets: int,
-                 dim: int, hidden: int):
+                 dim: int, hidden: int, sparse: bool = False):
         super().__init__()
-        self.id_embedding = nn.Embedding(n_items, dim)
+        self.id_embedding = nn.Embedding(n_items, dim, sparse=sparse)
         self.genre_projection = nn.Linear(item_genres.shape[1], dim, bias=False)
         self.text_embedding = nn.EmbeddingBag(text_buckets + 1, dim, mode="mean", padding_idx=0)
         self.mlp = _mlp(3 * dim, hidden, dim)
@@ -49,12 +49,13 @@ class ItemTower(nn.Module):
 
 
 class UserTower(nn.Module):
-    def __init__(self, n_users: int, n_items: int, item_genres: torch.Tensor, dim: int, hidden: int):
+    def __init__(self, n_users: int, n_items: int, item_genres: torch.Tensor, dim: int, hidden: int,
+                 sparse: bool = False):
         super().__init__()
         self.n_users = n_users
         self.n_items = n_items
-        self.user_embedding = nn.Embedding(n_users + 1, dim)  # last row: unknown user
-        self.history_embedding = nn.Embedding(n_items + 1, dim, padding_idx=n_items)  # last row: padding
+        self.user_embedding = nn.Embedding(n_users + 1, dim, sparse=sparse)  # last row: unknown user
+        self.history_embedding = nn.Embedding(n_items + 1, dim, padding_idx=n_items, sparse=sparse)  # last: padding
         self.genre_projection = nn.Linear(item_genres.shape[1], dim, bias=False)
         self.mlp = _mlp(3 * dim, hidden, dim)
         genre_norm = item_genres / item_genres.sum(dim=1, keepdim=True).clamp(min=1.0)
@@ -81,10 +82,14 @@ class TwoTowerModel(nn.Module):
     """Both towers plus the training loss (``forward`` returns the loss so DDP syncs gradients)."""
 
     def __init__(self, n_users: int, n_items: int, item_genres: torch.Tensor, item_tokens: torch.Tensor,
-                 text_buckets: int, dim: int = 64, hidden: int = 128, temperature: float = 0.05):
+                 text_buckets: int, dim: int = 64, hidden: int = 128, temperature: float = 0.05,
+                 sparse_embeddings: bool = False):
+        """``sparse_embeddings``: the id tables (users, items, history items) get sparse gradients, so an
+        optimizer step touches only the rows in the batch (see :mod:`.optim`), not whole tables."""
         super().__init__()
-        self.user_tower = UserTower(n_users, n_items, item_genres, dim, hidden)
-        self.item_tower = ItemTower(n_items, item_genres, item_tokens, text_buckets, dim, hidden)
+        self.user_tower = UserTower(n_users, n_items, item_genres, dim, hidden, sparse=sparse_embeddings)
+        self.item_tower = ItemTower(n_items, item_genres, item_tokens, text_buckets, dim, hidden,
+                                    sparse=sparse_embeddings)
         self.temperature = temperature
 
     def forward(self, users: torch.Tensor, history: torch.Tensor, items: torch.Tensor,
