@@ -210,7 +210,7 @@ def run_protocol(ds: Dataset, protocol: str, args, work: Path) -> ProtocolResult
             add(name, ColdStartFallback(model, fallback), (time.perf_counter() - t0) / 2)
     if args.baselines_only:  # the tuned baselines against implicit's ALS, nothing trained on Ray
         res.reference = IMPLICIT_ALS
-        res.rows = score_lists(ev, lists, seconds, IMPLICIT_ALS)
+        res.rows = score_lists(ev, lists, seconds, res.reference)
         res.notes = versus_implicit_als(ev, lists)
         return res
     t0 = time.perf_counter()
@@ -240,32 +240,33 @@ def run_protocol(ds: Dataset, protocol: str, args, work: Path) -> ProtocolResult
     return res
 
 
+def _paired(ev: Evaluator, lists: dict[str, np.ndarray], a: str, b: str) -> dict[str, MetricValue]:
+    """Paired-bootstrap CIs of ``a`` minus ``b`` on the same users, Recall@20 and NDCG@20."""
+    alpha = (1 - ev.confidence) / 2
+    ma, mb = (ranking_metrics(hit_matrix(lists[n], ev.targets), ev.n_targets, 20) for n in (a, b))
+    return {k: _ci(ev, ma[k] - mb[k], alpha) for k in ("recall", "ndcg")}
+
+
 def versus_best_single(ev: Evaluator, lists: dict[str, np.ndarray], rows: list[Row], pipeline: str) -> list[str]:
     """Paired CIs of ``pipeline`` minus the best single model of the table (by NDCG@20, then Recall@20)."""
     singles = [r for r in rows if r.name != pipeline]
     if pipeline not in lists or not singles:
         return []
     best = max(singles, key=lambda r: (r.ndcg.value, r.recall.value)).name
-    alpha = (1 - ev.confidence) / 2
-    out = []
-    for metric in ("recall", "ndcg"):
-        a, b = (ranking_metrics(hit_matrix(lists[n], ev.targets), ev.n_targets, 20)[metric] for n in (pipeline, best))
-        out.append(f"{pipeline} - {best} (best single model) {metric}@20: {_fmt(_ci(ev, a - b, alpha), True)}")
-    return out
+    d = _paired(ev, lists, pipeline, best)
+    return [f"{pipeline} - {best} (best single model) {k}@20: {_fmt(d[k], True)}" for k in ("recall", "ndcg")]
 
 
 def versus_implicit_als(ev: Evaluator, lists: dict[str, np.ndarray]) -> list[str]:
     """Paired CIs of our EASE and iALS minus ``implicit``'s ALS (issue 24: "at least as good as implicit's ALS")."""
     if IMPLICIT_ALS not in lists:
         return []
-    alpha = (1 - ev.confidence) / 2
-    ref = ranking_metrics(hit_matrix(lists[IMPLICIT_ALS], ev.targets), ev.n_targets, 20)
     out = []
     for name in ("ease", "als"):
         if name in lists:
-            m = ranking_metrics(hit_matrix(lists[name], ev.targets), ev.n_targets, 20)
-            out.append(f"{name} - {IMPLICIT_ALS}: " + ", ".join(
-                f"{k}@20 {_fmt(_ci(ev, m[k] - ref[k], alpha), True)}" for k in ("recall", "ndcg")))
+            d = _paired(ev, lists, name, IMPLICIT_ALS)
+            deltas = ", ".join(f"{k}@20 {_fmt(d[k], True)}" for k in ("recall", "ndcg"))
+            out.append(f"{name} - {IMPLICIT_ALS}: {deltas}")
     return out
 
 

@@ -34,7 +34,7 @@ def _step(model: TwoTowerModel, opt: TwoTowerOptimizer, users: list[int], items:
 @pytest.mark.parametrize("sparse", [False, True])
 def test_a_step_moves_only_the_rows_in_its_batch_when_sparse(sparse):
     model = _model(sparse)
-    opt = TwoTowerOptimizer(model, 0.01, 0.0, sparse)
+    opt = TwoTowerOptimizer(model, 0.01, 0.0)
     _step(model, opt, [0, 1, 2], [0, 1, 2])  # first batch: users 0-2, items 0-2
     users_before = model.user_tower.user_embedding.weight.detach().clone()
     items_before = model.item_tower.id_embedding.weight.detach().clone()

@@ -62,7 +62,6 @@ class BprRecommender:
         n_users, n_items = m.shape
         users = np.repeat(np.arange(n_users), np.diff(m.indptr)).astype(np.int64)
         items = m.indices.astype(np.int64)
-        codes = np.sort(users * n_items + items)
         rng = np.random.default_rng(self.seed)
         gen = torch.Generator().manual_seed(self.seed)
         f = self.factors
@@ -73,8 +72,8 @@ class BprRecommender:
         item_acc = torch.full((n_items, f + 1), 1e-8)
         lr, reg = self.learning_rate, self.regularization
 
-        row_items = codes % n_items  # each user's items, sorted, in the CSR row order of ``indptr``
-        indptr = m.indptr.astype(np.int64)
+        positives = m.sorted_indices()  # a copy: ``m``'s own order (and so the training order) is unchanged
+        indptr, row_items = positives.indptr.astype(np.int64), positives.indices.astype(np.int64)
 
         def is_positive(u: np.ndarray, j: np.ndarray) -> np.ndarray:
             return row_contains(indptr, row_items, u, j)

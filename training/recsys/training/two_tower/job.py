@@ -63,7 +63,7 @@ def train_loop(config: dict[str, Any]) -> None:
     data: RetrievalData = ctx.data
     rank, world = ctx.rank, ctx.world
     model = ctx.prepare(build_model(data, rc))
-    opt = TwoTowerOptimizer(model, rc.learning_rate, rc.weight_decay, rc.sparse_embeddings)
+    opt = TwoTowerOptimizer(model, rc.learning_rate, rc.weight_decay)
     start, history = ctx.resume(model, opt)
     (log_q_all,) = ctx.to(torch.from_numpy(data.log_q))
     bs = local_batch_size(rc.batch_size, world)

@@ -19,9 +19,9 @@ from torch import nn
 class TwoTowerOptimizer:
     """One object with the ``torch.optim.Optimizer`` surface the training loop and checkpoints use."""
 
-    def __init__(self, model: nn.Module, learning_rate: float, weight_decay: float, sparse: bool):
-        tables = [m for m in model.modules() if isinstance(m, nn.Embedding) and m.sparse]
-        sparse_params = [m.weight for m in tables] if sparse else []
+    def __init__(self, model: nn.Module, learning_rate: float, weight_decay: float):
+        """The model's sparse-gradient tables (``nn.Embedding(sparse=True)``) go to SparseAdam, the rest to Adam."""
+        sparse_params = [m.weight for m in model.modules() if isinstance(m, nn.Embedding) and m.sparse]
         ids = {id(p) for p in sparse_params}
         dense_params = [p for p in model.parameters() if id(p) not in ids]
         if sparse_params and weight_decay:
