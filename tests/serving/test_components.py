@@ -252,6 +252,22 @@ def test_inprocess_exploration_slot_surfaces_new_items(serving_args):
         assert all("exploration" not in it["sources"] for it in off["items"])
 
 
+def test_inprocess_exploration_slot_obeys_the_requests_business_filter(serving_args):
+    """The slot's new items pass the request's filter at the candidate stage (step 5), the only place it runs."""
+    from recsys.serving.http.api import create_api
+
+    svc = _service(serving_args, exploration_rate=1.0, exploration_seed=7, exploration_slot=2, cache={"enabled": False})
+    new = [int(i) for i in svc.explorer.new_item_ids]
+    assert len(new) >= 2
+    with TestClient(create_api(svc)) as c:
+        for user in range(1, 6):  # every new item but the last excluded: the slot can only show the last one
+            body = c.post("/v1/recommendations", json={"user_id": user, "n": 6, "exclude": new[:-1]}).json()
+            shown = [it["item_id"] for it in body["items"] if "exploration" in it["sources"]]
+            assert shown == [new[-1]], body["items"]
+        body = c.post("/v1/recommendations", json={"user_id": 1, "n": 6, "exclude": new}).json()
+        assert all("exploration" not in it["sources"] for it in body["items"])  # nothing allowed: no slot
+
+
 def test_serve_config_example_is_valid():
     from pathlib import Path
 
