@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from recsys.platform.ranking_features import KNN_RECENT_ITEMS
-from recsys.serving.models.artifacts import ItemKnnArtifacts, PopularityArtifacts
+from recsys.serving.models.artifacts import IdIndex, ItemKnnArtifacts, PopularityArtifacts
 
 
 class PopularityCandidates:
@@ -23,8 +23,7 @@ class PopularityCandidates:
         self.art = art
         top = float(art.scores[0]) if len(art.scores) else 1.0
         self._norm = art.scores / top if top > 0 else np.zeros_like(art.scores)
-        order = np.argsort(art.item_ids)
-        self._sorted_ids, self._sorted_norm = art.item_ids[order], self._norm[order]
+        self._index = IdIndex(art.item_ids)  # a direct id -> row table when ids are dense: one gather per request
 
     def top(self, k: int) -> tuple[np.ndarray, np.ndarray]:
         return self.art.item_ids[:k], self._norm[:k]
@@ -34,11 +33,11 @@ class PopularityCandidates:
 
     def normalized_scores(self, item_ids: np.ndarray) -> np.ndarray:
         """Popularity in [0, 1] (1 = most popular) for arbitrary ids; 0 for items never seen."""
-        ids = np.asarray(item_ids, np.int64)
-        if len(self._sorted_ids) == 0:
-            return np.zeros(len(ids), np.float32)
-        pos = np.clip(np.searchsorted(self._sorted_ids, ids), 0, len(self._sorted_ids) - 1)
-        return np.where(self._sorted_ids[pos] == ids, self._sorted_norm[pos], 0.0).astype(np.float32)
+        rows = self._index.lookup(item_ids)
+        out = np.zeros(len(rows), np.float32)
+        known = rows >= 0
+        out[known] = self._norm[rows[known]]
+        return out
 
     def has_interactions(self, item_ids: np.ndarray) -> np.ndarray:
         return self.normalized_scores(item_ids) > 0

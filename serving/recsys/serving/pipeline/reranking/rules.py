@@ -29,10 +29,15 @@ def normalize(scores: np.ndarray) -> np.ndarray:
     s = np.asarray(scores, np.float64)
     if len(s) == 0:
         return s.astype(np.float32)
-    lo, hi = np.nanmin(s), np.nanmax(s)
+    lo, hi = s.min(), s.max()  # NaN-propagating and ~10x cheaper than nanmin/nanmax: their answer only on a NaN
+    if lo != lo or hi != hi:
+        lo, hi = np.nanmin(s), np.nanmax(s)
     if not np.isfinite(lo) or hi - lo < 1e-12:
         return np.ones(len(s), np.float32)
-    return np.nan_to_num((s - lo) / (hi - lo)).astype(np.float32)
+    out = (s - lo) / (hi - lo)
+    if not np.isfinite(out).all():  # NaN scores (or an infinite span) only: the rare path of nan_to_num
+        out = np.nan_to_num(out)
+    return out.astype(np.float32)
 
 
 def freshness_boost(created_s: np.ndarray, now_s: float, weight: float, half_life_days: float) -> np.ndarray:
@@ -71,9 +76,18 @@ def mmr_select(
     counts: dict[str, int] = {}
     out: list[int] = []
     genre_list = list(genres) if genres is not None else [frozenset()] * m
+    # the step score, with the same float64 operations as ``lam * rel - (1 - lam) * max_sim`` but into reused
+    # buffers (``lam * rel`` once): a few hundred candidates x n steps spent most of their time allocating
+    lam_rel = lam * rel if use_mmr else rel
+    penalty = np.empty(m, np.float64)
+    value = np.empty(m, np.float64)
     for _ in range(n):
-        value = lam * rel - (1.0 - lam) * max_sim if use_mmr else rel.copy()
-        value = np.where(chosen, -np.inf, value)
+        if use_mmr:
+            np.multiply(1.0 - lam, max_sim, out=penalty)
+            np.subtract(lam_rel, penalty, out=value)
+        else:
+            value[:] = rel
+        value[out] = -np.inf  # the chosen ones
         pick = -1
         in_window = len(out) < params.genre_window
         best = int(np.argmax(value))  # = the first of a stable descending sort: usually the pick, no sort needed
@@ -98,7 +112,7 @@ def mmr_select(
             for g in genre_list[pick]:
                 counts[g] = counts.get(g, 0) + 1
         if use_mmr:
-            max_sim = np.maximum(max_sim, emb @ emb[pick])
+            np.maximum(max_sim, emb @ emb[pick], out=max_sim)
     return out
 
 
