@@ -94,7 +94,7 @@ def test_cli_cluster_flags_reach_the_config(tmp_path):
     res = JobResources.from_config(cfg)
     assert (res.num_workers, res.cpus_per_worker, res.use_gpu, res.storage_path, res.max_failures) == (
         4, 0.5, True, "s3://bucket/ray", 5)
-    assert res.needs() == {"CPU": 2.0, "GPU": 4.0}
+    assert res.needs() == {"CPU": 3.0, "GPU": 4.0}  # 4 x 0.5 for the workers + 1 for Ray Data (DATA_CPUS)
     assert make_config(load_config(None), None, None, None, None).storage_path.endswith("ray_results")
     # the training tables' URI (the Helm RayJobs pass --dataset-uri): verbatim, else next to the storage path
     assert cfg.datasets_uri() == "s3://bucket/ray/datasets"
@@ -322,7 +322,7 @@ def _free_ports(n: int) -> list[int]:
 
 @pytest.fixture(scope="module")
 def foreign_head():
-    """A Ray head started the way `recsys serve start` starts one (`ray start --head`), 1 CPU, private to
+    """A Ray head started the way `recsys serve start` starts one (`ray start --head`), 2 CPUs, private to
     this test: its own ports and temp dir (RAY_TMPDIR makes it the "latest ray start" only for commands
     given ``env``), its own process group, which is all that teardown stops — never `ray stop`."""
     import contextlib
@@ -338,7 +338,7 @@ def foreign_head():
     env = {**os.environ, "RAY_TMPDIR": str(tmp), "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
     env.pop("RAY_ADDRESS", None)
     ray_bin = Path(sys.executable).with_name("ray")
-    cmd = [str(ray_bin), "start", "--head", "--block", f"--port={gcs}", "--num-cpus=1", "--include-dashboard=false",
+    cmd = [str(ray_bin), "start", "--head", "--block", f"--port={gcs}", "--num-cpus=2", "--include-dashboard=false",
            "--disable-usage-stats", f"--temp-dir={tmp}/ray", f"--node-manager-port={nm}",
            f"--object-manager-port={om}", f"--ray-client-server-port={client}",
            f"--dashboard-agent-listen-port={agent_l}", f"--dashboard-agent-grpc-port={agent_g}",
@@ -384,16 +384,17 @@ def test_train_joins_a_running_head_when_it_has_room_else_starts_its_own(foreign
     assert r.returncode == 0, r.stderr[-2000:]
     kind, address, message = json.loads(r.stdout.strip().splitlines()[-1])
     assert kind == "joined" and address == foreign_head["address"] and "joined the running Ray cluster" in message
-    r = _py(env, _CHOICE.format(needs={"CPU": 2.0}))
+    r = _py(env, _CHOICE.format(needs={"CPU": 3.0}))
     assert r.returncode == 0, r.stderr[-2000:]
     kind, address, message = json.loads(r.stdout.strip().splitlines()[-1])
-    assert kind == "local" and "started a private local Ray cluster" in message and "has only 1 CPU free" in message
+    assert kind == "local" and "started a private local Ray cluster" in message and "has only 2 CPU free" in message
 
 
 @pytest.mark.slow
 def test_recsys_train_next_to_a_running_head(foreign_head, small_dataset_dir, tmp_path):
     """The issue-11 failure: `recsys train` after `serve start` joined the head and died. It now joins the head
-    (room for 2 x 0.25 CPU), says so, trains and writes the version."""
+    (2 CPUs: room for 2 x 0.25 CPU of workers + 1 for Ray Data's listing/read tasks), says so, trains and writes
+    the version. (With a 1-CPU head it used to join and hang: Ray Data's listing task, 1 CPU, never ran.)"""
     import subprocess
 
     env = {**foreign_head["env"], "RECSYS_MODEL_STORE_URI": str(tmp_path / "models")}

@@ -53,6 +53,13 @@ class TrainingJobError(RuntimeError):
 
 
 # ------------------------------------------------------------------------------ driver side
+DATA_CPUS = 1.0
+"""Free CPU a job needs next to its workers for Ray Data streaming its training rows. Ray Data's file-listing
+task asks for one whole CPU (``read_parquet`` gives no way to lower it in this Ray) and the read tasks a CPU
+each by default: on a cluster with less than this free after the workers (a 1-CPU head running 2 x 0.25-CPU
+workers) the workers wait for their first batch forever, so such a cluster is not joined."""
+
+
 @dataclass(frozen=True)
 class JobResources:
     """Where and how a job runs: what ``ScalingConfig`` / ``RunConfig`` / ``FailureConfig`` are built from."""
@@ -70,8 +77,9 @@ class JobResources:
                    storage_path=cfg.storage_path, max_failures=cfg.max_failures)
 
     def needs(self) -> dict[str, float]:
-        """Cluster resources the worker group takes (the v2 controller itself asks for none)."""
-        out = {"CPU": self.num_workers * self.cpus_per_worker}
+        """Cluster resources the job takes: the worker group plus :data:`DATA_CPUS` for Ray Data (the v2
+        controller itself asks for none)."""
+        out = {"CPU": self.num_workers * self.cpus_per_worker + DATA_CPUS}
         if self.use_gpu:
             out["GPU"] = float(self.num_workers)
         return out
