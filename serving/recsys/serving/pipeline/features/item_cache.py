@@ -102,6 +102,10 @@ class ItemFeatureCache:
         """Columns for all candidates: cached rows where fresh, the just-read values where ``need``."""
         n = len(rows)
         out: dict[str, np.ndarray] = {}
+        if not fresh and not need.any():  # the steady state (every candidate cached): one gather per column
+            with self._lock:
+                return {name: c[rows].astype(np.float32 if c.ndim == 2 else np.float64, copy=False)
+                        for name, c in self._cols.items()}
         cached_pos = np.flatnonzero(~need)
         with self._lock:
             names = set(self._cols) | set(fresh)
