@@ -54,3 +54,84 @@ class LoopBoundRedis:
         for ref, client in clients.values():
             if ref() is loop:
                 await client.aclose()
+
+
+class _Turn:
+    """The commands queued in one event-loop turn of one loop."""
+
+    __slots__ = ("queue", "scheduled", "sending")
+
+    def __init__(self) -> None:
+        self.queue: list[tuple[tuple[Any, ...], asyncio.Future]] = []
+        self.scheduled = False
+        self.sending: set[asyncio.Task] = set()  # strong references until each pipeline has answered
+
+
+class LoopBatchedRedis:
+    """``await execute(*command)``: the commands awaited during one event-loop turn go out as one pipeline.
+
+    Why: on a busy serving replica each single command costs the client ~120 µs of CPU (connection
+    checkout, a write, a read, futures), while the same command inside a pipeline of 4-8 costs 20-35 µs
+    (measured with redis.asyncio on this box). Requests that reach the same Redis step in one loop turn
+    (those a batched shard call released together, say) share one round trip; nothing waits on a timer,
+    so at low load a command goes out one loop turn later than it would alone. Each caller still awaits
+    its own reply (an error reply or a failed round trip raises in every caller of that pipeline), so
+    the semantics are those of sending the command itself. Not for transactions or blocking commands.
+    """
+
+    def __init__(self, client: LoopBoundRedis, max_batch: int = 256):
+        self.client = client
+        self.max_batch = max_batch
+        self.pipelines = 0  # pipelines sent (tests and benchmarks read it)
+        self.commands = 0  # commands they carried
+        self._turns: dict[int, tuple[weakref.ref, _Turn]] = {}
+
+    def _turn(self, loop: asyncio.AbstractEventLoop) -> _Turn:
+        entry = self._turns.get(id(loop))
+        if entry is not None and entry[0]() is loop:
+            return entry[1]
+        turn = _Turn()
+        self._turns = {k: v for k, v in self._turns.items() if v[0]() is not None}
+        self._turns[id(loop)] = (weakref.ref(loop), turn)
+        return turn
+
+    async def execute(self, *command: Any) -> Any:
+        """The reply to ``command`` (e.g. ``"MGET", k1, k2``), parsed as the client parses it."""
+        loop = asyncio.get_running_loop()
+        turn = self._turn(loop)
+        future = loop.create_future()
+        turn.queue.append((command, future))
+        if not turn.scheduled:
+            turn.scheduled = True
+            loop.call_soon(self._flush, loop, turn)  # after everything already runnable in this turn
+        return await future
+
+    def _flush(self, loop: asyncio.AbstractEventLoop, turn: _Turn) -> None:
+        turn.scheduled = False
+        queued, turn.queue = turn.queue, []
+        for start in range(0, len(queued), self.max_batch):
+            task = loop.create_task(self._send(queued[start:start + self.max_batch]))
+            turn.sending.add(task)
+            task.add_done_callback(turn.sending.discard)
+
+    async def _send(self, batch: list[tuple[tuple[Any, ...], asyncio.Future]]) -> None:
+        self.pipelines += 1
+        self.commands += len(batch)
+        try:
+            pipe = self.client.get().pipeline(transaction=False)
+            for command, _ in batch:
+                pipe.execute_command(*command)
+            replies = await pipe.execute(raise_on_error=False)
+        except BaseException as e:  # the round trip failed (or was cancelled): every caller sees it
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(e if isinstance(e, Exception) else ConnectionError("pipeline cancelled"))
+            if not isinstance(e, Exception):
+                raise
+            return
+        for (_, future), reply in zip(batch, replies, strict=True):
+            if not future.done():
+                if isinstance(reply, Exception):
+                    future.set_exception(reply)
+                else:
+                    future.set_result(reply)

@@ -33,7 +33,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from recsys.features.keys import cache_generation_key, cache_result_key
-from recsys.platform.redis_async import LoopBoundRedis
+from recsys.platform.redis_async import LoopBatchedRedis, LoopBoundRedis
 from recsys.platform.redis_connect import redis_from_url
 
 log = logging.getLogger(__name__)
@@ -107,6 +107,8 @@ class ResultCache:
         )
         self._aredis = LoopBoundRedis(cfg.redis_url or default_redis_url, socket_connect_timeout=cfg.socket_timeout_s,
                                       socket_timeout=cfg.socket_timeout_s)
+        # the request path's reads and writes: concurrent requests' commands share one pipeline per loop turn
+        self._batched = LoopBatchedRedis(self._aredis)
         self._lock = threading.Lock()
         self._open_until = 0.0
         self._timeouts_in_a_row = 0
@@ -157,8 +159,8 @@ class ResultCache:
         if not self._available():
             return _DISABLED
         try:
-            gen_raw, blob = await self._aredis.get().mget(self._gen_key(user_id),
-                                                          self._res_key(user_id, variant, shape_hash))
+            gen_raw, blob = await self._batched.execute("MGET", self._gen_key(user_id),
+                                                        self._res_key(user_id, variant, shape_hash))
         except Exception as e:  # noqa: BLE001 - any cache failure is a miss, never a request failure
             self._failed("get", e)
             return CacheLookup(None, 0, error=True)
@@ -223,8 +225,8 @@ class ResultCache:
         if blob is None:
             return False
         try:
-            await self._aredis.get().set(self._res_key(user_id, variant, shape_hash), blob,
-                                         px=int(self.cfg.ttl_s * 1000))
+            await self._batched.execute("SET", self._res_key(user_id, variant, shape_hash), blob, "PX",
+                                        int(self.cfg.ttl_s * 1000))
         except Exception as e:  # noqa: BLE001
             self._failed("put", e)
             return False
