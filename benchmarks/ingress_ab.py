@@ -10,8 +10,8 @@ and prints the median CPU per request of each and their ratio:
 
 * ``cache-batching``: the result cache's commands through :class:`LoopBatchedRedis` (one pipeline per
   event-loop turn, what serving uses) vs one ``execute_command`` round trip each on the same client.
-* ``stage-yield``: ``RecommendationService.yield_between_stages`` (concurrent requests take each stage
-  together) vs each request running from candidates to its response without yielding.
+* ``stage-yield``: ``RecommendationService.yield_between_stages`` (``ServingConfig.stage_yield``: concurrent
+  requests take each stage together) vs each request running from candidates to its response.
 
 Artifacts: the synthetic store of ``serve_overhead.py`` (``--store``, written when missing).
 """

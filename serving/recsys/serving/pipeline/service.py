@@ -9,13 +9,14 @@ Remote stages (shards, ranker) are :class:`~recsys.serving.pipeline.state.Target
 handle in production, the plain deployment class in unit tests. A failing dependency degrades the
 answer (``degraded_reasons``) instead of returning 500.
 
-Concurrent requests move through the stages together: after each stage a request yields to the event loop
-(:meth:`RecommendationService._next_stage`), so the requests one batched shard call released run
-candidates, then hydration, then scoring... one after another instead of each running to its end. Each
-stage's code and data then stay in the CPU caches across those requests: ~10 % less CPU per request at 4-16
-concurrent requests, none at 1 (``benchmarks/ingress_ab.py --compare stage-yield``). Answers are unchanged
-(a stage reads only its own request's state); the price is that a burst's requests finish together
-rather than one by one.
+With ``stage_yield`` (off by default), concurrent requests move through the stages together: after each stage
+a request yields to the event loop (:meth:`RecommendationService._next_stage`), so the requests one batched
+shard call released run candidates, then hydration, then scoring... one after another instead of each
+running to its end, and each stage's code and data stay in the CPU caches across them: 5-14 % less CPU per
+request at 4-16 concurrent requests in one process (``benchmarks/ingress_ab.py --compare stage-yield``).
+Deployed it saved only 2-3 % of the ingress's CPU, and a burst's requests finish together rather than one
+by one (p99 at c = 32 through HAProxy 206 vs 142 ms, same run), hence off by default. Answers are the same
+either way (a stage reads only its own request's state).
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ class RecommendationService(BundleLifecycle):
         self._reload_task: asyncio.Task | None = None
         self._rollout: RolloutSpec | None = None  # the last spec this replica applied (user_config)
         self._preloaded: list[ActiveVersions] = []
-        self.yield_between_stages = True  # see the module doc; benchmarks/ingress_ab.py turns it off to compare
+        self.yield_between_stages = cfg.stage_yield  # see the module doc (benchmarks/ingress_ab.py flips it)
         # the stages, in pipeline order
         self.cache = ResultCacheStage(ResultCache(cfg.cache, cfg.redis_url), m)
         self.history = UserHistory(cfg, self.features, m)
