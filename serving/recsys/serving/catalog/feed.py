@@ -186,6 +186,12 @@ class LiveCatalog:
         self.applied = 0
         self._task: Any = None
 
+    @property
+    def version(self) -> str:
+        """Changes whenever this replica's catalog does (feed position, items applied). The result cache's key
+        holds it, so an answer computed before a posted item arrived is not replayed after it."""
+        return f"{self.last_id}/{self.applied}"
+
     def build(self, items: pd.DataFrame | None) -> None:
         """Fit and fill the content index from the catalog frame (blocking; run in a thread)."""
         from recsys.serving.pipeline.candidates.content_index import ContentConfig, ContentIndex

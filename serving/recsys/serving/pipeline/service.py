@@ -191,7 +191,8 @@ class RecommendationService(BundleLifecycle):
 
         cache_variant = choice.cache_key
         shape = request_shape_hash({"req": req.model_dump(mode="json", exclude={"user_id"}),
-                                    "versions": [r_version, k_version], "epoch": bundle.cache_epoch})
+                                    "versions": [r_version, k_version], "epoch": bundle.cache_epoch,
+                                    "catalog": self.live.version})  # a posted item: new answers, not replays
         # the cache lookup and the user's online row (history) are independent Redis reads: overlap them
         # (on a hit the user row goes unused; on a miss the two round trips cost one)
         lookup, (history, features_down) = await asyncio.gather(
