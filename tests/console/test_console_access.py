@@ -63,14 +63,22 @@ def _tree_digest(root: Path) -> dict[str, str]:
             for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def _redis_digest(redis_url: str) -> dict[bytes, bytes]:
+def _redis_digest(redis_url: str) -> dict[bytes, tuple[bytes, bool]]:
+    """Every key's serialized value and whether it has a TTL (other tests' cache entries expire on their own)."""
     import redis
 
     r = redis.Redis.from_url(redis_url)
     try:
-        return {k: r.dump(k) for k in sorted(r.scan_iter(count=1000))}
+        return {k: (r.dump(k), r.pttl(k) > 0) for k in sorted(r.scan_iter(count=1000))}
     finally:
         r.close()
+
+
+def _redis_unchanged(before: dict, after: dict) -> list[str]:
+    """Keys written, changed or deleted between two digests; a key that had a TTL may have expired meanwhile."""
+    changed = [f"written or changed: {k!r}" for k, v in after.items() if k not in before or before[k][0] != v[0]]
+    gone = [f"deleted: {k!r}" for k, (_, ttl) in before.items() if k not in after and not ttl]
+    return changed + gone
 
 
 def test_browsing_every_page_writes_nothing(console_server, console_world):
@@ -82,12 +90,12 @@ def test_browsing_every_page_writes_nothing(console_server, console_world):
     def world():  # console.log is the console process's own stderr, not a store
         return {k: v for k, v in _tree_digest(console_world.root).items() if k != "console.log"}
 
-    before = world(), _redis_digest(console_world.redis_url)
+    before, redis_before = world(), _redis_digest(console_world.redis_url)
     for path in PAGES + ["/models/ranker/v2", "/experiments/retrieval_probe",
                          "/experiments/retrieval_probe/analysis.json"]:
         assert httpx.get(console_server + path, headers=AUTH, timeout=10).status_code == 200, path
-    after = world(), _redis_digest(console_world.redis_url)
-    assert after == before
+    assert world() == before
+    assert _redis_unchanged(redis_before, _redis_digest(console_world.redis_url)) == []
     assert not (plans / "retrieval_probe").exists()
 
 
