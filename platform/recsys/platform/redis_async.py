@@ -18,19 +18,43 @@ import weakref
 from typing import Any
 
 
+class _PerLoop:
+    """One value per event loop, created on first use in that loop; a loop that is gone drops its value.
+
+    Keyed by ``id(loop)`` with a weak reference to check it: a new loop may reuse a dead loop's id.
+    """
+
+    def __init__(self) -> None:
+        self._values: dict[int, tuple[weakref.ref, Any]] = {}
+
+    def get(self, loop: asyncio.AbstractEventLoop, make: Any) -> Any:
+        entry = self._values.get(id(loop))
+        if entry is not None and entry[0]() is loop:
+            return entry[1]
+        value = make()
+        # loops that are gone (tests, CLI calls) release their values here
+        self._values = {k: v for k, v in self._values.items() if v[0]() is not None}
+        self._values[id(loop)] = (weakref.ref(loop), value)
+        return value
+
+    def pop_all(self) -> list[tuple[asyncio.AbstractEventLoop | None, Any]]:
+        """Every (loop or None when gone, value), forgetting them."""
+        values, self._values = self._values, {}
+        return [(ref(), value) for ref, value in values.values()]
+
+
 class LoopBoundRedis:
     """``get()`` -> the ``redis.asyncio.Redis`` of the running event loop (created on first use)."""
 
     def __init__(self, url: str | None = None, **kwargs: Any):
         self._url = url
         self._kwargs = kwargs
-        self._clients: dict[int, tuple[weakref.ref, Any]] = {}
+        self._clients = _PerLoop()
 
     def get(self) -> Any:
-        loop = asyncio.get_running_loop()
-        entry = self._clients.get(id(loop))
-        if entry is not None and entry[0]() is loop:
-            return entry[1]
+        return self._clients.get(asyncio.get_running_loop(), self._connect)
+
+    def _connect(self) -> Any:
         import redis.asyncio as aredis
         from redis.backoff import NoBackoff
         from redis.retry import Retry
@@ -38,21 +62,15 @@ class LoopBoundRedis:
         from recsys.platform.redis_connect import async_redis_from_url
 
         if self._url:  # a redis+cluster:// URL gives a RedisCluster client
-            client = async_redis_from_url(self._url, **self._kwargs)
-        else:
-            client = aredis.Redis(**{"retry": Retry(NoBackoff(), 0), "health_check_interval": 0, **self._kwargs})
-        # loops that are gone (tests, CLI calls) release their clients here
-        self._clients = {k: v for k, v in self._clients.items() if v[0]() is not None}
-        self._clients[id(loop)] = (weakref.ref(loop), client)
-        return client
+            return async_redis_from_url(self._url, **self._kwargs)
+        return aredis.Redis(**{"retry": Retry(NoBackoff(), 0), "health_check_interval": 0, **self._kwargs})
 
     async def aclose(self) -> None:
         """Close the clients (a replaced service must not keep its sockets): the running loop's one is
         awaited; a client of another loop cannot be awaited here and is dropped (its loop closes it)."""
-        clients, self._clients = self._clients, {}
         loop = asyncio.get_running_loop()
-        for ref, client in clients.values():
-            if ref() is loop:
+        for owner, client in self._clients.pop_all():
+            if owner is loop:
                 await client.aclose()
 
 
@@ -84,21 +102,12 @@ class LoopBatchedRedis:
         self.max_batch = max_batch
         self.pipelines = 0  # pipelines sent (tests and benchmarks read it)
         self.commands = 0  # commands they carried
-        self._turns: dict[int, tuple[weakref.ref, _Turn]] = {}
-
-    def _turn(self, loop: asyncio.AbstractEventLoop) -> _Turn:
-        entry = self._turns.get(id(loop))
-        if entry is not None and entry[0]() is loop:
-            return entry[1]
-        turn = _Turn()
-        self._turns = {k: v for k, v in self._turns.items() if v[0]() is not None}
-        self._turns[id(loop)] = (weakref.ref(loop), turn)
-        return turn
+        self._turns = _PerLoop()
 
     async def execute(self, *command: Any) -> Any:
         """The reply to ``command`` (e.g. ``"MGET", k1, k2``), parsed as the client parses it."""
         loop = asyncio.get_running_loop()
-        turn = self._turn(loop)
+        turn = self._turns.get(loop, _Turn)
         future = loop.create_future()
         turn.queue.append((command, future))
         if not turn.scheduled:

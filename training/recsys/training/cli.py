@@ -181,9 +181,15 @@ def retrieval(pcfg: PlatformConfig, data_dir, seed, num_workers, version, promot
     from recsys.training.workflows import load_inputs, train_retrieval
 
     cfg = make_config(pcfg, data_dir, seed, num_workers, split, epochs=epochs, cluster=cluster)
-    if sparse_embeddings is not None:
-        cfg = cfg.model_copy(update={"retrieval": cfg.retrieval.model_copy(
-            update={"sparse_embeddings": sparse_embeddings})})
+    if sparse_embeddings is not None:  # validated, not copied: the config refuses sparse tables with weight decay
+        from pydantic import ValidationError
+
+        try:
+            rc = type(cfg.retrieval).model_validate({**cfg.retrieval.model_dump(),
+                                                     "sparse_embeddings": sparse_embeddings})
+        except ValidationError as e:
+            raise TrainingUsageError(f"--sparse-embeddings: {e.errors()[0]['msg']}") from e
+        cfg = cfg.model_copy(update={"retrieval": rc})
     connect_cluster(cfg, cluster)
     run_step(lambda: train_retrieval(cfg, load_inputs(cfg), ModelStore(cfg.model_store_uri), version, promote))
 
