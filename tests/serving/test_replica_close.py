@@ -75,9 +75,13 @@ def test_replaced_replicas_leave_fd_count_flat(serving_args, tmp_path, redis_url
     finally:
         redis.Redis.from_url(redis_url).delete(stream)
     # the first round may open process-wide things once (torch, faiss). The leak this guards against was +7
-    # descriptors per replaced replica (every Redis client, the mmap'd embeddings). Known and NOT fixed: one
-    # Redis connection about every other replaced replica still stays open (a sync client of the pinned old
-    # service; 13 -> 16 over 5 replicas alone, 82 -> 85 in the full suite), so the bound is one per replica
+    # descriptors per replaced replica (every Redis client, the mmap'd embeddings), then +1 per replica in about
+    # every round: the catalog feed's poll read, already running in a worker thread when the poll task was
+    # cancelled, checked a connection out of the closed client (CatalogFeed.close now waits for it and later
+    # reads refuse). One descriptor of slack for something process-wide opening lazily between rounds.
+    # Not an fd, and not fixed: FastAPI's lru_cache of endpoint callables (fastapi.dependencies.models, 4096
+    # entries) keeps each replaced app's endpoint closures, hence a shell of the old service whose artifacts,
+    # tasks and clients aclose() released.
     grown = {k: counts[-1][k] - counts[1][k] for k in counts[-1] if counts[-1][k] > counts[1][k]}
-    assert sum(grown.values()) <= ROUNDS - 2, f"fds grew over {ROUNDS - 2} replaced replicas: {grown} (per round: " \
+    assert sum(grown.values()) <= 1, f"fds grew over {ROUNDS - 2} replaced replicas: {grown} (per round: " \
                                      f"{[sum(c.values()) for c in counts]})"

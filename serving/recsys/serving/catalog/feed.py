@@ -13,6 +13,7 @@ Applying an item twice is harmless: the content index replaces it in place.
 from __future__ import annotations
 
 import json
+import threading
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -86,22 +87,37 @@ class CatalogFeed:
         self.key = key
         self.maxlen = maxlen
         self._r = redis.Redis.from_url(redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+        # reads run in worker threads (asyncio.to_thread); cancelling the poll task does not stop one already
+        # started, and a read that checked out a connection after close() would open a socket nobody closes
+        self._lock = threading.Lock()
+        self._closed = False
 
     def close(self) -> None:
-        self._r.close()
+        """Close the client; waits for a read or publish in flight, and later calls raise ``ConnectionError``."""
+        with self._lock:
+            self._closed = True
+            self._r.close()
+
+    def _client(self) -> Any:
+        if self._closed:
+            raise ConnectionError("catalog feed is closed")
+        return self._r
 
     def publish(self, items: list[ItemIn]) -> list[str]:
         """Append items (one stream entry each, in one round trip); returns their stream ids."""
-        pipe = self._r.pipeline(transaction=False)
-        for it in items:
-            pipe.xadd(self.key, {"item": it.model_dump_json()}, maxlen=self.maxlen, approximate=True)
-        return [i.decode() if isinstance(i, bytes) else str(i) for i in pipe.execute()]
+        with self._lock:
+            pipe = self._client().pipeline(transaction=False)
+            for it in items:
+                pipe.xadd(self.key, {"item": it.model_dump_json()}, maxlen=self.maxlen, approximate=True)
+            ids = pipe.execute()
+        return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
 
     def read(self, after: str = "0-0", count: int = 1000) -> tuple[str, list[ItemIn]]:
         """Items appended after stream id ``after`` (at most ``count``) and the last id read."""
         out: list[ItemIn] = []
         last = after
-        resp = self._r.xread({self.key: after}, count=count)
+        with self._lock:
+            resp = self._client().xread({self.key: after}, count=count)
         for _, entries in resp or []:
             for entry_id, fields in entries:
                 last = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
@@ -114,7 +130,8 @@ class CatalogFeed:
 
     def clear(self) -> None:
         """Drop the stream (after the catalog export that contains its items; tests)."""
-        self._r.delete(self.key)
+        with self._lock:
+            self._client().delete(self.key)
 
 
 # ---------------------------------------------------------------------- in-memory overlays
