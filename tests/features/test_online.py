@@ -76,6 +76,23 @@ def test_unknown_entities_are_flagged_missing(client, small_dataset):
     assert client.fetch(987654321, items).user_missing
 
 
+def test_user_only_reads_answer_like_a_decode_and_share_nothing_mutable(client, small_dataset):
+    """A user-only read (serving's history stage) reuses one decoded set of empty item columns; each answer
+    must still equal a fresh decode and own its containers (mutating one answer leaves the next alone)."""
+    users, _ = _sample(small_dataset, n_users=1, n_items=1)
+    fresh_cols, fresh_missing = client._decode_item_columns([])
+    first = client.fetch(users[0], [])
+    assert first.items.shape == (0, len(RANKER_FEATURES)) and first.missing.shape == (0,)
+    assert set(first.item_raw) == {k for k in fresh_cols if k not in RANKER_FEATURES}
+    for name, col in first.item_raw.items():
+        assert type(col) is type(fresh_cols[name]) and len(col) == 0
+        if isinstance(col, list):
+            col.append("mutated")
+    second = client.fetch(users[0], [])
+    assert all(len(col) == 0 for col in second.item_raw.values())
+    assert np.array_equal(second.missing, fresh_missing)
+
+
 def test_unreachable_redis_raises_quickly(feature_cfg):
     cfg = FeatureStoreConfig(**{**feature_cfg.model_dump(), "redis_url": f"redis://127.0.0.1:{free_port()}/15"})
     client = OnlineFeatureClient(cfg)

@@ -179,6 +179,7 @@ class OnlineFeatureClient:
         self._user_fields = self._plan([(v, n) for v in (USER_STATS_VIEW, USER_CONTEXT_VIEW)
                                         for n in VIEW_FEATURES[v]])
         self._item_fields = self._plan([(item_views[n], n) for n in item_features])
+        self._no_item_columns: tuple[dict[str, object], np.ndarray] | None = None
 
     def _plan(self, pairs: list[tuple[str, str]]) -> list[tuple[str, str, str, bytes]]:
         plan = [(v, n, VIEW_FEATURES[v][n], self.layout.field(v, n)) for v, n in pairs]
@@ -272,6 +273,15 @@ class OnlineFeatureClient:
         return ts.seconds + ts.nanos / 1e9
 
     def _item_columns(self, rows: list) -> tuple[dict[str, object], np.ndarray]:
+        n = len(rows)
+        if n == 0:  # a user-only read (serving's history stage, every request): the same empty columns each time
+            if self._no_item_columns is None:
+                self._no_item_columns = self._decode_item_columns(rows)
+            cols, missing = self._no_item_columns
+            return {k: (list(v) if isinstance(v, list) else v) for k, v in cols.items()}, missing.copy()
+        return self._decode_item_columns(rows)
+
+    def _decode_item_columns(self, rows: list) -> tuple[dict[str, object], np.ndarray]:
         n = len(rows)
         present_any = np.zeros(n, dtype=bool)
         cols: dict[str, object] = {}
