@@ -28,3 +28,25 @@ def small_config(tmp_path, **over) -> TrainingConfig:
 @pytest.fixture(scope="module")
 def small_split(small_dataset):
     return split_events(small_dataset.events), Catalog.from_dataset(small_dataset)
+
+
+def scale_config(tmp_path, workers: int, **over) -> TrainingConfig:
+    """:func:`small_config` with ``workers`` Ray Train workers of half a CPU and 2 epochs (the scale-out tests)."""
+    return small_config(tmp_path, num_workers=workers, cpus_per_worker=0.5,
+                        retrieval={"epochs": 2, **over.pop("retrieval", {})},
+                        ranking={"epochs": 2, **over.pop("ranking", {})}, **over)
+
+
+@pytest.fixture(scope="package")
+def two_tower_runs(ray_cluster, small_dataset, tmp_path_factory):
+    """The two-tower trained by 1 and by 2 workers (:func:`scale_config`), once for the training tests.
+
+    Why shared: each run takes 35-50 s on the 2-core box, and both the scale-out tests and the sparse-embedding
+    test compare against the same default (dense) runs.
+    """
+    from recsys.training.two_tower.job import train_two_tower
+
+    split, cat = split_events(small_dataset.events), Catalog.from_dataset(small_dataset)
+    tmp = tmp_path_factory.mktemp("scale_tt")
+    return {w: train_two_tower(scale_config(tmp, w), split.train, split.validation, cat, small_dataset.items)
+            for w in (1, 2)}

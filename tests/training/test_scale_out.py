@@ -33,7 +33,7 @@ from recsys.training.ray_job import (
     worker_setup,
 )
 
-from .conftest import small_config
+from .conftest import scale_config
 
 # Tolerances, 2 workers vs 1 on the same seed and global batch (per-worker batch = batch / 2). Neither is
 # bit-identical (another split of each global batch; half the in-batch negatives per worker for the
@@ -45,21 +45,6 @@ from .conftest import small_config
 RECALL_TOL = 0.024
 AUC_TOL = 0.04
 
-
-def _scale_cfg(tmp_path: Path, workers: int, **over) -> TrainingConfig:
-    return small_config(tmp_path, num_workers=workers, cpus_per_worker=0.5,
-                        retrieval={"epochs": 2, **over.pop("retrieval", {})},
-                        ranking={"epochs": 2, **over.pop("ranking", {})}, **over)
-
-
-@pytest.fixture(scope="module")
-def two_tower_runs(ray_cluster, small_dataset, small_split, tmp_path_factory):
-    from recsys.training.two_tower.job import train_two_tower
-
-    split, cat = small_split
-    tmp = tmp_path_factory.mktemp("scale_tt")
-    return {w: train_two_tower(_scale_cfg(tmp, w), split.train, split.validation, cat, small_dataset.items)
-            for w in (1, 2)}
 
 
 def test_shards_are_equal_length_disjoint_and_cover_all_but_the_tail():
@@ -141,7 +126,7 @@ def test_ranker_two_workers_match_one(two_tower_runs, small_dataset, small_split
 
     split, cat = small_split
     tt = two_tower_runs[1]
-    cfg1 = _scale_cfg(tmp_path, 1)
+    cfg1 = scale_config(tmp_path, 1)
     emb = tt.model.item_embeddings(cat.n_items).numpy()
     windows = label_windows(split, cfg1.ranking.label_windows, cfg1.seed)[:-1]  # the training windows
     contexts = [(w, RankingContext(small_dataset, w.history, cat,
@@ -149,7 +134,7 @@ def test_ranker_two_workers_match_one(two_tower_runs, small_dataset, small_split
                                    cfg1.ranking))
                 for w in windows]
     examples = build_ranking_examples(contexts, cat, cfg1.ranking, cfg1.seed)
-    runs = {w: train_ranker(_scale_cfg(tmp_path, w), examples, cat.n_items, cat.n_users) for w in (1, 2)}
+    runs = {w: train_ranker(scale_config(tmp_path, w), examples, cat.n_items, cat.n_users) for w in (1, 2)}
     a1, a2 = runs[1].best_metrics["val_auc"], runs[2].best_metrics["val_auc"]
     assert a1 > 0.55 and abs(a1 - a2) <= AUC_TOL, (a1, a2)
     assert {h["workers"] for h in runs[1].history} == {1} and {h["workers"] for h in runs[2].history} == {2}
@@ -172,7 +157,7 @@ def test_worker_killed_mid_training_resumes_from_checkpoint(two_tower_runs, smal
     split, cat = small_split
     marker = tmp_path / "crashed.json"
     storage = (tmp_path / "shared" / "ray_results").as_uri()
-    cfg = _scale_cfg(tmp_path, 2, max_failures=1, fail_once={"epoch": 2, "marker": str(marker), "rank": 1})
+    cfg = scale_config(tmp_path, 2, max_failures=1, fail_once={"epoch": 2, "marker": str(marker), "rank": 1})
     cfg = cfg.model_copy(update={"storage_path": storage})
     assert cfg.storage_path == storage
     run = train_two_tower(cfg, split.train, split.validation, cat, small_dataset.items)

@@ -11,7 +11,7 @@ from recsys.training.config import RetrievalConfig
 from recsys.training.two_tower.model import TwoTowerModel
 from recsys.training.two_tower.optim import TwoTowerOptimizer
 
-from .conftest import small_config
+from .conftest import scale_config
 from .test_scale_out import RECALL_TOL
 
 
@@ -53,15 +53,13 @@ def test_sparse_embeddings_refuse_weight_decay():
         RetrievalConfig(sparse_embeddings=True, weight_decay=1e-4)
 
 
-def test_sparse_two_workers_train_as_well_as_dense_one(ray_cluster, small_dataset, small_split, tmp_path):
+def test_sparse_two_workers_train_as_well_as_dense_one(two_tower_runs, small_dataset, small_split, tmp_path):
     from recsys.training.two_tower.job import train_two_tower
 
     split, cat = small_split
-    runs = {}
-    for name, workers, sparse in (("dense", 1, False), ("sparse", 2, True)):
-        cfg = small_config(tmp_path / name, num_workers=workers, cpus_per_worker=0.5,
-                           retrieval={"epochs": 2, "sparse_embeddings": sparse})
-        runs[name] = train_two_tower(cfg, split.train, split.validation, cat, small_dataset.items)
+    runs = {"dense": two_tower_runs[1]}  # the default (dense) two-tower, 1 worker, same config otherwise
+    runs["sparse"] = train_two_tower(scale_config(tmp_path / "sparse", 2, retrieval={"sparse_embeddings": True}),
+                                     split.train, split.validation, cat, small_dataset.items)
     dense, sparse = (runs[k].best_metrics["val_recall@20"] for k in ("dense", "sparse"))
     assert [h["workers"] for h in runs["sparse"].history] == [2, 2]
     assert sparse > 0.1 and abs(sparse - dense) <= RECALL_TOL, (dense, sparse)
