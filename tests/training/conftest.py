@@ -25,9 +25,14 @@ def small_config(tmp_path, **over) -> TrainingConfig:
     return cfg
 
 
+def split_and_catalog(dataset) -> tuple:
+    """The dataset's time split and its catalog (what the training jobs take)."""
+    return split_events(dataset.events), Catalog.from_dataset(dataset)
+
+
 @pytest.fixture(scope="module")
 def small_split(small_dataset):
-    return split_events(small_dataset.events), Catalog.from_dataset(small_dataset)
+    return split_and_catalog(small_dataset)
 
 
 def scale_config(tmp_path, workers: int, **over) -> TrainingConfig:
@@ -46,7 +51,7 @@ def two_tower_runs(ray_cluster, small_dataset, tmp_path_factory):
     """
     from recsys.training.two_tower.job import train_two_tower
 
-    split, cat = split_events(small_dataset.events), Catalog.from_dataset(small_dataset)
+    split, cat = split_and_catalog(small_dataset)
     tmp = tmp_path_factory.mktemp("scale_tt")
     return {w: train_two_tower(scale_config(tmp, w), split.train, split.validation, cat, small_dataset.items)
             for w in (1, 2)}

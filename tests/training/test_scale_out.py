@@ -46,7 +46,6 @@ RECALL_TOL = 0.024
 AUC_TOL = 0.04
 
 
-
 def test_shards_are_equal_length_disjoint_and_cover_all_but_the_tail():
     for n, world in ((10, 3), (1001, 2), (7, 7), (5, 8)):
         parts = [shard(n, r, world, seed=3, epoch=1) for r in range(world)]

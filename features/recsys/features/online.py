@@ -273,8 +273,7 @@ class OnlineFeatureClient:
         return ts.seconds + ts.nanos / 1e9
 
     def _item_columns(self, rows: list) -> tuple[dict[str, object], np.ndarray]:
-        n = len(rows)
-        if n == 0:  # a user-only read (serving's history stage, every request): the same empty columns each time
+        if not rows:  # a user-only read (serving's history stage, every request): the same empty columns each time
             if self._no_item_columns is None:
                 self._no_item_columns = self._decode_item_columns(rows)
             cols, missing = self._no_item_columns
