@@ -219,11 +219,11 @@ class _RayBatchWriter:
 def write_ray(redis_kwargs: dict, path: Path | str, project: str, views: tuple[str, ...], key: str,
               index: LatestIndex, concurrency: int = 2, batch_rows: int = 20_000, ttl_s: int = 0) -> int:
     """Read ``path`` with Ray Data and write the selected rows from ``concurrency`` actors in parallel."""
-    import ray
+    from recsys.platform.data.ray_parquet import read_parquet
 
     if not len(index):
         return 0
-    ds = ray.data.read_parquet(str(path), columns=columns_for(views, key))
+    ds = read_parquet(str(path), columns=columns_for(views, key))
     out = ds.map_batches(_RayBatchWriter, fn_constructor_args=(redis_kwargs, project, views, key, index, ttl_s),
                          batch_format="pyarrow", batch_size=batch_rows, concurrency=concurrency, num_cpus=0.5)
     return int(sum(int(b["written"].sum()) for b in out.iter_batches(batch_format="numpy")))

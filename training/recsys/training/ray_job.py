@@ -54,10 +54,10 @@ class TrainingJobError(RuntimeError):
 
 # ------------------------------------------------------------------------------ driver side
 DATA_CPUS = 1.0
-"""Free CPU a job needs next to its workers for Ray Data streaming its training rows. Ray Data's file-listing
-task asks for one whole CPU (``read_parquet`` gives no way to lower it in this Ray) and the read tasks a CPU
-each by default: on a cluster with less than this free after the workers (a 1-CPU head running 2 x 0.25-CPU
-workers) the workers wait for their first batch forever, so such a cluster is not joined."""
+"""Free CPU a job needs next to its workers for Ray Data streaming its training rows. Ray Data's read tasks
+ask for one whole CPU each by default (and this Ray's V2 parquet reader, not used here, a file-listing task
+of one CPU with no knob to lower it): on a cluster with less than this free after the workers (a 1-CPU head
+running 2 x 0.25-CPU workers) the workers wait for their first batch forever, so such a cluster is not joined."""
 
 
 @dataclass(frozen=True)

@@ -100,11 +100,12 @@ def delete_table(uri: str) -> None:
 
 
 def read_table(ref: TableRef):
-    """The table as a lazy ``ray.data.Dataset`` (nothing is read until a worker iterates its shard)."""
-    import ray.data
+    """The table as a lazy ``ray.data.Dataset`` (nothing is read until a worker iterates its shard); V1
+    datasource, see :mod:`recsys.platform.data.ray_parquet` for why."""
+    from recsys.platform.data.ray_parquet import read_parquet
 
     fs, path = resolve(ref.uri)
-    return ray.data.read_parquet(path, filesystem=fs)
+    return read_parquet(path, filesystem=fs)
 
 
 def dataset_config():
