@@ -15,7 +15,10 @@ import importlib
 
 from recsys.features.config import FeatureStoreConfig
 from recsys.features.errors import EventValidationError, FeatureStoreError, FeatureStoreUnavailable
+from recsys.features.feast_import import skip_feast_typechecks
 from recsys.features.schema import RANKER_FEATURES
+
+skip_feast_typechecks()  # before any module here imports Feast (see feast_import.py)
 
 _LAZY = {
     "build_offline_features": "recsys.features.offline",
