@@ -55,13 +55,24 @@ def _has_reasons(value: Any) -> bool:
         return False
 
 
+def _has_reasons_each(values: np.ndarray) -> np.ndarray:
+    """:func:`_has_reasons` of each value. Only values that are not None/NaN (a C-level check) go through Python:
+    most exposures are served as assigned and log none, and the A/A simulations build these columns hundreds of
+    times (3.6M Python calls per 120 simulated experiments before)."""
+    out = np.zeros(len(values), bool)
+    idx = np.flatnonzero(pd.notna(values))
+    if len(idx):
+        out[idx] = np.fromiter((_has_reasons(v) for v in values[idx]), bool, len(idx))
+    return out
+
+
 def degraded_flags(ex: pd.DataFrame) -> np.ndarray:
     """True where the answer was not the arm's intended one: logged as fallback, or degraded in any arm."""
     flag = ex["variant"].to_numpy(dtype=object) == FALLBACK
     if "fallback_reason" in ex.columns:
         flag |= pd.notna(ex["fallback_reason"].to_numpy(dtype=object))
     if "degraded" in ex.columns:
-        flag |= np.fromiter((_has_reasons(v) for v in ex["degraded"].to_numpy(dtype=object)), bool, len(ex))
+        flag |= _has_reasons_each(ex["degraded"].to_numpy(dtype=object))
     return flag
 
 
@@ -112,9 +123,13 @@ def exposure_reasons(ex: pd.DataFrame) -> np.ndarray:
     def col(name: str) -> np.ndarray:
         return ex[name].to_numpy(dtype=object) if name in ex.columns else np.full(n, None, dtype=object)
 
+    variant, fallback_reason, degraded = ex["variant"].to_numpy(dtype=object), col("fallback_reason"), col("degraded")
+    # only exposures with something to say go through Python; the rest keep the empty tuple
+    some = np.flatnonzero((variant == FALLBACK) | pd.notna(fallback_reason) | _has_reasons_each(degraded))
     out = np.empty(n, dtype=object)
-    out[:] = [_reasons_of(v, f, d) for v, f, d in zip(ex["variant"].to_numpy(dtype=object), col("fallback_reason"),
-                                                       col("degraded"), strict=True)]
+    out.fill(())
+    for i in some:
+        out[i] = _reasons_of(variant[i], fallback_reason[i], degraded[i])
     return out
 
 
