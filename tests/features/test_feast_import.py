@@ -15,15 +15,28 @@ def _instrumented_names(env: dict[str, str]) -> str:
     return out.stdout.strip().splitlines()[-1]
 
 
-def test_feast_classes_are_not_instrumented_and_the_env_switch_keeps_them(monkeypatch):
+def test_feast_classes_are_not_instrumented_in_a_fresh_process():
     import os
 
-    from recsys.features.feast_import import KEEP_ENV, skip_feast_typechecks
+    from recsys.features.feast_import import KEEP_ENV
 
     env = {k: v for k, v in os.environ.items() if k != KEEP_ENV}
-    assert _instrumented_names(env) == "[]"  # a fresh process: Feast's constructors run as written
+    assert _instrumented_names(env) == "[]"  # Feast's constructors run as written
+
+
+def test_the_env_switch_keeps_typeguard_and_without_it_the_decorator_is_replaced(monkeypatch):
+    """As before Feast's first import (this test process may have imported it already: that alone returns False)."""
+    import typeguard
+
+    from recsys.features.feast_import import KEEP_ENV, _no_instrumentation, skip_feast_typechecks
+
+    original = typeguard.typechecked
+    monkeypatch.delitem(sys.modules, "feast", raising=False)
+    monkeypatch.setattr(typeguard, "typechecked", original)  # restored after the test
     monkeypatch.setenv(KEEP_ENV, "1")
-    assert skip_feast_typechecks() is False  # the switch keeps typeguard's decorator as it is
+    assert skip_feast_typechecks() is False and typeguard.typechecked is original
+    monkeypatch.delenv(KEEP_ENV)
+    assert skip_feast_typechecks() is True and typeguard.typechecked is _no_instrumentation
 
 
 def test_the_no_op_decorator_returns_its_target_in_both_forms():

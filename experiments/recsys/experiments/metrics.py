@@ -124,8 +124,7 @@ def exposure_reasons(ex: pd.DataFrame) -> np.ndarray:
         return ex[name].to_numpy(dtype=object) if name in ex.columns else np.full(n, None, dtype=object)
 
     variant, fallback_reason, degraded = ex["variant"].to_numpy(dtype=object), col("fallback_reason"), col("degraded")
-    # only exposures with something to say go through Python; the rest keep the empty tuple
-    some = np.flatnonzero((variant == FALLBACK) | pd.notna(fallback_reason) | _has_reasons_each(degraded))
+    some = np.flatnonzero(degraded_flags(ex))  # only these have something to say; the rest keep the empty tuple
     out = np.empty(n, dtype=object)
     out.fill(())
     for i in some:
