@@ -94,7 +94,7 @@ def test_genre_cap_in_window():
 
 
 def test_business_filter():
-    from recsys.serving.pipeline.filters import FilterSpec, business_filter
+    from recsys.serving.pipeline.candidates.filters import FilterSpec, business_filter
 
     ids = np.array([1, 2, 3, 4, 5])
     genres = [frozenset({"A"}), frozenset({"B"}), frozenset({"A", "C"}), frozenset(), frozenset({"C"})]

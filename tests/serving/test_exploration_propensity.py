@@ -20,9 +20,9 @@ from scipy import stats
 from recsys.serving.config import ServingConfig
 from recsys.serving.http.schemas import RecommendationRequest, RecommendedItem
 from recsys.serving.models.artifacts import Catalog
+from recsys.serving.pipeline.candidates.filters import FilterSpec, business_filter
 from recsys.serving.pipeline.exploration.stage import Exploration
 from recsys.serving.pipeline.exploration.thompson import ThompsonExplorer
-from recsys.serving.pipeline.filters import FilterSpec
 from recsys.serving.pipeline.metrics import ServingMetrics
 from recsys.serving.pipeline.state import RequestState
 
@@ -58,11 +58,15 @@ def _explorer() -> tuple[ThompsonExplorer, dict[int, str]]:
 
 async def _decisions(stage: Exploration, ex: ThompsonExplorer, n: int) -> list[tuple[int, float]]:
     req = RecommendationRequest(user_id=1, n=len(RANKED))
-    filters = FilterSpec(exclude_genres=frozenset({"Comedy"}))
+    # the request's business filter over the new items, as the candidate stage applies it (CandidateSet.explore_pool)
+    cat, pool = stage.catalog, ex.new_item_ids
+    rows = cat.rows(pool)
+    allowed = pool[business_filter(pool, cat.genres_at(rows), cat.is_available(rows),
+                                   FilterSpec(exclude_genres=frozenset({"Comedy"})))]
     out = []
     for d in range(n):
         items = [RecommendedItem(item_id=i, score=1.0, rank=r, sources=["ann"]) for r, i in enumerate(RANKED)]
-        items, props = await stage(RequestState(f"r{d}"), req, items, ex, filters, {})
+        items, props = await stage(RequestState(f"r{d}"), req, items, ex, allowed, {})
         slot = [k for k, it in enumerate(items) if "exploration" in it.sources]
         assert len(slot) == 1 and len(props) == len(items)
         item = items[slot[0]].item_id

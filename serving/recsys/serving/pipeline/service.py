@@ -195,28 +195,27 @@ class RecommendationService(BundleLifecycle):
                                     "catalog": self.live.version})  # a posted item: new answers, not replays
         # the cache lookup and the user's online row (history) are independent Redis reads: overlap them
         # (on a hit the user row goes unused; on a miss the two round trips cost one)
-        lookup, (history, features_down) = await asyncio.gather(
-            self.cache(state, req.user_id, cache_variant, shape),
-            self.history(state, req.user_id, req.history))
+        (lookup, hit), user = await asyncio.gather(self.cache(state, req.user_id, cache_variant, shape),
+                                                   self.history(state, req.user_id, req.history))
         if ctx is not None:
-            ctx.cache = "hit" if lookup.hit else ("miss" if self.cache.enabled else "bypass")
-        hit = self.cache.cached_response(lookup, state.request_id)
+            ctx.cache = "hit" if lookup.hit else ("miss" if self.cfg.cache.enabled else "bypass")
         if hit is not None:  # a replay: logged with the original decision's propensities and id
             return self._finish(req, choice, state, hit, t_start, lookup.propensities, cached_from=lookup.decision_id)
 
         r_version, art = await self._retrieval_artifacts(state, r_version, bundle)
-        cset = await self.candidates(state, req, art, r_version, history, bundle.sources,
-                                     self.history.seen_items(state))
+        history, explore = user.items, bundle.explorer is not None and req.diversity.exploration is not False
+        cset = await self.candidates(state, req, art, r_version, history, bundle.sources, user.seen,
+                                     bundle.explorer.new_item_ids if explore else None)  # the slot's, filtered here
         await self._next_stage()
-        hydrated = None
-        if not features_down and self.scoring.wants_features(cset, k_version):
+        hydrated = None  # read only when the ranker will score (it scores known users' non-empty candidate sets)
+        if not user.store_down and len(cset) and not cset.cold and self.ranker is not None and k_version:
             hydrated = await self.hydration(state, req.user_id, cset.cands.item_ids)
             await self._next_stage()
         scores = await self.scoring(state, req, cset, k_version, hydrated, bundle.sources)
         await self._next_stage()
         items = await self.reranking(state, req, cset, scores, self.reranking.params(req, choice))
         await self._next_stage()
-        items, propensities = await self.exploration(state, req, items, bundle.explorer, cset.filters,
+        items, propensities = await self.exploration(state, req, items, bundle.explorer, cset.explore_pool,
                                                      choice.reranking, history)
         await self._next_stage()
 

@@ -32,16 +32,19 @@ class ResultCacheStage:
         """A new event of the user: all their cached answers are stale (blocking; call in a thread)."""
         return self.cache.invalidate_user(user_id)
 
-    async def __call__(self, state: RequestState, user_id: int, variant: str, shape: str) -> CacheLookup:
+    async def __call__(self, state: RequestState, user_id: int, variant: str,
+                       shape: str) -> tuple[CacheLookup, RecommendationResponse | None]:
+        """(the lookup, which the store at the end writes under; the stored answer as this request's response,
+        None on a miss or when it no longer parses)."""
         m = self.metrics
         if not self.cache.enabled:
-            return CacheLookup(None, 0)
+            return CacheLookup(None, 0), None
         with m.stage(self.name, state.timings):
             lookup = await self.cache.aget(user_id, variant, shape)
         (m.cache_hits if lookup.hit else m.cache_misses).inc()
         if lookup.error:
             m.cache_errors.inc()
-        return lookup
+        return lookup, self.cached_response(lookup, state.request_id)
 
     def cached_response(self, lookup: CacheLookup, request_id: str) -> RecommendationResponse | None:
         """The stored payload as a response for this request, or None if it no longer parses."""

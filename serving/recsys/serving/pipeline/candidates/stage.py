@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -30,9 +30,9 @@ from recsys.serving.models.artifacts import Catalog, RetrievalArtifacts
 from recsys.serving.models.bundle import Sources
 from recsys.serving.pipeline.candidates.ann import merge_topk
 from recsys.serving.pipeline.candidates.content_index import borrow_embeddings
+from recsys.serving.pipeline.candidates.filters import FilterSpec, business_filter
 from recsys.serving.pipeline.candidates.shard_client import ShardClient
 from recsys.serving.pipeline.candidates.sources import Candidates, merge_candidates
-from recsys.serving.pipeline.filters import FilterSpec, business_filter
 from recsys.serving.pipeline.metrics import ServingMetrics
 from recsys.serving.pipeline.state import RequestState, Target, guarded
 
@@ -48,8 +48,9 @@ class CandidateSet:
     retrieval_score: np.ndarray  # emb @ user vector
     user_vec: np.ndarray  # (1, dim), L2-normalised
     cold: bool  # the user is unknown to the tower and has no usable history
-    filters: FilterSpec
     history: tuple[int, ...] = ()  # the user's recent items, most recent first (ranker cross features)
+    # the new items the exploration slot may insert, already through this request's business filters
+    explore_pool: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     art: RetrievalArtifacts | None = None  # the retrieval version the candidates came from (item vectors)
     content: Any = None  # the live content index the content source searched (ranker's content scores)
 
@@ -131,9 +132,14 @@ class CandidateGeneration:
 
     async def __call__(self, state: RequestState, req: RecommendationRequest, art: RetrievalArtifacts,
                        version: str, history: list[int], sources: Sources,
-                       seen: np.ndarray | None = None) -> CandidateSet:
+                       seen: np.ndarray | None = None, new_items: np.ndarray | None = None) -> CandidateSet:
         """``seen``: the user's online already-seen set (with ``exclude_seen``, removed from every source
-        *before* its top-k is taken, as the offline evaluator does, so each source still yields its k)."""
+        *before* its top-k is taken, as the offline evaluator does, so each source still yields its k).
+
+        ``new_items``: the new items the exploration slot may insert (the bundle explorer's, None when the
+        request opts out). They go through the same business-filter pass as the candidates, so the rule runs
+        once per request, here, and the exploration stage reads the result (``CandidateSet.explore_pool``).
+        """
         m, cfg = self.metrics, self.cfg
         history = recent_distinct(history, len(history)).tolist()  # training order: distinct items, most recent first
         banned = np.zeros(0, np.int64)
@@ -163,7 +169,10 @@ class CandidateGeneration:
                 if not spec.needs_history and spec.k:
                     take(spec.item_tag, spec.k, lambda n, src=src: src.candidates(history, n))
             cands = merge_candidates(lists)
-            cat_rows = self.catalog.rows(cands.item_ids)
+            n = len(cands)
+            pool = np.asarray(new_items if new_items is not None else [], np.int64)
+            ids = np.concatenate([cands.item_ids, pool]) if len(pool) else cands.item_ids
+            cat_rows = self.catalog.rows(ids)
             genres = self.catalog.genres_at(cat_rows)  # row -1 (not in the catalog) picks the trailing empty set
             spec = FilterSpec(
                 exclude=frozenset(req.exclude),
@@ -172,15 +181,17 @@ class CandidateGeneration:
                 include_genres=frozenset(req.filters.include_genres),
                 exclude_genres=frozenset(req.filters.exclude_genres),
             )
-            keep = business_filter(cands.item_ids, genres, self.catalog.is_available(cat_rows), spec)
+            keep = business_filter(ids, genres, self.catalog.is_available(cat_rows), spec)
+            explore_pool = pool[keep[n:]]
+            keep = keep[:n]
             cands = cands.subset(keep)
-            cat_rows = cat_rows[keep]
-            genres = genres[keep]
+            cat_rows = cat_rows[:n][keep]
+            genres = genres[:n][keep]
             emb = art.vectors(cands.item_ids)
             if content is not None:
                 fill_from_content(emb, art, cands.item_ids, content)
         m.candidates.observe(len(cands))
         if self.retrieval.shards and "retrieval_shard_unavailable" in state.degraded and len(cands) == 0:
             state.degrade("no_candidates")
-        return CandidateSet(cands, cat_rows, genres, emb, emb @ vec[0], vec, cold, spec, tuple(history), art,
-                            content if cfg.content_k else None)
+        return CandidateSet(cands, cat_rows, genres, emb, emb @ vec[0], vec, cold, history=tuple(history),
+                            explore_pool=explore_pool, art=art, content=content if cfg.content_k else None)

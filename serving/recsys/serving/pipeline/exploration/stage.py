@@ -6,6 +6,9 @@ gets a propensity: the probability that this policy shows it in this response (s
 :func:`recsys.serving.pipeline.exploration.thompson.slate_propensities`; the slot's item: rate x its pick probability),
 which goes to the exposure log for off-policy evaluation. Both policies choose among *all* eligible new
 items (no sampled pool), so the pick probability is the marginal one, not one conditional on a hidden draw.
+
+Eligible means: through the request's business filters, which the candidate stage applied to the new items
+in the same pass as the candidates (``CandidateSet.explore_pool``), and not already on the slate.
 """
 
 from __future__ import annotations
@@ -27,7 +30,6 @@ from recsys.serving.pipeline.exploration.thompson import (
     exploration_rate,
     slate_propensities,
 )
-from recsys.serving.pipeline.filters import FilterSpec, business_filter
 from recsys.serving.pipeline.metrics import ServingMetrics
 from recsys.serving.pipeline.state import RequestState
 
@@ -59,11 +61,12 @@ class Exploration:
         return self._linucb
 
     async def __call__(self, state: RequestState, req: RecommendationRequest, items: list[RecommendedItem],
-                       explorer: ThompsonExplorer | None, filters: FilterSpec, params: dict[str, Any] | None = None,
+                       explorer: ThompsonExplorer | None, allowed: np.ndarray, params: dict[str, Any] | None = None,
                        history: list[int] | None = None) -> tuple[list[RecommendedItem], list[float]]:
         """Insert at most one new item at the configured slot (the request can opt out); ranks renumbered.
 
-        Returns the items and one propensity per item.
+        ``allowed``: the explorer's new items that pass this request's business filters (the candidate
+        stage's ``CandidateSet.explore_pool``). Returns the items and one propensity per item.
         """
         params = params or {}
         rate = exploration_rate(params, self.cfg.exploration_rate, self.cfg.exploration_max_rate)
@@ -73,7 +76,7 @@ class Exploration:
         if eligible and explorer.should_explore(rate):
             with self.metrics.stage(self.name, state.timings):
                 policy = exploration_policy(params)
-                picked = await self._explore(state, req, items, explorer, filters, policy, history or [])
+                picked = await self._explore(state, req, items, explorer, allowed, policy, history or [])
             if picked is not None:
                 slot, prob = picked
                 if len(props) >= req.n:
@@ -85,24 +88,18 @@ class Exploration:
             it.rank = rank
         return items, props
 
-    def _pool(self, items: list[RecommendedItem], explorer: ThompsonExplorer, filters: FilterSpec) -> np.ndarray:
-        """Every new item this request may show: the whole filtered set, never a random sample.
+    @staticmethod
+    def _pool(items: list[RecommendedItem], allowed: np.ndarray) -> np.ndarray:
+        """Every new item this request may show: the whole filtered set less the slate, never a random sample.
 
-        A sampled pool would be hidden randomness the logged propensity cannot account for (issue 23);
-        the filter is a few vectorised passes over the new items (genre rules: one set test per item).
+        A sampled pool would be hidden randomness the logged propensity cannot account for (issue 23).
         """
-        cat = self.catalog
-        pool = explorer.new_item_ids
-        rows = cat.rows(pool)
-        genres = cat.genres_at(rows)  # row -1 picks the trailing empty set
-        ok = business_filter(pool, genres, cat.is_available(rows), filters)
-        ok &= ~np.isin(pool, np.asarray([it.item_id for it in items], np.int64))
-        return pool[ok]
+        return allowed[~np.isin(allowed, np.asarray([it.item_id for it in items], np.int64))]
 
     async def _explore(self, state: RequestState, req: RecommendationRequest, items: list[RecommendedItem],
-                       explorer: ThompsonExplorer, filters: FilterSpec, policy: str,
+                       explorer: ThompsonExplorer, allowed: np.ndarray, policy: str,
                        history: list[int]) -> tuple[int, float] | None:
-        pool = self._pool(items, explorer, filters)
+        pool = self._pool(items, allowed)
         content = self.live.content if self.live is not None else None
         if policy == "linucb" and content is not None:
             picked = await self._linucb_pick(state, req.user_id, pool, history, content)

@@ -1,13 +1,15 @@
 """The history stage: the user's online row (recent items, seen set, user features), read once per request.
 
-Its output is the request's history (the body's own ``history`` when given) and the row itself, kept on
-``state.user_features`` for the two later readers: the candidate stage (the seen set) and feature
-hydration (the user columns), so a cache-miss request reads the user's row in one round trip.
+Its output (:class:`UserRow`) is the request's history (the body's own ``history`` when given), the
+user's already-seen set (for the candidate stage) and whether the store answered; the row itself is kept
+on ``state.user_features`` for feature hydration (the user columns), so a cache-miss request reads the
+user's row in one round trip.
 """
 
 from __future__ import annotations
 
 import asyncio
+from typing import NamedTuple
 
 import numpy as np
 
@@ -15,6 +17,19 @@ from recsys.serving.config import ServingConfig
 from recsys.serving.pipeline.features.client import FeatureGateway, FeatureReadError, FeatureStoreUnavailable
 from recsys.serving.pipeline.metrics import ServingMetrics
 from recsys.serving.pipeline.state import RequestState
+
+
+class UserRow(NamedTuple):
+    """The history stage's output."""
+
+    items: list[int]  # the request's history, else the online store's recent items
+    seen: np.ndarray  # the user's online already-seen set (empty when not read, or the store is down)
+    store_down: bool  # the feature store did not answer: the service skips hydration
+
+
+def _seen(state: RequestState) -> np.ndarray:
+    user = state.user_features
+    return user.seen_item_ids if user is not None else np.zeros(0, np.int64)
 
 
 class UserHistory:
@@ -27,27 +42,21 @@ class UserHistory:
         self.features = features
         self.metrics = metrics
 
-    async def __call__(self, state: RequestState, user_id: int, given: list[int] | None) -> tuple[list[int], bool]:
-        """(history, feature store down): the request's history, else the online store's recent items."""
+    async def __call__(self, state: RequestState, user_id: int, given: list[int] | None) -> UserRow:
+        """The request's history (else the online store's recent items) and the user's seen set."""
         if given is not None:
-            return list(given), False
+            return UserRow(list(given), _seen(state), False)
         if state.user_features is not None:  # already read for experiment targeting
-            return state.user_features.recent_item_ids, False
+            return UserRow(state.user_features.recent_item_ids, _seen(state), False)
         with self.metrics.stage(self.name, state.timings):
             try:
                 async with asyncio.timeout(self.cfg.feature_timeout_s * 5):
                     user = await self.features.fetch_user_async(user_id)
             except (FeatureStoreUnavailable, TimeoutError):
                 state.degrade("feature_store_unavailable")
-                return [], True
+                return UserRow([], _seen(state), True)
             except FeatureReadError:
                 state.degrade("feature_read_failed")
-                return [], False
+                return UserRow([], _seen(state), False)
         state.user_features = user
-        return user.recent_item_ids, False
-
-    @staticmethod
-    def seen_items(state: RequestState) -> np.ndarray:
-        """The user's online already-seen set read by ``__call__`` (empty when not read or down)."""
-        user = state.user_features
-        return user.seen_item_ids if user is not None else np.zeros(0, np.int64)
+        return UserRow(user.recent_item_ids, user.seen_item_ids, False)

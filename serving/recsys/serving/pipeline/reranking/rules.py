@@ -1,4 +1,4 @@
-"""Re-ranking: freshness boost, MMR diversity and genre caps (business filters: ``pipeline/filters.py``).
+"""Re-ranking: freshness boost, MMR diversity and genre caps (business filters: ``pipeline/candidates/filters.py``).
 
 Pure numpy on a few hundred candidates, so it runs inside the ingress replica (a separate
 deployment would add a network hop that costs more than the work). Everything is a function of

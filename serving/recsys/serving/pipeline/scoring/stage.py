@@ -38,10 +38,6 @@ class Scoring:
         self.loader = loader
         self.metrics = metrics
 
-    def wants_features(self, cset: CandidateSet, version: str | None) -> bool:
-        """Whether this request will be scored by the ranker (so the service hydrates the candidates first)."""
-        return len(cset) > 0 and not cset.cold and self.ranker is not None and bool(version)
-
     def cold_start(self, req: RecommendationRequest, cset: CandidateSet, sources: Sources) -> np.ndarray:
         n = len(cset)
         pop = sources.popularity

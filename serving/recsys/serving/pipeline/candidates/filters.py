@@ -1,8 +1,8 @@
 """Business filters on candidates: excluded ids, already-seen items, availability, genres.
 
-A shared rule, not a stage (like ``state.py``): the candidate stage applies it to the merged candidates
-and writes the request's :class:`FilterSpec` into its output (``CandidateSet.filters``); the exploration
-stage applies the same spec to the one new item it may insert. Neither stage calls the other.
+Applied once per request, by the candidate stage, in one pass over the merged candidates *and* the new
+items the exploration slot may insert; the exploration stage reads the filtered new items from the
+candidate stage's output (``CandidateSet.explore_pool``), so a request enters this file once.
 """
 
 from __future__ import annotations
