@@ -24,7 +24,9 @@ p50 for one request (~500 candidates). Everything on loopback; bounded request c
 
 ``RAY_SERVE_THROUGHPUT_OPTIMIZED`` / ``RAY_SERVE_ENABLE_HA_PROXY`` are read when Ray Serve starts, so
 each ingress mode runs in a child process of its own (a fresh local cluster each, one after the other,
-same store and users); the parent prints one summary: the ratios of both modes, **requests/s per core**
+same store and users); the parent prints one summary: the ratios of both modes, each alternating round's
+req/s ratio as min-max (``rounds``: the same code moves by up to 0.15 between runs minutes apart on a 2-core
+box, so a run's own spread says how much one figure can be trusted), **requests/s per core**
 (ours at c = 32 over this machine's cores, the load generator included on them) and the capacity line
 (cores for 1M requests/s at that rate).
 """
@@ -210,13 +212,14 @@ class Tally:
         self.cached = 0
         self.degraded = 0
         self.first_error: str | None = None
+        self.block_rps: list[float] = []  # answered requests/s of each timed block, in order
 
     def summary(self) -> dict[str, float]:
         a = np.asarray(self.lat) * 1e3
         return {"n": len(a), "p50": float(np.percentile(a, 50)) if len(a) else float("nan"),
                 "p99": float(np.percentile(a, 99)) if len(a) else float("nan"),
                 "rps": len(a) / self.wall if self.wall else float("nan"), "errors": self.errors,
-                "cached": self.cached, "degraded": self.degraded}
+                "cached": self.cached, "degraded": self.degraded, "block_rps": list(self.block_rps)}
 
 
 class UserStream:
@@ -295,9 +298,11 @@ async def block(session, url: str, users: list[int], concurrency: int, seconds: 
             sent += 1
             await _post(session, url, user, n, tally)
 
-    t0 = time.perf_counter()
+    t0, answered = time.perf_counter(), len(tally.lat)
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    tally.wall += time.perf_counter() - t0
+    wall = time.perf_counter() - t0
+    tally.wall += wall
+    tally.block_rps.append((len(tally.lat) - answered) / wall if wall else float("nan"))
     return sent
 
 
@@ -572,18 +577,27 @@ def per_core(rps: float) -> tuple[float, int]:
     return pc, (math.ceil(1e6 / pc) if pc > 0 else 0)
 
 
+def round_ratios(ours: dict, noop: dict) -> str:
+    """The req/s ratio of each alternating round (ours' block r over the no-op's block r) as "min-max": how far
+    the run's own ratio could move on the box's minute-to-minute state (no blocks at c = 1: "-")."""
+    pairs = [_ratio(a, b) for a, b in zip(ours.get("block_rps") or [], noop.get("block_rps") or [], strict=False)]
+    pairs = [r for r in pairs if math.isfinite(r)]
+    return f"{min(pairs):.2f}-{max(pairs):.2f}" if pairs else "-"
+
+
 def summarize(results: dict[str, dict[str, dict[str, dict]]]) -> None:
-    """One table over the ingress modes: p50 and req/s ratios, requests/s per core, cores for 1M requests/s."""
+    """One table over the ingress modes: p50 and req/s ratios (with each round's ratio, min-max), requests/s
+    per core, cores for 1M requests/s."""
     cores = os.cpu_count() or 1
     print(f"\nsummary ({cores} cores, shared with the load generator, Ray, Redis; ratio = ours / no-op, same run)")
     print(f"{'ingress':<9}{'c':>3}{'p50 ours':>9}{'noop':>7}{'ratio':>7}{'rps ours':>9}{'noop':>7}{'ratio':>7}"
-          f"{'rps/core ours':>14}{'noop':>7}{'cores for 1M rps (ours)':>25}")
+          f"{'rounds':>11}{'rps/core ours':>14}{'noop':>7}{'cores for 1M rps (ours)':>25}")
     for mode, levels in results.items():
         for c, apps in levels.items():
             o, n = apps["ours"], apps["noop"]
             pc, need = per_core(o["rps"])
             print(f"{mode:<9}{c:>3}{o['p50']:>9.1f}{n['p50']:>7.1f}{_ratio(o['p50'], n['p50']):>6.2f}x"
-                  f"{o['rps']:>9.1f}{n['rps']:>7.1f}{_ratio(o['rps'], n['rps']):>6.2f}x"
+                  f"{o['rps']:>9.1f}{n['rps']:>7.1f}{_ratio(o['rps'], n['rps']):>6.2f}x{round_ratios(o, n):>11}"
                   f"{pc:>14.1f}{per_core(n['rps'])[0]:>7.1f}{need:>25,}", flush=True)
     for mode, levels in results.items():
         top = max(levels, key=int)
