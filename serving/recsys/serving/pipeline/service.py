@@ -54,6 +54,7 @@ from recsys.serving.pipeline.features.history import UserHistory
 from recsys.serving.pipeline.features.stage import FeatureHydration
 from recsys.serving.pipeline.metrics import ServingMetrics
 from recsys.serving.pipeline.reranking.stage import Reranking
+from recsys.serving.pipeline.scoring.inputs import ranker_will_score
 from recsys.serving.pipeline.scoring.stage import Scoring
 from recsys.serving.pipeline.similar_items import SimilarItems
 from recsys.serving.pipeline.state import RequestState, Target
@@ -207,8 +208,8 @@ class RecommendationService(BundleLifecycle):
         cset = await self.candidates(state, req, art, r_version, history, bundle.sources, user.seen,
                                      bundle.explorer.new_item_ids if explore else None)  # the slot's, filtered here
         await self._next_stage()
-        hydrated = None  # read only when the ranker will score (it scores known users' non-empty candidate sets)
-        if not user.store_down and len(cset) and not cset.cold and self.ranker is not None and k_version:
+        hydrated = None  # the candidates' features, read only when the ranker will score them
+        if not user.store_down and ranker_will_score(len(cset), cset.cold, self.ranker, k_version):
             hydrated = await self.hydration(state, req.user_id, cset.cands.item_ids)
             await self._next_stage()
         scores = await self.scoring(state, req, cset, k_version, hydrated, bundle.sources)

@@ -39,6 +39,13 @@ from recsys.platform.ranking_features import (
 from recsys.serving.models.artifacts import RankerSpec
 
 
+def ranker_will_score(n_candidates: int, cold: bool, ranker: Any, version: str | None) -> bool:
+    """Whether the ranker scores this candidate set: it has candidates, the user is known, a ranker is
+    placed and a ranking version is promoted. The one definition: the service reads it to decide whether to
+    hydrate the candidates' features first, and the scoring stage to choose between the ranker and a fallback."""
+    return n_candidates > 0 and not cold and ranker is not None and bool(version)
+
+
 @dataclass
 class CrossInputs:
     """Per-request inputs of the cross features (shapes for n candidates, d-dim embeddings)."""

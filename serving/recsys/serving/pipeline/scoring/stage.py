@@ -23,7 +23,12 @@ from recsys.serving.pipeline.candidates.stage import CandidateSet
 from recsys.serving.pipeline.features.client import HydratedFeatures
 from recsys.serving.pipeline.metrics import ServingMetrics
 from recsys.serving.pipeline.reranking.rules import normalize
-from recsys.serving.pipeline.scoring.inputs import build_ranker_inputs, cross_inputs, recent_items_for_similarity
+from recsys.serving.pipeline.scoring.inputs import (
+    build_ranker_inputs,
+    cross_inputs,
+    ranker_will_score,
+    recent_items_for_similarity,
+)
 from recsys.serving.pipeline.state import RequestState, Target, guarded
 
 
@@ -69,7 +74,7 @@ class Scoring:
         if cset.cold:
             return self.cold_start(req, cset, sources)
         fallback = cset.retrieval_score
-        if self.ranker is None or not version:
+        if not ranker_will_score(n, cset.cold, self.ranker, version):
             # no ranker promoted (e.g. the promotion gate refused every version): retrieval order is the
             # intended answer, reported as ranking="retrieval_only", not as a failed dependency
             return fallback
