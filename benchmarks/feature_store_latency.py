@@ -30,7 +30,7 @@ def _pct(xs: list[float]) -> dict[str, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-dir", default=None, help="Dataset dir (default: generate the default synthetic set)")
-    ap.add_argument("--redis-url", default="redis://127.0.0.1:6379/15")
+    ap.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
     ap.add_argument("--items", type=int, default=500, help="Candidate items per fetch")
     ap.add_argument("--iters", type=int, default=200, help="Fetches timed for the batched client")
     ap.add_argument("--feast-iters", type=int, default=40, help="Fetches timed for Feast get_online_features")

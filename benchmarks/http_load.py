@@ -187,7 +187,7 @@ def main() -> None:
     ap.add_argument("--url", default=None, help="Load an already running app instead of deploying one.")
     ap.add_argument("--catalog", choices=["default", "1m"], default="default")
     ap.add_argument("--num-shards", type=int, default=2)
-    ap.add_argument("--redis-url", default="redis://127.0.0.1:6379/15")
+    ap.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
     ap.add_argument("--users", type=int, default=6000, help="Known user ids are 1..users (10%% cold users).")
     ap.add_argument("--concurrency", default="1,8,32")
     ap.add_argument("--duration", type=float, default=30.0, help="Seconds per concurrency level (upper bound).")

@@ -131,7 +131,7 @@ def main() -> int:
     ap.add_argument("--items", type=int, default=4_000)
     ap.add_argument("--users", type=int, default=6_000, help="Known user ids are 1..users.")
     ap.add_argument("--num-shards", type=int, default=2)
-    ap.add_argument("--redis-url", default="redis://127.0.0.1:6379/15")
+    ap.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
     ap.add_argument("--api-key", default=None, help="Key for /v1/events (default: $RECSYS_API_KEY when set).")
     ap.add_argument("--json", dest="json_out", default=None, help="Also write the results as JSON here.")
     ap.add_argument("--ready-timeout", type=float, default=600.0)

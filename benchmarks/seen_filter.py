@@ -32,7 +32,7 @@ def main() -> None:
                     help="Seen-set sizes S (comma-separated; baseline first)")
     ap.add_argument("--requests", type=int, default=300, help="Timed requests per size")
     ap.add_argument("--retrieval-k", type=int, default=400)
-    ap.add_argument("--redis-url", default="redis://127.0.0.1:6379/15")
+    ap.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
     args = ap.parse_args()
 
     from http_load import write_synthetic_store

@@ -480,7 +480,7 @@ def parse_cli() -> argparse.Namespace:
     ap.add_argument("--also-variant", action="append", default=[], metavar="NAME=JSON",
                     help="Also deploy ours with these ServingConfig overrides as app NAME, interleaved (repeatable), "
                          'e.g. nocache=\'{"cache": {"enabled": false}}\'.')
-    ap.add_argument("--redis-url", default=os.environ.get("RECSYS_BENCH_REDIS_URL", "redis://127.0.0.1:6379/15"))
+    ap.add_argument("--redis-url", default=os.environ.get("RECSYS_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14"))
     ap.add_argument("--throughput-optimized", action=argparse.BooleanOptionalAction, default=True,
                     help="RAY_SERVE_THROUGHPUT_OPTIMIZED=1 (direct gRPC between replicas).")
     ap.add_argument("--ingress", default="proxy,haproxy",

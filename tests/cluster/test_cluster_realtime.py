@@ -6,10 +6,13 @@ with CROSSSLOT / "Script attempted to access a non local key"), so running the c
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 
+import numpy as np
 import pytest
+from redis.cluster import key_slot
 
 from recsys.features import FeatureStoreConfig
 
@@ -33,9 +36,11 @@ def _events(n_users: int = 12) -> list[dict]:
     return out
 
 
-def test_slots_differ_and_the_keys_of_one_user_share_one(cfg):
-    from redis.cluster import key_slot
+async def _fetch_together(client, users, items, at):
+    return await asyncio.gather(*(client.fetch_async(u, items, at=at) for u in users))
 
+
+def test_slots_differ_and_the_keys_of_one_user_share_one(cfg):
     from recsys.features.keys import OverlayKeys, cache_generation_key
 
     k = OverlayKeys(cfg.project)
@@ -65,8 +70,19 @@ def test_events_are_applied_exactly_once_on_a_cluster(cfg):
         assert int(r.hget(consumer.keys.item(50), "c:clicks:all")) == 4  # users 1000, 1005, 1010 + retried
         assert r.get(consumer.keys.seen_live(1001)) == b"51,61,"
         assert 0 < r.ttl(consumer.keys.user(1001)) <= cfg.online_user_ttl_s
-        feats = OnlineFeatureClient(cfg).fetch(1001, [51, 61])
+        client = OnlineFeatureClient(cfg)
+        feats = client.fetch(1001, [51, 61])
         assert feats.user["user_clicks_all"] == 1 and feats.user["user_ratings_all"] == 1
+        # serving's path: concurrent requests' reads share one pipeline whose keys span the masters
+        users, at = (1000, 1001, 1002, 1007), 1.8e9
+        batched = asyncio.run(_fetch_together(client, users, [51, 61], at))
+        assert client._abatched.pipelines == 1 and len({key_slot(client.layout.key("user_id", u))
+                                                         for u in users}) > 1
+        for u, got in zip(users, batched, strict=True):
+            want = client.fetch(u, [51, 61], at=at)
+            assert got.user == want.user and got.recent_item_ids == want.recent_item_ids
+            np.testing.assert_array_equal(got.items, want.items)
+            np.testing.assert_array_equal(got.seen_item_ids, want.seen_item_ids)
         # a re-delivery of applied entries (a lost reply, a reclaim) changes nothing
         entries = [(sid.decode(), json.loads(f[b"e"])) for sid, f in r.xrange(consumer.keys.stream)]
         assert consumer._apply(entries) == 0

@@ -83,3 +83,36 @@ def test_batches_are_capped(redis_url, n):
         assert b.pipelines == -(-n // 128) and b.commands == n
 
     asyncio.run(run())
+
+
+def test_execute_many_sends_one_callers_commands_with_the_others_and_raises_its_first_error(redis_url):
+    """The feature client's user read: one caller's commands, in order, in the turn's one pipeline."""
+    b = _batched(redis_url)
+    key = f"test:batch:{uuid.uuid4().hex}"
+
+    async def run():
+        many, one = await asyncio.gather(
+            b.execute_many([("SET", key, "1", "PX", 60_000), ("INCR", key), ("HGETALL", f"{key}:none"),
+                            ("LRANGE", f"{key}:none", 0, -1), ("GET", key)]),
+            b.execute("GET", f"{key}:none"))
+        assert many == [True, 2, {}, [], b"2"] and one is None  # parsed as the pipeline methods parse them
+        assert (b.pipelines, b.commands) == (1, 6)
+        with pytest.raises(Exception, match="not an integer"):
+            await b.execute_many([("SET", key, "x", "PX", 60_000), ("INCR", key), ("GET", key)])
+        assert await b.execute("GET", key) == b"x"  # the commands around the error still ran
+        assert await b.execute_many([]) == [] and b.pipelines == 3  # nothing to send: no round trip
+        await b.client.aclose()
+
+    asyncio.run(run())
+
+
+def test_a_callers_commands_are_never_split_across_pipelines(redis_url):
+    b = LoopBatchedRedis(LoopBoundRedis(redis_url), max_batch=4)
+
+    async def run():
+        groups = await asyncio.gather(*(b.execute_many([("PING",)] * 3) for _ in range(3)))
+        assert groups == [[True] * 3] * 3
+        assert (b.pipelines, b.commands) == (3, 9)  # 3 + 3 > 4: each caller's three in a pipeline of their own
+        await b.client.aclose()
+
+    asyncio.run(run())

@@ -154,6 +154,30 @@ def materialization_key(project: str) -> str:
     return f"recsys:features:{project}:materialization"
 
 
+class _QueuedCommands:
+    """The pipeline calls :meth:`OnlineFeatureClient._queue_reads` makes, recorded as raw commands, so the
+    asyncio path can hand them to a :class:`~recsys.platform.redis_async.LoopBatchedRedis` (same command
+    names, so redis-py parses each reply as the pipeline method would)."""
+
+    def __init__(self) -> None:
+        self.commands: list[tuple] = []
+
+    def hmget(self, key, fields) -> None:
+        self.commands.append(("HMGET", key, *fields))
+
+    def hgetall(self, key) -> None:
+        self.commands.append(("HGETALL", key))
+
+    def lrange(self, key, start: int, end: int) -> None:
+        self.commands.append(("LRANGE", key, start, end))
+
+    def get(self, key) -> None:
+        self.commands.append(("GET", key))
+
+    def eval(self, script: str, numkeys: int, *keys_and_args) -> None:
+        self.commands.append(("EVAL", script, numkeys, *keys_and_args))
+
+
 class OnlineFeatureClient:
     """Batch reader of online features; safe to share within a process (redis-py pools connections)."""
 
@@ -162,6 +186,7 @@ class OnlineFeatureClient:
         from feast.protos.feast.types.Value_pb2 import Value
 
         from recsys.features.redis_clients import async_client, sync_client
+        from recsys.platform.redis_async import LoopBatchedRedis
 
         self.cfg = cfg
         self._Value = Value
@@ -169,6 +194,8 @@ class OnlineFeatureClient:
         self._redis_errors = (redis.exceptions.RedisError, OSError)
         self.redis = sync_client(cfg)  # redis.Redis, or RedisCluster for a redis+cluster:// URL
         self._aredis = async_client(cfg)  # fetch_async: the request's own event loop
+        # concurrent requests' reads in one event-loop turn share one pipeline (serving's history stage)
+        self._abatched = LoopBatchedRedis(self._aredis)
         self.layout = RedisLayout(cfg.project)
         self.overlay = OverlayKeys(cfg.project)
         item_views = {n: v for v in (ITEM_STATS_VIEW, ITEM_PROFILE_VIEW) for n in VIEW_FEATURES[v]}
@@ -228,11 +255,12 @@ class OnlineFeatureClient:
 
     async def _ahmget_all(self, user_keys: list[bytes], item_keys: list[bytes], overlay_users: Sequence[int] = (),
                           overlay_items: Sequence[int] = ()) -> list:
-        """:meth:`_hmget_all` with redis.asyncio on the caller's event loop (no thread hop)."""
+        """:meth:`_hmget_all` with redis.asyncio on the caller's event loop (no thread hop); the reads of
+        requests that reach this step in the same loop turn go out as one pipeline."""
+        queued = _QueuedCommands()
+        self._queue_reads(queued, user_keys, item_keys, overlay_users, overlay_items)
         try:
-            async with self._aredis.get().pipeline(transaction=False) as pipe:
-                self._queue_reads(pipe, user_keys, item_keys, overlay_users, overlay_items)
-                return self._replies(await pipe.execute(), overlay_items)
+            return self._replies(await self._abatched.execute_many(queued.commands), overlay_items)
         except self._redis_errors as e:
             raise self._unavailable(e) from e
 
