@@ -154,30 +154,6 @@ def materialization_key(project: str) -> str:
     return f"recsys:features:{project}:materialization"
 
 
-class _QueuedCommands:
-    """The pipeline calls :meth:`OnlineFeatureClient._queue_reads` makes, recorded as raw commands, so the
-    asyncio path can hand them to a :class:`~recsys.platform.redis_async.LoopBatchedRedis` (same command
-    names, so redis-py parses each reply as the pipeline method would)."""
-
-    def __init__(self) -> None:
-        self.commands: list[tuple] = []
-
-    def hmget(self, key, fields) -> None:
-        self.commands.append(("HMGET", key, *fields))
-
-    def hgetall(self, key) -> None:
-        self.commands.append(("HGETALL", key))
-
-    def lrange(self, key, start: int, end: int) -> None:
-        self.commands.append(("LRANGE", key, start, end))
-
-    def get(self, key) -> None:
-        self.commands.append(("GET", key))
-
-    def eval(self, script: str, numkeys: int, *keys_and_args) -> None:
-        self.commands.append(("EVAL", script, numkeys, *keys_and_args))
-
-
 class OnlineFeatureClient:
     """Batch reader of online features; safe to share within a process (redis-py pools connections)."""
 
@@ -215,26 +191,24 @@ class OnlineFeatureClient:
         return plan
 
     # ------------------------------------------------------------------ reads
-    def _queue_reads(self, pipe, user_keys: list[bytes], item_keys: list[bytes], overlay_users: Sequence[int],
-                     overlay_items: Sequence[int]) -> None:
-        """Feast rows (HMGET), then the real-time overlay of the given ids, on a sync or asyncio pipeline."""
+    def _read_commands(self, user_keys: list[bytes], item_keys: list[bytes], overlay_users: Sequence[int],
+                       overlay_items: Sequence[int]) -> list[tuple]:
+        """Feast rows (HMGET), then the real-time overlay of the given ids, as raw commands: one list for the
+        sync pipeline and the asyncio batcher (redis-py parses each reply by its command name)."""
         ufields = [f for *_, f in self._user_fields]
         ifields = [f for *_, f in self._item_fields]
-        for k in user_keys:
-            pipe.hmget(k, ufields)
-        for k in item_keys:
-            pipe.hmget(k, ifields)
+        commands: list[tuple] = [("HMGET", k, *ufields) for k in user_keys]
+        commands += [("HMGET", k, *ifields) for k in item_keys]
         for u in overlay_users:
-            pipe.hgetall(self.overlay.user(u))
-            pipe.lrange(self.overlay.recent(u), 0, self.cfg.recent_items - 1)
-            pipe.get(self.overlay.seen_batch(u))
-            pipe.get(self.overlay.seen_live(u))
+            commands += [("HGETALL", self.overlay.user(u)),
+                         ("LRANGE", self.overlay.recent(u), 0, self.cfg.recent_items - 1),
+                         ("GET", self.overlay.seen_batch(u)), ("GET", self.overlay.seen_live(u))]
         if overlay_items and self.cfg.is_cluster:  # item keys span slots: one HGETALL each (routed per node)
-            for i in overlay_items:
-                pipe.hgetall(self.overlay.item(i))
+            commands += [("HGETALL", self.overlay.item(i)) for i in overlay_items]
         elif overlay_items:
             keys = [self.overlay.item(i) for i in overlay_items]
-            pipe.eval(READ_ITEMS_SCRIPT, len(keys), *keys)
+            commands.append(("EVAL", READ_ITEMS_SCRIPT, len(keys), *keys))
+        return commands
 
     def _replies(self, out: list, overlay_items: Sequence[int]) -> list:
         # the item script's one reply -> one entry per item, like the other commands
@@ -248,7 +222,8 @@ class OnlineFeatureClient:
         """One pipelined round trip: Feast rows (HMGET), then the real-time overlay of the given ids."""
         try:
             with self.redis.pipeline(transaction=False) as pipe:
-                self._queue_reads(pipe, user_keys, item_keys, overlay_users, overlay_items)
+                for command in self._read_commands(user_keys, item_keys, overlay_users, overlay_items):
+                    pipe.execute_command(*command)
                 return self._replies(pipe.execute(), overlay_items)
         except self._redis_errors as e:
             raise self._unavailable(e) from e
@@ -257,10 +232,9 @@ class OnlineFeatureClient:
                           overlay_items: Sequence[int] = ()) -> list:
         """:meth:`_hmget_all` with redis.asyncio on the caller's event loop (no thread hop); the reads of
         requests that reach this step in the same loop turn go out as one pipeline."""
-        queued = _QueuedCommands()
-        self._queue_reads(queued, user_keys, item_keys, overlay_users, overlay_items)
+        commands = self._read_commands(user_keys, item_keys, overlay_users, overlay_items)
         try:
-            return self._replies(await self._abatched.execute_many(queued.commands), overlay_items)
+            return self._replies(await self._abatched.execute_many(commands), overlay_items)
         except self._redis_errors as e:
             raise self._unavailable(e) from e
 

@@ -54,9 +54,9 @@ class UserHistory:
                     user = await self.features.fetch_user_async(user_id)
             except (FeatureStoreUnavailable, TimeoutError):
                 state.degrade("feature_store_unavailable")
-                return UserRow([], _seen(state), True)
+                return UserRow([], np.zeros(0, np.int64), True)  # nothing was read: no seen set
             except FeatureReadError:
                 state.degrade("feature_read_failed")
-                return UserRow([], _seen(state), False)
+                return UserRow([], np.zeros(0, np.int64), False)
         state.user_features = user
         return UserRow(user.recent_item_ids, user.seen_item_ids, False)
